@@ -1,0 +1,72 @@
+"""Small helpers of fastai 0.7's `core` module that user code and the notebook reach for."""
+import math
+import os
+
+import numpy as np
+import torch
+
+USE_GPU = True
+
+
+def is_listy(x):
+    return isinstance(x, (list, tuple))
+
+
+def to_np(v):
+    """A tensor (any device) or a list of tensors as numpy; numpy passes through."""
+    if isinstance(v, (list, tuple)):
+        return [to_np(o) for o in v]
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+def T(a):
+    """numpy/list -> torch tensor (int64 for integers, float32 for floats)."""
+    if torch.is_tensor(a):
+        return a
+    a = np.asarray(a)
+    if a.dtype in (np.int8, np.int16, np.int32, np.int64):
+        return torch.from_numpy(a.astype(np.int64))
+    if a.dtype in (np.float32, np.float64):
+        return torch.from_numpy(a.astype(np.float32))
+    raise NotImplementedError(f"T(): cannot convert dtype {a.dtype}")
+
+
+def V(x, requires_grad=False):
+    """fastai 0.7's Variable wrapper; in modern torch a tensor is its own Variable."""
+    t = T(x) if not torch.is_tensor(x) else x
+    return t.requires_grad_(requires_grad) if requires_grad else t
+
+
+def VV(x):
+    return V(x)
+
+
+def A(*a):
+    return np.array(a[0]) if len(a) == 1 else [np.array(o) for o in a]
+
+
+def sum_geom(a, r, n):
+    """Number of epochs of `n` cycles of length a, a*r, a*r^2, ... (spec 6.2)."""
+    return a * n if r == 1 else math.ceil(a * (1 - r ** n) / (1 - r))
+
+
+def num_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
+def to_gpu(x):
+    return x.cuda() if USE_GPU and torch.cuda.is_available() else x
+
+
+def children(m):
+    """Direct sub-modules of a torch module as a list; a list or tuple is returned unchanged."""
+    return m if isinstance(m, (list, tuple)) else list(m.children())
+
+
+__all__ = ["USE_GPU", "is_listy", "to_np", "T", "V", "VV", "A", "sum_geom", "num_cpus",
+           "to_gpu", "children"]

@@ -1,0 +1,29 @@
+"""The exceptions fastai-rs raises. The Rust core raises these very classes (it looks them up
+here), so there is one list of them.
+
+Every one derives from `FastaiError`; they also derive from the built-in exception that
+fastai 0.7 raised in the same situation, so existing `except OSError:` code keeps working.
+"""
+
+
+class FastaiError(Exception):
+    """Base class of every error specific to fastai-rs."""
+
+
+class ImageDecodeError(FastaiError, OSError):
+    """An image file could not be decoded (corrupt, truncated, not an image, too large)."""
+
+
+class DatasetLayoutError(FastaiError, ValueError):
+    """The data folder or CSV does not have the expected layout (missing/empty/mismatched)."""
+
+
+class WeightsError(FastaiError, ValueError):
+    """A weights file does not fit the model (missing, unexpected or mis-shaped keys)."""
+
+
+class CacheError(FastaiError, OSError):
+    """The precomputed-activation cache is unusable."""
+
+
+__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError"]

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust unit tests (cargo test) and the Python suite (pytest).
+# Sets the machine up first (scripts/setup.sh), so it works on a fresh clone.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k transforms`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV=${FASTAI_VENV:-.venv}
+source "$VENV/bin/activate"
+export LIBTORCH_USE_PYTORCH=1
+TORCH_LIB=$(python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
+
+echo "== cargo test"
+cargo test --release --lib --tests
+
+echo "== pytest"
+set +e
+python -m pytest -q "$@"
+rc=$?
+set -e
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+if [ "$rc" -eq 5 ]; then echo "pytest ran no test" >&2; exit 1; fi
+exit "$rc"

@@ -1,0 +1,60 @@
+//! Python bindings: the only module that knows about pyo3. It converts arguments into owned
+//! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
+
+mod errors;
+
+use pyo3::prelude::*;
+
+pub use errors::to_pyerr;
+
+/// Runs `f` without the GIL and turns a core error into the matching Python exception.
+/// Every slow entry point goes through here so other Python threads (and Ctrl-C handling in
+/// the progress callbacks) keep running.
+pub fn run_detached<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+where
+    T: Send,
+    F: Send + FnOnce() -> crate::Result<T>,
+{
+    py.allow_threads(f).map_err(to_pyerr)
+}
+
+/// Hands a torch tensor to Rust and back (used by tests to prove the tensor bridge works).
+#[pyfunction]
+fn _roundtrip_tensor(t: pyo3_tch::PyTensor) -> PyResult<pyo3_tch::PyTensor> {
+    // A real copy through libtorch, so the test sees a new tensor with the same values.
+    Ok(pyo3_tch::PyTensor(t.0.copy()))
+}
+
+/// Hands a float32 numpy array to Rust and back, doubled (the doubling proves Rust saw it).
+#[pyfunction]
+fn _roundtrip_array<'py>(
+    py: Python<'py>,
+    a: numpy::PyReadonlyArrayDyn<'py, f32>,
+) -> Bound<'py, numpy::PyArrayDyn<f32>> {
+    let doubled = a.as_array().mapv(|v| v * 2.0);
+    numpy::PyArrayDyn::from_owned_array(py, doubled)
+}
+
+/// Raises a core error of the given kind, so tests can check the Rust→Python error mapping.
+#[pyfunction]
+fn _raise_error(kind: &str, path: &str) -> PyResult<()> {
+    use crate::Error;
+    let err = match kind {
+        "decode" => Error::decode(path, "not a JPEG file"),
+        "layout" => Error::layout(path, "folder is empty"),
+        "io" => Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)),
+        "argument" => Error::InvalidArgument(format!("bad argument: {path}")),
+        _ => Error::InvalidArgument(format!("unknown error kind {kind:?}")),
+    };
+    Err(to_pyerr(err))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
+    m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
+    Ok(())
+}
