@@ -4,6 +4,7 @@
 //! only place that mentions pyo3/numpy, and it only converts arguments and errors.
 
 pub mod error;
+pub mod models;
 
 #[cfg(feature = "python")]
 mod python;
