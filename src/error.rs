@@ -37,6 +37,10 @@ pub enum Error {
     #[error("{op}: {source}")]
     Torch { op: String, source: tch::TchError },
 
+    /// A Python callback raised; the binding re-raises the original exception.
+    #[error("a Python callback raised an exception")]
+    Callback,
+
     /// The user interrupted a long-running call (Ctrl-C / KeyboardInterrupt).
     #[error("interrupted")]
     Interrupted,

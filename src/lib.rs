@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod models;
+pub mod train;
 
 #[cfg(feature = "python")]
 mod python;

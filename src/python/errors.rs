@@ -65,6 +65,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::Cache { .. } => fastai_exception("CacheError", msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::Torch { .. } => PyRuntimeError::new_err(msg),
+        Error::Callback => PyRuntimeError::new_err(msg),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
     }
 }

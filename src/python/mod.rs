@@ -2,6 +2,7 @@
 //! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
 
 mod errors;
+mod learner;
 
 use pyo3::prelude::*;
 
@@ -53,6 +54,7 @@ fn _raise_error(kind: &str, path: &str) -> PyResult<()> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    learner::register(m)?;
     m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;

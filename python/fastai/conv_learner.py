@@ -1,0 +1,358 @@
+"""`ConvLearner.pretrained(arch, data, precompute=True)`: a pretrained body cut before its
+classifier, fastai 0.7's head on top, and the training/prediction API of lesson 1.
+
+Differences from fastai 0.7, all on purpose (spec section 13):
+- the activation cache is keyed by content (images, transform, weights), never stale;
+- `learn.precompute = True` computes the cache when needed; `unfreeze()`/`freeze_to()` act on
+  the full model even while precompute is on (and `unfreeze` turns precompute off);
+- `save`, `predict_array` and `TTA` behave the same with precompute on or off (full model,
+  images in, real augmentation);
+- `lr_find` restores the weights from memory (also when interrupted) and leaves `models/tmp.h5`
+  alone; `fit` returns plain floats `[val_loss, accuracy]`.
+"""
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from . import _progress
+from ._weights import load_pretrained
+from .core import sum_geom, to_np
+from .layers import AdaptiveConcatPool2d, Flatten
+from .learner import Learner, _group_values
+from .metrics import accuracy, accuracy_np, accuracy_thresh
+from .sgdr import CosAnneal, LossRecorder, LR_Finder
+from .torch_imports import *  # noqa: F401,F403
+from .torch_imports import arch_from
+
+# fastai 0.7's model_meta: arch -> [cut, lr_cut] (the Rust core applies them).
+model_meta = {"resnet18": [8, 6], "resnet34": [8, 6], "resnet50": [8, 6], "resnet101": [8, 6],
+              "resnet152": [8, 6]}
+
+
+def _default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ModelSummary:
+    """What `learn.model` shows: the layers of the flat Sequential and the parameter count."""
+
+    def __init__(self, native, precompute):
+        self._entries = native.entries()
+        self._head_start = native.head_start
+        self.precompute = precompute
+
+    def parameters_count(self):
+        return sum(int(np.prod(s)) for _, s, _, is_p in self._entries if is_p)
+
+    def __repr__(self):
+        rows = []
+        for key, shape, group, is_param in self._entries:
+            rows.append(f"  {key:<32} {str(tuple(shape)):<22} group {group}{'' if is_param else ' (buffer)'}")
+        n = self.parameters_count()
+        return "ConvnetModel(\n" + "\n".join(rows) + f"\n)  {n:,} parameters"
+
+
+class ConvLearner(Learner):
+    """A learner for a pretrained convolutional network (lesson 1's `learn`)."""
+
+    def __init__(self, data, native, arch, precompute=False, **kwargs):
+        super().__init__(data, native, **kwargs)
+        self.arch = arch
+        self._precompute = False
+        self._acts = None          # {'trn': tensor, 'val': tensor, 'test': tensor|None}
+        self.crit = {"log_softmax": "nll_loss", "sigmoid": "binary_cross_entropy",
+                     "identity": "l1_loss"}[self._output]
+        self.freeze()
+        self.precompute = precompute
+
+    @classmethod
+    def pretrained(cls, f, data, ps=None, xtra_fc=None, xtra_cut=0, custom_head=None, precompute=False,
+                   pretrained=True, weights=None, device=None, **kwargs):
+        from ._native import Learner as NativeLearner
+        if custom_head is not None:
+            raise NotImplementedError("custom_head: a PyTorch module cannot run inside the Rust model; "
+                                      "use ps= and xtra_fc= to shape the head")
+        if xtra_cut:
+            raise NotImplementedError("xtra_cut != 0 is not supported by the Rust models yet")
+        arch = arch_from(f)
+        output = "sigmoid" if data.is_multi else ("identity" if data.is_reg else "log_softmax")
+        if ps is not None and not isinstance(ps, (list, tuple, np.ndarray)):
+            ps = [float(ps)]
+        native = NativeLearner(arch.name, int(data.c), output,
+                               None if ps is None else [float(p) for p in ps],
+                               None if xtra_fc is None else [int(h) for h in xtra_fc],
+                               device or _default_device())
+        if pretrained:
+            state = load_pretrained(arch.name, weights)
+            native.load_backbone(list(state.items()), str(weights or f"{arch.name} pretrained weights"))
+        self = cls.__new__(cls)
+        self._output = output
+        ConvLearner.__init__(self, data, native, arch, precompute=precompute, **kwargs)
+        return self
+
+    # ---- what the lesson reads -----------------------------------------------------------
+    @property
+    def data(self):
+        return self.data_
+
+    @property
+    def model(self):
+        return ModelSummary(self._native, self.precompute)
+
+    @property
+    def models(self):
+        return self
+
+    @property
+    def name(self):
+        return f"{self.arch.name}_0"
+
+    @property
+    def nf(self):
+        return self._native.nf
+
+    @property
+    def c(self):
+        return self.data_.c
+
+    def __repr__(self):
+        return repr(self.model)
+
+    def get_layer_groups(self):
+        """Number of layer groups that `fit` sees: 1 (head) with precompute, else 3."""
+        return ["head"] if self.precompute else ["group0", "group1", "head"]
+
+    def summary(self):
+        print(repr(self.model))
+
+    # ---- precompute ------------------------------------------------------------------------
+    @property
+    def precompute(self):
+        return self._precompute
+
+    @precompute.setter
+    def precompute(self, value):
+        value = bool(value)
+        if value:
+            self._ensure_activations()
+        self._precompute = value
+
+    def _ensure_activations(self):
+        """Computes (or loads from PATH/tmp) the pooled body activations of every split. The
+        cache key covers the body's current weights, so it follows fine-tuning too."""
+        body = self._native.body_hash()
+        if self._acts is not None and self._acts["body"] == body:
+            return
+        d = self.data_
+        acts = {"body": body}
+        splits = [("trn", "x_act", d.fix_dl), ("val", "x_act_val", d.val_dl)]
+        if getattr(d, "test_dl", None) is not None:
+            splits.append(("test", "x_act_test", d.test_dl))
+        for split, prefix, dl in splits:
+            path = os.path.join(self.tmp_path, f"{prefix}_{self.arch.name}_0_{d.sz}.bin")
+            bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")
+            try:
+                x, status = self._native.precompute_loader(dl._native, path, body,
+                                                           lambda i: bar.update(i + 1))
+            finally:
+                bar.close()
+            if status.startswith("stale"):
+                warnings.warn(f"{path}: recomputed the activation cache ({status[6:]})")
+            acts[split] = x
+        self._acts = acts
+
+    def _act_targets(self, split):
+        d = self.data_
+        y = d.trn_y if split == "trn" else d.val_y
+        return torch.as_tensor(np.asarray(y))
+
+    # ---- freezing (always on the full 3-group model) ----------------------------------
+    def unfreeze(self):
+        """Makes every layer group trainable, and turns precompute off (the body must see
+        images to learn)."""
+        self.freeze_to(0)
+        self._precompute = False
+
+    def freeze_to(self, n):
+        super().freeze_to(n)
+        if self._precompute and n < 2 and n != -1:
+            self._precompute = False
+
+    # ---- training --------------------------------------------------------------------------
+    def _n_groups(self):
+        return 1 if self.precompute else 3
+
+    def _lr_vector(self, v, what):
+        vals = _group_values(v, self._n_groups(), what)
+        # With precompute only the head trains: a 1-group vector stands for the head.
+        return vals * 3 if len(vals) == 1 else vals
+
+    def _n_train_batches(self):
+        if self.precompute:
+            return math.ceil(len(self._acts["trn"]) / self.data_.bs)
+        return len(self.data_.trn_dl)
+
+    def fit(self, lrs, n_cycle, wds=None, cycle_len=None, cycle_mult=1, cycle_save_name=None,
+            best_save_name=None, metrics=None, callbacks=None, use_clr=None, use_clr_beta=None, **kwargs):
+        """Trains for `sum_geom(cycle_len or 1, cycle_mult, n_cycle)` epochs; with `cycle_len`,
+        cosine annealing with warm restarts. Returns `[val_loss, *metrics]` of the last epoch."""
+        if kwargs:
+            raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        if use_clr is not None or use_clr_beta is not None:
+            raise NotImplementedError("use_clr / use_clr_beta schedules are not implemented yet")
+        lrs_v = self._lr_vector(lrs, "lrs")
+        wds_v = self._lr_vector(wds, "wds")
+        n_epoch = sum_geom(cycle_len or 1, cycle_mult, n_cycle)
+        B = self._n_train_batches()
+        schedule = ("cos", B * cycle_len, int(cycle_mult)) if cycle_len else ("constant",)
+        rec_cls = CosAnneal if cycle_len else LossRecorder
+        return self._fit_loop(lrs_v, wds_v, schedule, n_epoch, metrics, callbacks, rec_cls,
+                              cycle_len=cycle_len, cycle_mult=cycle_mult,
+                              cycle_save_name=cycle_save_name, best_save_name=best_save_name)
+
+    def _fit_loop(self, lrs, wds, schedule, n_epoch, metrics, callbacks, rec_cls, lr_find=False,
+                  cycle_len=None, cycle_mult=1, cycle_save_name=None, best_save_name=None):
+        metrics = self.metrics if metrics is None else metrics
+        callbacks = list(callbacks or [])  # never mutate the user's list
+        names = ["epoch", "trn_loss", "val_loss"] + [m.__name__ for m in metrics]
+        precompute = self.precompute
+        B = self._n_train_batches()
+        self._native.begin_fit(lrs, wds, schedule, precompute, lr_find)
+        progress = _progress.fit_progress(n_epoch, B, names[1:] if False else names)
+        result, best = None, None
+        cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0
+        try:
+            for cb in callbacks:
+                cb.on_train_begin()
+            for epoch in range(n_epoch):
+                def on_batch(i, loss, epoch=epoch):
+                    progress.on_batch(epoch, i, loss)
+                    stop = False
+                    for cb in callbacks:
+                        stop = bool(cb.on_batch_end(loss)) or stop
+                    return stop
+                seed_epoch = self._epochs_seen
+                self._epochs_seen += 1
+                if precompute:
+                    trn_loss, stopped = self._native.train_epoch_tensors(
+                        self._acts["trn"], self._act_targets("trn"), self.data_.bs,
+                        int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
+                else:
+                    trn_loss, stopped = self._native.train_epoch_loader(
+                        self.data_.trn_dl._native, seed_epoch, on_batch)
+                if stopped:
+                    return None
+                vals = self._validate(metrics, precompute)
+                result = vals
+                progress.on_epoch_end(epoch, [trn_loss] + vals)
+                if cycle_len and epoch + 1 == cycle_end:
+                    if cycle_save_name:
+                        self.save(f"{cycle_save_name}_cyc_{cycle_idx}")
+                    cycle_idx += 1
+                    cycle_epochs *= cycle_mult
+                    cycle_end += cycle_epochs
+                if best_save_name:
+                    score = (vals[1], -vals[0]) if len(vals) > 1 else (-vals[0],)
+                    if best is None or score > best:
+                        best = score
+                        self.save(best_save_name)
+                if any([bool(cb.on_epoch_end(vals)) for cb in callbacks]):
+                    break
+            for cb in callbacks:
+                cb.on_train_end()
+            return result
+        finally:
+            lrs_rec, losses = self._native.end_fit()
+            self.sched = rec_cls(iterations=list(range(1, len(losses) + 1)), lrs=lrs_rec, losses=losses)
+            progress.close()
+
+    def _validate(self, metrics, precompute):
+        preds, targs, loss = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
+        vals = [loss]
+        bs = self.data_.bs
+        n = len(preds)
+        for m in metrics:
+            total = 0.0
+            for s in range(0, n, bs):
+                p, t = preds[s:s + bs], targs[s:s + bs]
+                total += float(m(p, t)) * len(p)
+            vals.append(total / max(n, 1))
+        return vals
+
+    def _predict_raw(self, is_test=False, precompute=None, with_loss=False):
+        precompute = self.precompute if precompute is None else precompute
+        d = self.data_
+        if is_test and getattr(d, "test_dl", None) is None:
+            raise ValueError("predict(is_test=True): the data has no test set (pass test_name= to from_paths)")
+        if precompute:
+            split = "test" if is_test else "val"
+            x = self._acts[split]
+            y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
+            return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
+        dl = d.test_dl if is_test else d.val_dl
+        return self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
+
+    def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):
+        """The learning-rate range test over at most one epoch; weights are restored after,
+        also when interrupted. Leaves `learn.sched` (a `LR_Finder`) to plot."""
+        starts = self._lr_vector(start_lr, "start_lr")
+        ratio = float(end_lr) / starts[-1]
+        B = self._n_train_batches()
+        snap = self._native.snapshot()
+        try:
+            self._fit_loop(starts, self._lr_vector(wds, "wds"), ("lr_find", ratio, B, bool(linear)), 1,
+                           None, kwargs.pop("callbacks", None), LR_Finder, lr_find=True)
+        finally:
+            self._native.restore(snap)
+
+    # ---- prediction ------------------------------------------------------------------------
+    def predict(self, is_test=False):
+        """(N, c) float32 log-probabilities for the validation (or test) set, in `val_y` order."""
+        return to_np(self._predict_raw(is_test)[0])
+
+    def predict_with_targs(self, is_test=False):
+        p, y, _ = self._predict_raw(is_test)
+        return to_np(p), to_np(y)
+
+    def predict_array(self, arr):
+        """Outputs for a batch in model input format: float32 (n, 3, sz, sz) normalised images
+        (or (n, nf) activations); returns numpy log-probabilities."""
+        x = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32)
+        return to_np(self._native.predict_array(x))
+
+    def TTA(self, n_aug=4, is_test=False):
+        """(log_preds of shape (ceil(n_aug/4) + n_aug, N, c), targets): the centre-crop view,
+        then `n_aug` passes of the training augmentation (always real images, even with
+        precompute on)."""
+        d = self.data_
+        p0, targs, _ = self._predict_raw(is_test, precompute=False)
+        p0, targs = to_np(p0), to_np(targs)
+        dl = d.test_aug_dl if is_test else d.aug_dl
+        outs = [p0] * math.ceil(n_aug / 4)
+        bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)
+        try:
+            for i in range(n_aug):
+                p, _, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i, False, None)
+                outs.append(to_np(p))
+                bar.update(i + 1)
+        finally:
+            bar.close()
+        return np.stack(outs), targs
+
+
+class ConvnetBuilder:
+    """fastai 0.7 name kept for imports; the model is built by `ConvLearner.pretrained`."""
+
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError("ConvnetBuilder: build models with ConvLearner.pretrained(arch, data)")
+
+
+from . import core as _core, layers as _layers, metrics as _metrics, torch_imports as _ti  # noqa: E402
+
+# As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world:
+# torch names, architectures, metrics, layers and core helpers.
+__all__ = sorted(set(["ConvLearner", "ConvnetBuilder", "model_meta", "Learner", "ModelSummary"]
+                     + _ti.__all__ + _metrics.__all__ + _layers.__all__ + _core.__all__))

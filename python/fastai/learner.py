@@ -1,0 +1,107 @@
+"""`Learner`: training, prediction and checkpoints on top of the Rust learner.
+
+Python drives the epochs (so the table, callbacks and checkpoints happen between epochs); each
+epoch's batch loop, validation and prediction run in Rust without the GIL. Progress is drawn by
+`fastai._progress`; the schedule recorded during a call is left in `learn.sched`.
+"""
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from . import _progress
+from .core import is_listy, sum_geom
+from .exceptions import WeightsError
+from .metrics import accuracy, accuracy_thresh
+from .sgdr import LossRecorder, LR_Finder, CosAnneal
+
+
+def _group_values(v, n_groups, what):
+    """fastai's broadcasting of lrs/wds to layer groups: a scalar (or 1 value) for all, else
+    one per group (earliest layers first)."""
+    if v is None:
+        return [0.0] * n_groups
+    vals = [float(x) for x in np.asarray(v, dtype=np.float64).reshape(-1)]
+    if len(vals) == 1:
+        return vals * n_groups
+    if len(vals) != n_groups:
+        raise ValueError(f"{what}: got {len(vals)} values but the model has {n_groups} layer groups "
+                         f"(give one number, or {n_groups} values, earliest layers first)")
+    return vals
+
+
+class Learner:
+    """State shared by every learner: data, paths, metrics, the last schedule."""
+
+    def __init__(self, data, native, metrics=None, tmp_name="tmp", models_name="models", clip=None):
+        self.data_ = data
+        self._native = native
+        self.sched = None
+        self.clip = clip
+        self._epochs_seen = 0
+        self.tmp_path = os.path.join(data.path, tmp_name)
+        self.models_path = os.path.join(data.path, models_name)
+        for p in (self.tmp_path, self.models_path):
+            try:
+                os.makedirs(p, exist_ok=True)
+            except OSError as e:
+                raise type(e)(e.errno, f"{p}: cannot create this folder ({e.strerror}); make PATH writable or pass "
+                              f"tmp_name=/models_name= absolute paths to a writable place", p) from None
+        if metrics is None:
+            metrics = [accuracy_thresh(0.5)] if data.is_multi else ([] if data.is_reg else [accuracy])
+        self.metrics = metrics
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def get_model_path(self, name):
+        return os.path.join(self.models_path, name) + ".h5"
+
+    def save(self, name):
+        """Writes the full model's state dict (fastai 0.7 keys) to `models/<name>.h5`, readable
+        by `torch.load`; written to a temporary file and renamed, so a failed save leaves the
+        previous file intact."""
+        path = self.get_model_path(name)
+        state = dict(self._native.state_dict())
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def load(self, name):
+        """Reads `models/<name>.h5` (written by `save`, or by fastai 0.7 for the same model)."""
+        path = self.get_model_path(name)
+        self._load_state_file(path)
+
+    def _load_state_file(self, path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, f"{path}: no such model file", path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise WeightsError(f"{path}: cannot read this model file ({e})") from e
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise WeightsError(f"{path}: expected a state dict, found {type(state).__name__}")
+        self._native.load_state_dict([(k, v) for k, v in state.items() if torch.is_tensor(v)], path)
+
+    # ---- freezing ----------------------------------------------------------------------
+    def freeze_to(self, n):
+        self._native.freeze_to(n)
+
+    def freeze(self):
+        self.freeze_to(-1)
+
+    def unfreeze(self):
+        self.freeze_to(0)
+
+    def freeze_all_but(self, n):
+        self._native.freeze_all_but(n)
+
+    def bn_freeze(self, do_freeze):
+        self._native.bn_freeze = bool(do_freeze)

@@ -1,0 +1,25 @@
+"""`fastai.model`: in fastai 0.7 the low-level training loop; here the loop lives in Rust
+(`fastai._native.Learner`), so this module keeps the names user code imports from it."""
+import numpy as np
+import torch
+
+from .layers import AdaptiveConcatPool2d, Flatten
+
+
+def num_features(m):
+    """Output channels of the last BatchNorm found in a PyTorch module (fastai 0.7's rule)."""
+    bns = [c for c in m.modules() if isinstance(c, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    return bns[-1].num_features if bns else None
+
+
+def cut_model(m, cut):
+    """The first `cut` children of a PyTorch module (the whole list when cut is 0)."""
+    return list(m.children())[:cut] if cut else [m]
+
+
+def predict_batch(learner, x):
+    """Outputs of a learner for one batch (numpy in, numpy out)."""
+    return learner.predict_array(np.asarray(x))
+
+
+__all__ = ["num_features", "cut_model", "predict_batch", "AdaptiveConcatPool2d", "Flatten"]

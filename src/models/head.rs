@@ -1,0 +1,110 @@
+//! fastai 0.7's classifier head (spec 4.4): for each hidden size
+//! `BatchNorm1d -> Dropout -> Linear -> ReLU`, then `BatchNorm1d -> Dropout -> Linear ->`
+//! the final activation. Dropout layers with p = 0 are omitted (and take no index).
+
+use tch::{Device, Kind, Tensor};
+
+use super::{BatchNorm, ParamStore};
+use crate::{Error, Result};
+
+/// What the last layer turns the scores into (and so which loss goes with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Single-label classification: log-probabilities, NLL loss.
+    LogSoftmax,
+    /// Multi-label: independent probabilities, binary cross-entropy.
+    Sigmoid,
+    /// Regression: raw values, L1 loss.
+    Identity,
+}
+
+struct Block {
+    bn: BatchNorm,
+    p: f64,
+    weight: Tensor,
+    bias: Tensor,
+    relu: bool,
+}
+
+pub struct Head {
+    blocks: Vec<Block>,
+    pub output: Output,
+}
+
+pub const HEAD_GROUP: usize = 2;
+
+/// Resolves fastai's `ps` argument: None -> 0.25 per hidden layer and 0.5 last; a single
+/// number -> that value everywhere; a list must have one entry per Linear layer.
+pub fn resolve_ps(ps: Option<Vec<f64>>, n_hidden: usize) -> Result<Vec<f64>> {
+    let ps = match ps {
+        None => {
+            let mut v = vec![0.25; n_hidden];
+            v.push(0.5);
+            v
+        }
+        Some(v) if v.len() == 1 => vec![v[0]; n_hidden + 1],
+        Some(v) => v,
+    };
+    if ps.len() != n_hidden + 1 {
+        return Err(Error::InvalidArgument(format!(
+            "ps has {} values but the head has {} Linear layers (xtra_fc has {} entries, plus the output layer)",
+            ps.len(), n_hidden + 1, n_hidden
+        )));
+    }
+    if let Some(p) = ps.iter().find(|p| !(0.0..1.0).contains(*p)) {
+        return Err(Error::InvalidArgument(format!("dropout probability {p} is not in [0, 1)")));
+    }
+    Ok(ps)
+}
+
+impl Head {
+    /// Builds the head with its keys numbered from `first_index` (10 for a ResNet: the body has
+    /// 8 children, then AdaptiveConcatPool2d and Flatten). Linear weights get Kaiming-normal
+    /// (fan_in, gain sqrt 2) and zero bias; BatchNorm gamma = 1, beta = 0 (spec 4.5).
+    pub fn new(
+        store: &mut ParamStore, first_index: usize, nf: i64, hidden: &[i64], ps: &[f64], c: i64, output: Output,
+    ) -> Self {
+        let opts = (Kind::Float, Device::Cpu);
+        let mut idx = first_index;
+        let mut n_in = nf;
+        let mut blocks = Vec::new();
+        let sizes: Vec<(i64, bool)> = hidden.iter().map(|&h| (h, true)).chain(std::iter::once((c, false))).collect();
+        for (&(n_out, relu), &p) in sizes.iter().zip(ps) {
+            let bn = BatchNorm::new(store, &idx.to_string(), HEAD_GROUP, n_in);
+            idx += 1;
+            if p > 0.0 {
+                idx += 1; // the Dropout layer
+            }
+            let std = (2.0 / n_in as f64).sqrt();
+            let weight = store.param(format!("{idx}.weight"), Tensor::randn([n_out, n_in], opts) * std, HEAD_GROUP);
+            let bias = store.param(format!("{idx}.bias"), Tensor::zeros([n_out], opts), HEAD_GROUP);
+            idx += 1;
+            if relu {
+                idx += 1;
+            }
+            blocks.push(Block { bn, p, weight, bias, relu });
+            n_in = n_out;
+        }
+        Head { blocks, output }
+    }
+
+    /// `train`: dropout active and BatchNorm on batch statistics (unless `bn_frozen`).
+    pub fn forward(&self, x: &Tensor, train: bool, bn_train: bool) -> Tensor {
+        let mut x = x.shallow_clone();
+        for b in &self.blocks {
+            x = b.bn.forward(&x, bn_train);
+            if b.p > 0.0 {
+                x = x.dropout(b.p, train);
+            }
+            x = x.linear(&b.weight, Some(&b.bias));
+            if b.relu {
+                x = x.relu();
+            }
+        }
+        match self.output {
+            Output::LogSoftmax => x.log_softmax(1, Kind::Float),
+            Output::Sigmoid => x.sigmoid(),
+            Output::Identity => x,
+        }
+    }
+}

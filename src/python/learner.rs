@@ -1,0 +1,301 @@
+//! `fastai._native.Learner`: the model and its training loops, driven by `fastai.learner`.
+//!
+//! Every long call releases the GIL; the Python callbacks it is given (progress, user
+//! callbacks) are called with the GIL re-taken, and a pending Ctrl-C (`check_signals`) stops
+//! the loop after the current batch.
+
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::prelude::*;
+use pyo3_tch::PyTensor;
+use tch::{Device, Tensor};
+
+use super::to_pyerr;
+use crate::models::{ConvNet, Output};
+use crate::train::learner::{BatchSource, Learner, TensorSet};
+use crate::train::schedule::Schedule;
+use crate::{Error, Result};
+
+#[pyclass(name = "Learner", module = "fastai._native")]
+pub struct PyLearner {
+    inner: Mutex<Learner>,
+}
+
+/// Calls a Python callback from inside a detached Rust loop. A pending signal becomes
+/// `Error::Interrupted`; an exception raised by the callback is kept in `raised` and
+/// re-raised unchanged once the loop has returned.
+struct Hook<'a> {
+    callback: Option<&'a PyObject>,
+    raised: &'a Mutex<Option<PyErr>>,
+}
+
+impl Hook<'_> {
+    fn call(&self, args: impl for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>) -> Result<bool> {
+        Python::with_gil(|py| {
+            let store = |e: PyErr| {
+                if let Ok(mut slot) = self.raised.lock() {
+                    *slot = Some(e);
+                }
+                Error::Callback
+            };
+            py.check_signals().map_err(store)?;
+            match self.callback {
+                None => Ok(false),
+                Some(cb) => {
+                    let r = cb.call1(py, args).map_err(store)?;
+                    r.is_truthy(py).map_err(store)
+                }
+            }
+        })
+    }
+}
+
+fn finish<T>(r: Result<T>, raised: Mutex<Option<PyErr>>) -> PyResult<T> {
+    r.map_err(|e| match (e, raised.into_inner().ok().flatten()) {
+        (Error::Callback, Some(pyerr)) => pyerr,
+        (e, _) => to_pyerr(e),
+    })
+}
+
+const BUSY: &str = "the learner is busy (a fit or prediction is running, possibly in a callback of it)";
+
+fn parse_device(d: &str) -> Result<Device> {
+    match d {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => d
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown device {d:?} (use 'cpu', 'cuda' or 'cuda:N')"))),
+    }
+}
+
+fn group_vec(v: Vec<f64>, what: &str) -> Result<[f64; 3]> {
+    match v.as_slice() {
+        [x] => Ok([*x; 3]),
+        [a, b, c] => Ok([*a, *b, *c]),
+        _ => Err(Error::InvalidArgument(format!("{what}: expected 1 or 3 values (one per layer group), got {}", v.len()))),
+    }
+}
+
+impl PyLearner {
+    /// Runs `f` on the learner without the GIL. The mutex is taken inside (tch tensors are
+    /// Send but not Sync, so only the mutex may cross into the detached closure); a learner
+    /// already in use (e.g. `save` called from a callback of a running `fit`) is an error,
+    /// not a deadlock.
+    fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Learner) -> Result<T> + Send) -> Result<T> {
+        py.allow_threads(|| {
+            let mut guard = self.inner.try_lock().map_err(|_| Error::InvalidArgument(BUSY.into()))?;
+            f(&mut guard)
+        })
+    }
+
+    fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
+        self.inner.try_lock().map_err(|_| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                BUSY,
+            )
+        })
+    }
+}
+
+pub fn tensor_set(x: PyTensor, y: PyTensor, bs: usize, shuffle: bool, seed: u64) -> TensorSet {
+    TensorSet { x: x.0, y: y.0, bs, shuffle, seed }
+}
+
+/// A batch source that can move into a detached closure.
+pub type Source = Box<dyn BatchSource + Send>;
+
+#[pymethods]
+impl PyLearner {
+    /// Builds body + head for `arch` with `c` outputs; `output` is 'log_softmax', 'sigmoid'
+    /// or 'identity'.
+    #[new]
+    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu"))]
+    fn new(arch: &str, c: i64, output: &str, ps: Option<Vec<f64>>, xtra_fc: Option<Vec<i64>>, device: &str) -> PyResult<Self> {
+        let output = match output {
+            "log_softmax" => Output::LogSoftmax,
+            "sigmoid" => Output::Sigmoid,
+            "identity" => Output::Identity,
+            o => return Err(to_pyerr(Error::InvalidArgument(format!("unknown output {o:?}")))),
+        };
+        let device = parse_device(device).map_err(to_pyerr)?;
+        let net = ConvNet::new(arch, c, output, ps, xtra_fc).map_err(to_pyerr)?;
+        Ok(PyLearner { inner: Mutex::new(Learner::new(net, device)) })
+    }
+
+    #[getter]
+    fn arch(&self) -> PyResult<String> {
+        Ok(self.lock()?.net.arch.name.to_string())
+    }
+    #[getter]
+    fn nf(&self) -> PyResult<i64> {
+        Ok(self.lock()?.net.nf)
+    }
+    #[getter]
+    fn head_start(&self) -> PyResult<usize> {
+        Ok(self.lock()?.net.head_start)
+    }
+    #[getter]
+    fn trainable(&self) -> PyResult<[bool; 3]> {
+        Ok(self.lock()?.trainable)
+    }
+    #[getter]
+    fn bn_freeze(&self) -> PyResult<bool> {
+        Ok(self.lock()?.bn_freeze)
+    }
+    #[setter]
+    fn set_bn_freeze(&self, v: bool) -> PyResult<()> {
+        self.lock()?.bn_freeze = v;
+        Ok(())
+    }
+    fn freeze_to(&self, n: i64) -> PyResult<()> {
+        self.lock()?.freeze_to(n);
+        Ok(())
+    }
+    fn freeze_all_but(&self, n: usize) -> PyResult<()> {
+        self.lock()?.freeze_all_but(n.min(2));
+        Ok(())
+    }
+
+    /// (key, shape, layer group, is_parameter) of every entry, in state-dict order.
+    fn entries(&self) -> PyResult<Vec<(String, Vec<i64>, usize, bool)>> {
+        let l = self.lock()?;
+        Ok(l.net.store.entries.iter().map(|e| (e.key.clone(), e.tensor.size(), e.group, e.kind == crate::models::EntryKind::Param)).collect())
+    }
+
+    /// Loads a published checkpoint (torchvision names) into the body; strict.
+    fn load_backbone(&self, py: Python<'_>, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
+        let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
+        self.detached(py, move |l| l.net.load_backbone(&entries, source)).map_err(to_pyerr)
+    }
+
+    /// The full state dict (fastai 0.7 flat keys), CPU tensors.
+    fn state_dict(&self) -> PyResult<Vec<(String, PyTensor)>> {
+        Ok(self.lock()?.net.state().into_iter().map(|(k, t)| (k, PyTensor(t))).collect())
+    }
+
+    fn load_state_dict(&self, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
+        let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
+        self.lock()?.net.load_state(&entries, source).map_err(to_pyerr)
+    }
+
+    /// Hash of the body's weights (part of the activation-cache key).
+    fn body_hash(&self, py: Python<'_>) -> PyResult<String> {
+        self.detached(py, |l| {
+            let mut h = crate::train::cache::KeyHasher::default();
+            h.str(l.net.arch.name);
+            crate::train::cache::hash_tensors(
+                &mut h,
+                l.net.store.entries.iter().filter(|e| e.group < crate::models::HEAD_GROUP).map(|e| (e.key.as_str(), &e.tensor)),
+            )?;
+            Ok(h.hex())
+        })
+        .map_err(to_pyerr)
+    }
+
+    /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
+    /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
+    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false))]
+    fn begin_fit(&self, lrs: Vec<f64>, wds: Vec<f64>, schedule: &Bound<'_, PyAny>, precompute: bool, stop_on_divergence: bool) -> PyResult<()> {
+        let lrs = group_vec(lrs, "learning rates").map_err(to_pyerr)?;
+        let wds = group_vec(wds, "weight decays").map_err(to_pyerr)?;
+        let kind: String = schedule.get_item(0)?.extract()?;
+        let schedule = match kind.as_str() {
+            "constant" => Schedule::Constant,
+            "cos" => Schedule::CosAnneal { first_cycle: schedule.get_item(1)?.extract()?, cycle_mult: schedule.get_item(2)?.extract()? },
+            "lr_find" => Schedule::LrFind {
+                ratio: schedule.get_item(1)?.extract()?,
+                n_batches: schedule.get_item(2)?.extract()?,
+                linear: schedule.get_item(3)?.extract()?,
+            },
+            k => return Err(to_pyerr(Error::InvalidArgument(format!("unknown schedule {k:?}")))),
+        };
+        self.lock()?.begin_fit(lrs, wds, schedule, precompute, stop_on_divergence);
+        Ok(())
+    }
+
+    /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch).
+    fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>)> {
+        let r = self.lock()?.end_fit();
+        Ok((r.lrs, r.losses))
+    }
+
+    /// One training epoch over in-memory rows (precomputed activations).
+    /// `on_batch(i, smoothed_loss)` -> truthy stops. Returns (trn_loss, stopped).
+    #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None))]
+    fn train_epoch_tensors(
+        &self, py: Python<'_>, x: PyTensor, y: PyTensor, bs: usize, seed: u64, epoch: u64, on_batch: Option<PyObject>,
+    ) -> PyResult<(f64, bool)> {
+        self.train_epoch(py, Box::new(tensor_set(x, y, bs, true, seed)), epoch, on_batch)
+    }
+
+    /// Eval-mode outputs over in-memory rows: (outputs, targets, mean loss).
+    #[pyo3(signature = (x, y, bs, head_only, with_loss))]
+    fn predict_tensors(&self, py: Python<'_>, x: PyTensor, y: PyTensor, bs: usize, head_only: bool, with_loss: bool) -> PyResult<(PyTensor, PyTensor, f64)> {
+        self.predict(py, Box::new(tensor_set(x, y, bs, false, 0)), 0, head_only, with_loss, None)
+    }
+
+    /// Outputs for one batch already in model input format: images (n, 3, H, W) or pooled
+    /// activations (n, nf).
+    fn predict_array(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
+        let x = x.0;
+        let out = self.detached(py, move |l| -> Result<Tensor> {
+            let head_only = x.dim() == 2;
+            let y = Tensor::zeros([x.size()[0]], (tch::Kind::Int64, Device::Cpu));
+            let src = TensorSet { x, y, bs: 64, shuffle: false, seed: 0 };
+            Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
+        });
+        Ok(PyTensor(out.map_err(to_pyerr)?))
+    }
+
+    fn snapshot(&self) -> PyResult<Vec<PyTensor>> {
+        Ok(self.lock()?.snapshot().into_iter().map(PyTensor).collect())
+    }
+    fn restore(&self, snap: Vec<PyTensor>) -> PyResult<()> {
+        let snap: Vec<Tensor> = snap.into_iter().map(|t| t.0).collect();
+        self.lock()?.restore(&snap);
+        Ok(())
+    }
+}
+
+impl PyLearner {
+    pub fn train_epoch(&self, py: Python<'_>, src: Source, epoch: u64, on_batch: Option<PyObject>) -> PyResult<(f64, bool)> {
+        let raised = Mutex::new(None);
+        let slot = &raised;
+        let r = self.detached(py, move |l| {
+            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
+            l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
+        });
+        finish(r.map(|e| (e.trn_loss, e.stopped)), raised)
+    }
+
+    pub fn predict(
+        &self, py: Python<'_>, src: Source, epoch: u64, head_only: bool, with_loss: bool, on_batch: Option<PyObject>,
+    ) -> PyResult<(PyTensor, PyTensor, f64)> {
+        let raised = Mutex::new(None);
+        let slot = &raised;
+        let r = self.detached(py, move |l| {
+            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
+            l.predict(&*src, epoch, head_only, with_loss, &mut |b| hook.call((b,)).map(|_| ()))
+        });
+        finish(r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)), raised)
+    }
+
+    pub fn features(&self, py: Python<'_>, src: Source, on_batch: Option<PyObject>) -> PyResult<Tensor> {
+        let raised = Mutex::new(None);
+        let slot = &raised;
+        let r = self.detached(py, move |l| {
+            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
+            l.features(&*src, &mut |b| hook.call((b,)).map(|_| ()))
+        });
+        finish(r, raised)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLearner>()?;
+    m.add("ARCHS", crate::models::arch_names())?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The learner: one model, its freezing state, and the loops that train, validate and
+//! predict with it. Epochs are driven from outside (the Python layer calls `train_epoch` once
+//! per epoch, so checkpoints, callbacks and the printed table happen between epochs while the
+//! batch loop stays in Rust).
+
+use tch::{Device, Kind, Tensor};
+
+use super::schedule::{Schedule, SmoothedLoss};
+use super::sgd::Sgd;
+use crate::models::{BnMode, ConvNet, EntryKind, Output, HEAD_GROUP};
+use crate::{Error, Result};
+
+/// Anything that yields `(x, y)` batches on the CPU: image loaders or cached activations.
+pub trait BatchSource {
+    fn num_batches(&self) -> usize;
+    fn batches<'a>(&'a self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+}
+
+/// Precomputed activations (or any in-memory rows) served in batches, shuffled per epoch
+/// with a permutation derived from `(seed, epoch)` when `shuffle` is set.
+pub struct TensorSet {
+    pub x: Tensor,
+    pub y: Tensor,
+    pub bs: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+}
+
+impl BatchSource for TensorSet {
+    fn num_batches(&self) -> usize {
+        let n = self.x.size().first().copied().unwrap_or(0) as usize;
+        n.div_ceil(self.bs.max(1))
+    }
+    fn batches<'a>(&'a self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
+        let n = self.x.size().first().copied().unwrap_or(0) as usize;
+        let order: Vec<i64> = if self.shuffle {
+            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_iter().map(|i| i as i64).collect()
+        } else {
+            (0..n as i64).collect()
+        };
+        let bs = self.bs.max(1);
+        Box::new((0..n.div_ceil(bs)).map(move |b| {
+            let idx = Tensor::from_slice(&order[b * bs..((b + 1) * bs).min(n)]);
+            Ok((self.x.index_select(0, &idx), self.y.index_select(0, &idx)))
+        }))
+    }
+}
+
+/// A reproducible Fisher-Yates permutation (splitmix64 stream), independent of libtorch's RNG.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// What the batch loop of one `fit` / `lr_find` call keeps between epochs.
+struct FitState {
+    sgd: Sgd,
+    lrs: [f64; 3],
+    wds: [f64; 3],
+    schedule: Schedule,
+    /// Global batch index within this call.
+    t: usize,
+    smooth: SmoothedLoss,
+    precompute: bool,
+    /// lr_find's divergence rule: best smoothed loss after batch 10.
+    stop_on_divergence: bool,
+    best: f64,
+    record: Record,
+}
+
+/// Per batch of one call: the last group's learning rate and the smoothed loss.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    pub lrs: Vec<f64>,
+    pub losses: Vec<f64>,
+}
+
+pub struct EpochResult {
+    pub trn_loss: f64,
+    /// The batch callback or the divergence rule asked to stop.
+    pub stopped: bool,
+}
+
+pub struct Learner {
+    pub net: ConvNet,
+    /// Which of the three layer groups train (fastai's freeze_to on the full 3-group view).
+    pub trainable: [bool; 3],
+    /// Keep every BatchNorm on running statistics even in trainable groups.
+    pub bn_freeze: bool,
+    pub device: Device,
+    fit: Option<FitState>,
+}
+
+impl Learner {
+    pub fn new(net: ConvNet, device: Device) -> Self {
+        net.to_device(device);
+        let mut l = Learner { net, trainable: [false, false, true], bn_freeze: false, device, fit: None };
+        l.freeze_to(-1);
+        l
+    }
+
+    /// Groups `n..` train, the earlier ones are frozen (Python slice semantics: -1 = head only).
+    pub fn freeze_to(&mut self, n: i64) {
+        let start = if n < 0 { (3 + n).max(0) as usize } else { (n as usize).min(3) };
+        for g in 0..3 {
+            self.trainable[g] = g >= start;
+        }
+        self.apply_requires_grad();
+    }
+
+    /// Only group `n` trains.
+    pub fn freeze_all_but(&mut self, n: usize) {
+        for g in 0..3 {
+            self.trainable[g] = g == n;
+        }
+        self.apply_requires_grad();
+    }
+
+    fn apply_requires_grad(&mut self) {
+        for e in &self.net.store.entries {
+            if e.kind == EntryKind::Param {
+                let _ = e.tensor.shallow_clone().set_requires_grad(self.trainable[e.group.min(2)]);
+            }
+        }
+    }
+
+    /// BatchNorm mode while training: batch statistics only in trainable groups without
+    /// bn_freeze (spec 4.7).
+    fn train_bn_mode(&self) -> BnMode {
+        BnMode([0, 1, 2].map(|g| self.trainable[g] && !self.bn_freeze))
+    }
+
+    pub fn begin_fit(&mut self, lrs: [f64; 3], wds: [f64; 3], schedule: Schedule, precompute: bool, stop_on_divergence: bool) {
+        // With precompute only the head sees data, so only its parameters may step.
+        let trainable = if precompute { [false, false, true] } else { self.trainable };
+        self.fit = Some(FitState {
+            sgd: Sgd::new(&self.net.store, trainable, 0.9),
+            lrs,
+            wds,
+            schedule,
+            t: 0,
+            smooth: SmoothedLoss::default(),
+            precompute,
+            stop_on_divergence,
+            best: 1e9,
+            record: Record::default(),
+        });
+    }
+
+    pub fn end_fit(&mut self) -> Record {
+        self.fit.take().map(|f| f.record).unwrap_or_default()
+    }
+
+    fn loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let r = match self.net.output() {
+            Output::LogSoftmax => out.f_nll_loss(y, None::<Tensor>, tch::Reduction::Mean, -100),
+            Output::Sigmoid => out.f_binary_cross_entropy(&y.to_kind(Kind::Float), None::<Tensor>, tch::Reduction::Mean),
+            Output::Identity => out.f_l1_loss(&y.to_kind(Kind::Float).view_as(out), tch::Reduction::Mean),
+        };
+        r.map_err(Error::torch("computing the loss"))
+    }
+
+    /// One epoch over `src`. `on_batch(batch_index, smoothed_loss)` runs after every step;
+    /// returning Ok(true) stops the epoch (a callback asked to), an Err aborts (interrupt).
+    pub fn train_epoch(
+        &mut self, src: &dyn BatchSource, epoch: u64, on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<EpochResult> {
+        let bn = if self.fit.as_ref().is_some_and(|f| f.precompute) { BnMode([false, false, !self.bn_freeze]) } else { self.train_bn_mode() };
+        let device = self.device;
+        let mut fit = self.fit.take().ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
+        let result = (|| -> Result<EpochResult> {
+            for (b, batch) in src.batches(epoch).enumerate() {
+                let (x, y) = batch?;
+                let m = fit.schedule.multiplier(fit.t);
+                let lrs = fit.lrs.map(|lr| lr * m);
+                let x = x.to_device(device);
+                let y = y.to_device(device);
+                let out = if fit.precompute { self.net.head_forward(&x, true, bn) } else { self.net.forward(&x, true, bn) };
+                let loss = self.loss(&out, &y)?;
+                fit.sgd.zero_grad();
+                loss.f_backward().map_err(Error::torch("backward pass"))?;
+                fit.sgd.step(&lrs, &fit.wds)?;
+                let raw = loss.double_value(&[]);
+                let smoothed = fit.smooth.update(raw);
+                fit.t += 1;
+                if fit.stop_on_divergence {
+                    // lr_find: stop on NaN or when the loss is 4x the best seen after batch 10;
+                    // the triggering batch is not recorded.
+                    if smoothed.is_nan() || smoothed > 4.0 * fit.best {
+                        return Ok(EpochResult { trn_loss: smoothed, stopped: true });
+                    }
+                    if smoothed < fit.best && fit.t > 10 {
+                        fit.best = smoothed;
+                    }
+                }
+                fit.record.lrs.push(lrs[2]);
+                fit.record.losses.push(smoothed);
+                if on_batch(b, smoothed)? {
+                    return Ok(EpochResult { trn_loss: smoothed, stopped: true });
+                }
+            }
+            Ok(EpochResult { trn_loss: fit.smooth.value(), stopped: false })
+        })();
+        self.fit = Some(fit);
+        result
+    }
+
+    /// Eval-mode outputs over `src` in order: (outputs on CPU, targets on CPU, mean loss).
+    /// `head_only`: the batches are pooled activations, not images. `with_loss`: the targets
+    /// are real labels (not an unlabelled test set's placeholders).
+    pub fn predict(
+        &self, src: &dyn BatchSource, epoch: u64, head_only: bool, with_loss: bool, on_batch: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<(Tensor, Tensor, f64)> {
+        let mut outs = Vec::new();
+        let mut ys = Vec::new();
+        let mut loss_sum = 0.0;
+        let mut n = 0usize;
+        tch::no_grad(|| -> Result<()> {
+            for (b, batch) in src.batches(epoch).enumerate() {
+                let (x, y) = batch?;
+                let x = x.to_device(self.device);
+                let out = if head_only { self.net.head_forward(&x, false, BnMode::EVAL) } else { self.net.forward(&x, false, BnMode::EVAL) };
+                let bs = x.size()[0] as usize;
+                if with_loss {
+                    loss_sum += self.loss(&out, &y.to_device(self.device))?.double_value(&[]) * bs as f64;
+                }
+                n += bs;
+                outs.push(out.to_device(Device::Cpu));
+                ys.push(y);
+                on_batch(b)?;
+            }
+            Ok(())
+        })?;
+        if outs.is_empty() {
+            return Err(Error::InvalidArgument("nothing to predict: the data set is empty".into()));
+        }
+        Ok((Tensor::cat(&outs, 0), Tensor::cat(&ys, 0), loss_sum / n.max(1) as f64))
+    }
+
+    /// Pooled body activations (eval mode) of every image of `src`, in order, on the CPU.
+    pub fn features(&self, src: &dyn BatchSource, on_batch: &mut dyn FnMut(usize) -> Result<()>) -> Result<Tensor> {
+        let mut outs = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            for (b, batch) in src.batches(0).enumerate() {
+                let (x, _) = batch?;
+                outs.push(self.net.features(&x.to_device(self.device), BnMode::EVAL).to_device(Device::Cpu));
+                on_batch(b)?;
+            }
+            Ok(())
+        })?;
+        if outs.is_empty() {
+            return Ok(Tensor::zeros([0, self.net.nf], (Kind::Float, Device::Cpu)));
+        }
+        Ok(Tensor::cat(&outs, 0))
+    }
+
+    /// A copy of every parameter and buffer (lr_find restores it, also when interrupted).
+    pub fn snapshot(&self) -> Vec<Tensor> {
+        self.net.store.entries.iter().map(|e| e.tensor.detach().copy()).collect()
+    }
+
+    pub fn restore(&self, snap: &[Tensor]) {
+        tch::no_grad(|| {
+            for (e, s) in self.net.store.entries.iter().zip(snap) {
+                let _ = e.tensor.shallow_clone().copy_(s);
+            }
+        });
+    }
+
+    /// Which layer group a state-dict key belongs to (for tests and summaries).
+    pub fn group_of(&self, key: &str) -> Option<usize> {
+        self.net.store.get(key).map(|e| e.group)
+    }
+}
+
+pub const N_GROUPS: usize = HEAD_GROUP + 1;

@@ -1,0 +1,6 @@
+//! Training: schedules, the optimiser, the learner's loops, and the precompute cache.
+
+pub mod cache;
+pub mod learner;
+pub mod schedule;
+pub mod sgd;
