@@ -7,6 +7,7 @@
 //! each architecture is a [`Backbone`] whose `forward` receives, per layer group, whether its
 //! BatchNorm layers use batch statistics.
 
+pub mod efficientnet;
 pub mod store;
 
 pub use store::{BatchNorm, Conv, Entry, EntryKind, ParamStore};

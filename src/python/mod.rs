@@ -2,6 +2,7 @@
 //! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
 
 mod errors;
+mod models;
 
 use pyo3::prelude::*;
 
@@ -56,5 +57,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
+    models::register(m)?;
     Ok(())
 }
