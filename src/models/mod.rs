@@ -7,6 +7,7 @@
 //! each architecture is a [`Backbone`] whose `forward` receives, per layer group, whether its
 //! BatchNorm layers use batch statistics.
 
+pub mod efficientnet;
 pub mod store;
 
 pub use store::{BatchNorm, Conv, Entry, EntryKind, ParamStore};
@@ -75,6 +76,15 @@ const ARCHS: &[ArchSpec] = &[
     ArchSpec { name: "resnet50", build: resnet50, checkpoint_key: resnet::checkpoint_key, body_children: 8 },
     ArchSpec { name: "resnet101", build: resnet101, checkpoint_key: resnet::checkpoint_key, body_children: 8 },
     ArchSpec { name: "resnet152", build: resnet152, checkpoint_key: resnet::checkpoint_key, body_children: 8 },
+    // fastai 0.7 had no EfficientNet: its body keeps the checkpoint's own key names, and the
+    // head is numbered as if the body were 7 children (stem conv, bn, act, blocks, head conv,
+    // bn, act), so head keys start at 9.
+    ArchSpec {
+        name: "efficientnet_lite0",
+        build: efficientnet::efficientnet_lite0,
+        checkpoint_key: efficientnet::checkpoint_key,
+        body_children: 7,
+    },
 ];
 
 pub fn arch_names() -> Vec<&'static str> {

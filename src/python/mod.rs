@@ -3,6 +3,7 @@
 
 mod errors;
 mod learner;
+mod models;
 
 use pyo3::prelude::*;
 
@@ -58,5 +59,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
+    models::register(m)?;
     Ok(())
 }

