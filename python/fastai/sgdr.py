@@ -1,0 +1,205 @@
+"""`fastai.sgdr`: the callback protocol, the schedule records left in `learn.sched`, and the
+learning-rate schedules as plain functions (spec 6.3, 6.4, 7).
+
+The training loop runs in Rust and returns what it recorded (iterations, learning rates,
+smoothed losses, ...) as numpy arrays; `LossRecorder.from_record` turns that into the object
+users know from fastai 0.7 (`learn.sched.plot_lr()`, `learn.sched.plot()`, ...).
+`cos_anneal_lrs` and `lr_find_lrs` compute the same schedules in numpy, as an independent
+reference for the Rust implementation and for users who want to see a schedule before training.
+
+Fixed rough edges of the original (spec 13): `plot(n_skip_end=0)` / `plot_loss(n_skip_end=0)`
+plot up to the last point (38); plots never switch the matplotlib backend nor write files into
+the current folder, they return the figure (38); `lr_find_lrs(linear=True)` starts at
+`start_lr` (29).
+"""
+import math
+
+import numpy as np
+
+from .core import sum_geom
+
+__all__ = ["Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
+           "sum_geom", "cos_anneal_lrs", "lr_find_lrs"]
+
+
+class Callback:
+    """The hooks the training loop calls. Subclass and override what you need; returning True
+    from `on_batch_end` stops training at once, from `on_epoch_end` after that epoch."""
+
+    def on_train_begin(self):
+        pass
+
+    def on_batch_begin(self):
+        pass
+
+    def on_batch_end(self, loss):
+        pass
+
+    def on_epoch_end(self, metrics):
+        pass
+
+    def on_train_end(self):
+        pass
+
+
+def _array(x, name, dtype=np.float64):
+    a = np.asarray(x, dtype=dtype)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    return a
+
+
+class LossRecorder(Callback):
+    """What one `fit` call recorded, one entry per training batch:
+
+    * `iterations`: 1, 2, ... (the global batch count of the call);
+    * `lrs`: the learning rate of the **last** layer group for each batch;
+    * `losses`: the smoothed (debiased moving-average) training loss after each batch;
+    * `epochs`: the iteration at which each completed epoch ended;
+    * `momentums`: the momentum per batch, only when momentum was scheduled (else None);
+    * `val_losses`, `rec_metrics`: validation loss and metric values per completed epoch;
+    * `init_lrs`: the per-group base learning rates of the call.
+
+    The object is a finished record: the Rust loop does the recording, so the Callback hooks
+    inherited here do nothing.
+    """
+
+    _fields = ("iterations", "lrs", "losses", "epochs", "momentums", "val_losses",
+               "rec_metrics", "init_lrs")
+
+    def __init__(self, iterations=None, lrs=None, losses=None, epochs=None, momentums=None,
+                 val_losses=None, rec_metrics=None, init_lrs=None):
+        self.losses = _array([] if losses is None else losses, "losses")
+        n = len(self.losses)
+        self.lrs = _array([] if lrs is None else lrs, "lrs")
+        self.iterations = (np.arange(1, n + 1) if iterations is None
+                           else _array(iterations, "iterations", np.int64))
+        self.momentums = None if momentums is None else _array(momentums, "momentums")
+        for name in ("lrs", "iterations", "momentums"):
+            a = getattr(self, name)
+            if a is not None and len(a) != n:
+                raise ValueError(f"{name} has {len(a)} entries but losses has {n}: the record "
+                                 "must hold one value per batch in each")
+        self.epochs = _array([] if epochs is None else epochs, "epochs", np.int64)
+        self.val_losses = _array([] if val_losses is None else val_losses, "val_losses")
+        self.rec_metrics = [] if rec_metrics is None else [list(m) for m in rec_metrics]
+        self.init_lrs = None if init_lrs is None else np.atleast_1d(np.asarray(init_lrs, float))
+
+    @classmethod
+    def from_record(cls, record):
+        """Build from the dict the Rust loop returns; unknown keys raise TypeError."""
+        unknown = sorted(set(record) - set(cls._fields))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_record: unknown keys {unknown} "
+                            f"(expected some of {list(cls._fields)})")
+        return cls(**record)
+
+    @property
+    def epoch(self):
+        """Number of completed epochs."""
+        return len(self.epochs)
+
+    def __len__(self):
+        return len(self.losses)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self)} iterations, {self.epoch} epochs)"
+
+    def plot_lr(self):
+        """Learning rate (and momentum, when recorded) against iterations; returns the figure."""
+        import matplotlib.pyplot as plt
+        if self.momentums is None:
+            fig, ax = plt.subplots()
+            axes = [ax]
+        else:
+            fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        axes[0].plot(self.iterations, self.lrs)
+        axes[0].set_xlabel("iterations")
+        axes[0].set_ylabel("learning rate")
+        if self.momentums is not None:
+            axes[1].plot(self.iterations, self.momentums)
+            axes[1].set_xlabel("iterations")
+            axes[1].set_ylabel("momentum")
+        return fig
+
+    def plot_loss(self, n_skip=10, n_skip_end=5):
+        """Smoothed loss against iterations, without the first `n_skip` and the last
+        `n_skip_end` points; returns the figure."""
+        import matplotlib.pyplot as plt
+        sl = self._window(n_skip, n_skip_end)
+        fig, ax = plt.subplots()
+        ax.plot(self.iterations[sl], self.losses[sl])
+        ax.set_xlabel("iterations")
+        ax.set_ylabel("loss")
+        return fig
+
+    def _window(self, n_skip, n_skip_end):
+        # The original sliced [n_skip:-n_skip_end], which is empty for n_skip_end=0.
+        return slice(n_skip, len(self) - n_skip_end)
+
+
+class LR_Finder(LossRecorder):
+    """The record of `learn.lr_find()`: loss against an exponentially growing learning rate."""
+
+    def plot(self, n_skip=10, n_skip_end=5):
+        """Smoothed loss against learning rate on a log-scale x axis, without the first `n_skip`
+        and the last `n_skip_end` points; returns the figure."""
+        import matplotlib.pyplot as plt
+        sl = self._window(n_skip, n_skip_end)
+        fig, ax = plt.subplots()
+        ax.plot(self.lrs[sl], self.losses[sl])
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("loss")
+        return fig
+
+
+class CosAnneal(LossRecorder):
+    """The record of `fit(..., cycle_len=...)`: cosine annealing with warm restarts."""
+
+
+class CircularLR(LossRecorder):
+    """The record of `fit(..., use_clr=...)` (with `momentums` when momentum was cycled)."""
+
+
+class CircularLR_beta(LossRecorder):
+    """The record of `fit(..., use_clr_beta=...)`, the "1cycle" policy."""
+
+
+def cos_anneal_lrs(n_batches_per_epoch, cycle_len, cycle_mult, n_cycle, base):
+    """The learning rate of every batch of `fit(base, n_cycle, cycle_len=, cycle_mult=)`
+    (spec 6.3): shape `(T,)` for a scalar `base`, `(T, n_groups)` for a per-group array, with
+    `T = n_batches_per_epoch * sum_geom(cycle_len, cycle_mult, n_cycle)`.
+
+    Cycle k lasts `N_k = n_batches_per_epoch * cycle_len * cycle_mult**k` batches. For global
+    batch t at position i of a cycle of length N: `base/100` while `t < N/20` (the warm-up,
+    which in practice only touches the start of the first cycle), else
+    `base/2 * (1 + cos(pi * i / N))`.
+    """
+    base = np.asarray(base, dtype=np.float64)
+    total = int(n_batches_per_epoch * sum_geom(cycle_len, cycle_mult, n_cycle))
+    mult = np.empty(total)
+    n = n_batches_per_epoch * cycle_len
+    i = 0
+    for t in range(total):
+        mult[t] = 0.01 if t < n / 20 else 0.5 * (1 + math.cos(math.pi * i / n))
+        i += 1
+        if i == n:  # restart: next cycle, cycle_mult times longer
+            i, n = 0, n * cycle_mult
+    return mult * base if base.ndim == 0 else mult[:, None] * base[None, :]
+
+
+def lr_find_lrs(start_lr, end_lr, n_batches, linear=False):
+    """The learning rate of every batch of `learn.lr_find(start_lr, end_lr, linear=)` over
+    `n_batches` batches (spec 7): shape `(n_batches,)` for a scalar `start_lr`,
+    `(n_batches, n_groups)` for a per-group array.
+
+    Exponential: `start * (end_lr / start_last) ** (t / n_batches)`. Linear: the multiplier goes
+    linearly from 1 to `end_lr / start_last`, i.e. from `start_lr` towards `end_lr` (the original
+    started at 0). `start_last` is the last group's start; other groups keep their ratios.
+    """
+    start = np.asarray(start_lr, dtype=np.float64)
+    ratio = end_lr / float(np.atleast_1d(start)[-1])
+    frac = np.arange(n_batches) / n_batches
+    mult = 1 + (ratio - 1) * frac if linear else ratio ** frac
+    return mult * start if start.ndim == 0 else mult[:, None] * start[None, :]
