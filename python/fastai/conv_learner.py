@@ -160,7 +160,9 @@ class ConvLearner(Learner):
             finally:
                 bar.close()
             if status.startswith("stale"):
-                warnings.warn(f"{path}: recomputed the activation cache ({status[6:]})")
+                warnings.warn(f"{path}: recomputed the activation cache ({status[7:]})")
+            elif status.startswith("uncached"):
+                warnings.warn(f"{path}: activations computed but not cached ({status[10:]})")
             acts[split] = x
         self._acts = acts
 
@@ -221,7 +223,7 @@ class ConvLearner(Learner):
         precompute = self.precompute
         B = self._n_train_batches()
         self._native.begin_fit(lrs, wds, schedule, precompute, lr_find)
-        progress = _progress.fit_progress(n_epoch, B, names[1:] if False else names)
+        progress = _progress.fit_progress(n_epoch, B, names[3:])
         result, best = None, None
         cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0
         try:
