@@ -20,6 +20,7 @@ import matplotlib
 if "ipykernel" not in sys.modules:
     matplotlib.use("Agg")
 
+from fastai.imports import *  # noqa: E402,F403
 from fastai.conv_learner import *  # noqa: E402,F403
 from fastai.dataset import *  # noqa: E402,F403
 from fastai.plots import *  # noqa: E402,F403
