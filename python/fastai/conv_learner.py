@@ -171,6 +171,24 @@ class ConvLearner(Learner):
         y = d.trn_y if split == "trn" else d.val_y
         return torch.as_tensor(np.asarray(y))
 
+    def set_data(self, data, precompute=False):
+        """Swaps the data (e.g. bigger images for progressive resizing); re-freezes as
+        fastai 0.7 did. The classes must be the same."""
+        if list(data.classes) != list(self.data_.classes):
+            raise ValueError(f"set_data: the new data has classes {data.classes}, the model was built for "
+                             f"{self.data_.classes}")
+        self.data_ = data
+        self._acts = None
+        self._precompute = False
+        self.freeze()
+        self.precompute = precompute
+
+    def save_cycle(self, name, cycle):
+        self.save(f"{name}_cyc_{cycle}")
+
+    def load_cycle(self, name, cycle):
+        self.load(f"{name}_cyc_{cycle}")
+
     # ---- freezing (always on the full 3-group model) ----------------------------------
     def unfreeze(self):
         """Makes every layer group trainable, and turns precompute off (the body must see
