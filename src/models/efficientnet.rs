@@ -259,4 +259,18 @@ mod tests {
         let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
         assert_eq!(y.size(), vec![1, 1280, 2, 3]);
     }
+
+    #[test]
+    fn trains_with_batch_statistics() {
+        let mut store = ParamStore::new();
+        let net = efficientnet_lite0(&mut store);
+        let x = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+        // Group 0 frozen-style (eval BN), group 1 training: only group 1's stats move.
+        net.forward(&x, BnMode([false, true, true])).sum(tch::Kind::Float).backward();
+        let stem = store.get("_conv_stem.weight").map(|e| e.tensor.grad());
+        assert!(stem.is_some_and(|g| g.defined() && g.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0));
+        let moved = |key: &str| store.get(key).map(|e| e.tensor.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+        assert_eq!(moved("_blocks.0._bn1.running_mean"), Some(false));
+        assert_eq!(moved("_bn1.running_mean"), Some(true));
+    }
 }

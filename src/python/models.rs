@@ -11,9 +11,10 @@ use crate::models::{efficientnet, Backbone, BnMode, ParamStore};
 use crate::{Error, Result};
 
 type CheckpointKey = fn(&str) -> Option<String>;
+type Build = fn(&mut ParamStore) -> Box<dyn Backbone>;
 
 /// The backbone constructor and checkpoint-key mapping of `arch`.
-fn arch(name: &str) -> Result<(fn(&mut ParamStore) -> Box<dyn Backbone>, CheckpointKey)> {
+fn arch(name: &str) -> Result<(Build, CheckpointKey)> {
     match name {
         "efficientnet_lite0" => Ok((efficientnet::efficientnet_lite0, efficientnet::checkpoint_key)),
         _ => Err(Error::InvalidArgument(format!("unknown architecture {name:?} (known: 'efficientnet_lite0')"))),

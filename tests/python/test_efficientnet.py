@@ -83,8 +83,9 @@ def test_imagenet_predictions_on_real_photos(state, reference):
         return int(pred) in (CAT_CLASSES if label == "cats" else DOG_CLASSES)
 
     ref_right = sum(right(p, label) for p, (_, label) in zip(ref_pred, files))
-    # The weights are real ImageNet weights: most cats and dogs land in their ImageNet classes.
-    assert ref_right >= 12, f"only {ref_right}/16 photos in the right ImageNet group"
+    # Real ImageNet weights put most cats and dogs in their ImageNet groups (12/16 here; the
+    # misses are near ones such as grey fox or dingo); random weights would score ~0.
+    assert ref_right >= 10, f"only {ref_right}/16 photos in the right ImageNet group"
     assert our_pred.tolist() == ref_pred.tolist()
 
 
