@@ -23,7 +23,6 @@
 //! layer2 and layer3: group 0 holds generic low-level filters, group 1 the
 //! ImageNet-specific high-level ones that fine-tuning should move most.
 
-use std::sync::Mutex;
 
 use tch::Tensor;
 
@@ -140,9 +139,7 @@ struct Layers {
 }
 
 pub struct EfficientNetLite {
-    // The Backbone trait asks for Sync, which tch tensors are not; the mutex provides it
-    // safely and also serialises forwards that update BatchNorm running statistics.
-    layers: Mutex<Layers>,
+    layers: Layers,
 }
 
 /// Builds EfficientNet-Lite0's body (stem, 16 MBConv blocks, conv_head + BN + ReLU6);
@@ -172,13 +169,12 @@ pub fn efficientnet_lite0(store: &mut ParamStore) -> Box<dyn Backbone> {
     }
     let head = SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1);
     let bn1 = bn(store, "_bn1", 1, HEAD_CHANNELS);
-    Box::new(EfficientNetLite { layers: Mutex::new(Layers { stem, bn0, blocks, head, bn1 }) })
+    Box::new(EfficientNetLite { layers: Layers { stem, bn0, blocks, head, bn1 } })
 }
 
 impl Backbone for EfficientNetLite {
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        // A poisoned lock only means an earlier forward panicked; the weights are intact.
-        let l = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        let l = &self.layers;
         let mut x = l.bn0.forward(&l.stem.forward(x), bn.train(0)).relu6();
         for block in &l.blocks {
             x = block.forward(&x, bn);
