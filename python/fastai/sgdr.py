@@ -14,7 +14,9 @@ the current folder, they return the figure (38); `lr_find_lrs(linear=True)` star
 """
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .core import sum_geom
 
@@ -40,6 +42,39 @@ class Callback:
 
     def on_train_end(self):
         pass
+
+
+class _ShownOnceFigure(Figure):
+    """A figure that a notebook shows once, also when it is the value of a cell.
+
+    The inline backend displays every open pyplot figure at the end of a cell, and IPython
+    displays a cell's value too: a returned figure would appear twice. Whichever display comes
+    first renders it with IPython's configured formatters (png, retina, svg, ...) and releases
+    it from pyplot, so the other finds nothing left to show. With a GUI backend there is no
+    image formatter: only the repr is shown and the window stays.
+    """
+
+    def _ipython_display_(self):
+        from IPython import get_ipython
+        from IPython.display import publish_display_data
+        ip = get_ipython()
+        if ip is None:
+            return
+        data = {}
+        for mime, formatter in ip.display_formatter.formatters.items():
+            if mime == "text/plain" or not formatter.enabled:
+                continue
+            out = formatter(self)
+            if out is not None:
+                data[mime] = out
+        data["text/plain"] = repr(self)
+        publish_display_data(data)
+        if len(data) > 1:  # drawn inline; never close a figure living in a GUI window
+            plt.close(self)
+
+
+def _subplots(*args, **kwargs):
+    return plt.subplots(*args, FigureClass=_ShownOnceFigure, **kwargs)
 
 
 def _array(x, name, dtype=np.float64):
@@ -107,12 +142,11 @@ class LossRecorder(Callback):
 
     def plot_lr(self):
         """Learning rate (and momentum, when recorded) against iterations; returns the figure."""
-        import matplotlib.pyplot as plt
         if self.momentums is None:
-            fig, ax = plt.subplots()
+            fig, ax = _subplots()
             axes = [ax]
         else:
-            fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+            fig, axes = _subplots(1, 2, figsize=(12, 4))
         axes[0].plot(self.iterations, self.lrs)
         axes[0].set_xlabel("iterations")
         axes[0].set_ylabel("learning rate")
@@ -125,9 +159,8 @@ class LossRecorder(Callback):
     def plot_loss(self, n_skip=10, n_skip_end=5):
         """Smoothed loss against iterations, without the first `n_skip` and the last
         `n_skip_end` points; returns the figure."""
-        import matplotlib.pyplot as plt
         sl = self._window(n_skip, n_skip_end)
-        fig, ax = plt.subplots()
+        fig, ax = _subplots()
         ax.plot(self.iterations[sl], self.losses[sl])
         ax.set_xlabel("iterations")
         ax.set_ylabel("loss")
@@ -144,9 +177,8 @@ class LR_Finder(LossRecorder):
     def plot(self, n_skip=10, n_skip_end=5):
         """Smoothed loss against learning rate on a log-scale x axis, without the first `n_skip`
         and the last `n_skip_end` points; returns the figure."""
-        import matplotlib.pyplot as plt
         sl = self._window(n_skip, n_skip_end)
-        fig, ax = plt.subplots()
+        fig, ax = _subplots()
         ax.plot(self.lrs[sl], self.losses[sl])
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")
