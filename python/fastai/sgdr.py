@@ -14,10 +14,9 @@ the current folder, they return the figure (38); `lr_find_lrs(linear=True)` star
 """
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 
+from ._figures import subplots as _subplots
 from .core import sum_geom
 
 __all__ = ["Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
@@ -42,39 +41,6 @@ class Callback:
 
     def on_train_end(self):
         pass
-
-
-class _ShownOnceFigure(Figure):
-    """A figure that a notebook shows once, also when it is the value of a cell.
-
-    The inline backend displays every open pyplot figure at the end of a cell, and IPython
-    displays a cell's value too: a returned figure would appear twice. Whichever display comes
-    first renders it with IPython's configured formatters (png, retina, svg, ...) and releases
-    it from pyplot, so the other finds nothing left to show. With a GUI backend there is no
-    image formatter: only the repr is shown and the window stays.
-    """
-
-    def _ipython_display_(self):
-        from IPython import get_ipython
-        from IPython.display import publish_display_data
-        ip = get_ipython()
-        if ip is None:
-            return
-        data = {}
-        for mime, formatter in ip.display_formatter.formatters.items():
-            if mime == "text/plain" or not formatter.enabled:
-                continue
-            out = formatter(self)
-            if out is not None:
-                data[mime] = out
-        data["text/plain"] = repr(self)
-        publish_display_data(data)
-        if len(data) > 1:  # drawn inline; never close a figure living in a GUI window
-            plt.close(self)
-
-
-def _subplots(*args, **kwargs):
-    return plt.subplots(*args, FigureClass=_ShownOnceFigure, **kwargs)
 
 
 def _array(x, name, dtype=np.float64):

@@ -162,31 +162,8 @@ def test_lengths_must_match():
         LossRecorder(lrs=[1, 2], losses=[1, 2, 3])
 
 
-class _Formatter:
-    def __init__(self, out):
-        self.out, self.enabled = out, True
-
-    def __call__(self, obj):
-        return self.out
-
-
-@pytest.mark.parametrize("png,closed", [(b"PNG", True), (None, False)])
-def test_figure_displayed_once_in_notebooks(monkeypatch, png, closed):
-    """As a cell's value the figure is rendered by IPython's formatters and released from
-    pyplot (so the inline backend does not show it again); without an image formatter (GUI
-    backends) only its repr is shown and the window stays open."""
-    import types
-
-    import IPython
-    import IPython.display
-    published = []
-    shell = types.SimpleNamespace(display_formatter=types.SimpleNamespace(
-        formatters={"text/plain": _Formatter("ignored"), "image/png": _Formatter(png)}))
-    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
-    monkeypatch.setattr(IPython.display, "publish_display_data", published.append)
-    fig = LossRecorder(lrs=np.ones(3), losses=np.ones(3)).plot_lr()
-    fig._ipython_display_()
-    assert len(published) == 1
-    assert ("image/png" in published[0]) == closed
-    assert published[0]["text/plain"].startswith("<")
-    assert plt.fignum_exists(fig.number) != closed
+def test_plots_return_figures_shown_once_in_notebooks():
+    from fastai._figures import ShownOnceFigure  # see test_figures.py
+    rec = LR_Finder(lrs=lr_find_lrs(1e-5, 10, 30), losses=np.ones(30), momentums=np.ones(30))
+    for fig in (rec.plot_lr(), rec.plot_loss(), rec.plot()):
+        assert isinstance(fig, ShownOnceFigure)
