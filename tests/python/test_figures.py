@@ -30,7 +30,7 @@ def test_figure_displayed_once_in_notebooks(monkeypatch, png, closed):
     """As a cell's value the figure is rendered by IPython's formatters and released from
     pyplot (so the inline backend does not show it again); without an image formatter (GUI
     backends) only its repr is shown and the window stays open."""
-    import IPython
+    IPython = pytest.importorskip("IPython")
     import IPython.display
     from IPython.core.formatters import DisplayFormatter
     fmt = DisplayFormatter()
