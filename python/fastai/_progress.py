@@ -42,7 +42,12 @@ def format_header(names):
 def format_row(epoch, values):
     """Epoch table row: the epoch centred in 10 characters, then for each value a space and
     `str(round(v, 6))` left-aligned in 10 characters (spec 6.8)."""
-    return f"{epoch:^10}" + "".join(f" {str(round(float(v), 6)):<10}" for v in values)
+    return f"{epoch:^10}" + "".join(f" {str(round(_scalar(v), 6)):<10}" for v in values)
+
+
+def _scalar(v):
+    # numpy scalars, 1-element arrays (0.7's val_loss) and tensors all have .item()
+    return float(v.item() if hasattr(v, "item") else v)
 
 
 def format_num(x):

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ._figures import subplots as _subplots
 from .core import sum_geom
 
 __all__ = ["Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
@@ -107,12 +108,11 @@ class LossRecorder(Callback):
 
     def plot_lr(self):
         """Learning rate (and momentum, when recorded) against iterations; returns the figure."""
-        import matplotlib.pyplot as plt
         if self.momentums is None:
-            fig, ax = plt.subplots()
+            fig, ax = _subplots()
             axes = [ax]
         else:
-            fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+            fig, axes = _subplots(1, 2, figsize=(12, 4))
         axes[0].plot(self.iterations, self.lrs)
         axes[0].set_xlabel("iterations")
         axes[0].set_ylabel("learning rate")
@@ -125,9 +125,8 @@ class LossRecorder(Callback):
     def plot_loss(self, n_skip=10, n_skip_end=5):
         """Smoothed loss against iterations, without the first `n_skip` and the last
         `n_skip_end` points; returns the figure."""
-        import matplotlib.pyplot as plt
         sl = self._window(n_skip, n_skip_end)
-        fig, ax = plt.subplots()
+        fig, ax = _subplots()
         ax.plot(self.iterations[sl], self.losses[sl])
         ax.set_xlabel("iterations")
         ax.set_ylabel("loss")
@@ -144,9 +143,8 @@ class LR_Finder(LossRecorder):
     def plot(self, n_skip=10, n_skip_end=5):
         """Smoothed loss against learning rate on a log-scale x axis, without the first `n_skip`
         and the last `n_skip_end` points; returns the figure."""
-        import matplotlib.pyplot as plt
         sl = self._window(n_skip, n_skip_end)
-        fig, ax = plt.subplots()
+        fig, ax = _subplots()
         ax.plot(self.lrs[sl], self.losses[sl])
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (log scale)")

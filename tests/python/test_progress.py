@@ -28,6 +28,13 @@ def test_row_spec(epoch, values, row):
     assert format_row(epoch, values) == row
 
 
+def test_row_accepts_numpy_and_torch_values():
+    import numpy as np
+    import torch
+    row = format_row(0, [np.float32(0.0464871234), np.array([0.02497512]), torch.tensor(0.991)])
+    assert row == "    0      0.046487   0.024975   0.991     "
+
+
 def test_meter_like_tqdm():
     # 297 of 360 at 50.34 it/s: 5.9 s elapsed, 1.25 s left (spec 6.8's example line).
     assert (format_meter(297, 360, 297 / 50.34, postfix="loss=0.402")
@@ -47,7 +54,8 @@ def test_text_bar_on_tty(monkeypatch):
     assert "1/360" in err.getvalue() and "loss=0.402" in err.getvalue()
     bar.close()  # leave=True: the final state is redrawn and kept on its own line
     last = err.getvalue().rsplit("\r", 1)[-1]
-    assert last.startswith("  0%|") and "1/360" in last and last.endswith("loss=0.402]\n")
+    assert last.startswith("  0%|") and "1/360" in last and last.endswith("\n")
+    assert last.rstrip().endswith("loss=0.402]")  # (spaces wipe a longer previous line)
 
 
 def test_throttled_redraws(monkeypatch):

@@ -160,3 +160,10 @@ def test_from_record():
 def test_lengths_must_match():
     with pytest.raises(ValueError, match="lrs has 2 entries but losses has 3"):
         LossRecorder(lrs=[1, 2], losses=[1, 2, 3])
+
+
+def test_plots_return_figures_shown_once_in_notebooks():
+    from fastai._figures import ShownOnceFigure  # see test_figures.py
+    rec = LR_Finder(lrs=lr_find_lrs(1e-5, 10, 30), losses=np.ones(30), momentums=np.ones(30))
+    for fig in (rec.plot_lr(), rec.plot_loss(), rec.plot()):
+        assert isinstance(fig, ShownOnceFigure)
