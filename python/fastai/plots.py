@@ -6,11 +6,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-try:  # re-exported by the original; scikit-learn is optional here
-    from sklearn.metrics import confusion_matrix
-except ImportError:  # pragma: no cover - only without scikit-learn
-    def confusion_matrix(*args, **kwargs):
-        raise ImportError("confusion_matrix needs scikit-learn: pip install scikit-learn")
+from ._figures import figure
+
+
+def confusion_matrix(y_true, y_pred, *args, **kwargs):
+    """scikit-learn's `confusion_matrix` (re-exported as fastai 0.7 did), imported on first
+    use: importing scikit-learn takes seconds, too long for every `import fastai.plots`."""
+    try:
+        from sklearn.metrics import confusion_matrix as cm
+    except ImportError as e:
+        raise ImportError("confusion_matrix needs scikit-learn: pip install scikit-learn") from e
+    return cm(y_true, y_pred, *args, **kwargs)
 
 
 def ceildiv(a, b):
@@ -23,7 +29,7 @@ def plots(ims, figsize=(12, 6), rows=1, interp=False, titles=None, maintitle=Non
         ims = np.array(ims)
         if ims.shape[-1] != 3:
             ims = ims.transpose((0, 2, 3, 1))
-    f = plt.figure(figsize=figsize)
+    f = figure(figsize=figsize)
     if maintitle is not None:
         plt.suptitle(maintitle, fontsize=16)
     cols = ceildiv(len(ims), rows)
@@ -37,7 +43,7 @@ def plots(ims, figsize=(12, 6), rows=1, interp=False, titles=None, maintitle=Non
 
 
 def plots_from_files(imspaths, figsize=(10, 5), rows=1, titles=None, maintitle=None):
-    f = plt.figure(figsize=figsize)
+    f = figure(figsize=figsize)
     if maintitle is not None:
         plt.suptitle(maintitle, fontsize=16)
     cols = ceildiv(len(imspaths), rows)
@@ -51,7 +57,7 @@ def plots_from_files(imspaths, figsize=(10, 5), rows=1, titles=None, maintitle=N
 
 
 def plots_raw(ims, figsize=(12, 6), rows=1, titles=None):
-    f = plt.figure(figsize=figsize)
+    f = figure(figsize=figsize)
     cols = ceildiv(len(ims), rows)
     for i, im in enumerate(ims):
         sp = f.add_subplot(rows, cols, i + 1)
@@ -78,7 +84,7 @@ def plot_confusion_matrix(cm, classes, normalize=False, title="Confusion matrix"
     cm = np.asarray(cm)
     if normalize:
         cm = cm.astype("float") / cm.sum(axis=1)[:, np.newaxis]
-    fig = plt.figure(figsize=figsize)
+    fig = figure(figsize=figsize)
     plt.imshow(cm, interpolation="nearest", cmap=cmap)
     plt.title(title)
     plt.colorbar()
