@@ -411,6 +411,9 @@ fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize)
         }
         return Ok(out);
     }
+    // Float round-off can push the window a hair past the edge; the resizer rejects that.
+    let (top, left) = (top.max(0.0), left.max(0.0));
+    let (h, w) = (h.min(src.rows as f64 - top), w.min(src.cols as f64 - left));
     let opts = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
         .crop(left, top, w, h);
