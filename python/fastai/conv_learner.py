@@ -24,6 +24,9 @@ from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _group_values
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CosAnneal, LossRecorder, LR_Finder
+from .core import *  # noqa: F401,F403
+from .layers import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403
 from .torch_imports import *  # noqa: F401,F403
 from .torch_imports import arch_from
 

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
+use super::data::PyDataLoader;
 use super::to_pyerr;
 use crate::models::{ConvNet, Output};
 use crate::train::learner::{BatchSource, Learner, TensorSet};
@@ -248,6 +249,50 @@ impl PyLearner {
             Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
         });
         Ok(PyTensor(out.map_err(to_pyerr)?))
+    }
+
+    /// One training epoch over an image loader (augmentation drawn for `epoch`).
+    #[pyo3(signature = (dl, epoch, on_batch=None))]
+    fn train_epoch_loader(&self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, epoch: u64, on_batch: Option<PyObject>) -> PyResult<(f64, bool)> {
+        self.train_epoch(py, Box::new(dl.inner.clone()), epoch, on_batch)
+    }
+
+    /// Eval-mode outputs over an image loader: (outputs, targets, mean loss).
+    #[pyo3(signature = (dl, epoch, with_loss, on_batch=None))]
+    fn predict_loader(&self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, epoch: u64, with_loss: bool, on_batch: Option<PyObject>) -> PyResult<(PyTensor, PyTensor, f64)> {
+        self.predict(py, Box::new(dl.inner.clone()), epoch, false, with_loss, on_batch)
+    }
+
+    /// Pooled body activations of every image of `dl`, from the cache file at `path` when its
+    /// key (body weights, transform, files with sizes and mtimes) matches, else computed and
+    /// written there. Returns (activations, status): 'hit', 'computed', 'stale: <why>' (it
+    /// existed but no longer fits), or 'uncached: <why>' (could not be written; still usable).
+    #[pyo3(signature = (dl, path, body_hash, on_batch=None))]
+    fn precompute_loader(
+        &self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, path: std::path::PathBuf, body_hash: &str, on_batch: Option<PyObject>,
+    ) -> PyResult<(PyTensor, String)> {
+        use crate::train::cache;
+        let loader = dl.inner.clone();
+        let key = py
+            .allow_threads(|| -> Result<String> {
+                let mut h = cache::KeyHasher::default();
+                h.str(body_hash).str(&loader.pipeline_key());
+                cache::hash_files(&mut h, loader.root(), &loader.files())?;
+                Ok(h.hex())
+            })
+            .map_err(to_pyerr)?;
+        let previous = match cache::read(&path, &key) {
+            cache::Lookup::Hit(t) => return Ok((PyTensor(t), "hit".into())),
+            cache::Lookup::Missing => None,
+            cache::Lookup::Stale(why) => Some(why),
+        };
+        let acts = self.features(py, Box::new(loader), on_batch)?;
+        let status = match (cache::write(&path, &key, &acts), previous) {
+            (Err(e), _) => format!("uncached: {e}"),
+            (Ok(()), Some(why)) => format!("stale: {why}"),
+            (Ok(()), None) => "computed".into(),
+        };
+        Ok((PyTensor(acts), status))
     }
 
     fn snapshot(&self) -> PyResult<Vec<PyTensor>> {

@@ -1,6 +1,7 @@
 //! Python bindings: the only module that knows about pyo3. It converts arguments into owned
 //! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
 
+mod data;
 mod errors;
 mod learner;
 mod models;
@@ -60,5 +61,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
     models::register(m)?;
+    data::register(m)?;
     Ok(())
 }

@@ -1,0 +1,130 @@
+"""Loader throughput: our `aug_dl` against a PyTorch DataLoader doing the same work with PIL and
+torchvision, and against PIL's decode alone. Not a test; run it by hand:
+
+    PYTHONPATH=python python benches/bench_loader.py [--path ../shared/data/dogscats]
+        [--workers 2] [--n 1280]
+
+All three read the same files of `<path>/train` (page cache warmed first), at sz 224 with
+`transforms_side_on` and `max_zoom=1.1`. Prints images/s of each and the ratios.
+"""
+import argparse
+import glob
+import os
+import random
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "python"))
+
+from fastai.dataset import ImageClassifierData  # noqa: E402
+from fastai.transforms import imagenet_stats, tfms_from_model, transforms_side_on  # noqa: E402
+
+SZ, BS = 224, 64
+
+
+class TorchSideOn(torch.utils.data.Dataset):
+    """The same pipeline with PIL + torchvision: random scale (p .75, up to 1.1), rotate ±10°
+    (p .75), lighting (b, c = .05), horizontal flip, random crop, normalise."""
+
+    def __init__(self, files):
+        import torchvision.transforms as T
+        import torchvision.transforms.functional as F
+        self.files, self.T, self.F = files, T, F
+        self.rot = T.RandomApply([T.RandomRotation(10, interpolation=T.InterpolationMode.BILINEAR)], p=0.75)
+        self.crop = T.RandomCrop(SZ)
+        self.norm = T.Normalize(*[list(map(float, s)) for s in imagenet_stats])
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        im = Image.open(self.files[i]).convert("RGB")
+        m = random.uniform(1, 1.1) if random.random() < 0.75 else 1.0
+        im = self.F.resize(im, int(SZ * m), interpolation=self.T.InterpolationMode.BILINEAR)
+        im = self.rot(im)
+        x = self.F.to_tensor(im)
+        b, c = random.uniform(-0.05, 0.05), random.uniform(-0.05, 0.05)
+        k = 1 + c if c >= 0 else 1 / (1 - c)
+        mu = x.mean()
+        x = ((x - mu) * k + mu + b).clamp_(0, 1)
+        if random.random() < 0.5:
+            x = x.flip(-1)
+        return self.norm(self.crop(x)), 0
+
+
+def rate(n, t):
+    return n / t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--path", default=os.path.join(REPO, "..", "shared", "data", "dogscats"))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--n", type=int, default=1280, help="images per measurement")
+    args = ap.parse_args()
+    path = os.path.abspath(args.path) + "/"
+    files = sorted(glob.glob(os.path.join(path, "train", "*", "*.jpg")))
+    if not files:
+        sys.exit(f"no images under {path}train")
+    n = min(args.n, len(files))
+    n -= n % BS or 0
+    n = max(n, BS)
+    for f in files[:n]:  # warm the page cache so all three read from memory
+        with open(f, "rb") as fh:
+            fh.read()
+    W = args.workers
+    print(f"{n} images of {path}train, sz {SZ}, bs {BS}, {W} workers, torch threads {torch.get_num_threads()}")
+
+    # 1. PIL decode alone (1 thread, and W threads: PIL releases the GIL while decoding)
+    t = time.perf_counter()
+    for f in files[:n]:
+        Image.open(f).convert("RGB").load()
+    pil1 = rate(n, time.perf_counter() - t)
+    with ThreadPoolExecutor(W) as ex:
+        t = time.perf_counter()
+        list(ex.map(lambda f: Image.open(f).convert("RGB").load(), files[:n]))
+        pilw = rate(n, time.perf_counter() - t)
+
+    # 2. ours: aug_dl = training transforms over the chosen images
+    tfms = tfms_from_model("resnet34", SZ, aug_tfms=transforms_side_on, max_zoom=1.1)
+    data = ImageClassifierData.from_paths(path, bs=BS, tfms=tfms, trn_name="train", val_name="train",
+                                          num_workers=W, seed=0)
+    nb = n // BS
+    for i, _ in enumerate(data.aug_dl):  # first pass starts threads and warms allocators
+        if i == 1:
+            break
+    t = time.perf_counter()
+    got = 0
+    for i, (x, y) in enumerate(data.aug_dl):
+        got += len(x)
+        if i + 1 == nb:
+            break
+    ours = rate(got, time.perf_counter() - t)
+
+    # 3. torch DataLoader with PIL + torchvision, same workers and batch size
+    old = torch.get_num_threads()
+    dl = torch.utils.data.DataLoader(TorchSideOn(files[:n]), batch_size=BS, shuffle=False, num_workers=W)
+    t = time.perf_counter()
+    got = 0
+    for x, y in dl:
+        got += len(x)
+    tv = rate(got, time.perf_counter() - t)
+    torch.set_num_threads(old)
+
+    print(f"PIL decode only, 1 thread : {pil1:8.1f} img/s")
+    print(f"PIL decode only, {W} threads: {pilw:8.1f} img/s")
+    print(f"torch DataLoader + PIL/tv : {tv:8.1f} img/s")
+    print(f"fastai-rs aug_dl          : {ours:8.1f} img/s")
+    print(f"ratio ours / DataLoader   : {ours / tv:8.2f}x   (target >= 4)")
+    print(f"ratio ours / PIL decode {W}t: {ours / pilw:8.2f}    (target >= 0.70)")
+    print(f"ratio ours / PIL decode 1t: {ours / pil1:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

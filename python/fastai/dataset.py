@@ -1,0 +1,383 @@
+"""fastai 0.7's `dataset` module: `ImageClassifierData`, its datasets and loaders.
+
+Scanning, decoding, augmentation and batching run in Rust (`fastai._native`); this module
+arranges the six loaders of spec §2.4 and converts batches to torch tensors (without copying).
+
+Decisions where the original had rough edges (spec §13):
+* class folders and the files inside them are sorted; hidden files and non-image extensions are
+  skipped (and counted in `data.skipped`); validation labels use the training classes, and a
+  class folder missing on one side is a `DatasetLayoutError` (9, 10, 11, 12);
+* `c` is the number of classes (or of target columns), `is_reg` a property (16);
+* unlabelled test targets are zeros of shape (N,) (17); `get_cv_idxs` leaves numpy's global
+  random state alone (15); `from_csv` also requires transforms (14);
+* `denorm` of a single (3, H, W) image returns (H, W, 3) (39);
+* shuffling and augmentation follow `seed` (exposed as `data.seed`), whatever `num_workers`.
+"""
+import itertools
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from . import _native
+from . import core
+
+__all__ = ["ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
+           "FilesArrayDataset", "DataLoader", "get_cv_idxs", "open_image", "read_dir", "folder_source",
+           "csv_source", "parse_csv_labels"]
+
+_PREFETCH = 4
+
+
+def get_cv_idxs(n, cv_idx=0, val_pct=0.2, seed=42):
+    """Validation indices: a slice of a permutation of range(n) drawn with `seed`.
+
+    Same values as the original, but from a private generator: numpy's global random state is
+    not touched.
+    """
+    rng = np.random.RandomState(seed)
+    n_val = int(val_pct * n)
+    idx_start = cv_idx * n_val
+    return rng.permutation(n)[idx_start:idx_start + n_val]
+
+
+def open_image(fn):
+    """Decodes an image file to float32 HWC RGB in [0, 1] (EXIF orientation applied)."""
+    return _native.decode_image(os.fspath(fn)).astype(np.float32) / np.float32(255)
+
+
+def read_dir(path, folder):
+    """Sorted image files of the flat folder `path/folder`, relative to `path`."""
+    fnames, _ = _native.scan_flat(os.fspath(path), folder)
+    return fnames
+
+
+def folder_source(path, folder):
+    """(fnames, labels int64, classes) of `path/folder/<class>/*`, everything sorted."""
+    fnames, labels, classes, _ = _native.scan_labelled(os.fspath(path), folder, None)
+    return fnames, labels, classes
+
+
+def parse_csv_labels(fn, skip_header=True, cat_separator=" "):
+    """(sorted ids, {id: [labels]}, sorted classes) of a label CSV."""
+    rows = _native.read_label_csv(os.fspath(fn), skip_header)
+    fnames = [r[0] for r in rows]
+    labels = {r[0]: [t for t in r[1].split(cat_separator) if t] for r in rows}
+    classes = sorted({t for ts in labels.values() for t in ts})
+    return fnames, labels, classes
+
+
+def csv_source(folder, csv_file, skip_header=True, suffix="", continuous=False):
+    fnames, csv_labels, classes = parse_csv_labels(csv_file, skip_header)
+    full = [os.path.join(folder, f + suffix) for f in fnames]
+    if continuous:
+        y = np.array([[float(v) for v in csv_labels[f]] for f in fnames], dtype=np.float32)
+        return full, y, []
+    return full, _nhot(fnames, csv_labels, classes), classes
+
+
+def _nhot(fnames, csv_labels, classes):
+    idx = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(fnames), len(classes)), dtype=np.float32)
+    for r, f in enumerate(fnames):
+        for t in csv_labels[f]:
+            y[r, idx[t]] = 1
+    return y
+
+
+class FilesDataset:
+    """Files under `path` with labels `y` and a transform; `ds[i] -> (x, y)`."""
+
+    is_multi = False
+    is_reg = False
+
+    def __init__(self, fnames, y, transform, path, native, classes=None):
+        self.path = path
+        self.fnames = np.array(fnames)
+        self.y = y
+        self.transform = transform
+        self.classes = classes
+        self._native = native
+        # Random transforms are re-drawn on every access (as the original); the draws follow
+        # the data seed, on a stream separate from the loaders' epochs.
+        self._draws = itertools.count(1 << 32)
+
+    def __len__(self):
+        return len(self.fnames)
+
+    @property
+    def n(self):
+        return len(self.fnames)
+
+    def get_n(self):
+        return self.n
+
+    @property
+    def sz(self):
+        return self.transform.sz
+
+    def get_sz(self):
+        return self.sz
+
+    @property
+    def c(self):
+        return self.get_c()
+
+    def get_c(self):
+        if self.classes:
+            return len(self.classes)
+        return int(self.y.max()) + 1 if len(self.y) else 0
+
+    def get_x(self, i):
+        return open_image(os.path.join(self.path, self.fnames[i]))
+
+    def get_y(self, i):
+        return self.y[i]
+
+    def _item(self, i):
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
+        return self._native.item(i, next(self._draws)), self.get_y(i)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            xs, ys = zip(*[self._item(i) for i in range(*idx.indices(len(self)))])
+            return np.stack(xs), ys
+        return self._item(idx)
+
+    def denorm(self, arr):
+        """Undo normalisation for display: (N, 3, H, W) -> (N, H, W, 3); (3, H, W) -> (H, W, 3)."""
+        if isinstance(arr, torch.Tensor):
+            arr = arr.detach().cpu().numpy()
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim == 3:
+            return self.transform.denorm(np.moveaxis(arr, 0, -1))
+        return self.transform.denorm(np.moveaxis(arr, 1, -1))
+
+
+class FilesIndexArrayDataset(FilesDataset):
+    """Single-label: `y` is int64 class indices."""
+
+
+class FilesNhotArrayDataset(FilesDataset):
+    """Multi-label: `y` is a float32 n-hot matrix (N, c)."""
+
+    is_multi = True
+
+    def get_c(self):
+        return self.y.shape[1]
+
+
+class FilesArrayDataset(FilesDataset):
+    """Regression: `y` is float32 (N, k)."""
+
+    is_reg = True
+
+    def get_c(self):
+        return self.y.shape[1] if self.y.ndim > 1 else 1
+
+
+class _TestDataset(FilesDataset):
+    def get_c(self):
+        return 0
+
+
+class DataLoader:
+    """Batches of a dataset as torch tensors: x float32 (bs, 3, sz, sz), y int64 (bs,) (float
+    for multi-label/regression). Iterable any number of times; each pass is a new epoch (a new
+    order when shuffling, new augmentations). `_native` is the Rust loader."""
+
+    def __init__(self, dataset, native, batch_size, shuffle, num_workers):
+        self.dataset = dataset
+        self._native = native
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.num_workers = num_workers
+        self._epoch = 0
+
+    def __len__(self):
+        return len(self._native)
+
+    def __iter__(self):
+        epoch = self._epoch
+        self._epoch += 1
+        return self._batches(epoch)
+
+    def _batches(self, epoch):
+        to_gpu = core.USE_GPU and torch.cuda.is_available()
+        it = self._native.iter_epoch(epoch)
+        try:
+            for x, y in it:
+                x, y = torch.from_numpy(x), torch.from_numpy(y)
+                if to_gpu:
+                    x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
+                yield x, y
+            skipped = it.skipped()
+            if skipped:
+                shown = ", ".join(str(p) for p in skipped[:10])
+                more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+                warnings.warn(f"skipped {len(skipped)} undecodable image(s) this epoch: {shown}{more}",
+                              RuntimeWarning, stacklevel=2)
+        finally:
+            it.close()
+
+
+def _seed_or_random(seed):
+    if seed is None:
+        return int.from_bytes(os.urandom(8), "little") >> 1
+    return int(seed)
+
+
+class ImageClassifierData:
+    """Training, validation (and optional test) images with their six loaders (spec §2.4)."""
+
+    def __init__(self, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad,
+                 kind="class", skipped=None):
+        if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
+            raise AssertionError("please provide transformations for your train and validation sets")
+        self.path, self.bs, self.num_workers = path, bs, num_workers
+        self.classes, self.seed = classes, seed
+        self.skipped = skipped or {}
+        self._pool = _native.ThreadPool(num_workers if num_workers else 1)
+        trn_tfm, val_tfm = tfms
+        ds_cls = {"class": FilesIndexArrayDataset, "multihot": FilesNhotArrayDataset,
+                  "continuous": FilesArrayDataset}[kind]
+
+        def make(files_y, tfm, shuffle, cls=ds_cls, kind=kind):
+            fnames, y = files_y
+            tk = kind if y is not None else "none"
+            native = _native.DataLoader(
+                os.fspath(path), list(fnames), tk,
+                None if y is None else np.asarray(y, dtype=np.float64), tfm._spec(), bs, shuffle,
+                seed, self._pool, _PREFETCH, skip_bad)
+            ds = cls(fnames, y if y is not None else np.zeros(len(fnames), dtype=np.float32),
+                     tfm, path, native, classes)
+            return DataLoader(ds, native, bs, shuffle, num_workers)
+
+        self.trn_dl = make(trn, trn_tfm, True)
+        self.val_dl = make(val, val_tfm, False)
+        self.fix_dl = make(trn, val_tfm, False)
+        self.aug_dl = make(val, trn_tfm, False)
+        if test is not None:
+            tcls = ds_cls if test[1] is not None else _TestDataset
+            self.test_dl = make(test, val_tfm, False, cls=tcls)
+            self.test_aug_dl = make(test, trn_tfm, False, cls=tcls)
+        else:
+            self.test_dl = self.test_aug_dl = None
+
+    # --- the original's properties -------------------------------------------------------
+    @property
+    def sz(self):
+        return self.trn_ds.sz
+
+    @property
+    def c(self):
+        return self.trn_ds.c
+
+    @property
+    def trn_ds(self):
+        return self.trn_dl.dataset
+
+    @property
+    def val_ds(self):
+        return self.val_dl.dataset
+
+    @property
+    def test_ds(self):
+        if self.test_dl is None:
+            raise AttributeError("no test set: pass test_name= to from_paths/from_csv")
+        return self.test_dl.dataset
+
+    @property
+    def trn_y(self):
+        return self.trn_ds.y
+
+    @property
+    def val_y(self):
+        return self.val_ds.y
+
+    @property
+    def is_multi(self):
+        return self.trn_ds.is_multi
+
+    @property
+    def is_reg(self):
+        return self.trn_ds.is_reg
+
+    # --- constructors --------------------------------------------------------------------
+    @classmethod
+    def from_paths(cls, path, bs=64, tfms=(None, None), trn_name="train", val_name="valid",
+                   test_name=None, test_with_labels=False, num_workers=8, seed=None,
+                   skip_bad=False):
+        """Images in `path/trn_name/<class>/*` and `path/val_name/<class>/*` (spec §2.2)."""
+        if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
+            raise AssertionError("please provide transformations for your train and validation sets")
+        root = os.fspath(path)
+        trn_f, trn_y, classes, sk_t = _native.scan_labelled(root, trn_name, None)
+        val_f, val_y, _, sk_v = _native.scan_labelled(root, val_name, classes)
+        skipped = {trn_name: sk_t, val_name: sk_v}
+        test = None
+        if test_name:
+            if test_with_labels:
+                tf, ty, _, sk = _native.scan_labelled(root, test_name, classes)
+                test = (tf, ty)
+            else:
+                tf, sk = _native.scan_flat(root, test_name)
+                test = (tf, None)
+            skipped[test_name] = sk
+        return cls(path, bs, num_workers, classes, _seed_or_random(seed), (trn_f, trn_y),
+                   (val_f, val_y), test, tfms, skip_bad, skipped=skipped)
+
+    @classmethod
+    def from_csv(cls, path, folder, csv_fname, bs=64, tfms=(None, None), val_idxs=None, suffix="",
+                 test_name=None, continuous=False, skip_header=True, num_workers=8, seed=None,
+                 skip_bad=False, cat_separator=" "):
+        """Images `path/folder/<id><suffix>` labelled by a CSV (spec §2.9); multi-label when
+        some row has other than exactly one label."""
+        fnames, csv_labels, classes = parse_csv_labels(csv_fname, skip_header, cat_separator)
+        full = [f"{folder}/{f}{suffix}" for f in fnames]
+        _native.check_files_exist(os.fspath(path), full, os.fspath(csv_fname))
+        if continuous:
+            try:
+                y = np.array([[float(v) for v in csv_labels[f]] for f in fnames], dtype=np.float32)
+            except ValueError as e:
+                raise ValueError(f"{csv_fname}: continuous labels must be numbers ({e})") from None
+            classes = []
+        else:
+            y = _nhot(fnames, csv_labels, classes)
+        return cls.from_names_and_array(path, full, y, classes, val_idxs, test_name,
+                                        num_workers=num_workers, tfms=tfms, bs=bs,
+                                        continuous=continuous, seed=seed, skip_bad=skip_bad)
+
+    @classmethod
+    def from_names_and_array(cls, path, fnames, y, classes, val_idxs=None, test_name=None,
+                             num_workers=8, suffix="", tfms=(None, None), bs=64, continuous=False,
+                             seed=None, skip_bad=False):
+        fnames = [f + suffix for f in fnames]
+        y = np.asarray(y)
+        if val_idxs is None:
+            val_idxs = get_cv_idxs(len(fnames))
+        mask = np.zeros(len(fnames), dtype=bool)
+        mask[np.asarray(val_idxs, dtype=np.int64)] = True
+        if continuous:
+            kind = "continuous"
+            y = y.astype(np.float32).reshape(len(fnames), -1)
+        elif y.ndim == 2 and (y.sum(axis=1) == 1).all():
+            kind, y = "class", np.argmax(y, axis=1).astype(np.int64)
+        elif y.ndim == 1:
+            kind, y = "class", y.astype(np.int64)
+        else:
+            kind, y = "multihot", y.astype(np.float32)
+        fn = np.array(fnames)
+        trn = (list(fn[~mask]), y[~mask])
+        val = (list(fn[mask]), y[mask])
+        test = None
+        if test_name:
+            tf, _ = _native.scan_flat(os.fspath(path), test_name)
+            test = (tf, None)
+        return cls(path, bs, num_workers, list(classes), _seed_or_random(seed), trn, val, test,
+                   tfms, skip_bad, kind=kind)

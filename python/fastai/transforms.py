@@ -1,0 +1,371 @@
+"""fastai 0.7's `transforms` module: the image pipeline descriptions of `tfms_from_model`.
+
+The objects here only *describe* a pipeline; the pixels are computed in Rust
+(`fastai._native`), on loader threads that never hold the GIL. The order of operations is the
+original's (spec §3.2): scale (or random scale) -> padding -> augmentations in order -> crop ->
+normalise -> CHW, with the geometric steps fused into one resampling pass.
+
+Differences from the April 2018 original (its rough edges, spec §13):
+* random draws come from a generator per (seed, epoch, item), so results are reproducible
+  whatever the number of threads (24);
+* `RandomZoom` honours its `mode` (20); `pad_mode` also applies to the validation transform
+  (22); transform objects are immutable descriptions, so the preset lists can be shared (23);
+* the lighting step's mean is that of the decoded image (resampling preserves it up to borders).
+"""
+import enum
+import itertools
+import os
+
+import numpy as np
+
+from . import _native
+
+__all__ = [
+    "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
+    "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
+    "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
+    "RandomFlip", "RandomDihedral", "RandomZoom", "Normalize", "Denormalize", "ChannelOrder",
+    "Transforms", "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
+    "transforms_side_on", "transforms_top_down", "scale_min", "center_crop",
+]
+
+# OpenCV's border constants, so code written for the original keeps working without cv2.
+BORDER_CONSTANT = 0
+BORDER_REFLECT = 2
+
+
+class CropType(enum.IntEnum):
+    RANDOM = 1
+    CENTER = 2
+    NO = 3
+    GOOGLENET = 4
+
+
+class TfmType(enum.IntEnum):
+    NO = 1
+    PIXEL = 2
+    COORD = 3
+    CLASS = 4
+
+
+imagenet_stats = (np.array([0.485, 0.456, 0.406], dtype=np.float32),
+                  np.array([0.229, 0.224, 0.225], dtype=np.float32))
+inception_stats = (np.array([0.5, 0.5, 0.5], dtype=np.float32),
+                   np.array([0.5, 0.5, 0.5], dtype=np.float32))
+
+# Statistics per architecture name, for archs given as plain strings (an arch object can carry
+# its own `stats`). Anything not listed uses imagenet_stats.
+model_stats = {
+    "efficientnet_lite0": inception_stats,
+    "inception_4": inception_stats,
+    "inceptionresnet_2": inception_stats,
+}
+
+
+def _border(mode):
+    if mode in (BORDER_REFLECT, "reflect"):
+        return "reflect"
+    if mode in (BORDER_CONSTANT, "constant"):
+        return "constant"
+    raise ValueError(f"unsupported border mode {mode!r}: use BORDER_REFLECT or BORDER_CONSTANT")
+
+
+def _check_tfm_y(tfm_y):
+    if tfm_y not in (None, TfmType.NO):
+        raise NotImplementedError("only classification targets (tfm_y=TfmType.NO) are supported")
+
+
+class Transform:
+    """Base class: a step of the pipeline, described by `_spec()` for the Rust core."""
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Scale(Transform):
+    """Short side -> sz (antialiased bilinear)."""
+
+    def __init__(self, sz, tfm_y=TfmType.NO, sz_y=None):
+        _check_tfm_y(tfm_y)
+        self.sz = sz
+
+
+class RandomScale(Transform):
+    """With probability p, short side -> int(sz * m), m ~ U(1, max_zoom) (or U(lo, hi))."""
+
+    def __init__(self, sz, max_zoom, p=0.75, tfm_y=TfmType.NO, sz_y=None):
+        _check_tfm_y(tfm_y)
+        self.sz, self.max_zoom, self.p = sz, max_zoom, p
+
+    def _range(self):
+        if isinstance(self.max_zoom, (list, tuple)):
+            lo, hi = self.max_zoom
+        else:
+            lo, hi = 1.0, self.max_zoom
+        return float(lo), float(hi)
+
+
+class AddPadding(Transform):
+    def __init__(self, pad, mode=BORDER_REFLECT, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        self.pad, self.mode = pad, mode
+
+
+class CenterCrop(Transform):
+    def __init__(self, sz, tfm_y=TfmType.NO, sz_y=None):
+        self.sz = sz
+
+
+class RandomCrop(Transform):
+    def __init__(self, targ_sz, tfm_y=TfmType.NO, sz_y=None):
+        self.sz = targ_sz
+
+
+class NoCrop(Transform):
+    def __init__(self, sz, tfm_y=TfmType.NO, sz_y=None):
+        self.sz = sz
+
+
+class GoogleNetResize(Transform):
+    def __init__(self, targ_sz, min_area_frac=0.08, min_aspect_ratio=0.75, max_aspect_ratio=1.333,
+                 flip_hw_p=0.5, tfm_y=TfmType.NO, sz_y=None):
+        self.sz = targ_sz
+        self.min_area_frac, self.min_aspect_ratio = min_area_frac, min_aspect_ratio
+        self.max_aspect_ratio, self.flip_hw_p = max_aspect_ratio, flip_hw_p
+
+
+class RandomRotate(Transform):
+    """With probability p, rotate by U(-deg, deg) degrees (counter-clockwise), bilinear."""
+
+    def __init__(self, deg, p=0.75, mode=BORDER_REFLECT, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        self.deg, self.p, self.mode = deg, p, mode
+
+    def _spec(self):
+        return {"kind": "rotate", "deg": float(self.deg), "p": float(self.p), "mode": _border(self.mode)}
+
+
+class RandomLighting(Transform):
+    """Brightness b' ~ U(-b, b), contrast c' ~ U(-c, c): clip((x - mean)*k + mean + b', 0, 1)."""
+
+    def __init__(self, b, c, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        self.b, self.c = b, c
+
+    def _spec(self):
+        return {"kind": "lighting", "b": float(self.b), "c": float(self.c)}
+
+
+class RandomFlip(Transform):
+    def __init__(self, tfm_y=TfmType.NO, p=0.5):
+        _check_tfm_y(tfm_y)
+        self.p = p
+
+    def _spec(self):
+        return {"kind": "flip", "p": float(self.p)}
+
+
+class RandomDihedral(Transform):
+    def __init__(self, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+
+    def _spec(self):
+        return {"kind": "dihedral"}
+
+
+class RandomZoom(Transform):
+    """Zoom about the centre by 1 + U(zoom_min, zoom_max), same output size."""
+
+    def __init__(self, zoom_max, zoom_min=0, mode=BORDER_REFLECT, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        self.zoom_max, self.zoom_min, self.mode = zoom_max, zoom_min, mode
+
+    def _spec(self):
+        return {"kind": "zoom", "zoom_max": float(self.zoom_max), "zoom_min": float(self.zoom_min),
+                "mode": _border(self.mode)}
+
+
+class Normalize:
+    """(x - mean) / std over the last (channel) axis."""
+
+    def __init__(self, m, s, tfm_y=TfmType.NO):
+        self.m, self.s = np.asarray(m, dtype=np.float32), np.asarray(s, dtype=np.float32)
+
+    def __call__(self, x, y=None):
+        x = (np.asarray(x, dtype=np.float32) - self.m) / self.s
+        return x if y is None else (x, y)
+
+    def __repr__(self):
+        return f"Normalize(m={self.m.tolist()}, s={self.s.tolist()})"
+
+
+class Denormalize:
+    """x * std + mean over the last (channel) axis."""
+
+    def __init__(self, m, s):
+        self.m, self.s = np.asarray(m, dtype=np.float32), np.asarray(s, dtype=np.float32)
+
+    def __call__(self, x):
+        return np.asarray(x, dtype=np.float32) * self.s + self.m
+
+    def __repr__(self):
+        return f"Denormalize(m={self.m.tolist()}, s={self.s.tolist()})"
+
+
+class ChannelOrder(Transform):
+    def __init__(self, tfm_y=TfmType.NO):
+        pass
+
+
+def scale_min(im, targ):
+    """(rows, cols) the scale step gives an image `im` (array or (rows, cols)), spec §3.4."""
+    r, c = (im.shape[:2] if hasattr(im, "shape") else im)
+    ratio = targ / min(r, c)
+    return max(int(np.floor(r * ratio)), targ), max(int(np.floor(c * ratio)), targ)
+
+
+def center_crop(im, min_sz=None):
+    """The centre min_sz x min_sz window of an HWC array (top/left = ceil((n - s) / 2))."""
+    r, c = im.shape[:2]
+    s = min(r, c) if min_sz is None else min_sz
+    top, left = int(np.ceil((r - s) / 2)), int(np.ceil((c - s) / 2))
+    return im[top:top + s, left:left + s]
+
+
+_draws = itertools.count()
+
+
+class Transforms:
+    """A full pipeline (what `tfms_from_model` returns two of).
+
+    `t(img)` applies it to one HWC image (uint8, or float32 in [0, 1]) and returns a float32
+    (3, sz, sz) array; `t(img, y)` returns `(x, y)`. Each call draws new random parameters.
+    """
+
+    def __init__(self, sz, tfms, normalizer, denorm, crop_type=CropType.CENTER, tfm_y=TfmType.NO,
+                 sz_y=None, scale_step=None, pad_step=None, crop_step=None, aug_tfms=()):
+        _check_tfm_y(tfm_y)
+        self.sz, self.sz_y, self.tfm_y = sz, sz_y, tfm_y
+        self.norm, self.denorm = normalizer, denorm
+        self.crop_type = crop_type
+        self.scale_step, self.pad_step, self.crop_step = scale_step, pad_step, crop_step
+        self.aug_tfms = list(aug_tfms)
+        self.tfms = tfms
+        self._seed = int.from_bytes(os.urandom(8), "little") >> 1
+
+    @property
+    def stats(self):
+        return self.norm.m, self.norm.s
+
+    def _spec(self):
+        """The dict the Rust core builds its pipeline from."""
+        scale = None
+        if isinstance(self.scale_step, RandomScale):
+            lo, hi = self.scale_step._range()
+            scale = (lo, hi, float(self.scale_step.p))
+        pad, pad_mode = 0, "reflect"
+        if self.pad_step is not None:
+            pad, pad_mode = int(self.pad_step.pad), _border(self.pad_step.mode)
+        spec = {
+            "sz": int(self.sz), "scale": scale, "pad": pad, "pad_mode": pad_mode,
+            "crop": {CropType.RANDOM: "random", CropType.CENTER: "center", CropType.NO: "no",
+                     CropType.GOOGLENET: "googlenet"}[CropType(self.crop_type)],
+            "mean": [float(v) for v in self.norm.m], "std": [float(v) for v in self.norm.s],
+            "augs": [t._spec() for t in self.aug_tfms],
+        }
+        if isinstance(self.crop_step, GoogleNetResize):
+            g = self.crop_step
+            spec["googlenet"] = (float(g.min_area_frac), float(g.min_aspect_ratio),
+                                 float(g.max_aspect_ratio), float(g.flip_hw_p))
+        return spec
+
+    @property
+    def is_random(self):
+        return bool(self.aug_tfms) or isinstance(self.scale_step, RandomScale) or \
+            self.crop_type in (CropType.RANDOM, CropType.GOOGLENET)
+
+    def __call__(self, im, y=None):
+        im = np.asarray(im)
+        if im.dtype not in (np.uint8, np.float32):
+            im = im.astype(np.float32)
+        x, _ = _native.transform_image(np.ascontiguousarray(im), self._spec(), self._seed, 0, next(_draws))
+        return x if y is None else (x, y)
+
+    def __repr__(self):
+        return "\n".join(repr(t) for t in self.tfms)
+
+
+def image_gen(normalizer, denorm, sz, tfms=None, max_zoom=None, pad=0, crop_type=None,
+              tfm_y=None, sz_y=None, pad_mode=BORDER_REFLECT, scale=None,
+              min_area_frac=0.08, min_aspect_ratio=0.75, max_aspect_ratio=1.333, flip_hw_p=0.5):
+    """Builds a `Transforms` the way the original's `image_gen` orders the steps (spec §3.2)."""
+    if tfm_y is None:
+        tfm_y = TfmType.NO
+    if tfms is None:
+        tfms = []
+    elif not isinstance(tfms, (list, tuple)):
+        tfms = [tfms]
+    for t in tfms:
+        if not hasattr(t, "_spec"):
+            raise TypeError(f"{t!r} is not a supported augmentation")
+    crop_type = CropType.RANDOM if crop_type is None else CropType(crop_type)
+    if crop_type == CropType.GOOGLENET:
+        scale_step, pad_step = None, None
+        crop_step = GoogleNetResize(sz, min_area_frac, min_aspect_ratio, max_aspect_ratio, flip_hw_p)
+    else:
+        scale_step = RandomScale(sz, max_zoom) if max_zoom is not None else Scale(sz)
+        if scale is not None:
+            scale_step = scale
+        pad_step = AddPadding(pad, mode=pad_mode) if pad else None
+        crop_step = {CropType.RANDOM: RandomCrop, CropType.CENTER: CenterCrop,
+                     CropType.NO: NoCrop}[crop_type](sz)
+    steps = [s for s in (scale_step, pad_step) if s is not None] + list(tfms) + \
+        [crop_step, normalizer, ChannelOrder()]
+    return Transforms(sz, steps, normalizer, denorm, crop_type, tfm_y, sz_y,
+                      scale_step=scale_step, pad_step=pad_step, crop_step=crop_step, aug_tfms=tfms)
+
+
+def tfms_from_stats(stats, sz, aug_tfms=None, max_zoom=None, pad=0, crop_type=CropType.RANDOM,
+                    tfm_y=None, sz_y=None, pad_mode=BORDER_REFLECT, norm_y=True, scale=None,
+                    min_area_frac=0.08, min_aspect_ratio=0.75, max_aspect_ratio=1.333,
+                    flip_hw_p=0.5):
+    """(train transform, validation transform) for statistics `stats = (mean, std)`."""
+    mean, std = stats
+    tfm_norm, tfm_denorm = Normalize(mean, std), Denormalize(mean, std)
+    crop_type = CropType(crop_type)
+    val_crop = CropType.CENTER if crop_type in (CropType.RANDOM, CropType.GOOGLENET) else crop_type
+    val_tfm = image_gen(tfm_norm, tfm_denorm, sz, pad=pad, crop_type=val_crop, tfm_y=tfm_y,
+                        sz_y=sz_y, pad_mode=pad_mode)
+    trn_tfm = image_gen(tfm_norm, tfm_denorm, sz, tfms=aug_tfms, max_zoom=max_zoom, pad=pad,
+                        crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode, scale=scale,
+                        min_area_frac=min_area_frac, min_aspect_ratio=min_aspect_ratio,
+                        max_aspect_ratio=max_aspect_ratio, flip_hw_p=flip_hw_p)
+    return trn_tfm, val_tfm
+
+
+def _stats_of(f_model):
+    """Statistics for an architecture: its own `stats`, else by name, else ImageNet's."""
+    stats = getattr(f_model, "stats", None)
+    if stats is not None:
+        return stats
+    name = f_model if isinstance(f_model, str) else getattr(f_model, "name", None) or \
+        getattr(f_model, "__name__", None)
+    return model_stats.get(name, imagenet_stats)
+
+
+def tfms_from_model(f_model, sz, aug_tfms=None, max_zoom=None, pad=0, crop_type=CropType.RANDOM,
+                    tfm_y=None, sz_y=None, pad_mode=BORDER_REFLECT, norm_y=True, scale=None,
+                    min_area_frac=0.08, min_aspect_ratio=0.75, max_aspect_ratio=1.333,
+                    flip_hw_p=0.5):
+    """(train transform, validation transform) with the statistics that belong to `f_model`."""
+    return tfms_from_stats(_stats_of(f_model), sz, aug_tfms, max_zoom=max_zoom, pad=pad,
+                           crop_type=crop_type, tfm_y=tfm_y, sz_y=sz_y, pad_mode=pad_mode,
+                           norm_y=norm_y, scale=scale, min_area_frac=min_area_frac,
+                           min_aspect_ratio=min_aspect_ratio, max_aspect_ratio=max_aspect_ratio,
+                           flip_hw_p=flip_hw_p)
+
+
+transforms_basic = [RandomRotate(10), RandomLighting(0.05, 0.05)]
+transforms_side_on = transforms_basic + [RandomFlip()]
+transforms_top_down = transforms_basic + [RandomDihedral()]

@@ -1,0 +1,378 @@
+//! The batch loader (ffcv-style): a background producer thread builds batches in order on a
+//! dedicated thread pool and hands them over through a bounded channel, so at most
+//! `prefetch + 2` batches exist at any time whatever the dataset size.
+//!
+//! Each item is decoded, transformed and written straight into its slot of the batch buffer
+//! (which becomes the numpy/torch tensor memory without a copy). The order of an epoch comes
+//! from (seed, epoch) and each item's augmentation from (seed, epoch, index), so batches do not
+//! depend on the number of threads. No Python is involved: workers never touch the GIL.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rayon::prelude::*;
+
+use crate::decode::decode_file;
+use crate::transforms::{Pipeline, Rng, Src, SrcRef, STREAM_AUG, STREAM_SHUFFLE};
+use crate::{Error, Result};
+
+/// One batch: `x` is `n × 3 × sz × sz` normalised floats, CHW, row-major.
+#[derive(Debug)]
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub y: Targets,
+    pub n: usize,
+    pub sz: usize,
+}
+
+/// The targets of a batch (or of a whole dataset).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    Class(Vec<i64>),
+    MultiHot { data: Vec<f32>, c: usize },
+    Continuous { data: Vec<f32>, dim: usize },
+    Unlabelled,
+}
+
+impl Targets {
+    /// Number of items these targets describe (`None` for unlabelled).
+    pub fn len(&self) -> Option<usize> {
+        match self {
+            Targets::Class(v) => Some(v.len()),
+            Targets::MultiHot { data, c } => Some(if *c == 0 { 0 } else { data.len() / c }),
+            Targets::Continuous { data, dim } => Some(if *dim == 0 { 0 } else { data.len() / dim }),
+            Targets::Unlabelled => None,
+        }
+    }
+
+    /// Targets of the items at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Targets {
+        match self {
+            Targets::Class(v) => Targets::Class(idx.iter().map(|&i| v[i]).collect()),
+            Targets::MultiHot { data, c } => Targets::MultiHot {
+                data: idx.iter().flat_map(|&i| data[i * c..(i + 1) * c].iter().copied()).collect(),
+                c: *c,
+            },
+            Targets::Continuous { data, dim } => Targets::Continuous {
+                data: idx.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect(),
+                dim: *dim,
+            },
+            Targets::Unlabelled => Targets::Unlabelled,
+        }
+    }
+}
+
+/// How a loader is built; see `DataLoader::new`.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub seed: u64,
+    /// Batches produced ahead of the consumer.
+    pub prefetch: usize,
+    /// Skip undecodable files (reported by `BatchIter::skipped`) instead of failing the batch.
+    pub skip_bad: bool,
+}
+
+struct Inner {
+    root: PathBuf,
+    files: Vec<String>,
+    targets: Targets,
+    pipeline: Arc<Pipeline>,
+    cfg: LoaderConfig,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+/// A loader over one dataset with one pipeline. Cheap to clone (shared internals).
+#[derive(Clone)]
+pub struct DataLoader {
+    inner: Arc<Inner>,
+}
+
+/// A thread pool of `n` workers for loaders (one pool is usually shared by all six loaders).
+pub fn thread_pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .thread_name(|i| format!("fastai-loader-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {n} loader threads: {e}")))
+}
+
+impl DataLoader {
+    /// `files` are relative to `root`; `targets` has one entry per file (or is `Unlabelled`).
+    pub fn new(
+        root: PathBuf,
+        files: Vec<String>,
+        targets: Targets,
+        pipeline: Arc<Pipeline>,
+        cfg: LoaderConfig,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
+        if cfg.batch_size == 0 {
+            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+        }
+        if pipeline.sz == 0 {
+            return Err(Error::InvalidArgument("image size sz must be at least 1".into()));
+        }
+        if let Some(n) = targets.len() {
+            if n != files.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} files but {} targets",
+                    files.len(),
+                    n
+                )));
+            }
+        }
+        Ok(DataLoader { inner: Arc::new(Inner { root, files, targets, pipeline, cfg, pool }) })
+    }
+
+    /// Batches per epoch: ceil(items / bs).
+    pub fn len(&self) -> usize {
+        self.inner.files.len().div_ceil(self.inner.cfg.batch_size)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.files.is_empty()
+    }
+    pub fn num_items(&self) -> usize {
+        self.inner.files.len()
+    }
+    pub fn batch_size(&self) -> usize {
+        self.inner.cfg.batch_size
+    }
+    pub fn sz(&self) -> usize {
+        self.inner.pipeline.sz
+    }
+    pub fn seed(&self) -> u64 {
+        self.inner.cfg.seed
+    }
+    pub fn shuffle(&self) -> bool {
+        self.inner.cfg.shuffle
+    }
+    pub fn root(&self) -> &std::path::Path {
+        &self.inner.root
+    }
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+    pub fn targets(&self) -> &Targets {
+        &self.inner.targets
+    }
+    pub fn relative_files(&self) -> &[String] {
+        &self.inner.files
+    }
+    /// Absolute (root-joined) paths in dataset order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.inner.files.iter().map(|f| self.inner.root.join(f)).collect()
+    }
+    /// Stable text describing everything that changes pixel values.
+    pub fn pipeline_key(&self) -> String {
+        self.inner.pipeline.key()
+    }
+
+    /// The dataset order of an epoch: identity, or a permutation from (seed, epoch).
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let n = self.inner.files.len();
+        let mut idx: Vec<usize> = (0..n).collect();
+        if self.inner.cfg.shuffle {
+            let mut rng = Rng::for_item(self.inner.cfg.seed, STREAM_SHUFFLE, epoch, 0);
+            for i in (1..n).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                idx.swap(i, j);
+            }
+        }
+        idx
+    }
+
+    /// Decodes and transforms item `index` with the draws of `epoch` into `out` (3·sz·sz).
+    pub fn fill_item(&self, index: usize, epoch: u64, out: &mut [f32]) -> Result<()> {
+        let inner = &self.inner;
+        let path = inner.root.join(&inner.files[index]);
+        let img = decode_file(&path)?;
+        let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
+        let params = inner.pipeline.draw(&mut rng);
+        let src = Src { data: SrcRef::U8(&img.data), rows: img.height, cols: img.width };
+        inner
+            .pipeline
+            .apply(&src, &params, out)
+            .map_err(|reason| Error::decode(&path, format!("transform failed: {reason}")))
+    }
+
+    /// One item, transformed: (3·sz·sz floats, its index).
+    pub fn item(&self, index: usize, epoch: u64) -> Result<Vec<f32>> {
+        if index >= self.inner.files.len() {
+            return Err(Error::InvalidArgument(format!(
+                "index {index} out of range for a dataset of {} items",
+                self.inner.files.len()
+            )));
+        }
+        let sz = self.sz();
+        let mut out = vec![0f32; 3 * sz * sz];
+        self.inner.pool.install(|| self.fill_item(index, epoch, &mut out))?;
+        Ok(out)
+    }
+
+    /// Builds the batch of dataset indices `idx` on the pool. With `skip_bad`, undecodable
+    /// items are left out and their paths pushed to `bad`.
+    fn build_batch(&self, idx: &[usize], epoch: u64, stop: &AtomicBool, bad: &Mutex<Vec<PathBuf>>) -> Result<Batch> {
+        let sz = self.sz();
+        let per = 3 * sz * sz;
+        let mut x = vec![0f32; idx.len() * per];
+        let results: Vec<Result<()>> = self.inner.pool.install(|| {
+            x.par_chunks_mut(per)
+                .zip(idx.par_iter())
+                .map(|(slot, &i)| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(()); // the consumer is gone; the batch is thrown away
+                    }
+                    // A panic in a codec or transform must become an error, not a dead pool.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fill_item(i, epoch, slot))) {
+                        Ok(r) => r,
+                        Err(_) => Err(Error::decode(self.inner.root.join(&self.inner.files[i]), "internal error while loading")),
+                    }
+                })
+                .collect()
+        });
+        let mut keep: Vec<usize> = Vec::with_capacity(idx.len());
+        for (k, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(()) => keep.push(k),
+                Err(e @ (Error::Decode { .. } | Error::ImageTooLarge { .. } | Error::Io { .. })) if self.inner.cfg.skip_bad => {
+                    let path = match &e {
+                        Error::Decode { path, .. } | Error::ImageTooLarge { path, .. } | Error::Io { path, .. } => path.clone(),
+                        _ => PathBuf::new(),
+                    };
+                    if let Ok(mut b) = bad.lock() {
+                        b.push(path);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if keep.len() < idx.len() {
+            // Compact the surviving slots to the front, in order.
+            for (dst, &src) in keep.iter().enumerate() {
+                if dst != src {
+                    x.copy_within(src * per..(src + 1) * per, dst * per);
+                }
+            }
+            x.truncate(keep.len() * per);
+        }
+        let kept: Vec<usize> = keep.iter().map(|&k| idx[k]).collect();
+        Ok(Batch { x, y: self.inner.targets.select(&kept), n: kept.len(), sz })
+    }
+
+    /// Starts producing the batches of `epoch` in the background.
+    pub fn iter(&self, epoch: u64) -> BatchIter {
+        let (tx, rx) = sync_channel::<Msg>(self.inner.cfg.prefetch.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let bad = Arc::new(Mutex::new(Vec::new()));
+        let me = self.clone();
+        let (stop2, bad2) = (stop.clone(), bad.clone());
+        let spawned = std::thread::Builder::new().name("fastai-loader-producer".into()).spawn(move || {
+            let order = me.order(epoch);
+            let bs = me.batch_size();
+            for chunk in order.chunks(bs) {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let res = me.build_batch(chunk, epoch, &stop2, &bad2);
+                let failed = res.is_err();
+                // Skip batches that lost every item (all bad) rather than yield empty ones.
+                if matches!(&res, Ok(b) if b.n == 0) {
+                    continue;
+                }
+                // Blocks while `prefetch` batches wait; fails at once when the consumer is dropped.
+                if tx.send(Msg::Batch(res)).is_err() {
+                    return;
+                }
+                if failed {
+                    return; // an error ends the epoch
+                }
+            }
+            let _ = tx.send(Msg::Done);
+        });
+        match spawned {
+            Ok(handle) => BatchIter { rx: Some(rx), stop, bad, handle: Some(handle), finished: false },
+            Err(e) => {
+                let (tx, rx) = sync_channel::<Msg>(1);
+                let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!("cannot start the loader thread: {e}")))));
+                BatchIter { rx: Some(rx), stop, bad, handle: None, finished: false }
+            }
+        }
+    }
+}
+
+enum Msg {
+    Batch(Result<Batch>),
+    Done,
+}
+
+/// The batches of one epoch, in order. Yields `Err` once (and then ends) if a batch fails.
+/// Dropping it stops the producer promptly.
+pub struct BatchIter {
+    rx: Option<Receiver<Msg>>,
+    stop: Arc<AtomicBool>,
+    bad: Arc<Mutex<Vec<PathBuf>>>,
+    handle: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl BatchIter {
+    /// Files skipped as undecodable so far (only with `skip_bad`).
+    pub fn skipped(&self) -> Vec<PathBuf> {
+        self.bad.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+    /// Whether the epoch has ended (all batches delivered, or an error).
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let rx = self.rx.as_ref()?;
+        match rx.recv() {
+            Ok(Msg::Batch(Ok(b))) => Some(Ok(b)),
+            Ok(Msg::Batch(Err(e))) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+            Ok(Msg::Done) => {
+                self.finished = true;
+                None
+            }
+            Err(_) => {
+                // The producer vanished without saying it was done.
+                self.finished = true;
+                Some(Err(Error::InvalidArgument("the loader thread stopped unexpectedly".into())))
+            }
+        }
+    }
+}
+
+impl BatchIter {
+    /// Stops the producer and waits for it (at most the items in flight finish).
+    pub fn close(&mut self) {
+        self.finished = true;
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receiver makes a blocked producer's send fail at once.
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for BatchIter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,415 @@
+//! Python bindings of the data side: folder/CSV scanning, decoding, single-image transforms and
+//! the batch loader. Arguments are turned into owned Rust values first; the work then runs
+//! without the GIL (`run_detached`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use numpy::ndarray::{Array1, Array2, Array3, Array4};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::run_detached;
+use crate::folder;
+use crate::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, Targets};
+use crate::transforms::{Aug, AugDraw, Border, CropKind, Params, Pipeline, RandomScale, Rng, Src, SrcRef, STREAM_AUG};
+
+// ---------------------------------------------------------------------------------------------
+// Pipeline specs (built by fastai/transforms.py `Transforms._spec()`)
+
+fn req<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    match d.get_item(key)? {
+        Some(v) => v.extract().map_err(|e| PyValueError::new_err(format!("transform spec {key:?}: {e}"))),
+        None => Err(PyValueError::new_err(format!("transform spec lacks {key:?}"))),
+    }
+}
+
+fn border(mode: &str) -> PyResult<Border> {
+    match mode {
+        "reflect" => Ok(Border::Reflect),
+        "constant" => Ok(Border::Constant),
+        other => Err(PyValueError::new_err(format!("unknown border mode {other:?} (use 'reflect' or 'constant')"))),
+    }
+}
+
+fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
+    let sz: usize = req(spec, "sz")?;
+    let scale: Option<(f64, f64, f64)> = req(spec, "scale")?;
+    let pad: usize = req(spec, "pad")?;
+    let pad_mode: String = req(spec, "pad_mode")?;
+    let crop_name: String = req(spec, "crop")?;
+    let mean: [f32; 3] = req(spec, "mean")?;
+    let std: [f32; 3] = req(spec, "std")?;
+    if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
+        return Err(PyValueError::new_err(format!("std must be finite and non-zero, got {std:?}")));
+    }
+    let crop = match crop_name.as_str() {
+        "random" => CropKind::Random,
+        "center" => CropKind::Center,
+        "no" => CropKind::No,
+        "googlenet" => {
+            let (a, b, c, d): (f64, f64, f64, f64) = req(spec, "googlenet")?;
+            CropKind::GoogleNet { min_area_frac: a, min_aspect_ratio: b, max_aspect_ratio: c, flip_hw_p: d }
+        }
+        other => return Err(PyValueError::new_err(format!("unknown crop type {other:?}"))),
+    };
+    let augs_list: Vec<Bound<'_, PyDict>> = req(spec, "augs")?;
+    let mut augs = Vec::new();
+    for a in &augs_list {
+        let kind: String = req(a, "kind")?;
+        augs.push(match kind.as_str() {
+            "rotate" => Aug::Rotate { deg: req(a, "deg")?, p: req(a, "p")?, border: border(&req::<String>(a, "mode")?)? },
+            "lighting" => Aug::Lighting { b: req(a, "b")?, c: req(a, "c")? },
+            "flip" => Aug::Flip { p: req(a, "p")? },
+            "dihedral" => Aug::Dihedral,
+            "zoom" => Aug::Zoom {
+                zoom_max: req(a, "zoom_max")?,
+                zoom_min: req(a, "zoom_min")?,
+                border: border(&req::<String>(a, "mode")?)?,
+            },
+            other => return Err(PyValueError::new_err(format!("unknown augmentation {other:?}"))),
+        });
+    }
+    Ok(Pipeline {
+        sz,
+        scale: scale.map(|(lo, hi, p)| RandomScale { lo, hi, p }),
+        pad,
+        pad_border: border(&pad_mode)?,
+        augs,
+        crop,
+        mean,
+        std,
+    })
+}
+
+fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("scale_m", p.scale_m)?;
+    d.set_item("crop_u", (p.crop_u.0, p.crop_u.1))?;
+    let augs = PyList::empty(py);
+    for a in &p.augs {
+        let t: Bound<'py, PyTuple> = match a {
+            AugDraw::Rotate(deg) => ("rotate", *deg).into_pyobject(py)?,
+            AugDraw::Lighting { b, c } => ("lighting", *b, *c).into_pyobject(py)?,
+            AugDraw::Flip(f) => ("flip", *f).into_pyobject(py)?,
+            AugDraw::Dihedral { k, flip } => ("dihedral", *k, *flip).into_pyobject(py)?,
+            AugDraw::Zoom(z) => ("zoom", *z).into_pyobject(py)?,
+        };
+        augs.append(t)?;
+    }
+    d.set_item("augs", augs)?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loader
+
+/// Worker threads shared by the loaders of one data object.
+#[pyclass(name = "ThreadPool", module = "fastai._native", frozen)]
+pub struct PyThreadPool {
+    pub inner: Arc<rayon::ThreadPool>,
+    pub n: usize,
+}
+
+#[pymethods]
+impl PyThreadPool {
+    #[new]
+    fn new(n: usize) -> PyResult<Self> {
+        Ok(PyThreadPool { inner: thread_pool(n).map_err(super::to_pyerr)?, n: n.max(1) })
+    }
+    #[getter]
+    fn num_threads(&self) -> usize {
+        self.n
+    }
+}
+
+#[pyclass(name = "DataLoader", module = "fastai._native", frozen)]
+pub struct PyDataLoader {
+    pub inner: DataLoader,
+}
+
+fn targets_from_py(kind: &str, arr: Option<PyReadonlyArrayDyn<'_, f64>>, n: usize) -> PyResult<Targets> {
+    let shape_err = |what: &str| PyValueError::new_err(format!("targets ({kind}): {what}"));
+    match (kind, arr) {
+        ("none", _) => Ok(Targets::Unlabelled),
+        (_, None) => Err(shape_err("missing array")),
+        ("class", Some(a)) => {
+            let v = a.as_array();
+            if v.ndim() != 1 || v.len() != n {
+                return Err(shape_err(&format!("expected shape ({n},), got {:?}", v.shape())));
+            }
+            Ok(Targets::Class(v.iter().map(|&x| x as i64).collect()))
+        }
+        ("multihot" | "continuous", Some(a)) => {
+            let v = a.as_array();
+            if v.ndim() != 2 || v.shape()[0] != n {
+                return Err(shape_err(&format!("expected shape ({n}, k), got {:?}", v.shape())));
+            }
+            let c = v.shape()[1];
+            let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Ok(if kind == "multihot" { Targets::MultiHot { data, c } } else { Targets::Continuous { data, dim: c } })
+        }
+        (other, _) => Err(PyValueError::new_err(format!("unknown target kind {other:?}"))),
+    }
+}
+
+fn targets_to_py<'py>(py: Python<'py>, t: Targets, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match t {
+        Targets::Class(v) => Array1::from_vec(v).into_pyarray_any(py),
+        Targets::MultiHot { data, c } => Array2::from_shape_vec((n, c), data)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray_any(py),
+        Targets::Continuous { data, dim } => Array2::from_shape_vec((n, dim), data)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray_any(py),
+        // Unlabelled: zeros of shape (n,) (rough edge 17: not (n, 1)).
+        Targets::Unlabelled => Array1::<f32>::zeros(n).into_pyarray_any(py),
+    })
+}
+
+trait IntoPyArrayAny {
+    fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny>;
+}
+impl<T: numpy::Element, D: numpy::ndarray::Dimension> IntoPyArrayAny for numpy::ndarray::Array<T, D> {
+    fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny> {
+        // Moves the buffer into numpy without copying it.
+        numpy::PyArray::from_owned_array(py, self).into_any()
+    }
+}
+
+#[pymethods]
+impl PyDataLoader {
+    #[new]
+    #[pyo3(signature = (root, files, targets_kind, targets, spec, bs, shuffle, seed, pool, prefetch=4, skip_bad=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        root: PathBuf,
+        files: Vec<String>,
+        targets_kind: &str,
+        targets: Option<PyReadonlyArrayDyn<'_, f64>>,
+        spec: &Bound<'_, PyDict>,
+        bs: usize,
+        shuffle: bool,
+        seed: u64,
+        pool: &PyThreadPool,
+        prefetch: usize,
+        skip_bad: bool,
+    ) -> PyResult<Self> {
+        let targets = targets_from_py(targets_kind, targets, files.len())?;
+        let pipeline = Arc::new(pipeline_from_spec(spec)?);
+        let cfg = LoaderConfig { batch_size: bs, shuffle, seed, prefetch, skip_bad };
+        let inner = DataLoader::new(root, files, targets, pipeline, cfg, pool.inner.clone()).map_err(super::to_pyerr)?;
+        Ok(PyDataLoader { inner })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+    #[getter]
+    fn num_items(&self) -> usize {
+        self.inner.num_items()
+    }
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size()
+    }
+    #[getter]
+    fn sz(&self) -> usize {
+        self.inner.sz()
+    }
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.inner.seed()
+    }
+    #[getter]
+    fn shuffle(&self) -> bool {
+        self.inner.shuffle()
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        self.inner.files()
+    }
+    fn pipeline_key(&self) -> String {
+        self.inner.pipeline_key()
+    }
+    /// Dataset indices in the order epoch `epoch` visits them.
+    fn order<'py>(&self, py: Python<'py>, epoch: u64) -> Bound<'py, PyArray1<i64>> {
+        let o: Vec<i64> = self.inner.order(epoch).into_iter().map(|i| i as i64).collect();
+        PyArray1::from_vec(py, o)
+    }
+    /// Item `index` transformed with the draws of `epoch`: float32 (3, sz, sz).
+    fn item<'py>(&self, py: Python<'py>, index: usize, epoch: u64) -> PyResult<Bound<'py, PyAny>> {
+        let dl = self.inner.clone();
+        let v = run_detached(py, move || dl.item(index, epoch))?;
+        let sz = self.inner.sz();
+        let a = Array3::from_shape_vec((3, sz, sz), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(a.into_pyarray_any(py))
+    }
+    /// The batches of `epoch`, produced in the background.
+    fn iter_epoch(&self, epoch: u64) -> PyBatchIter {
+        PyBatchIter { inner: Mutex::new(self.inner.iter(epoch)) }
+    }
+}
+
+#[pyclass(name = "BatchIter", module = "fastai._native")]
+pub struct PyBatchIter {
+    inner: Mutex<BatchIter>,
+}
+
+#[pymethods]
+impl PyBatchIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// (x float32 (n, 3, sz, sz), y) as numpy arrays sharing the batch memory.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let mut guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let it: &mut BatchIter = &mut guard;
+        let next = py.allow_threads(|| it.next());
+        match next {
+            None => Err(PyStopIteration::new_err(())),
+            Some(Err(e)) => Err(super::to_pyerr(e)),
+            Some(Ok(b)) => {
+                let x = Array4::from_shape_vec((b.n, 3, b.sz, b.sz), b.x)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                Ok((x.into_pyarray_any(py), targets_to_py(py, b.y, b.n)?))
+            }
+        }
+    }
+
+    /// Paths skipped as undecodable so far (with skip_bad).
+    fn skipped(&self) -> PyResult<Vec<PathBuf>> {
+        let guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        Ok(guard.skipped())
+    }
+
+    /// Stops the producer now (also happens when the iterator is garbage-collected).
+    fn close(&self) -> PyResult<()> {
+        let mut guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let it: &mut BatchIter = &mut guard;
+        Python::with_gil(|py| py.allow_threads(|| it.close()));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scanning, decoding, single images
+
+fn skipped_dict<'py>(py: Python<'py>, s: &folder::Skipped) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("hidden", s.hidden)?;
+    d.set_item("non_image", s.non_image)?;
+    Ok(d)
+}
+
+/// (fnames, labels int64, classes, skipped) of `root/split/<class>/*`.
+#[pyfunction]
+#[pyo3(signature = (root, split, classes=None))]
+fn scan_labelled<'py>(
+    py: Python<'py>,
+    root: PathBuf,
+    split: String,
+    classes: Option<Vec<String>>,
+) -> PyResult<(Vec<String>, Bound<'py, PyArray1<i64>>, Vec<String>, Bound<'py, PyDict>)> {
+    let r = run_detached(py, move || folder::scan_labelled(&root, &split, classes.as_deref()))?;
+    let sk = skipped_dict(py, &r.skipped)?;
+    Ok((r.fnames, PyArray1::from_vec(py, r.labels), r.classes, sk))
+}
+
+/// (fnames, skipped) of the flat folder `root/name`.
+#[pyfunction]
+fn scan_flat<'py>(py: Python<'py>, root: PathBuf, name: String) -> PyResult<(Vec<String>, Bound<'py, PyDict>)> {
+    let (f, s) = run_detached(py, move || folder::scan_flat(&root, &name))?;
+    Ok((f, skipped_dict(py, &s)?))
+}
+
+/// [(id, labels)] of a label CSV, sorted by id.
+#[pyfunction]
+fn read_label_csv(py: Python<'_>, path: PathBuf, skip_header: bool) -> PyResult<Vec<(String, String)>> {
+    let rows = run_detached(py, move || folder::read_label_csv(&path, skip_header))?;
+    Ok(rows.into_iter().map(|r| (r.id, r.labels)).collect())
+}
+
+#[pyfunction]
+fn check_files_exist(py: Python<'_>, root: PathBuf, fnames: Vec<String>, source: PathBuf) -> PyResult<()> {
+    run_detached(py, move || folder::check_files_exist(&root, &fnames, &source))
+}
+
+/// Decodes a file to uint8 (H, W, 3) RGB.
+#[pyfunction]
+fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    let img = run_detached(py, move || crate::decode::decode_file(&path))?;
+    let a = Array3::from_shape_vec((img.height, img.width, 3), img.data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(a.into_pyarray_any(py))
+}
+
+/// Runs a pipeline on one (H, W, 3) image (uint8, or float32 in [0, 1]) with the draws of
+/// (seed, epoch, index); returns (float32 (3, sz, sz), the drawn parameters).
+#[pyfunction]
+fn transform_image<'py>(
+    py: Python<'py>,
+    img: &Bound<'py, PyAny>,
+    spec: &Bound<'py, PyDict>,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    let pipeline = pipeline_from_spec(spec)?;
+    let arr = img.downcast::<numpy::PyUntypedArray>()?;
+    let shape = arr.shape().to_vec();
+    if shape.len() != 3 || shape[2] != 3 {
+        return Err(PyValueError::new_err(format!("expected an (H, W, 3) image, got shape {shape:?}")));
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    enum Owned {
+        U8(Vec<u8>),
+        F32(Vec<f32>),
+    }
+    // Contiguous arrays are copied as one slice (element-wise iteration over a dynamic-rank
+    // view is an order of magnitude slower).
+    let owned = if let Ok(a) = img.downcast::<PyArrayDyn<u8>>() {
+        let r = a.readonly();
+        Owned::U8(match r.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => r.as_array().iter().copied().collect(),
+        })
+    } else if let Ok(a) = img.downcast::<PyArrayDyn<f32>>() {
+        let r = a.readonly();
+        Owned::F32(match r.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => r.as_array().iter().copied().collect(),
+        })
+    } else {
+        return Err(PyTypeError::new_err("image must be a uint8 or float32 numpy array"));
+    };
+    let params = pipeline.draw(&mut Rng::for_item(seed, STREAM_AUG, epoch, index));
+    let sz = pipeline.sz;
+    let p2 = params.clone();
+    let out = py
+        .allow_threads(move || {
+            let data = match &owned {
+                Owned::U8(v) => SrcRef::U8(v),
+                Owned::F32(v) => SrcRef::F32(v),
+            };
+            let mut out = vec![0f32; 3 * sz * sz];
+            pipeline.apply(&Src { data, rows, cols }, &p2, &mut out).map(|_| out)
+        })
+        .map_err(PyValueError::new_err)?;
+    let a = Array3::from_shape_vec((3, sz, sz), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyThreadPool>()?;
+    m.add_class::<PyDataLoader>()?;
+    m.add_class::<PyBatchIter>()?;
+    m.add_function(wrap_pyfunction!(scan_labelled, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_flat, m)?)?;
+    m.add_function(wrap_pyfunction!(read_label_csv, m)?)?;
+    m.add_function(wrap_pyfunction!(check_files_exist, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_image, m)?)?;
+    m.add_function(wrap_pyfunction!(transform_image, m)?)?;
+    Ok(())
+}

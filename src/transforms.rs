@@ -1,0 +1,669 @@
+//! The image pipeline of fastai 0.7's `image_gen` (spec §3.2–3.5), run per image in Rust.
+//!
+//! Order of operations is the original's: scale (or random scale) → padding → augmentations in
+//! the user's order → crop → normalise → CHW. The geometric steps are fused: the decoded image
+//! is resized once to the scaled size with an antialiasing (PIL-style bilinear) filter, and
+//! padding, rotation, zoom, flips, dihedral and the crop are composed into one map from output
+//! pixels back to that scaled image, sampled once (bilinear, reflect border). When no step
+//! needs the whole image (only crop and flips), the crop window alone is resized directly from
+//! the decoded image, which gives the same pixels as "resize all, then crop" with less work.
+//!
+//! Randomness: every image draws its parameters from its own generator seeded by
+//! (seed, epoch, item index), so a batch is the same whatever the number of threads
+//! (rough edge 24). A fixed number of values is drawn per step, so one step's outcome never
+//! shifts the draws of the next.
+
+use std::cell::RefCell;
+
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+/// How the final `sz × sz` window is taken (fastai's `CropType`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CropKind {
+    Random,
+    Center,
+    /// Resize the (scaled, augmented) image to exactly `sz × sz`, distorting the aspect ratio.
+    No,
+    /// Inception-style random-resized crop taken from the full-resolution (augmented) image.
+    GoogleNet { min_area_frac: f64, min_aspect_ratio: f64, max_aspect_ratio: f64, flip_hw_p: f64 },
+}
+
+/// Border handling of a geometric augmentation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Border {
+    /// Mirror including the edge pixel (OpenCV BORDER_REFLECT, scipy 'reflect').
+    Reflect,
+    /// Black outside the image.
+    Constant,
+}
+
+/// One augmentation step with the original's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Aug {
+    /// With probability `p`, rotate by U(−deg, deg) degrees counter-clockwise about the centre.
+    Rotate { deg: f64, p: f64, border: Border },
+    /// Brightness U(−b, b) and contrast U(−c, c) (always applied).
+    Lighting { b: f64, c: f64 },
+    /// With probability `p`, mirror left↔right.
+    Flip { p: f64 },
+    /// k·90° rotation (k uniform in 0..4), then a mirror with probability 0.5.
+    Dihedral,
+    /// Zoom about the centre by 1 + U(zoom_min, zoom_max); `border` for zoom-out (the original
+    /// ignored its mode and always used black, rough edge 20: here the mode is honoured).
+    Zoom { zoom_max: f64, zoom_min: f64, border: Border },
+}
+
+/// `RandomScale(sz, max_zoom, p)`: with probability `p`, the short side becomes
+/// `int(sz · m)` with m ~ U(lo, hi); otherwise `sz`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RandomScale {
+    pub lo: f64,
+    pub hi: f64,
+    pub p: f64,
+}
+
+/// A complete transform (one of the two that `tfms_from_model` returns).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    pub sz: usize,
+    pub scale: Option<RandomScale>,
+    pub pad: usize,
+    pub pad_border: Border,
+    pub augs: Vec<Aug>,
+    pub crop: CropKind,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Pipeline {
+    /// Text that changes whenever the pixels this pipeline produces could change.
+    pub fn key(&self) -> String {
+        format!("pipeline-v1 {self:?}")
+    }
+
+    /// True when the pipeline draws no random numbers (validation transforms).
+    pub fn is_deterministic(&self) -> bool {
+        self.scale.is_none()
+            && self.augs.is_empty()
+            && matches!(self.crop, CropKind::Center | CropKind::No)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random numbers
+
+/// SplitMix64: tiny, fast and statistically fine for augmentation draws; we need independent
+/// streams per (seed, epoch, index), not cryptographic quality.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(mix64(seed))
+    }
+    /// A generator for one purpose, one epoch and one item, independent of every other triple.
+    pub fn for_item(seed: u64, stream: u64, epoch: u64, index: u64) -> Self {
+        let a = mix64(seed ^ 0x5851_f42d_4c95_7f2d);
+        let b = mix64(a ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let c = mix64(b ^ epoch.wrapping_mul(0xd1b5_4a32_d192_ed03));
+        Rng(mix64(c ^ index.wrapping_mul(0x8cb9_2ba7_2f3d_8dd7)))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.uniform()
+    }
+    /// Uniform integer in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        // Multiply-shift; the bias for our tiny n is far below anything observable.
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// Stream ids so shuffling and augmentation never share random numbers.
+pub const STREAM_AUG: u64 = 1;
+pub const STREAM_SHUFFLE: u64 = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Drawn parameters
+
+/// What one augmentation step drew for one image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AugDraw {
+    /// Angle in degrees, `None` when the step was skipped (probability).
+    Rotate(Option<f64>),
+    Lighting { b: f64, c: f64 },
+    Flip(bool),
+    Dihedral { k: u32, flip: bool },
+    Zoom(f64),
+}
+
+/// Every random value of one image; enough to reproduce it exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Zoom multiplier of the scale step (1 when not applied).
+    pub scale_m: f64,
+    pub augs: Vec<AugDraw>,
+    /// Uniform draws positioning a random crop (row, column).
+    pub crop_u: (f64, f64),
+    /// GoogleNet crop tries: (area fraction, aspect ratio, u_row, u_col) × 10, and the h/w flip.
+    pub gnet: Vec<(f64, f64, f64, f64)>,
+    pub gnet_flip_hw: bool,
+}
+
+impl Pipeline {
+    /// Draws this image's parameters; a fixed number of values per step.
+    pub fn draw(&self, rng: &mut Rng) -> Params {
+        let scale_m = match &self.scale {
+            Some(s) => {
+                let hit = rng.uniform() < s.p;
+                let m = rng.range(s.lo, s.hi);
+                if hit { m } else { 1.0 }
+            }
+            None => 1.0,
+        };
+        let augs = self
+            .augs
+            .iter()
+            .map(|a| match a {
+                Aug::Rotate { deg, p, .. } => {
+                    let hit = rng.uniform() < *p;
+                    let angle = rng.range(-deg, *deg);
+                    AugDraw::Rotate(if hit { Some(angle) } else { None })
+                }
+                Aug::Lighting { b, c } => AugDraw::Lighting { b: rng.range(-b, *b), c: rng.range(-c, *c) },
+                Aug::Flip { p } => AugDraw::Flip(rng.uniform() < *p),
+                Aug::Dihedral => {
+                    let k = rng.below(4) as u32;
+                    AugDraw::Dihedral { k, flip: rng.uniform() < 0.5 }
+                }
+                Aug::Zoom { zoom_max, zoom_min, .. } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
+            })
+            .collect();
+        let crop_u = (rng.uniform(), rng.uniform());
+        let (gnet, gnet_flip_hw) = match &self.crop {
+            CropKind::GoogleNet { min_area_frac, min_aspect_ratio, max_aspect_ratio, flip_hw_p } => {
+                let tries = (0..10)
+                    .map(|_| {
+                        (
+                            rng.range(*min_area_frac, 1.0),
+                            rng.range(*min_aspect_ratio, *max_aspect_ratio),
+                            rng.uniform(),
+                            rng.uniform(),
+                        )
+                    })
+                    .collect();
+                (tries, rng.uniform() < *flip_hw_p)
+            }
+            _ => (Vec::new(), false),
+        };
+        Params { scale_m, augs, crop_u, gnet, gnet_flip_hw }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Geometry
+
+/// Short side → `targ` (spec §3.4 `scale_min`): returns (rows, cols).
+pub fn scale_min_dims(rows: usize, cols: usize, targ: usize) -> (usize, usize) {
+    let ratio = targ as f64 / rows.min(cols) as f64;
+    let r = ((rows as f64 * ratio).floor() as usize).max(targ);
+    let c = ((cols as f64 * ratio).floor() as usize).max(targ);
+    (r, c)
+}
+
+/// Centre-crop offset: ceil((n − s) / 2).
+pub fn center_offset(n: usize, s: usize) -> usize {
+    (n.saturating_sub(s) + 1) / 2
+}
+
+/// Random-crop offset: floor(u · (n − s)).
+pub fn random_offset(n: usize, s: usize, u: f64) -> usize {
+    ((u * n.saturating_sub(s) as f64).floor() as usize).min(n.saturating_sub(s))
+}
+
+/// Continuous half-sample-symmetric reflection of `x` into [−0.5, n − 0.5]. Bilinear sampling of
+/// the reflected coordinate equals bilinear sampling of the mirror-extended image.
+#[inline]
+fn reflect(x: f32, n: usize) -> f32 {
+    let n = n as f32;
+    let lo = -0.5;
+    if x >= lo && x <= n - 0.5 {
+        return x;
+    }
+    let period = 2.0 * n;
+    let mut t = (x - lo).rem_euclid(period);
+    if t > n {
+        t = period - t;
+    }
+    t + lo
+}
+
+/// One geometric step, stored with what its inverse map needs. Dimensions are those of the
+/// step's *input* image (rows, cols).
+#[derive(Clone, Debug)]
+enum Geo {
+    /// Output = input padded by `p` on all sides.
+    Pad { p: f32, rows: usize, cols: usize, border: Border },
+    /// Affine about (cx, cy): input = A·(out − c) + c (A is the inverse of the forward map).
+    Affine { a: [f32; 4], cx: f32, cy: f32, rows: usize, cols: usize, border: Border },
+    /// Exact pixel permutation: out (x, y) → input (x', y') from a 90° rotation / mirror.
+    Dihedral { k: u32, flip: bool, rows: usize, cols: usize },
+    Flip { cols: usize },
+}
+
+/// The inverse map of a whole pipeline for one image, plus its pointwise lighting.
+struct Plan {
+    /// Geometric steps in forward order; evaluated in reverse.
+    geo: Vec<Geo>,
+    /// Output pixel → coordinates in the last geometric output: y = oy + (i + 0.5)·sy − 0.5.
+    crop_off: (f32, f32),
+    crop_scale: (f32, f32),
+    /// (k, b) of each lighting step, in order: v ← clip((v − μ)·k + μ + b, 0, 1).
+    lighting: Vec<(f32, f32)>,
+}
+
+impl Plan {
+    /// Maps output pixel (row i, col j) to coordinates in the working image, or None when it
+    /// falls on a constant (black) border.
+    #[inline]
+    fn map(&self, i: usize, j: usize) -> Option<(f32, f32)> {
+        let mut y = self.crop_off.0 + (i as f32 + 0.5) * self.crop_scale.0 - 0.5;
+        let mut x = self.crop_off.1 + (j as f32 + 0.5) * self.crop_scale.1 - 0.5;
+        for g in self.geo.iter().rev() {
+            match *g {
+                Geo::Pad { p, rows, cols, border } => {
+                    y -= p;
+                    x -= p;
+                    match border {
+                        Border::Reflect => {
+                            y = reflect(y, rows);
+                            x = reflect(x, cols);
+                        }
+                        Border::Constant => {
+                            if !inside(y, rows) || !inside(x, cols) {
+                                return None;
+                            }
+                        }
+                    }
+                }
+                Geo::Affine { a, cx, cy, rows, cols, border } => {
+                    let (dx, dy) = (x - cx, y - cy);
+                    x = a[0] * dx + a[1] * dy + cx;
+                    y = a[2] * dx + a[3] * dy + cy;
+                    match border {
+                        Border::Reflect => {
+                            y = reflect(y, rows);
+                            x = reflect(x, cols);
+                        }
+                        Border::Constant => {
+                            if !inside(y, rows) || !inside(x, cols) {
+                                return None;
+                            }
+                        }
+                    }
+                }
+                Geo::Dihedral { k, flip, rows, cols } => {
+                    // Output dims: (cols, rows) when k is odd. Undo the mirror first.
+                    let out_cols = if k % 2 == 1 { rows } else { cols };
+                    if flip {
+                        x = (out_cols as f32 - 1.0) - x;
+                    }
+                    // np.rot90 (counter-clockwise) k times: out[i, j] = in[j, W−1−i] for k=1.
+                    let (r1, c1) = (rows as f32 - 1.0, cols as f32 - 1.0);
+                    let (nx, ny) = match k % 4 {
+                        0 => (x, y),
+                        1 => (c1 - y, x),
+                        2 => (c1 - x, r1 - y),
+                        _ => (y, r1 - x),
+                    };
+                    x = nx;
+                    y = ny;
+                }
+                Geo::Flip { cols } => x = (cols as f32 - 1.0) - x,
+            }
+        }
+        Some((y, x))
+    }
+}
+
+#[inline]
+fn inside(v: f32, n: usize) -> bool {
+    v >= -0.5 && v <= n as f32 - 0.5
+}
+
+/// Borrowed source image, HWC RGB: 8-bit (decoded files) or float in [0, 1] (Python callers).
+#[derive(Clone, Copy)]
+pub enum SrcRef<'a> {
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+/// Source image with its dimensions.
+#[derive(Clone, Copy)]
+pub struct Src<'a> {
+    pub data: SrcRef<'a>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Src<'_> {
+    /// Mean of all values in [0, 1] (the lighting step's μ).
+    fn mean(&self) -> f32 {
+        match self.data {
+            SrcRef::U8(d) => {
+                // u64 per 4 KiB chunk keeps the inner loop a plain widening sum.
+                let s: u64 = d.chunks(4096).map(|c| c.iter().map(|&v| v as u64).sum::<u64>()).sum();
+                (s as f64 / d.len().max(1) as f64 / 255.0) as f32
+            }
+            SrcRef::F32(d) => (d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64) as f32,
+        }
+    }
+}
+
+thread_local! {
+    // The resizer keeps scratch buffers between calls; one per worker thread.
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no invalid bit patterns and u8 has alignment 1; same memory, same length
+    // in bytes, lifetime tied to `v`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; the resizer only writes valid f32 bit patterns into an F32x3 image.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+}
+
+/// Resizes the window (top, left, height, width) of `src` (source pixel units) to
+/// `rows × cols` with PIL-style antialiased bilinear filtering; HWC float in [0, 1].
+/// A window that is the identity (same size, integer offset) is copied exactly.
+fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize) -> std::result::Result<Vec<f32>, String> {
+    let (top, left, h, w) = win;
+    let n = rows * cols * 3;
+    let exact = h == rows as f64 && w == cols as f64 && top.fract() == 0.0 && left.fract() == 0.0;
+    if exact {
+        let (t, l) = (top as usize, left as usize);
+        if t + rows > src.rows || l + cols > src.cols {
+            return Err("crop window outside the image".into());
+        }
+        let mut out = Vec::with_capacity(n);
+        for r in t..t + rows {
+            let a = (r * src.cols + l) * 3;
+            match src.data {
+                SrcRef::U8(d) => out.extend(d[a..a + cols * 3].iter().map(|&v| v as f32 * (1.0 / 255.0))),
+                SrcRef::F32(d) => out.extend_from_slice(&d[a..a + cols * 3]),
+            }
+        }
+        return Ok(out);
+    }
+    // Float round-off can push the window a hair past the edge; the resizer rejects that.
+    let (top, left) = (top.max(0.0), left.max(0.0));
+    let (h, w) = (h.min(src.rows as f64 - top), w.min(src.cols as f64 - left));
+    let opts = ResizeOptions::new()
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+        .crop(left, top, w, h);
+    let (sw, sh) = (src.cols as u32, src.rows as u32);
+    RESIZER.with(|r| {
+        let mut r = r.borrow_mut();
+        match src.data {
+            SrcRef::U8(d) => {
+                let s = ImageRef::new(sw, sh, d, PixelType::U8x3).map_err(|e| e.to_string())?;
+                let mut dst = Image::new(cols as u32, rows as u32, PixelType::U8x3);
+                r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())?;
+                Ok(dst.buffer().iter().map(|&v| v as f32 * (1.0 / 255.0)).collect())
+            }
+            SrcRef::F32(d) => {
+                let s = ImageRef::new(sw, sh, f32_bytes(d), PixelType::F32x3).map_err(|e| e.to_string())?;
+                let mut out = vec![0f32; n];
+                {
+                    let mut dst = Image::from_slice_u8(cols as u32, rows as u32, f32_bytes_mut(&mut out), PixelType::F32x3)
+                        .map_err(|e| e.to_string())?;
+                    r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())?;
+                }
+                Ok(out)
+            }
+        }
+    })
+}
+
+/// Bilinear sample of a HWC float image at (y, x) already reflected into range.
+#[inline]
+fn sample(img: &[f32], rows: usize, cols: usize, y: f32, x: f32) -> [f32; 3] {
+    let y = y.clamp(0.0, (rows - 1) as f32);
+    let x = x.clamp(0.0, (cols - 1) as f32);
+    let (y0, x0) = (y.floor() as usize, x.floor() as usize);
+    let (y1, x1) = ((y0 + 1).min(rows - 1), (x0 + 1).min(cols - 1));
+    let (fy, fx) = (y - y0 as f32, x - x0 as f32);
+    let p = |r: usize, c: usize| (r * cols + c) * 3;
+    let (a, b, c, d) = (p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1));
+    let mut out = [0f32; 3];
+    for ch in 0..3 {
+        let top = img[a + ch] + (img[b + ch] - img[a + ch]) * fx;
+        let bot = img[c + ch] + (img[d + ch] - img[c + ch]) * fx;
+        out[ch] = top + (bot - top) * fy;
+    }
+    out
+}
+
+impl Pipeline {
+    /// Runs the pipeline on `src` with drawn `params`, writing a normalised CHW image of
+    /// `3 × sz × sz` floats into `out`. Errors are reasons without a path; the caller adds it.
+    pub fn apply(&self, src: &Src, params: &Params, out: &mut [f32]) -> std::result::Result<(), String> {
+        let sz = self.sz;
+        if out.len() != 3 * sz * sz {
+            return Err(format!("output buffer has {} floats, expected {}", out.len(), 3 * sz * sz));
+        }
+        if src.rows == 0 || src.cols == 0 {
+            return Err("empty image".into());
+        }
+        let googlenet = matches!(self.crop, CropKind::GoogleNet { .. });
+        // Working image size: the scaled image (or the source for GoogleNet).
+        let (wr, wc) = if googlenet {
+            (src.rows, src.cols)
+        } else {
+            let targ = ((params.scale_m * sz as f64) as usize).max(1);
+            scale_min_dims(src.rows, src.cols, targ)
+        };
+        let needs_mean = params.augs.iter().any(|a| matches!(a, AugDraw::Lighting { .. }));
+        let mu = if needs_mean { src.mean() } else { 0.0 };
+
+        let mut geo = Vec::new();
+        let mut lighting = Vec::new();
+        let (mut rows, mut cols) = (wr, wc);
+        if self.pad > 0 && !googlenet {
+            geo.push(Geo::Pad { p: self.pad as f32, rows, cols, border: self.pad_border });
+            rows += 2 * self.pad;
+            cols += 2 * self.pad;
+        }
+        for (aug, d) in self.augs.iter().zip(&params.augs) {
+            match (aug, d) {
+                (Aug::Rotate { border, .. }, AugDraw::Rotate(Some(deg))) => {
+                    // Forward (OpenCV getRotationMatrix2D, y down): [[c, s], [−s, c]]; inverse is
+                    // its transpose.
+                    let t = deg.to_radians();
+                    let (s, c) = (t.sin() as f32, t.cos() as f32);
+                    geo.push(Geo::Affine {
+                        a: [c, -s, s, c],
+                        cx: cols as f32 / 2.0,
+                        cy: rows as f32 / 2.0,
+                        rows,
+                        cols,
+                        border: *border,
+                    });
+                }
+                (Aug::Zoom { border, .. }, AugDraw::Zoom(z)) => {
+                    let f = (1.0 / (1.0 + z)) as f32;
+                    geo.push(Geo::Affine {
+                        a: [f, 0.0, 0.0, f],
+                        cx: cols as f32 / 2.0,
+                        cy: rows as f32 / 2.0,
+                        rows,
+                        cols,
+                        border: *border,
+                    });
+                }
+                (Aug::Flip { .. }, AugDraw::Flip(true)) => geo.push(Geo::Flip { cols }),
+                (Aug::Dihedral, AugDraw::Dihedral { k, flip }) => {
+                    if *k != 0 || *flip {
+                        geo.push(Geo::Dihedral { k: *k, flip: *flip, rows, cols });
+                        if k % 2 == 1 {
+                            std::mem::swap(&mut rows, &mut cols);
+                        }
+                    }
+                }
+                (Aug::Lighting { .. }, AugDraw::Lighting { b, c }) => {
+                    let k = if *c >= 0.0 { 1.0 + c } else { 1.0 / (1.0 - c) };
+                    lighting.push((k as f32, *b as f32));
+                }
+                _ => {} // a skipped step (probability) or a draw that does not change the image
+            }
+        }
+        // The crop: output pixel → (offset, scale) in the last geometric output.
+        let (crop_off, crop_scale) = match &self.crop {
+            CropKind::Random => (
+                (random_offset(rows, sz, params.crop_u.0) as f64, random_offset(cols, sz, params.crop_u.1) as f64),
+                (1.0, 1.0),
+            ),
+            CropKind::Center => ((center_offset(rows, sz) as f64, center_offset(cols, sz) as f64), (1.0, 1.0)),
+            CropKind::No => ((0.0, 0.0), (rows as f64 / sz as f64, cols as f64 / sz as f64)),
+            CropKind::GoogleNet { .. } => googlenet_window(rows, cols, sz, params),
+        };
+        let only_flips = geo.iter().all(|g| matches!(g, Geo::Flip { .. }));
+        let unit_crop = crop_scale == (1.0, 1.0);
+
+        if only_flips && unit_crop && !googlenet {
+            // Fast path: resize only the crop window, straight from the source.
+            let flipped = geo.len() % 2 == 1;
+            let (top, mut left) = crop_off;
+            if flipped {
+                left = cols as f64 - left - sz as f64;
+            }
+            let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
+            let win = resize_window(src, (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx), sz, sz)?;
+            self.finish(&win, flipped, &lighting, mu, out);
+            return Ok(());
+        }
+        // General path: scaled image once, then one sampling pass through the composed map.
+        let work = resize_window(src, (0.0, 0.0, src.rows as f64, src.cols as f64), wr, wc)?;
+        let plan = Plan {
+            geo,
+            crop_off: (crop_off.0 as f32, crop_off.1 as f32),
+            crop_scale: (crop_scale.0 as f32, crop_scale.1 as f32),
+            lighting,
+        };
+        let mut win = vec![0f32; sz * sz * 3];
+        for i in 0..sz {
+            for j in 0..sz {
+                let px = match plan.map(i, j) {
+                    Some((y, x)) => sample(&work, wr, wc, reflect(y, wr), reflect(x, wc)),
+                    None => [0.0; 3],
+                };
+                let o = (i * sz + j) * 3;
+                win[o..o + 3].copy_from_slice(&px);
+            }
+        }
+        self.finish(&win, false, &plan.lighting, mu, out);
+        Ok(())
+    }
+
+    /// Lighting, normalisation and HWC → CHW from an `sz × sz` HWC window.
+    fn finish(&self, win: &[f32], flipped: bool, lighting: &[(f32, f32)], mu: f32, out: &mut [f32]) {
+        let sz = self.sz;
+        let plane = sz * sz;
+        let inv_std = [1.0 / self.std[0], 1.0 / self.std[1], 1.0 / self.std[2]];
+        for i in 0..sz {
+            for j in 0..sz {
+                let jj = if flipped { sz - 1 - j } else { j };
+                let s = (i * sz + jj) * 3;
+                for ch in 0..3 {
+                    let mut v = win[s + ch];
+                    for &(k, b) in lighting {
+                        v = ((v - mu) * k + mu + b).clamp(0.0, 1.0);
+                    }
+                    out[ch * plane + i * sz + j] = (v - self.mean[ch]) * inv_std[ch];
+                }
+            }
+        }
+    }
+}
+
+/// The GoogleNet crop window (offset, scale) in an image of `rows × cols` (spec §3.5): the first
+/// of ten tries that fits, else short side → sz and a centre crop.
+fn googlenet_window(rows: usize, cols: usize, sz: usize, p: &Params) -> ((f64, f64), (f64, f64)) {
+    let area = (rows * cols) as f64;
+    for &(frac, aspect, ur, uc) in &p.gnet {
+        let target = frac * area;
+        let mut ww = ((target * aspect).sqrt() + 0.5) as usize;
+        let mut hh = ((target / aspect).sqrt() + 0.5) as usize;
+        if p.gnet_flip_hw {
+            std::mem::swap(&mut ww, &mut hh);
+        }
+        if hh >= 1 && ww >= 1 && hh <= rows && ww <= cols {
+            // randint(0, n) is inclusive of n: n + 1 outcomes.
+            let y = ((ur * (rows - hh + 1) as f64) as usize).min(rows - hh);
+            let x = ((uc * (cols - ww + 1) as f64) as usize).min(cols - ww);
+            return ((y as f64, x as f64), (hh as f64 / sz as f64, ww as f64 / sz as f64));
+        }
+    }
+    let short = rows.min(cols);
+    let s = short as f64 / sz as f64;
+    ((center_offset(rows, short) as f64, center_offset(cols, short) as f64), (s, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_min_matches_spec() {
+        assert_eq!(scale_min_dims(375, 500, 224), (224, 298));
+        assert_eq!(scale_min_dims(500, 375, 224), (298, 224));
+        assert_eq!(scale_min_dims(224, 224, 224), (224, 224));
+        assert_eq!(scale_min_dims(100, 301, 50), (50, 150));
+    }
+
+    #[test]
+    fn crop_offsets() {
+        assert_eq!(center_offset(298, 224), 37);
+        assert_eq!(center_offset(299, 224), 38); // ceil(75 / 2)
+        assert_eq!(random_offset(298, 224, 0.0), 0);
+        assert_eq!(random_offset(298, 224, 0.999_999), 73);
+    }
+
+    #[test]
+    fn reflect_is_half_sample_symmetric() {
+        assert_eq!(reflect(-1.0, 5), 0.0);
+        assert_eq!(reflect(5.0, 5), 4.0);
+        assert_eq!(reflect(2.5, 5), 2.5);
+        assert!((reflect(-0.7, 5) - (-0.3)).abs() < 1e-6);
+        assert_eq!(reflect(10.0, 5), 0.0 - 0.0 + 0.0); // 10 → period 10 → 0
+    }
+
+    #[test]
+    fn rng_streams_differ_and_repeat() {
+        let a: Vec<u64> = (0..4).map(|_| Rng::for_item(1, 1, 0, 7).next_u64()).collect();
+        assert!(a.windows(2).all(|w| w[0] == w[1]));
+        assert_ne!(Rng::for_item(1, 1, 0, 7).next_u64(), Rng::for_item(1, 1, 1, 7).next_u64());
+        let mut r = Rng::new(3);
+        for _ in 0..1000 {
+            let u = r.uniform();
+            assert!((0.0..1.0).contains(&u));
+            assert!(r.below(4) < 4);
+        }
+    }
+}

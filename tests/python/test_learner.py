@@ -1,0 +1,225 @@
+"""ConvLearner end to end on a tiny generated image folder with a random-weights ResNet-18
+checkpoint in a temporary torch hub cache."""
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from fastai.conv_learner import ConvLearner, resnet18
+from fastai.dataset import ImageClassifierData
+from fastai.sgdr import Callback
+from fastai.transforms import tfms_from_model, transforms_side_on
+
+SZ, BS = 32, 4
+
+
+def write_images(root, n_train=8, n_valid=4, seed=0):
+    """Two classes that a linear model on pooled features can tell apart (colour)."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        for c, name in enumerate(("cats", "dogs")):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
+                img[..., 2 * c] += 150
+                Image.fromarray(img).save(d / f"{name[:-1]}.{i}.jpg", quality=95)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    home = tmp_path_factory.mktemp("torch_home")
+    ck = home / "hub" / "checkpoints"
+    ck.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ck / "resnet18-f37072fd.pth")
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_images(tmp_path)
+    return tmp_path
+
+
+def make(folder, precompute=False, sz=SZ, aug=False, **kw):
+    tfms = tfms_from_model(resnet18, sz, aug_tfms=transforms_side_on if aug else None, max_zoom=1.1 if aug else None)
+    data = ImageClassifierData.from_paths(str(folder), bs=BS, tfms=tfms, num_workers=1, seed=0)
+    return ConvLearner.pretrained(resnet18, data, precompute=precompute, **kw)
+
+
+def state(learn):
+    return {k: v.clone() for k, v in learn._native.state_dict()}
+
+
+def group_of(learn):
+    return {k: g for k, _, g, _ in learn._native.entries()}
+
+
+def test_frozen_fit_changes_only_the_head_then_unfreeze_changes_all(hub, folder):
+    learn = make(folder)
+    before = state(learn)
+    learn.fit(1e-2, 1)
+    after = state(learn)
+    groups = group_of(learn)
+    changed = {g: False for g in range(3)}
+    for k in before:
+        if not torch.equal(before[k], after[k]):
+            changed[groups[k]] = True
+    # Frozen groups: neither weights nor BatchNorm running statistics move.
+    assert changed == {0: False, 1: False, 2: True}
+    learn.unfreeze()
+    learn.fit(1e-2, 1)
+    again = state(learn)
+    for g in range(3):
+        assert any(not torch.equal(after[k], again[k]) for k in after if groups[k] == g), g
+
+
+def test_fit_returns_floats_and_prints_the_table(hub, folder, capsys):
+    learn = make(folder, precompute=True)
+    res = learn.fit(1e-2, 2)
+    out = capsys.readouterr().out
+    assert isinstance(res, list) and len(res) == 2 and all(isinstance(v, float) for v in res)
+    assert 0.0 <= res[1] <= 1.0
+    assert "epoch      trn_loss   val_loss   accuracy   " in out
+    rows = [line for line in out.splitlines() if re.match(r"^ {4}\d +\d", line)]
+    assert len(rows) == 2 and rows[0].startswith("    0      ")
+
+
+def test_cycle_mult_epochs_and_schedule(hub, folder, capsys):
+    learn = make(folder, precompute=True)
+    learn.fit(0.1, 3, cycle_len=1, cycle_mult=2)
+    out = capsys.readouterr().out
+    assert len([l for l in out.splitlines() if re.match(r"^ {3,4}\d+ +\d", l)]) == 7  # 1 + 2 + 4
+    B = 4  # 16 training images / bs 4
+    lrs = np.array(learn.sched.lrs)
+    assert len(lrs) == 7 * B
+    # Hand-computed SGDR (spec 6.3): warm-up batch 0 of the first cycle (B/20 < 1), then
+    # cosine within each cycle of B, 2B, 4B batches.
+    want = []
+    t = 0
+    for n in (B, 2 * B, 4 * B):
+        for i in range(n):
+            want.append(0.1 / 100 if t < n / 20 else 0.1 / 2 * (1 + np.cos(np.pi * i / n)))
+            t += 1
+    np.testing.assert_allclose(lrs, want, rtol=1e-9)
+
+
+def test_lr_find_restores_the_weights_exactly(hub, folder):
+    learn = make(folder)
+    before = state(learn)
+    learn.lr_find(start_lr=1e-4, end_lr=1)
+    after = state(learn)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lrs = np.array(learn.sched.lrs)
+    assert 0 < len(lrs) <= 4 and lrs[0] == pytest.approx(1e-4)
+    if len(lrs) > 1:
+        np.testing.assert_allclose(lrs[1:] / lrs[:-1], (1 / 1e-4) ** (1 / 4))
+    assert not os.path.exists(learn.get_model_path("tmp"))
+
+
+def test_lrs_of_wrong_length_is_a_clear_error(hub, folder):
+    learn = make(folder)
+    with pytest.raises(ValueError, match="3 layer groups"):
+        learn.fit([1e-3, 1e-2], 1)
+
+
+def test_precompute_cache_is_reused_and_recomputed_when_needed(hub, folder):
+    learn = make(folder, precompute=True)
+    cache = os.path.join(folder, "tmp", f"x_act_resnet18_0_{SZ}.bin")
+    assert os.path.exists(cache)
+    m0 = os.stat(cache).st_mtime_ns
+    time.sleep(0.01)
+    make(folder, precompute=True)  # same images, transform and weights: reused
+    assert os.stat(cache).st_mtime_ns == m0
+    # A changed image (same count, same name) must not reuse stale activations.
+    img = folder / "train" / "cats" / "cat.0.jpg"
+    Image.new("RGB", (48, 40), (255, 255, 255)).save(img)
+    with pytest.warns(UserWarning, match="recomputed"):
+        make(folder, precompute=True)
+    assert os.stat(cache).st_mtime_ns != m0
+    # A different sz writes its own file.
+    make(folder, precompute=True, sz=SZ + 8)
+    assert os.path.exists(os.path.join(folder, "tmp", f"x_act_resnet18_0_{SZ + 8}.bin"))
+
+
+def test_predict_is_the_same_with_and_without_precompute(hub, folder):
+    learn = make(folder, precompute=True)
+    p1 = learn.predict()
+    learn.precompute = False
+    p2 = learn.predict()
+    assert p1.shape == (8, 2) and p1.dtype == np.float32
+    np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.exp(p1).sum(1), 1, rtol=1e-5)
+
+
+def test_save_load_roundtrip_and_pytorch_readable(hub, folder):
+    learn = make(folder)
+    learn.fit(1e-2, 1)
+    learn.save("m")
+    saved = torch.load(learn.get_model_path("m"), weights_only=True)
+    assert "0.weight" in saved and "4.0.conv1.weight" in saved and "16.bias" in saved
+    other = make(folder)
+    assert not np.allclose(other.predict(), learn.predict())
+    other.load("m")
+    np.testing.assert_allclose(other.predict(), learn.predict(), rtol=1e-5, atol=1e-6)
+
+
+def test_truncated_model_file_is_a_clear_error_and_learner_still_works(hub, folder):
+    from fastai.exceptions import WeightsError
+    learn = make(folder)
+    learn.save("m")
+    p = learn.get_model_path("m")
+    data = open(p, "rb").read()
+    open(p, "wb").write(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match=re.escape(p)):
+        learn.load("m")
+    assert learn.predict().shape == (8, 2)
+
+
+def test_tta_shapes_and_first_slice_is_predict(hub, folder):
+    learn = make(folder, aug=True)
+    log_preds, y = learn.TTA()
+    assert log_preds.shape == (5, 8, 2) and y.shape == (8,)
+    np.testing.assert_allclose(log_preds[0], learn.predict(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(log_preds[1], log_preds[2])  # real, different augmentations
+    assert list(y) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_keyboard_interrupt_during_fit_leaves_a_working_learner(hub, folder):
+    class Interrupt(Callback):
+        def __init__(self):
+            self.n = 0
+
+        def on_batch_end(self, loss):
+            self.n += 1
+            if self.n == 2:
+                raise KeyboardInterrupt
+
+    learn = make(folder)
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit(1e-2, 2, callbacks=[Interrupt()])
+    assert np.isfinite(learn.predict()).all()
+    assert learn.fit(1e-2, 1) is not None
+    assert os.listdir(os.path.join(folder, "models")) == []
+
+
+def test_unfreeze_while_precompute_turns_it_off_and_trains_the_body(hub, folder):
+    learn = make(folder, precompute=True)
+    learn.unfreeze()
+    assert learn.precompute is False
+    before = state(learn)
+    learn.fit(1e-2, 1)
+    groups = group_of(learn)
+    assert any(not torch.equal(before[k], v) for k, v in state(learn).items() if groups[k] == 0)
