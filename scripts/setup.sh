@@ -28,6 +28,8 @@ if ! command -v cargo >/dev/null; then
 fi
 
 echo "setup: building the extension (first build takes ~5 minutes)"
+# torch-sys finds libtorch by running `python3 -c "import torch..."`: it must be the venv's.
+source "$VENV/bin/activate"
 export LIBTORCH_USE_PYTORCH=1
 "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps -e .
 "$VENV/bin/python" -c 'import fastai; print("setup: fastai-rs", fastai.__version__, fastai.build_profile, "ready")'
