@@ -278,13 +278,29 @@ impl Plan {
     /// falls on a constant (black) border.
     #[inline]
     fn map(&self, i: usize, j: usize) -> Option<(f32, f32)> {
-        let mut y = self.crop_off.0 + (i as f32 + 0.5) * self.crop_scale.0 - 0.5;
-        let mut x = self.crop_off.1 + (j as f32 + 0.5) * self.crop_scale.1 - 0.5;
+        self.map_with(i as f32, j as f32, true)
+    }
+
+    /// Steps that handle a border (padding, rotation, zoom). With at most one of them, a pixel
+    /// whose final coordinates are inside the working image never touched a border, so the
+    /// whole map is one affine function there.
+    fn bordered_steps(&self) -> usize {
+        self.geo.iter().filter(|g| matches!(g, Geo::Pad { .. } | Geo::Affine { .. })).count()
+    }
+
+    /// The map, optionally without border handling (then it is affine in (i, j)).
+    #[inline]
+    fn map_with(&self, i: f32, j: f32, borders: bool) -> Option<(f32, f32)> {
+        let mut y = self.crop_off.0 + (i + 0.5) * self.crop_scale.0 - 0.5;
+        let mut x = self.crop_off.1 + (j + 0.5) * self.crop_scale.1 - 0.5;
         for g in self.geo.iter().rev() {
             match *g {
                 Geo::Pad { p, rows, cols, border } => {
                     y -= p;
                     x -= p;
+                    if !borders {
+                        continue;
+                    }
                     match border {
                         Border::Reflect => {
                             y = reflect(y, rows);
@@ -301,6 +317,9 @@ impl Plan {
                     let (dx, dy) = (x - cx, y - cy);
                     x = a[0] * dx + a[1] * dy + cx;
                     y = a[2] * dx + a[3] * dy + cy;
+                    if !borders {
+                        continue;
+                    }
                     match border {
                         Border::Reflect => {
                             y = reflect(y, rows);
@@ -544,14 +563,36 @@ fn write_mapped<T: Texels + ?Sized>(
     out: &mut [f32],
 ) {
     let plane = sz * sz;
+    let to_img = |(y, x): (f32, f32)| ((y + 0.5) * sy - 0.5, (x + 0.5) * sx - 0.5);
+    // The affine form of the map (valid away from borders), stepped incrementally along rows.
+    let affine = if plan.bordered_steps() <= 1 {
+        let o = plan.map_with(0.0, 0.0, false).map(to_img);
+        let dj = plan.map_with(0.0, 1.0, false).map(to_img);
+        let di = plan.map_with(1.0, 0.0, false).map(to_img);
+        match (o, dj, di) {
+            (Some(o), Some(dj), Some(di)) => Some((o, (dj.0 - o.0, dj.1 - o.1), (di.0 - o.0, di.1 - o.1))),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let (ymax, xmax) = ((ir - 1) as f32, (ic - 1) as f32);
     for i in 0..sz {
         for j in 0..sz {
-            let px = match plan.map(i, j) {
-                Some((y, x)) => {
-                    let (y, x) = (reflect(y, wr), reflect(x, wc));
-                    sample(img, ir, ic, (y + 0.5) * sy - 0.5, (x + 0.5) * sx - 0.5)
-                }
-                None => [0.0; 3],
+            let inner = affine.and_then(|(o, dj, di)| {
+                let y = o.0 + i as f32 * di.0 + j as f32 * dj.0;
+                let x = o.1 + i as f32 * di.1 + j as f32 * dj.1;
+                (y >= 0.0 && x >= 0.0 && y <= ymax && x <= xmax).then_some((y, x))
+            });
+            let px = match inner {
+                Some((y, x)) => sample(img, ir, ic, y, x),
+                None => match plan.map(i, j) {
+                    Some((y, x)) => {
+                        let (y, x) = to_img((reflect(y, wr), reflect(x, wc)));
+                        sample(img, ir, ic, y, x)
+                    }
+                    None => [0.0; 3],
+                },
             };
             for ch in 0..3 {
                 out[ch * plane + i * sz + j] = f.value(ch, px[ch] * T::SCALE);
