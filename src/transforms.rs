@@ -420,6 +420,10 @@ trait Texels {
     /// Scale from stored values to [0, 1].
     const SCALE: f32;
     fn at(&self, i: usize) -> f32;
+    /// # Safety
+    /// `i` must be below `self.len()`.
+    unsafe fn at_unchecked(&self, i: usize) -> f32;
+    fn len(&self) -> usize;
 }
 
 impl Texels for [u8] {
@@ -428,6 +432,13 @@ impl Texels for [u8] {
     fn at(&self, i: usize) -> f32 {
         self[i] as f32
     }
+    #[inline(always)]
+    unsafe fn at_unchecked(&self, i: usize) -> f32 {
+        *self.get_unchecked(i) as f32
+    }
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
 }
 
 impl Texels for [f32] {
@@ -435,6 +446,13 @@ impl Texels for [f32] {
     #[inline(always)]
     fn at(&self, i: usize) -> f32 {
         self[i]
+    }
+    #[inline(always)]
+    unsafe fn at_unchecked(&self, i: usize) -> f32 {
+        *self.get_unchecked(i)
+    }
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
     }
 }
 
@@ -497,6 +515,9 @@ fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize,
 }
 
 /// Bilinear sample (stored units) of a HWC image at (y, x), already reflected into range.
+/// The caller guarantees `img.len() >= rows * cols * 3` (checked once per image in
+/// `write_mapped`); the clamps below then keep every index in bounds, NaN included
+/// (`NaN as usize` is 0), which is what makes the unchecked reads sound.
 #[inline(always)]
 fn sample<T: Texels + ?Sized>(img: &T, rows: usize, cols: usize, y: f32, x: f32) -> [f32; 3] {
     // Both are >= 0 after the clamp, so truncation is floor (and avoids a libm call).
@@ -509,8 +530,12 @@ fn sample<T: Texels + ?Sized>(img: &T, rows: usize, cols: usize, y: f32, x: f32)
     let (c, d) = ((y1 * cols + x0) * 3, (y1 * cols + x1) * 3);
     let mut out = [0f32; 3];
     for (ch, o) in out.iter_mut().enumerate() {
-        let top = img.at(a + ch) + (img.at(b + ch) - img.at(a + ch)) * fx;
-        let bot = img.at(c + ch) + (img.at(d + ch) - img.at(c + ch)) * fx;
+        // SAFETY: see the function comment; a, b, c, d + ch < rows * cols * 3 <= img.len().
+        let (pa, pb, pc, pd) = unsafe {
+            (img.at_unchecked(a + ch), img.at_unchecked(b + ch), img.at_unchecked(c + ch), img.at_unchecked(d + ch))
+        };
+        let top = pa + (pb - pa) * fx;
+        let bot = pc + (pd - pc) * fx;
         *o = top + (bot - top) * fy;
     }
     out
@@ -563,6 +588,9 @@ fn write_mapped<T: Texels + ?Sized>(
     out: &mut [f32],
 ) {
     let plane = sz * sz;
+    if img.len() < ir * ic * 3 || ir == 0 || ic == 0 || out.len() < 3 * plane {
+        return; // cannot happen: the caller sizes both buffers (keeps `sample` sound regardless)
+    }
     let to_img = |(y, x): (f32, f32)| ((y + 0.5) * sy - 0.5, (x + 0.5) * sx - 0.5);
     // The affine form of the map (valid away from borders), stepped incrementally along rows.
     let affine = if plan.bordered_steps() <= 1 {
