@@ -264,15 +264,13 @@ enum Geo {
     Flip { cols: usize },
 }
 
-/// The inverse map of a whole pipeline for one image, plus its pointwise lighting.
+/// The inverse map of a whole pipeline for one image.
 struct Plan {
     /// Geometric steps in forward order; evaluated in reverse.
     geo: Vec<Geo>,
     /// Output pixel → coordinates in the last geometric output: y = oy + (i + 0.5)·sy − 0.5.
     crop_off: (f32, f32),
     crop_scale: (f32, f32),
-    /// (k, b) of each lighting step, in order: v ← clip((v − μ)·k + μ + b, 0, 1).
-    lighting: Vec<(f32, f32)>,
 }
 
 impl Plan {
@@ -280,13 +278,29 @@ impl Plan {
     /// falls on a constant (black) border.
     #[inline]
     fn map(&self, i: usize, j: usize) -> Option<(f32, f32)> {
-        let mut y = self.crop_off.0 + (i as f32 + 0.5) * self.crop_scale.0 - 0.5;
-        let mut x = self.crop_off.1 + (j as f32 + 0.5) * self.crop_scale.1 - 0.5;
+        self.map_with(i as f32, j as f32, true)
+    }
+
+    /// Steps that handle a border (padding, rotation, zoom). With at most one of them, a pixel
+    /// whose final coordinates are inside the working image never touched a border, so the
+    /// whole map is one affine function there.
+    fn bordered_steps(&self) -> usize {
+        self.geo.iter().filter(|g| matches!(g, Geo::Pad { .. } | Geo::Affine { .. })).count()
+    }
+
+    /// The map, optionally without border handling (then it is affine in (i, j)).
+    #[inline]
+    fn map_with(&self, i: f32, j: f32, borders: bool) -> Option<(f32, f32)> {
+        let mut y = self.crop_off.0 + (i + 0.5) * self.crop_scale.0 - 0.5;
+        let mut x = self.crop_off.1 + (j + 0.5) * self.crop_scale.1 - 0.5;
         for g in self.geo.iter().rev() {
             match *g {
                 Geo::Pad { p, rows, cols, border } => {
                     y -= p;
                     x -= p;
+                    if !borders {
+                        continue;
+                    }
                     match border {
                         Border::Reflect => {
                             y = reflect(y, rows);
@@ -303,6 +317,9 @@ impl Plan {
                     let (dx, dy) = (x - cx, y - cy);
                     x = a[0] * dx + a[1] * dy + cx;
                     y = a[2] * dx + a[3] * dy + cy;
+                    if !borders {
+                        continue;
+                    }
                     match border {
                         Border::Reflect => {
                             y = reflect(y, rows);
@@ -376,6 +393,8 @@ impl Src<'_> {
 thread_local! {
     // The resizer keeps scratch buffers between calls; one per worker thread.
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+    // Working images are reused: a fresh large allocation per image costs page faults.
+    static SCRATCH: RefCell<Work> = const { RefCell::new(Work::U8(Vec::new())) };
 }
 
 fn f32_bytes(v: &[f32]) -> &[u8] {
@@ -389,27 +408,85 @@ fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
 }
 
+/// A resampled working image, HWC: 8-bit for decoded files (4× less memory traffic when
+/// sampling), float in [0, 1] for float sources.
+enum Work {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+/// Pixel access in [0, 1] units for the sampling loop.
+trait Texels {
+    /// Scale from stored values to [0, 1].
+    const SCALE: f32;
+    fn at(&self, i: usize) -> f32;
+    /// # Safety
+    /// `i` must be below `self.len()`.
+    unsafe fn at_unchecked(&self, i: usize) -> f32;
+    fn len(&self) -> usize;
+}
+
+impl Texels for [u8] {
+    const SCALE: f32 = 1.0 / 255.0;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self[i] as f32
+    }
+    #[inline(always)]
+    unsafe fn at_unchecked(&self, i: usize) -> f32 {
+        *self.get_unchecked(i) as f32
+    }
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+}
+
+impl Texels for [f32] {
+    const SCALE: f32 = 1.0;
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self[i]
+    }
+    #[inline(always)]
+    unsafe fn at_unchecked(&self, i: usize) -> f32 {
+        *self.get_unchecked(i)
+    }
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+}
+
 /// Resizes the window (top, left, height, width) of `src` (source pixel units) to
-/// `rows × cols` with PIL-style antialiased bilinear filtering; HWC float in [0, 1].
-/// A window that is the identity (same size, integer offset) is copied exactly.
-fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize) -> std::result::Result<Vec<f32>, String> {
+/// `rows × cols` into `work`, with PIL-style antialiased bilinear filtering. A window that is the
+/// identity (same size, integer offset) is copied exactly.
+fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize, work: &mut Work) -> std::result::Result<(), String> {
     let (top, left, h, w) = win;
     let n = rows * cols * 3;
+    match (src.data, &mut *work) {
+        (SrcRef::U8(_), Work::U8(_)) | (SrcRef::F32(_), Work::F32(_)) => {}
+        (SrcRef::U8(_), w) => *w = Work::U8(Vec::new()),
+        (SrcRef::F32(_), w) => *w = Work::F32(Vec::new()),
+    }
+    match work {
+        Work::U8(v) => v.resize(n, 0),
+        Work::F32(v) => v.resize(n, 0.0),
+    }
     let exact = h == rows as f64 && w == cols as f64 && top.fract() == 0.0 && left.fract() == 0.0;
     if exact {
         let (t, l) = (top as usize, left as usize);
         if t + rows > src.rows || l + cols > src.cols {
             return Err("crop window outside the image".into());
         }
-        let mut out = Vec::with_capacity(n);
-        for r in t..t + rows {
-            let a = (r * src.cols + l) * 3;
-            match src.data {
-                SrcRef::U8(d) => out.extend(d[a..a + cols * 3].iter().map(|&v| v as f32 * (1.0 / 255.0))),
-                SrcRef::F32(d) => out.extend_from_slice(&d[a..a + cols * 3]),
+        for r in 0..rows {
+            let a = ((t + r) * src.cols + l) * 3;
+            let o = r * cols * 3;
+            match (src.data, &mut *work) {
+                (SrcRef::U8(d), Work::U8(v)) => v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3]),
+                (SrcRef::F32(d), Work::F32(v)) => v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3]),
+                _ => return Err("working buffer type mismatch".into()),
             }
         }
-        return Ok(out);
+        return Ok(());
     }
     // Float round-off can push the window a hair past the edge; the resizer rejects that.
     let (top, left) = (top.max(0.0), left.max(0.0));
@@ -420,44 +497,136 @@ fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize)
     let (sw, sh) = (src.cols as u32, src.rows as u32);
     RESIZER.with(|r| {
         let mut r = r.borrow_mut();
-        match src.data {
-            SrcRef::U8(d) => {
+        match (src.data, work) {
+            (SrcRef::U8(d), Work::U8(v)) => {
                 let s = ImageRef::new(sw, sh, d, PixelType::U8x3).map_err(|e| e.to_string())?;
-                let mut dst = Image::new(cols as u32, rows as u32, PixelType::U8x3);
-                r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())?;
-                Ok(dst.buffer().iter().map(|&v| v as f32 * (1.0 / 255.0)).collect())
+                let mut dst = Image::from_slice_u8(cols as u32, rows as u32, v, PixelType::U8x3).map_err(|e| e.to_string())?;
+                r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())
             }
-            SrcRef::F32(d) => {
+            (SrcRef::F32(d), Work::F32(v)) => {
                 let s = ImageRef::new(sw, sh, f32_bytes(d), PixelType::F32x3).map_err(|e| e.to_string())?;
-                let mut out = vec![0f32; n];
-                {
-                    let mut dst = Image::from_slice_u8(cols as u32, rows as u32, f32_bytes_mut(&mut out), PixelType::F32x3)
-                        .map_err(|e| e.to_string())?;
-                    r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())?;
-                }
-                Ok(out)
+                let mut dst = Image::from_slice_u8(cols as u32, rows as u32, f32_bytes_mut(v), PixelType::F32x3)
+                    .map_err(|e| e.to_string())?;
+                r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())
             }
+            _ => Err("working buffer type mismatch".into()),
         }
     })
 }
 
-/// Bilinear sample of a HWC float image at (y, x) already reflected into range.
-#[inline]
-fn sample(img: &[f32], rows: usize, cols: usize, y: f32, x: f32) -> [f32; 3] {
+/// Bilinear sample (stored units) of a HWC image at (y, x), already reflected into range.
+/// The caller guarantees `img.len() >= rows * cols * 3` (checked once per image in
+/// `write_mapped`); the clamps below then keep every index in bounds, NaN included
+/// (`NaN as usize` is 0), which is what makes the unchecked reads sound.
+#[inline(always)]
+fn sample<T: Texels + ?Sized>(img: &T, rows: usize, cols: usize, y: f32, x: f32) -> [f32; 3] {
+    // Both are >= 0 after the clamp, so truncation is floor (and avoids a libm call).
     let y = y.clamp(0.0, (rows - 1) as f32);
     let x = x.clamp(0.0, (cols - 1) as f32);
-    let (y0, x0) = (y.floor() as usize, x.floor() as usize);
+    let (y0, x0) = (y as usize, x as usize);
     let (y1, x1) = ((y0 + 1).min(rows - 1), (x0 + 1).min(cols - 1));
     let (fy, fx) = (y - y0 as f32, x - x0 as f32);
-    let p = |r: usize, c: usize| (r * cols + c) * 3;
-    let (a, b, c, d) = (p(y0, x0), p(y0, x1), p(y1, x0), p(y1, x1));
+    let (a, b) = ((y0 * cols + x0) * 3, (y0 * cols + x1) * 3);
+    let (c, d) = ((y1 * cols + x0) * 3, (y1 * cols + x1) * 3);
     let mut out = [0f32; 3];
-    for ch in 0..3 {
-        let top = img[a + ch] + (img[b + ch] - img[a + ch]) * fx;
-        let bot = img[c + ch] + (img[d + ch] - img[c + ch]) * fx;
-        out[ch] = top + (bot - top) * fy;
+    for (ch, o) in out.iter_mut().enumerate() {
+        // SAFETY: see the function comment; a, b, c, d + ch < rows * cols * 3 <= img.len().
+        let (pa, pb, pc, pd) = unsafe {
+            (img.at_unchecked(a + ch), img.at_unchecked(b + ch), img.at_unchecked(c + ch), img.at_unchecked(d + ch))
+        };
+        let top = pa + (pb - pa) * fx;
+        let bot = pc + (pd - pc) * fx;
+        *o = top + (bot - top) * fy;
     }
     out
+}
+
+/// Per-channel output stage: lighting then normalisation, folded into constants.
+struct Finish<'a> {
+    lighting: &'a [(f32, f32)],
+    mu: f32,
+    mean: [f32; 3],
+    inv_std: [f32; 3],
+}
+
+impl Finish<'_> {
+    #[inline(always)]
+    fn value(&self, ch: usize, mut v: f32) -> f32 {
+        for &(k, b) in self.lighting {
+            v = ((v - self.mu) * k + self.mu + b).clamp(0.0, 1.0);
+        }
+        (v - self.mean[ch]) * self.inv_std[ch]
+    }
+}
+
+/// Writes an `sz × sz` HWC window (stored units) as normalised CHW, mirrored if `flipped`.
+fn write_window<T: Texels + ?Sized>(win: &T, sz: usize, flipped: bool, f: &Finish, out: &mut [f32]) {
+    let plane = sz * sz;
+    for i in 0..sz {
+        for j in 0..sz {
+            let jj = if flipped { sz - 1 - j } else { j };
+            let s = (i * sz + jj) * 3;
+            for ch in 0..3 {
+                out[ch * plane + i * sz + j] = f.value(ch, win.at(s + ch) * T::SCALE);
+            }
+        }
+    }
+}
+
+/// One pass over the output: map each pixel back, sample, finish, write CHW. The map lands in
+/// the working image (`wr × wc`); `img` is that image resampled by `(sy, sx)` (1 when `img` is
+/// the working image itself, source/working size when sampling the source directly).
+#[allow(clippy::too_many_arguments)]
+fn write_mapped<T: Texels + ?Sized>(
+    img: &T,
+    (ir, ic): (usize, usize),
+    (wr, wc): (usize, usize),
+    (sy, sx): (f32, f32),
+    plan: &Plan,
+    sz: usize,
+    f: &Finish,
+    out: &mut [f32],
+) {
+    let plane = sz * sz;
+    if img.len() < ir * ic * 3 || ir == 0 || ic == 0 || out.len() < 3 * plane {
+        return; // cannot happen: the caller sizes both buffers (keeps `sample` sound regardless)
+    }
+    let to_img = |(y, x): (f32, f32)| ((y + 0.5) * sy - 0.5, (x + 0.5) * sx - 0.5);
+    // The affine form of the map (valid away from borders), stepped incrementally along rows.
+    let affine = if plan.bordered_steps() <= 1 {
+        let o = plan.map_with(0.0, 0.0, false).map(to_img);
+        let dj = plan.map_with(0.0, 1.0, false).map(to_img);
+        let di = plan.map_with(1.0, 0.0, false).map(to_img);
+        match (o, dj, di) {
+            (Some(o), Some(dj), Some(di)) => Some((o, (dj.0 - o.0, dj.1 - o.1), (di.0 - o.0, di.1 - o.1))),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let (ymax, xmax) = ((ir - 1) as f32, (ic - 1) as f32);
+    for i in 0..sz {
+        for j in 0..sz {
+            let inner = affine.and_then(|(o, dj, di)| {
+                let y = o.0 + i as f32 * di.0 + j as f32 * dj.0;
+                let x = o.1 + i as f32 * di.1 + j as f32 * dj.1;
+                (y >= 0.0 && x >= 0.0 && y <= ymax && x <= xmax).then_some((y, x))
+            });
+            let px = match inner {
+                Some((y, x)) => sample(img, ir, ic, y, x),
+                None => match plan.map(i, j) {
+                    Some((y, x)) => {
+                        let (y, x) = to_img((reflect(y, wr), reflect(x, wc)));
+                        sample(img, ir, ic, y, x)
+                    }
+                    None => [0.0; 3],
+                },
+            };
+            for ch in 0..3 {
+                out[ch * plane + i * sz + j] = f.value(ch, px[ch] * T::SCALE);
+            }
+        }
+    }
 }
 
 impl Pipeline {
@@ -483,6 +652,7 @@ impl Pipeline {
         let mu = if needs_mean { src.mean() } else { 0.0 };
 
         let mut geo = Vec::new();
+        // (k, b) of each lighting step, in order: v ← clip((v − μ)·k + μ + b, 0, 1).
         let mut lighting = Vec::new();
         let (mut rows, mut cols) = (wr, wc);
         if self.pad > 0 && !googlenet {
@@ -546,59 +716,55 @@ impl Pipeline {
         let only_flips = geo.iter().all(|g| matches!(g, Geo::Flip { .. }));
         let unit_crop = crop_scale == (1.0, 1.0);
 
-        if only_flips && unit_crop && !googlenet {
-            // Fast path: resize only the crop window, straight from the source.
-            let flipped = geo.len() % 2 == 1;
-            let (top, mut left) = crop_off;
-            if flipped {
-                left = cols as f64 - left - sz as f64;
-            }
-            let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
-            let win = resize_window(src, (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx), sz, sz)?;
-            self.finish(&win, flipped, &lighting, mu, out);
-            return Ok(());
-        }
-        // General path: scaled image once, then one sampling pass through the composed map.
-        let work = resize_window(src, (0.0, 0.0, src.rows as f64, src.cols as f64), wr, wc)?;
-        let plan = Plan {
-            geo,
-            crop_off: (crop_off.0 as f32, crop_off.1 as f32),
-            crop_scale: (crop_scale.0 as f32, crop_scale.1 as f32),
-            lighting,
+        let fin = Finish {
+            lighting: &lighting,
+            mu,
+            mean: self.mean,
+            inv_std: [1.0 / self.std[0], 1.0 / self.std[1], 1.0 / self.std[2]],
         };
-        let mut win = vec![0f32; sz * sz * 3];
-        for i in 0..sz {
-            for j in 0..sz {
-                let px = match plan.map(i, j) {
-                    Some((y, x)) => sample(&work, wr, wc, reflect(y, wr), reflect(x, wc)),
-                    None => [0.0; 3],
-                };
-                let o = (i * sz + j) * 3;
-                win[o..o + 3].copy_from_slice(&px);
-            }
-        }
-        self.finish(&win, false, &plan.lighting, mu, out);
-        Ok(())
-    }
-
-    /// Lighting, normalisation and HWC → CHW from an `sz × sz` HWC window.
-    fn finish(&self, win: &[f32], flipped: bool, lighting: &[(f32, f32)], mu: f32, out: &mut [f32]) {
-        let sz = self.sz;
-        let plane = sz * sz;
-        let inv_std = [1.0 / self.std[0], 1.0 / self.std[1], 1.0 / self.std[2]];
-        for i in 0..sz {
-            for j in 0..sz {
-                let jj = if flipped { sz - 1 - j } else { j };
-                let s = (i * sz + jj) * 3;
-                for ch in 0..3 {
-                    let mut v = win[s + ch];
-                    for &(k, b) in lighting {
-                        v = ((v - mu) * k + mu + b).clamp(0.0, 1.0);
-                    }
-                    out[ch * plane + i * sz + j] = (v - self.mean[ch]) * inv_std[ch];
+        SCRATCH.with(|w| {
+            let mut work = w.borrow_mut();
+            if only_flips && unit_crop && !googlenet {
+                // Fast path: resize only the crop window, straight from the source.
+                let flipped = geo.len() % 2 == 1;
+                let (top, mut left) = crop_off;
+                if flipped {
+                    left = cols as f64 - left - sz as f64;
                 }
+                let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
+                resize_window(src, (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx), sz, sz, &mut work)?;
+                match &*work {
+                    Work::U8(v) => write_window(v.as_slice(), sz, flipped, &fin, out),
+                    Work::F32(v) => write_window(v.as_slice(), sz, flipped, &fin, out),
+                }
+                return Ok(());
             }
-        }
+            // General path: one sampling pass through the composed map. When the scale step
+            // shrinks by at most 2× (or enlarges), bilinear straight from the decoded image is
+            // alias-free enough and the scale is fused into the map; a stronger shrink first
+            // goes through the antialiasing resizer.
+            let plan = Plan {
+                geo,
+                crop_off: (crop_off.0 as f32, crop_off.1 as f32),
+                crop_scale: (crop_scale.0 as f32, crop_scale.1 as f32),
+            };
+            let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
+            if fy <= 2.0 && fx <= 2.0 {
+                let dims = (src.rows, src.cols);
+                let f = (fy as f32, fx as f32);
+                match src.data {
+                    SrcRef::U8(d) => write_mapped(d, dims, (wr, wc), f, &plan, sz, &fin, out),
+                    SrcRef::F32(d) => write_mapped(d, dims, (wr, wc), f, &plan, sz, &fin, out),
+                }
+                return Ok(());
+            }
+            resize_window(src, (0.0, 0.0, src.rows as f64, src.cols as f64), wr, wc, &mut work)?;
+            match &*work {
+                Work::U8(v) => write_mapped(v.as_slice(), (wr, wc), (wr, wc), (1.0, 1.0), &plan, sz, &fin, out),
+                Work::F32(v) => write_mapped(v.as_slice(), (wr, wc), (wr, wc), (1.0, 1.0), &plan, sz, &fin, out),
+            }
+            Ok(())
+        })
     }
 }
 

@@ -248,13 +248,43 @@ impl PyDataLoader {
     }
     /// The batches of `epoch`, produced in the background.
     fn iter_epoch(&self, epoch: u64) -> PyBatchIter {
-        PyBatchIter { inner: Mutex::new(self.inner.iter(epoch)) }
+        PyBatchIter { inner: Mutex::new(self.inner.iter(epoch)), loader: self.inner.clone() }
     }
 }
 
 #[pyclass(name = "BatchIter", module = "fastai._native")]
 pub struct PyBatchIter {
     inner: Mutex<BatchIter>,
+    loader: DataLoader,
+}
+
+/// Owns a batch's pixels while numpy/torch use them; gives the buffer back to the loader when
+/// the last array viewing it is freed, so steady-state batches reuse memory.
+#[pyclass(name = "BatchMemory", module = "fastai._native", frozen)]
+pub struct PyBatchMemory {
+    x: Option<Array4<f32>>,
+    loader: DataLoader,
+}
+
+impl Drop for PyBatchMemory {
+    fn drop(&mut self) {
+        if let Some(x) = self.x.take() {
+            let (v, _) = x.into_raw_vec_and_offset();
+            self.loader.recycle(v);
+        }
+    }
+}
+
+fn batch_x_to_py<'py>(py: Python<'py>, x: Array4<f32>, loader: &DataLoader) -> PyResult<Bound<'py, PyAny>> {
+    let owner = Bound::new(py, PyBatchMemory { x: Some(x), loader: loader.clone() })?;
+    let arr = match &owner.get().x {
+        // SAFETY: `owner` becomes the array's base object, so the buffer lives as long as the
+        // array; it is never modified or reallocated while owned (the class is frozen and
+        // `x` is only taken in Drop, after the last reference is gone).
+        Some(a) => unsafe { numpy::PyArray4::borrow_from_array(a, owner.clone().into_any()) },
+        None => return Err(PyValueError::new_err("batch memory already released")),
+    };
+    Ok(arr.into_any())
 }
 
 #[pymethods]
@@ -274,7 +304,7 @@ impl PyBatchIter {
             Some(Ok(b)) => {
                 let x = Array4::from_shape_vec((b.n, 3, b.sz, b.sz), b.x)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                Ok((x.into_pyarray_any(py), targets_to_py(py, b.y, b.n)?))
+                Ok((batch_x_to_py(py, x, &self.loader)?, targets_to_py(py, b.y, b.n)?))
             }
         }
     }
@@ -405,6 +435,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
     m.add_class::<PyBatchIter>()?;
+    m.add_class::<PyBatchMemory>()?;
     m.add_function(wrap_pyfunction!(scan_labelled, m)?)?;
     m.add_function(wrap_pyfunction!(scan_flat, m)?)?;
     m.add_function(wrap_pyfunction!(read_label_csv, m)?)?;

@@ -1,0 +1,51 @@
+"""The real Dogs-vs-Cats photos (read in place). Skipped when the data set is absent."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastai.dataset import ImageClassifierData
+from fastai.transforms import tfms_from_model, transforms_side_on
+from _fixtures import DOGSCATS, normalize_chw, pil_scale_center_crop
+
+pytestmark = pytest.mark.skipif(not os.path.isdir(os.path.join(DOGSCATS, "valid")),
+                                reason=f"Dogs-vs-Cats photos not found at {DOGSCATS}")
+
+
+@pytest.fixture(scope="module")
+def data():
+    tfms = tfms_from_model("resnet34", 224, aug_tfms=transforms_side_on, max_zoom=1.1)
+    return ImageClassifierData.from_paths(DOGSCATS + "/", bs=8, tfms=tfms, num_workers=2, seed=0)
+
+
+def test_layout_labels_and_lengths(data):
+    n_trn = len(glob.glob(os.path.join(DOGSCATS, "train", "*", "*.jpg")))
+    n_val = len(glob.glob(os.path.join(DOGSCATS, "valid", "*", "*.jpg")))
+    n_val_cats = len(glob.glob(os.path.join(DOGSCATS, "valid", "cats", "*.jpg")))
+    assert data.classes == ["cats", "dogs"]
+    assert len(data.trn_ds) == n_trn and len(data.val_ds) == n_val
+    assert len(data.trn_dl) == -(-n_trn // 8) and len(data.val_dl) == -(-n_val // 8)
+    assert data.val_y.tolist() == [0] * n_val_cats + [1] * (n_val - n_val_cats)
+    assert all(f.startswith("valid/cats/") for f in data.val_ds.fnames[:n_val_cats])
+    assert list(data.val_ds.fnames[:n_val_cats]) == sorted(data.val_ds.fnames[:n_val_cats])
+
+
+def test_first_validation_batch_matches_pil(data):
+    x, y = next(iter(data.val_dl))
+    x = x.cpu().numpy()
+    assert x.shape == (8, 3, 224, 224) and y.tolist() == [0] * 8
+    for i in range(8):
+        arr = np.asarray(Image.open(os.path.join(DOGSCATS, data.val_ds.fnames[i])).convert("RGB"))
+        ref = normalize_chw(pil_scale_center_crop(arr, 224) / 255.0)
+        # Different JPEG decoders (zune-jpeg vs libjpeg) differ by a level or two on average.
+        assert np.abs(x[i] - ref).mean() < 2.5 / 255 / 0.224, data.val_ds.fnames[i]
+
+
+def test_aug_batch_is_sane(data):
+    x, y = next(iter(data.aug_dl))
+    d = data.val_ds.denorm(x)
+    assert d.shape == (8, 224, 224, 3) and d.min() >= -1e-4 and d.max() <= 1 + 1e-4
+    assert torch.isfinite(x).all()
