@@ -3,7 +3,9 @@
 //! Mirrors what fastai 0.7's `open_image` got from OpenCV: grey is replicated to three channels,
 //! alpha is dropped, 16-bit is reduced to 8-bit and the JPEG/TIFF/WebP EXIF orientation is
 //! applied. The header is read before any pixel buffer is allocated, so a file claiming absurd
-//! dimensions is refused cheaply (`Error::ImageTooLarge`).
+//! dimensions is refused cheaply (`Error::ImageTooLarge`). The format is taken from the
+//! content, never the extension, and a JPEG cut short is an error (as in PIL), not an image
+//! padded with grey.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -52,14 +54,34 @@ pub fn decode_file(path: &Path) -> Result<RgbImage> {
 /// Decodes an in-memory file; `path` is only used for messages and as a format hint.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let dec_err = |e: image::ImageError| Error::decode(path, e.to_string());
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    if bytes.is_empty() {
+        return Err(Error::decode(path, "empty file (0 bytes)"));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        match path.extension().and_then(ImageFormat::from_extension) {
-            Some(f) => reader.set_format(f),
-            None => return Err(Error::decode(path, "unrecognised image format")),
+    // The format comes from the content only, as with PIL: every format we decode has a
+    // signature, and trusting the extension only turned "this is a text file" into a
+    // cryptic codec error.
+    match reader.format() {
+        None => {
+            return Err(Error::decode(
+                path,
+                format!(
+                    "not a recognised image format (the content is not JPEG, PNG, BMP, GIF, WebP or TIFF; it starts with {})",
+                    preview(bytes)
+                ),
+            ))
         }
+        // The JPEG decoder fills missing data with grey instead of failing; PIL refuses such
+        // files, and silently training on half-grey images is worse than an error.
+        Some(ImageFormat::Jpeg) if jpeg_is_truncated(bytes) => {
+            return Err(Error::decode(
+                path,
+                format!("truncated JPEG: the data ends before the end-of-image marker ({} bytes)", bytes.len()),
+            ))
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(dec_err)?;
     // Header only so far: refuse before the pixel buffer is allocated.
@@ -84,6 +106,62 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     Ok(RgbImage { width, height, data: rgb.into_raw() })
 }
 
+/// The first bytes of a file for an error message: as text when they look like text.
+fn preview(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(12)];
+    if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(head))
+    } else {
+        let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+        format!("bytes {}", hex.join(" "))
+    }
+}
+
+/// Whether a JPEG (starting with SOI) ends before its end-of-image marker: either the marker
+/// segments run past the end of the file before the first start-of-scan, or no EOI (FF D9)
+/// follows the first scan. Inside entropy-coded data a 0xFF byte is always followed by 0x00 or
+/// a restart marker, so an FF D9 after the scan header can only be the EOI. Malformed segment
+/// structure returns false: the decoder reports that better.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while i < bytes.len() && bytes[i] == 0xFF && bytes.get(i + 1) == Some(&0xFF) {
+            i += 1;
+        }
+        if i + 2 > bytes.len() {
+            return true;
+        }
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        // Standalone markers (TEM, RSTn) carry no length.
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            i += 2;
+            continue;
+        }
+        if marker == 0xD9 {
+            return false; // EOI before any scan: broken, not truncated
+        }
+        if i + 4 > bytes.len() {
+            return true;
+        }
+        let len = u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+        if len < 2 {
+            return false;
+        }
+        let next = i + 2 + len;
+        if next > bytes.len() {
+            return true;
+        }
+        if marker == 0xDA {
+            return !bytes[next..].windows(2).any(|w| w == [0xFF, 0xD9]);
+        }
+        i = next;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +172,18 @@ mod tests {
         assert!(has_image_extension(Path::new("b.tiff")));
         assert!(!has_image_extension(Path::new("Thumbs.db")));
         assert!(!has_image_extension(Path::new("noext")));
+    }
+
+    #[test]
+    fn jpeg_truncation_is_detected() {
+        // SOI, a 4-byte APP0, SOS header (len 8), two bytes of scan data, EOI.
+        let full: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 63, 0, 0x12, 0xFF, 0x00, 0xFF, 0xD9];
+        assert!(!jpeg_is_truncated(full));
+        for cut in 2..full.len() {
+            assert!(jpeg_is_truncated(&full[..cut]), "cut at {cut}");
+        }
+        // Trailing bytes after the EOI are fine.
+        assert!(!jpeg_is_truncated(&[full, b"junk"].concat()));
     }
 
     #[test]

@@ -5,16 +5,18 @@
 //! PATH/tmp to reset" still holds. Layout (little endian):
 //!
 //! ```text
-//! b"FASTAIRS-ACT1\n"  magic
+//! b"FASTAIRS-ACT2\n"  magic
 //! 32 hex digits + b"\n" key: hash of everything that changes the numbers
 //! u64 rows, u64 cols
+//! u64 checksum of the rows*cols f32 that follow
 //! rows*cols f32
 //! ```
 //!
 //! The key hashes the architecture, a hash of the body's weights, the transform description
 //! (sz, statistics, crop) and every file's relative path, size and modification time. A file
 //! whose key differs is recomputed; files are written to a temporary name and renamed, so a
-//! half-written cache is never read.
+//! half-written cache is never read; the checksum catches a file damaged afterwards (the
+//! numbers are otherwise unchecked, and garbage activations would train silently).
 
 use std::fs;
 use std::io::Write;
@@ -24,7 +26,25 @@ use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
-const MAGIC: &[u8] = b"FASTAIRS-ACT1\n";
+const MAGIC: &[u8] = b"FASTAIRS-ACT2\n";
+/// Magic + key line + rows + cols + checksum.
+const HEADER: usize = 14 + 33 + 8 + 8 + 8;
+
+/// A fast 64-bit checksum of the payload (word at a time; tens of MB per lesson-sized split),
+/// meant to catch corruption, not tampering.
+fn checksum(data: &[u8]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ data.len() as u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+    }
+    for &x in words.remainder() {
+        h = (h ^ x as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53).rotate_left(29);
+    }
+    h ^ (h >> 33)
+}
 
 /// 128-bit FNV-1a style hash in two independent 64-bit lanes (enough to tell cache keys apart;
 /// not a security boundary).
@@ -102,21 +122,29 @@ pub fn read(path: &Path, key: &str) -> Lookup {
         Ok(m) => m,
         Err(e) => return Lookup::Stale(format!("cannot map it ({e})")),
     };
-    let header = MAGIC.len() + 33 + 16;
-    if map.len() < header || &map[..MAGIC.len()] != MAGIC {
+    if map.len() < HEADER || &map[..MAGIC.len()] != MAGIC {
         return Lookup::Stale("not a fastai-rs activation cache (bad header)".into());
     }
     let stored_key = &map[MAGIC.len()..MAGIC.len() + 32];
     if stored_key != key.as_bytes() {
         return Lookup::Stale("images, transforms or weights changed since it was written".into());
     }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&map[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
     let at = MAGIC.len() + 33;
-    let rows = u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or([0; 8])) as usize;
-    let cols = u64::from_le_bytes(map[at + 8..at + 16].try_into().unwrap_or([0; 8])) as usize;
-    if map.len() != header + rows * cols * 4 {
-        return Lookup::Stale(format!("truncated ({} bytes for {rows}x{cols} values)", map.len()));
+    let (rows, cols, stored_sum) = (u64_at(at), u64_at(at + 8), u64_at(at + 16));
+    // Checked: a damaged header must not wrap around to a plausible size.
+    let payload = rows.checked_mul(cols).and_then(|n| n.checked_mul(4)).and_then(|n| usize::try_from(n).ok());
+    if payload.and_then(|n| n.checked_add(HEADER)) != Some(map.len()) || i64::try_from(rows).is_err() || i64::try_from(cols).is_err() {
+        return Lookup::Stale(format!("truncated or damaged ({} bytes for {rows}x{cols} values)", map.len()));
     }
-    let data: Vec<f32> = map[header..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if checksum(&map[HEADER..]) != stored_sum {
+        return Lookup::Stale("damaged (checksum mismatch)".into());
+    }
+    let data: Vec<f32> = map[HEADER..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     match Tensor::from_slice(&data).f_view([rows as i64, cols as i64]) {
         Ok(t) => Lookup::Hit(t),
         Err(e) => Lookup::Stale(format!("unreadable ({e})")),
@@ -131,6 +159,7 @@ pub fn write(path: &Path, key: &str, x: &Tensor) -> Result<()> {
     let (rows, cols) = (size.first().copied().unwrap_or(0) as u64, size.get(1).copied().unwrap_or(0) as u64);
     let flat = x.to_kind(Kind::Float).contiguous().view(-1);
     let data: Vec<f32> = Vec::<f32>::try_from(&flat).map_err(Error::torch("reading activations"))?;
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
@@ -139,9 +168,8 @@ pub fn write(path: &Path, key: &str, x: &Tensor) -> Result<()> {
         f.write_all(b"\n")?;
         f.write_all(&rows.to_le_bytes())?;
         f.write_all(&cols.to_le_bytes())?;
-        for v in &data {
-            f.write_all(&v.to_le_bytes())?;
-        }
+        f.write_all(&checksum(&bytes).to_le_bytes())?;
+        f.write_all(&bytes)?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(&tmp, path)
     })();
@@ -172,6 +200,21 @@ mod tests {
         // A truncated file is never read.
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(matches!(read(&path, &key), Lookup::Stale(_)));
+        // One flipped bit in the numbers, header intact: the checksum sees it.
+        write(&path, &key, &x).expect("write");
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 5] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(read(&path, &key), Lookup::Stale(why) if why.contains("checksum")));
+        // A header whose shape wraps around to the file's size is refused, not read.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.truncate(HEADER);
+        let at = MAGIC.len() + 33;
+        bytes[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        bytes[at + 8..at + 16].copy_from_slice(&4u64.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
         assert!(matches!(read(&path, &key), Lookup::Stale(_)));
         let _ = fs::remove_dir_all(&dir);
     }
