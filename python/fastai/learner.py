@@ -4,18 +4,13 @@ Python drives the epochs (so the table, callbacks and checkpoints happen between
 epoch's batch loop, validation and prediction run in Rust without the GIL. Progress is drawn by
 `fastai._progress`; the schedule recorded during a call is left in `learn.sched`.
 """
-import math
 import os
-import warnings
 
 import numpy as np
 import torch
 
-from . import _progress
-from .core import is_listy, sum_geom
 from .exceptions import WeightsError
 from .metrics import accuracy, accuracy_thresh
-from .sgdr import LossRecorder, LR_Finder, CosAnneal
 
 
 def _group_values(v, n_groups, what):

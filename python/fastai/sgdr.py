@@ -16,8 +16,14 @@ import math
 
 import numpy as np
 
-from ._figures import subplots as _subplots
 from .core import sum_geom
+
+
+def _subplots(*args, **kwargs):
+    # matplotlib.pyplot is imported on first plot, not with the module: it is most of the
+    # import time of `fastai.conv_learner` otherwise.
+    from ._figures import subplots
+    return subplots(*args, **kwargs)
 
 __all__ = ["Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
            "sum_geom", "cos_anneal_lrs", "lr_find_lrs"]

@@ -130,10 +130,21 @@ def test_numpy_print_options(probe):
     assert probe["printoptions"] == [5, 110, True]
 
 
-def test_import_time_lenient():
-    """`import fastai.conv_learner` should add under 1 s on top of `import torch`; the
-    threshold is 1.5 s to absorb machine noise (best of three fresh interpreters)."""
+def test_conv_learner_imports_nothing_heavy():
+    """What keeps `import fastai.conv_learner` well under 1 s on top of `import torch`:
+    pyplot, scikit-learn, scipy and pandas are only imported when a plot or metric needs
+    them (the timing itself is in test_import_time, a benchmark)."""
+    code = ("import sys, torch, fastai.conv_learner; "
+            "print([m for m in ('matplotlib.pyplot', 'sklearn', 'scipy', 'pandas') if m in sys.modules])")
+    assert _run(code).strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.benchmark
+def test_import_time():
+    """`import fastai.conv_learner` adds under 1 s to `import torch` (best of three fresh
+    interpreters; run with `-m benchmark` on an idle machine)."""
     code = ("import time; import torch; t = time.perf_counter(); import fastai.conv_learner; "
             "print(time.perf_counter() - t)")
     extra = min(float(_run(code).strip().splitlines()[-1]) for _ in range(3))
-    assert extra < 1.5, f"import fastai.conv_learner adds {extra:.2f} s after import torch"
+    print(f"import fastai.conv_learner adds {extra:.3f} s after import torch")
+    assert extra < 1.0, f"import fastai.conv_learner adds {extra:.2f} s after import torch"
