@@ -69,9 +69,13 @@ def plots_raw(ims, figsize=(12, 6), rows=1, titles=None):
 
 
 def load_img_id(ds, idx, path):
-    """The idx-th file of a dataset as a uint8 HWC array (PIL, original size)."""
+    """The idx-th file of a dataset as a uint8 HWC RGB array at its original size, decoded
+    like the training images (EXIF orientation applied), so what is shown is what was
+    learnt from (fastai 0.7 used PIL here, which ignores EXIF: spec 13, rough edge 13)."""
     import os
-    return np.array(Image.open(os.path.join(path, ds.fnames[idx])))
+
+    from .dataset import open_image
+    return np.round(open_image(os.path.join(path, ds.fnames[idx])) * 255).astype(np.uint8)
 
 
 def plot_confusion_matrix(cm, classes, normalize=False, title="Confusion matrix",
