@@ -129,7 +129,27 @@ class ConvLearner(Learner):
         return ["head"] if self.precompute else ["group0", "group1", "head"]
 
     def summary(self):
-        print(repr(self.model))
+        """Per layer of the full model, for one (3, sz, sz) input: input and output shapes
+        (batch dimension shown as -1), parameter count and whether it trains, keyed
+        `'<Layer>-<n>'` as fastai 0.7's summary was."""
+        from collections import OrderedDict
+        rows = self._native.summary(int(self.data_.sz))
+        params, groups = {}, {}
+        for key, shape, group, is_param in self._native.entries():
+            owner = key.split(".")[0]
+            groups[owner] = group
+            if is_param:
+                params[owner] = params.get(owner, 0) + int(np.prod(shape))
+        trainable = self._native.trainable
+        out, prev = OrderedDict(), [-1, 3, self.data_.sz, self.data_.sz]
+        for i, (name, shape) in enumerate(rows):
+            owner = name if name.startswith("_") else str(i)
+            shape = [-1] + list(shape[1:])
+            out[f"{name}-{i + 1}"] = OrderedDict(
+                input_shape=prev, output_shape=shape, nb_params=params.get(owner, 0),
+                trainable=bool(trainable[groups[owner]]) if owner in groups else False)
+            prev = shape
+        return out
 
     # ---- precompute ------------------------------------------------------------------------
     @property

@@ -173,13 +173,25 @@ pub fn efficientnet_lite0(store: &mut ParamStore) -> Box<dyn Backbone> {
 }
 
 impl Backbone for EfficientNetLite {
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let l = &self.layers;
-        let mut x = l.bn0.forward(&l.stem.forward(x), bn.train(0)).relu6();
+        let x = l.stem.forward(x);
+        trace("_conv_stem", &x);
+        let x = l.bn0.forward(&x, bn.train(0));
+        trace("_bn0", &x);
+        let mut x = x.relu6();
+        trace("ReLU6", &x);
         for block in &l.blocks {
             x = block.forward(&x, bn);
         }
-        l.bn1.forward(&l.head.forward(&x), bn.train(1)).relu6()
+        trace("_blocks", &x);
+        let x = l.head.forward(&x);
+        trace("_conv_head", &x);
+        let x = l.bn1.forward(&x, bn.train(1));
+        trace("_bn1", &x);
+        let x = x.relu6();
+        trace("ReLU6", &x);
+        x
     }
 
     fn out_channels(&self) -> i64 {

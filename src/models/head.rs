@@ -90,21 +90,32 @@ impl Head {
 
     /// `train`: dropout active and BatchNorm on batch statistics (unless `bn_frozen`).
     pub fn forward(&self, x: &Tensor, train: bool, bn_train: bool) -> Tensor {
+        self.forward_traced(x, train, bn_train, &mut |_, _| {})
+    }
+
+    /// As `forward`, calling `trace` with each layer's name and output.
+    pub fn forward_traced(&self, x: &Tensor, train: bool, bn_train: bool, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let mut x = x.shallow_clone();
         for b in &self.blocks {
             x = b.bn.forward(&x, bn_train);
+            trace("BatchNorm1d", &x);
             if b.p > 0.0 {
                 x = x.dropout(b.p, train);
+                trace("Dropout", &x);
             }
             x = x.linear(&b.weight, Some(&b.bias));
+            trace("Linear", &x);
             if b.relu {
                 x = x.relu();
+                trace("ReLU", &x);
             }
         }
-        match self.output {
-            Output::LogSoftmax => x.log_softmax(1, Kind::Float),
-            Output::Sigmoid => x.sigmoid(),
-            Output::Identity => x,
-        }
+        let (name, out) = match self.output {
+            Output::LogSoftmax => ("LogSoftmax", x.log_softmax(1, Kind::Float)),
+            Output::Sigmoid => ("Sigmoid", x.sigmoid()),
+            Output::Identity => return x,
+        };
+        trace(name, &out);
+        out
     }
 }

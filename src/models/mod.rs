@@ -28,8 +28,12 @@ impl BnMode {
 
 /// A backbone cut as fastai 0.7 cuts it (everything before the global pool and classifier).
 pub trait Backbone: Send {
-    /// `x`: (N, 3, H, W) normalised images -> (N, C, h, w) feature map.
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor;
+    /// `x`: (N, 3, H, W) normalised images -> (N, C, h, w) feature map; `trace` is called with
+    /// each direct child's name and output (what `learn.summary()` shows).
+    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor;
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        self.forward_traced(x, bn, &mut |_, _| {})
+    }
     /// C of the feature map (512 for resnet34); the head's input is 2*C (concat pooling).
     fn out_channels(&self) -> i64;
 }
@@ -139,6 +143,24 @@ impl ConvNet {
 
     pub fn forward(&self, x: &Tensor, train: bool, bn: BnMode) -> Tensor {
         self.head_forward(&self.features(x, bn), train, bn)
+    }
+
+    /// (layer, output shape) of every layer of the flat model for one (3, sz, sz) input,
+    /// in eval mode.
+    pub fn summary(&self, sz: i64) -> Vec<(String, Vec<i64>)> {
+        let mut rows = Vec::new();
+        tch::no_grad(|| {
+            let x = Tensor::zeros([1, 3, sz, sz], (tch::Kind::Float, self.device()));
+            let mut trace = |name: &str, t: &Tensor| rows.push((name.to_string(), t.size()));
+            let f = self.body.forward_traced(&x, BnMode::EVAL, &mut trace);
+            let (max, _) = f.adaptive_max_pool2d([1, 1]);
+            let pooled = Tensor::cat(&[max, f.adaptive_avg_pool2d([1, 1])], 1);
+            trace("AdaptiveConcatPool2d", &pooled);
+            let flat = pooled.flatten(1, -1);
+            trace("Flatten", &flat);
+            self.head.forward_traced(&flat, false, false, &mut trace);
+        });
+        rows
     }
 
     pub fn output(&self) -> Output {

@@ -102,13 +102,20 @@ pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool) -> B
 }
 
 impl Backbone for ResNet {
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let mut x = self.bn1.forward(&self.conv1.forward(x), bn.train(0)).relu();
-        x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
+        let x = self.conv1.forward(x);
+        trace("Conv2d", &x);
+        let x = self.bn1.forward(&x, bn.train(0));
+        trace("BatchNorm2d", &x);
+        let x = x.relu();
+        trace("ReLU", &x);
+        let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        trace("MaxPool2d", &x);
         for (group, blocks) in &self.layers {
             for block in blocks {
                 x = block.forward(&x, bn.train(*group));
             }
+            trace("Sequential", &x);
         }
         x
     }

@@ -166,6 +166,11 @@ impl PyLearner {
         Ok(l.net.store.entries.iter().map(|e| (e.key.clone(), e.tensor.size(), e.group, e.kind == crate::models::EntryKind::Param)).collect())
     }
 
+    /// (layer, output shape) of each layer for one (3, sz, sz) input.
+    fn summary(&self, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
+        Ok(self.lock()?.net.summary(sz))
+    }
+
     /// Loads a published checkpoint (torchvision names) into the body; strict.
     fn load_backbone(&self, py: Python<'_>, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();

@@ -223,3 +223,22 @@ def test_unfreeze_while_precompute_turns_it_off_and_trains_the_body(hub, folder)
     learn.fit(1e-2, 1)
     groups = group_of(learn)
     assert any(not torch.equal(before[k], v) for k, v in state(learn).items() if groups[k] == 0)
+
+
+def test_summary_shapes_and_model_repr(hub, folder):
+    learn = make(folder)
+    s = learn.summary()
+    names = list(s)
+    assert names[:4] == ["Conv2d-1", "BatchNorm2d-2", "ReLU-3", "MaxPool2d-4"]
+    # resnet18 at 32 px: conv1 stride 2 -> 16, maxpool -> 8, layer2..4 halve -> 1.
+    assert s["Conv2d-1"]["output_shape"] == [-1, 64, 16, 16]
+    assert s["Sequential-8"]["output_shape"] == [-1, 512, 1, 1]
+    assert s["AdaptiveConcatPool2d-9"]["output_shape"] == [-1, 1024, 1, 1]
+    assert s["Flatten-10"]["output_shape"] == [-1, 1024]
+    assert names[-1] == "LogSoftmax-18" and s[names[-1]]["output_shape"] == [-1, 2]
+    assert s["Linear-13"]["nb_params"] == 1024 * 512 + 512 and s["Linear-13"]["trainable"]
+    assert s["Conv2d-1"]["nb_params"] == 64 * 3 * 7 * 7 and not s["Conv2d-1"]["trainable"]
+    tv = torchvision.models.resnet18()
+    n_body = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith("fc."))
+    assert learn.model.parameters_count() == n_body + 528_898
+    assert f"{n_body + 528_898:,} parameters" in repr(learn.model)
