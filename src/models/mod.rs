@@ -158,7 +158,7 @@ impl ConvNet {
             trace("AdaptiveConcatPool2d", &pooled);
             let flat = pooled.flatten(1, -1);
             trace("Flatten", &flat);
-            self.head.forward_traced(&flat, false, false, &mut trace);
+            let _ = self.head.forward_traced(&flat, false, false, &mut trace);
         });
         rows
     }

@@ -111,6 +111,18 @@ impl Learner {
         l
     }
 
+    /// Host batch -> the model's device. On CUDA the batch is pinned and copied without
+    /// blocking, so the copy overlaps the kernels already queued.
+    fn upload(&self, t: Tensor) -> Result<Tensor> {
+        match self.device {
+            Device::Cpu => Ok(t),
+            d => {
+                let pinned = t.f_pin_memory(d).map_err(Error::torch("pinning a batch"))?;
+                pinned.f_to_device_(d, pinned.kind(), true, false).map_err(Error::torch("copying a batch to the GPU"))
+            }
+        }
+    }
+
     /// Groups `n..` train, the earlier ones are frozen (Python slice semantics: -1 = head only).
     pub fn freeze_to(&mut self, n: i64) {
         let start = if n < 0 { (3 + n).max(0) as usize } else { (n as usize).min(3) };
@@ -178,15 +190,14 @@ impl Learner {
         &mut self, src: &dyn BatchSource, epoch: u64, on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
         let bn = if self.fit.as_ref().is_some_and(|f| f.precompute) { BnMode([false, false, !self.bn_freeze]) } else { self.train_bn_mode() };
-        let device = self.device;
         let mut fit = self.fit.take().ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
         let result = (|| -> Result<EpochResult> {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
                 let m = fit.schedule.multiplier(fit.t);
                 let lrs = fit.lrs.map(|lr| lr * m);
-                let x = x.to_device(device);
-                let y = y.to_device(device);
+                let x = self.upload(x)?;
+                let y = self.upload(y)?;
                 let out = if fit.precompute { self.net.head_forward(&x, true, bn) } else { self.net.forward(&x, true, bn) };
                 let loss = self.loss(&out, &y)?;
                 fit.sgd.zero_grad();
@@ -230,11 +241,11 @@ impl Learner {
         tch::no_grad(|| -> Result<()> {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
-                let x = x.to_device(self.device);
+                let x = self.upload(x)?;
                 let out = if head_only { self.net.head_forward(&x, false, BnMode::EVAL) } else { self.net.forward(&x, false, BnMode::EVAL) };
                 let bs = x.size()[0] as usize;
                 if with_loss {
-                    loss_sum += self.loss(&out, &y.to_device(self.device))?.double_value(&[]) * bs as f64;
+                    loss_sum += self.loss(&out, &self.upload(y.shallow_clone())?)?.double_value(&[]) * bs as f64;
                 }
                 n += bs;
                 outs.push(out.to_device(Device::Cpu));
@@ -255,7 +266,7 @@ impl Learner {
         tch::no_grad(|| -> Result<()> {
             for (b, batch) in src.batches(0).enumerate() {
                 let (x, _) = batch?;
-                outs.push(self.net.features(&x.to_device(self.device), BnMode::EVAL).to_device(Device::Cpu));
+                outs.push(self.net.features(&self.upload(x)?, BnMode::EVAL).to_device(Device::Cpu));
                 on_batch(b)?;
             }
             Ok(())
