@@ -180,7 +180,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds; "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+          f"malloc tuned by fastai._native: {getattr(_native, 'malloc_tuned', None)}")
     ratios = {}
     if not args.skip_head:
         ratios["head"] = bench_head(args)
