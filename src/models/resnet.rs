@@ -22,21 +22,25 @@ enum Block {
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let (out, down) = match self {
+            // In-place ReLU and residual add, as torchvision does: the BatchNorm backward
+            // needs its input, not its output, so overwriting the output is safe and saves
+            // an allocation per layer.
             Block::Basic { conv1, bn1, conv2, bn2, down } => {
-                let y = bn1.forward(&conv1.forward(x), train).relu();
+                let y = bn1.forward(&conv1.forward(x), train).relu_();
                 (bn2.forward(&conv2.forward(&y), train), down)
             }
             Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, down } => {
-                let y = bn1.forward(&conv1.forward(x), train).relu();
-                let y = bn2.forward(&conv2.forward(&y), train).relu();
+                let y = bn1.forward(&conv1.forward(x), train).relu_();
+                let y = bn2.forward(&conv2.forward(&y), train).relu_();
                 (bn3.forward(&conv3.forward(&y), train), down)
             }
         };
-        let identity = match down {
-            Some((conv, bn)) => bn.forward(&conv.forward(x), train),
-            None => x.shallow_clone(),
-        };
-        (out + identity).relu()
+        let mut out = out;
+        match down {
+            Some((conv, bn)) => out += bn.forward(&conv.forward(x), train),
+            None => out += x,
+        }
+        out.relu_()
     }
 }
 
@@ -105,9 +109,9 @@ impl Backbone for ResNet {
     fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let x = self.conv1.forward(x);
         trace("Conv2d", &x);
-        let x = self.bn1.forward(&x, bn.train(0));
+        let mut x = self.bn1.forward(&x, bn.train(0));
         trace("BatchNorm2d", &x);
-        let x = x.relu();
+        let x = x.relu_();
         trace("ReLU", &x);
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         trace("MaxPool2d", &x);
