@@ -364,6 +364,9 @@ class ConvLearner(Learner):
         """Outputs for a batch in model input format: float32 (n, 3, sz, sz) normalised images
         (or (n, nf) activations); returns numpy log-probabilities."""
         x = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32)
+        if not ((x.dim() == 4 and x.shape[1] == 3) or (x.dim() == 2 and x.shape[1] == self.nf)):
+            raise ValueError(f"predict_array: expected normalised images (n, 3, H, W) or activations "
+                             f"(n, {self.nf}), got shape {tuple(x.shape)}")
         return to_np(self._native.predict_array(x))
 
     def TTA(self, n_aug=4, is_test=False):

@@ -242,3 +242,14 @@ def test_summary_shapes_and_model_repr(hub, folder):
     n_body = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith("fc."))
     assert learn.model.parameters_count() == n_body + 528_898
     assert f"{n_body + 528_898:,} parameters" in repr(learn.model)
+
+
+def test_predict_array_images_activations_and_bad_shape(hub, folder):
+    learn = make(folder, precompute=True)
+    x = np.stack([learn.data.val_ds[i][0] for i in range(3)])
+    from_images = learn.predict_array(x)
+    np.testing.assert_allclose(from_images, learn.predict()[:3], rtol=1e-4, atol=1e-5)
+    acts = learn._acts["val"][:3].numpy()
+    np.testing.assert_allclose(learn.predict_array(acts), from_images, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(n, 3, H, W\)"):
+        learn.predict_array(np.zeros((2, 5), np.float32))
