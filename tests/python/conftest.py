@@ -4,3 +4,21 @@ import os
 # Tests draw figures but never show them: the non-interactive backend, set before any test
 # module imports matplotlib.
 os.environ["MPLBACKEND"] = "Agg"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """TORCH_HOME pointing at a temporary hub cache holding a random-weights resnet18."""
+    from _shared import write_random_checkpoint
+    home = tmp_path_factory.mktemp("torch_home")
+    write_random_checkpoint(str(home), "resnet18", "resnet18-f37072fd.pth")
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DOGSCATS = os.environ.get("FASTAI_DOGSCATS", os.path.join(ROOT, "..", "shared", "data", "dogscats"))
+from _shared import DOGSCATS, dogscats_slice
+
 N_TRAIN, N_VALID = 50, 50  # per class: 100 train and 100 valid photos
 SZ = 128
 # Measured 0.95 (val_loss 0.22) with 2 epochs of 4 batches each; the slice and the weights are
@@ -18,14 +18,6 @@ SZ = 128
 FLOOR = 0.85
 
 
-def _slice(dst):
-    """dst/{train,valid}/{cats,dogs}/: symlinks to the first photos (sorted) of each class."""
-    for split, n in (("train", N_TRAIN), ("valid", N_VALID)):
-        for cls in ("cats", "dogs"):
-            src = os.path.join(DOGSCATS, split, cls)
-            os.makedirs(os.path.join(dst, split, cls))
-            for f in sorted(os.listdir(src))[:n]:
-                os.symlink(os.path.join(src, f), os.path.join(dst, split, cls, f))
 
 
 def _have_photos():
@@ -47,7 +39,7 @@ def test_efficientnet_lite0_learns_dogs_vs_cats(tmp_path):
     from fastai.transforms import tfms_from_model, transforms_side_on
 
     path = str(tmp_path / "dogscats")
-    _slice(path)
+    dogscats_slice(path, N_TRAIN, N_VALID)
     tfms = tfms_from_model(efficientnet_lite0, SZ, aug_tfms=transforms_side_on, max_zoom=1.1)
     assert np.allclose(tfms[1].norm.m, 0.5) and np.allclose(tfms[1].norm.s, 0.5)
     data = ImageClassifierData.from_paths(path + "/", bs=32, tfms=tfms)

@@ -19,7 +19,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 
 from fastai.conv_learner import ConvLearner, resnet18
@@ -314,20 +313,6 @@ def test_csv_listing_unknown_files(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Learner: a random-weights ResNet-18 in a temporary torch hub cache
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    home = tmp_path_factory.mktemp("torch_home")
-    ck = home / "hub" / "checkpoints"
-    ck.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ck / "resnet18-f37072fd.pth")
-    old = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("TORCH_HOME", None)
-    else:
-        os.environ["TORCH_HOME"] = old
 
 
 @pytest.fixture(scope="module")

@@ -31,20 +31,6 @@ def write_images(root, n_train=8, n_valid=4, seed=0):
                 Image.fromarray(img).save(d / f"{name[:-1]}.{i}.jpg", quality=95)
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    home = tmp_path_factory.mktemp("torch_home")
-    ck = home / "hub" / "checkpoints"
-    ck.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), ck / "resnet18-f37072fd.pth")
-    old = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("TORCH_HOME", None)
-    else:
-        os.environ["TORCH_HOME"] = old
 
 
 @pytest.fixture
@@ -136,7 +122,7 @@ def test_lrs_of_wrong_length_is_a_clear_error(hub, folder):
 
 
 def test_precompute_cache_is_reused_and_recomputed_when_needed(hub, folder):
-    learn = make(folder, precompute=True)
+    make(folder, precompute=True)
     cache = os.path.join(folder, "tmp", f"x_act_resnet18_0_{SZ}.bin")
     assert os.path.exists(cache)
     m0 = os.stat(cache).st_mtime_ns

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
+from _shared import DOGSCATS, dogscats_slice, write_random_checkpoint
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLES = os.path.join(ROOT, "examples")
 NOTEBOOK = os.path.join(EXAMPLES, "lesson1.ipynb")
-DOGSCATS = os.environ.get("FASTAI_DOGSCATS",
-                          os.path.join(ROOT, "..", "shared", "data", "dogscats"))
 N_TRAIN, N_VALID = 24, 12
 
 
@@ -32,14 +32,6 @@ def test_notebook_matches_its_generator(tmp_path):
             "examples/lesson1.ipynb is stale: run python examples/make_lesson1_notebook.py"
 
 
-def _slice(dst):
-    """dst/{train,valid}/{cats,dogs}/ with symlinks to the first files (sorted) of each."""
-    for split, n in (("train", N_TRAIN), ("valid", N_VALID)):
-        for cls in ("cats", "dogs"):
-            src = os.path.join(DOGSCATS, split, cls)
-            os.makedirs(os.path.join(dst, split, cls))
-            for f in sorted(os.listdir(src))[:n]:
-                os.symlink(os.path.join(src, f), os.path.join(dst, split, cls, f))
 
 
 def _kernel_spec(jupyter_dir, env):
@@ -58,15 +50,11 @@ def test_lesson1_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
 
     data = tmp_path / "dogscats"
-    _slice(str(data))
-    hub = tmp_path / "torch" / "hub" / "checkpoints"
-    hub.mkdir(parents=True)
-    torch.save(torchvision.models.resnet34(weights=None).state_dict(),
-               hub / "resnet34-b627a593.pth")
+    dogscats_slice(str(data), N_TRAIN, N_VALID)
+    write_random_checkpoint(str(tmp_path / "torch"), "resnet34", "resnet34-b627a593.pth")
 
     jupyter_dir = tmp_path / "jupyter"
     _kernel_spec(str(jupyter_dir), {
