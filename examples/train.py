@@ -32,9 +32,11 @@ DEFAULT = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "dog
 
 
 def writable_copy(path):
-    """A folder of symlinks to `path`'s images when `path` itself is read-only, so the learner
-    can write tmp/ and models/ (the photos are read in place, never copied)."""
-    if os.access(path, os.W_OK):
+    """A folder of symlinks to `path`'s images when `path` is the shared data set (never
+    written to, whatever its permission bits say: root ignores them) or is read-only, so the
+    learner can write tmp/ and models/ (the photos are read in place, never copied)."""
+    shared = os.path.realpath(path) == os.path.realpath(DEFAULT)
+    if not shared and os.access(path, os.W_OK):
         return path
     dest = os.path.join(HERE, "..", "runs", os.path.basename(os.path.normpath(path)))
     dest = os.path.normpath(dest)
@@ -48,7 +50,7 @@ def writable_copy(path):
                 link = os.path.join(dest, split, cls, f)
                 if not os.path.lexists(link):
                     os.symlink(os.path.join(src_dir, f), link)
-    print(f"{path} is read-only: training from symlinks in {dest}")
+    print(f"{path} is {'the shared data set' if shared else 'read-only'}: training from symlinks in {dest}")
     return dest
 
 
