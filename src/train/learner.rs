@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::schedule::{Schedule, SmoothedLoss};
 use super::sgd::Sgd;
-use crate::models::{BnMode, ConvNet, EntryKind, Output, HEAD_GROUP};
+use crate::models::{BnMode, ConvNet, EntryKind, Output};
 use crate::{Error, Result};
 
 /// Anything that yields `(x, y)` batches on the CPU: image loaders or cached activations.
@@ -289,11 +289,4 @@ impl Learner {
             }
         });
     }
-
-    /// Which layer group a state-dict key belongs to (for tests and summaries).
-    pub fn group_of(&self, key: &str) -> Option<usize> {
-        self.net.store.get(key).map(|e| e.group)
-    }
 }
-
-pub const N_GROUPS: usize = HEAD_GROUP + 1;
