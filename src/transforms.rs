@@ -234,6 +234,16 @@ pub fn random_offset(n: usize, s: usize, u: f64) -> usize {
     ((u * n.saturating_sub(s) as f64).floor() as usize).min(n.saturating_sub(s))
 }
 
+/// Where source coordinate (y, x) reads from under `border`: mirrored back inside for
+/// Reflect, `None` (a zero pixel) outside the image for Constant.
+#[inline]
+fn apply_border(y: f32, x: f32, rows: usize, cols: usize, border: Border) -> Option<(f32, f32)> {
+    match border {
+        Border::Reflect => Some((reflect(y, rows), reflect(x, cols))),
+        Border::Constant => (inside(y, rows) && inside(x, cols)).then_some((y, x)),
+    }
+}
+
 /// Continuous half-sample-symmetric reflection of `x` into [−0.5, n − 0.5]. Bilinear sampling of
 /// the reflected coordinate equals bilinear sampling of the mirror-extended image.
 #[inline]
@@ -298,38 +308,16 @@ impl Plan {
                 Geo::Pad { p, rows, cols, border } => {
                     y -= p;
                     x -= p;
-                    if !borders {
-                        continue;
-                    }
-                    match border {
-                        Border::Reflect => {
-                            y = reflect(y, rows);
-                            x = reflect(x, cols);
-                        }
-                        Border::Constant => {
-                            if !inside(y, rows) || !inside(x, cols) {
-                                return None;
-                            }
-                        }
+                    if borders {
+                        (y, x) = apply_border(y, x, rows, cols, border)?;
                     }
                 }
                 Geo::Affine { a, cx, cy, rows, cols, border } => {
                     let (dx, dy) = (x - cx, y - cy);
                     x = a[0] * dx + a[1] * dy + cx;
                     y = a[2] * dx + a[3] * dy + cy;
-                    if !borders {
-                        continue;
-                    }
-                    match border {
-                        Border::Reflect => {
-                            y = reflect(y, rows);
-                            x = reflect(x, cols);
-                        }
-                        Border::Constant => {
-                            if !inside(y, rows) || !inside(x, cols) {
-                                return None;
-                            }
-                        }
+                    if borders {
+                        (y, x) = apply_border(y, x, rows, cols, border)?;
                     }
                 }
                 Geo::Dihedral { k, flip, rows, cols } => {
