@@ -431,7 +431,32 @@ fn transform_image<'py>(
     Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
 }
 
+/// Seconds per image of `n` runs of a pipeline on one uint8 (H, W, 3) image, draws varying per
+/// run (for benches/bench_loader.py's per-stage breakdown; no Python inside the timed loop).
+#[pyfunction]
+fn time_pipeline(py: Python<'_>, img: PyReadonlyArrayDyn<'_, u8>, spec: &Bound<'_, PyDict>, n: usize) -> PyResult<f64> {
+    let pipeline = pipeline_from_spec(spec)?;
+    let shape = img.shape().to_vec();
+    if shape.len() != 3 || shape[2] != 3 {
+        return Err(PyValueError::new_err(format!("expected an (H, W, 3) image, got shape {shape:?}")));
+    }
+    let data: Vec<u8> = img.as_array().iter().copied().collect();
+    let (rows, cols) = (shape[0], shape[1]);
+    py.allow_threads(move || {
+        let mut out = vec![0f32; 3 * pipeline.sz * pipeline.sz];
+        let src = Src { data: SrcRef::U8(&data), rows, cols };
+        let t = std::time::Instant::now();
+        for i in 0..n.max(1) {
+            let params = pipeline.draw(&mut Rng::for_item(0, STREAM_AUG, 0, i as u64));
+            pipeline.apply(&src, &params, &mut out)?;
+        }
+        Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
+    })
+    .map_err(|e: String| PyValueError::new_err(e))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(time_pipeline, m)?)?;
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
     m.add_class::<PyBatchIter>()?;
