@@ -27,6 +27,22 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# libjpeg-turbo is built from the source vendored in the turbojpeg crate: it needs cmake, and
+# nasm for its SIMD code. Install them from the distribution when missing (Debian/Ubuntu here).
+missing=()
+for tool in cmake nasm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} (needed to build libjpeg-turbo)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get install -y -q "${missing[@]}" >/dev/null || {
+      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null; }
+  else
+    echo "setup: please install ${missing[*]} (needed to build libjpeg-turbo)" >&2
+    exit 1
+  fi
+fi
+
 echo "setup: building the extension (first build takes ~5 minutes)"
 # torch-sys finds libtorch by running `python3 -c "import torch..."`: it must be the venv's.
 source "$VENV/bin/activate"

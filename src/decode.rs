@@ -7,6 +7,7 @@
 //! content, never the extension, and a JPEG cut short is an error (as in PIL), not an image
 //! padded with grey.
 
+use std::cell::RefCell;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
@@ -60,10 +61,11 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    let reader_format = reader.format();
     // The format comes from the content only, as with PIL: every format we decode has a
     // signature, and trusting the extension only turned "this is a text file" into a
     // cryptic codec error.
-    match reader.format() {
+    match reader_format {
         None => {
             return Err(Error::decode(
                 path,
@@ -94,7 +96,17 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     }
     // A broken EXIF block should not make an otherwise fine image unusable.
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(dec_err)?;
+    // JPEGs go through libjpeg-turbo when it can give RGB directly; CMYK/YCCK files, and any
+    // file it rejects or only decodes with warnings (corrupt data), take the image crate's
+    // decoder, whose verdict then stands.
+    let turbo = match reader_format {
+        Some(ImageFormat::Jpeg) => decode_jpeg_turbo(bytes, w as usize, h as usize),
+        _ => None,
+    };
+    let mut img = match turbo {
+        Some(buf) => DynamicImage::ImageRgb8(buf),
+        None => DynamicImage::from_decoder(decoder).map_err(dec_err)?,
+    };
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -104,6 +116,35 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     };
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     Ok(RgbImage { width, height, data: rgb.into_raw() })
+}
+
+thread_local! {
+    // A libjpeg-turbo decompressor per worker thread: creating one allocates its state.
+    static TURBO: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+}
+
+/// Decodes a JPEG of (already validated) size `w × h` with libjpeg-turbo into RGB, or `None`
+/// when it cannot do so cleanly (see the caller).
+fn decode_jpeg_turbo(bytes: &[u8], w: usize, h: usize) -> Option<image::RgbImage> {
+    TURBO.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = turbojpeg::Decompressor::new().ok();
+        }
+        let d = cell.as_mut()?;
+        let header = d.read_header(bytes).ok()?;
+        let rgb_capable = matches!(
+            header.colorspace,
+            turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray | turbojpeg::Colorspace::RGB
+        );
+        if !rgb_capable || header.width != w || header.height != h {
+            return None;
+        }
+        let mut pixels = vec![0u8; w * h * 3];
+        let image = turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+        d.decompress(bytes, image).ok()?;
+        image::RgbImage::from_raw(w as u32, h as u32, pixels)
+    })
 }
 
 /// The first bytes of a file for an error message: as text when they look like text.
