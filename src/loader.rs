@@ -8,7 +8,7 @@
 //! depend on the number of threads. No Python is involved: workers never touch the GIL.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -87,6 +87,9 @@ struct Inner {
     /// Batch buffers handed back by consumers (`recycle`): a fresh 40 MB buffer per batch costs
     /// ~10k page faults, a recycled one none.
     free: Mutex<Vec<Vec<f32>>>,
+    /// Batch buffers allocated fresh so far: with a consumer that lets batches go, this stays
+    /// at the prefetch bound however many batches pass (tests read it to check the bound).
+    fresh: AtomicUsize,
 }
 
 /// A loader over one dataset with one pipeline. Cheap to clone (shared internals).
@@ -130,7 +133,7 @@ impl DataLoader {
                 )));
             }
         }
-        Ok(DataLoader { inner: Arc::new(Inner { root, files, targets, pipeline, cfg, pool, free: Mutex::new(Vec::new()) }) })
+        Ok(DataLoader { inner: Arc::new(Inner { root, files, targets, pipeline, cfg, pool, free: Mutex::new(Vec::new()), fresh: AtomicUsize::new(0) }) })
     }
 
     /// Batches per epoch: ceil(items / bs).
@@ -223,8 +226,16 @@ impl DataLoader {
                 v.resize(n, 0.0);
                 v
             }
-            None => vec![0f32; n],
+            None => {
+                self.inner.fresh.fetch_add(1, Ordering::Relaxed);
+                vec![0f32; n]
+            }
         }
+    }
+
+    /// How many batch buffers were allocated fresh (not recycled) since the loader was made.
+    pub fn buffers_allocated(&self) -> usize {
+        self.inner.fresh.load(Ordering::Relaxed)
     }
 
     /// One item, transformed: (3·sz·sz floats, its index).

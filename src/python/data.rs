@@ -227,6 +227,11 @@ impl PyDataLoader {
     fn shuffle(&self) -> bool {
         self.inner.shuffle()
     }
+    /// Batch buffers allocated fresh (not recycled) so far.
+    #[getter]
+    fn buffers_allocated(&self) -> usize {
+        self.inner.buffers_allocated()
+    }
     fn files(&self) -> Vec<PathBuf> {
         self.inner.files()
     }

@@ -284,3 +284,20 @@ def test_get_cv_idxs_leaves_global_state_alone():
     np.random.seed(42)  # the original's algorithm, on the global generator
     assert idx.tolist() == np.random.permutation(50)[:10].tolist()
     assert get_cv_idxs(50, cv_idx=1, val_pct=0.1).tolist() == np.random.RandomState(42).permutation(50)[5:10].tolist()
+
+
+def test_memory_is_bounded_by_the_prefetch_depth(tmp_path):
+    """However many batches pass, a consumer that lets each batch go makes the loader allocate
+    only the few buffers of its prefetch window (channel depth 4, the batch being built, the one
+    the consumer holds); holding on to every batch is the one way to need more."""
+    make_tree(str(tmp_path), layout(n_trn=(20, 20), n_val=(1, 1)), size=(20, 24))
+    data = data_of(str(tmp_path) + "/", bs=1, tfms=tfms(aug=True))
+    dl = data.trn_dl
+    n = 0
+    for _ in range(3):
+        for x, y in dl:
+            n += 1
+    assert n == 120
+    assert dl._native.buffers_allocated <= 4 + 3, dl._native.buffers_allocated
+    kept = [x for x, _ in dl]
+    assert len(kept) == 40 and dl._native.buffers_allocated >= 40
