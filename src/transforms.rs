@@ -92,45 +92,7 @@ impl Pipeline {
 // ---------------------------------------------------------------------------------------------
 // Random numbers
 
-/// SplitMix64: tiny, fast and statistically fine for augmentation draws; we need independent
-/// streams per (seed, epoch, index), not cryptographic quality.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(mix64(seed))
-    }
-    /// A generator for one purpose, one epoch and one item, independent of every other triple.
-    pub fn for_item(seed: u64, stream: u64, epoch: u64, index: u64) -> Self {
-        let a = mix64(seed ^ 0x5851_f42d_4c95_7f2d);
-        let b = mix64(a ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let c = mix64(b ^ epoch.wrapping_mul(0xd1b5_4a32_d192_ed03));
-        Rng(mix64(c ^ index.wrapping_mul(0x8cb9_2ba7_2f3d_8dd7)))
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.uniform()
-    }
-    /// Uniform integer in 0..n (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        // Multiply-shift; the bias for our tiny n is far below anything observable.
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-}
+pub use crate::rng::Rng;
 
 /// Stream ids so shuffling and augmentation never share random numbers.
 pub const STREAM_AUG: u64 = 1;

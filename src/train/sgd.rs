@@ -43,7 +43,11 @@ impl Sgd {
                 if !grad.defined() {
                     continue;
                 }
-                let mut d = if wds[*group] != 0.0 { grad.f_add(&(&*p * wds[*group])).map_err(Error::torch("sgd weight decay"))? } else { grad };
+                let (lr, wd) = (lrs[*group], wds[*group]);
+                if mu != 0.0 && fused_cpu_step(p, &grad, buf, lr, wd, mu) {
+                    continue;
+                }
+                let mut d = if wd != 0.0 { grad.f_add(&(&*p * wd)).map_err(Error::torch("sgd weight decay"))? } else { grad };
                 if mu != 0.0 {
                     let b = match buf.take() {
                         None => d.detach().copy(),
@@ -56,9 +60,46 @@ impl Sgd {
                     d = b.shallow_clone();
                     *buf = Some(b);
                 }
-                let _ = p.f_sub_(&(d * lrs[*group])).map_err(Error::torch("sgd step"))?;
+                let _ = p.f_sub_(&(d * lr)).map_err(Error::torch("sgd step"))?;
             }
             Ok(())
         })
     }
+}
+
+/// The whole update of one contiguous float32 CPU parameter in a single pass over memory
+/// (weight decay, momentum, step), with the same arithmetic order as the tensor-op path and
+/// torch.optim.SGD: d = g + wd·w; v = mu·v + d (v = d at first); w = w − lr·v. Returns false,
+/// touching nothing, when the tensors do not qualify (CUDA, other dtypes, strided).
+fn fused_cpu_step(p: &mut Tensor, grad: &Tensor, buf: &mut Option<Tensor>, lr: f64, wd: f64, mu: f64) -> bool {
+    let plain = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float && t.is_contiguous();
+    if !plain(p) || !plain(grad) || grad.numel() != p.numel() {
+        return false;
+    }
+    let first = buf.is_none();
+    if first {
+        *buf = Some(p.zeros_like());
+    }
+    let Some(b) = buf.as_mut() else { return false };
+    if !plain(b) || b.numel() != p.numel() {
+        return false;
+    }
+    let n = p.numel();
+    let (lr, wd, mu) = (lr as f32, wd as f32, mu as f32);
+    // SAFETY: three distinct contiguous float32 CPU tensors of n elements each (checked
+    // above; the momentum buffer is ours, the gradient is autograd's own tensor, not a view of
+    // the parameter), alive for the whole loop; no other thread touches them during a step.
+    let (w, g, v) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts(grad.data_ptr() as *const f32, n),
+            std::slice::from_raw_parts_mut(b.data_ptr() as *mut f32, n),
+        )
+    };
+    for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
+        let d = if wd != 0.0 { g + *w * wd } else { g };
+        *v = if first { d } else { *v * mu + d };
+        *w -= lr * *v;
+    }
+    true
 }
