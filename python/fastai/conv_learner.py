@@ -9,6 +9,12 @@ Differences from fastai 0.7, all on purpose (spec section 13):
   images in, real augmentation);
 - `lr_find` restores the weights from memory (also when interrupted) and leaves `models/tmp.h5`
   alone; `fit` returns plain floats `[val_loss, accuracy]`.
+
+`custom_head` (any `torch.nn.Module`, given the raw body map as in fastai 0.7): the Rust loops
+call it once per batch through `_HeadRunner`; its parameters and buffers are handed to the Rust
+model as the same tensors (no copies), so the Rust SGD steps them, freezing and snapshots
+cover them, and `save` writes them as `<cut>.<key>` after the body (what
+`nn.Sequential(*children[:cut], custom_head)` loads). With precompute the raw maps are cached.
 """
 import math
 import os
