@@ -301,6 +301,22 @@ mod tests {
     }
 
     #[test]
+    fn cut_children_and_widths() {
+        // (cut, output channels, top-level layers present)
+        for (cut, channels, has_blocks, has_head) in [(7, 1280, true, true), (6, 1280, true, true), (4, 320, true, false), (3, 32, false, false)] {
+            let mut store = ParamStore::new();
+            let net = efficientnet_lite0(&mut store, cut);
+            assert_eq!(net.out_channels(), channels, "cut {cut}");
+            assert_eq!(store.get("_blocks.15._bn2.weight").is_some(), has_blocks, "cut {cut}");
+            assert_eq!(store.get("_conv_head.weight").is_some(), has_head, "cut {cut}");
+            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            assert_eq!(y.size()[1], channels, "cut {cut}");
+        }
+        assert_eq!(child_of("_blocks.3._bn1.weight"), Some(3));
+        assert_eq!(child_of("_bn1.weight"), Some(5));
+    }
+
+    #[test]
     fn feature_map_shape() {
         let mut store = ParamStore::new();
         let net = efficientnet_lite0(&mut store, 7);

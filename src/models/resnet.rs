@@ -169,3 +169,24 @@ pub fn checkpoint_key(key: &str) -> Option<String> {
     }
     Some(format!("{child}.{rest}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The children a cut keeps: xtra_cut = 1 on resnet34 keeps conv1..layer3 (keys 0..6),
+    /// 256 channels out; cut = 4 keeps conv1, bn1, relu, maxpool (64 channels).
+    #[test]
+    fn cut_keeps_the_first_children() {
+        for (cut, last_child, channels) in [(8, 7, 512), (7, 6, 256), (4, 1, 64)] {
+            let mut store = ParamStore::new();
+            let net = resnet(&mut store, [3, 4, 6, 3], false, cut);
+            assert_eq!(net.out_channels(), channels);
+            let max = store.entries.iter().filter_map(|e| child_of(&e.key)).max();
+            assert_eq!(max, Some(last_child));
+            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            assert_eq!(y.size()[1], channels);
+        }
+        assert_eq!(checkpoint_key("layer4.0.conv1.weight").as_deref().and_then(child_of), Some(7));
+    }
+}
