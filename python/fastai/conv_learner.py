@@ -9,6 +9,12 @@ Differences from fastai 0.7, all on purpose (spec section 13):
   images in, real augmentation);
 - `lr_find` restores the weights from memory (also when interrupted) and leaves `models/tmp.h5`
   alone; `fit` returns plain floats `[val_loss, accuracy]`.
+
+`custom_head` (any `torch.nn.Module`, given the raw body map as in fastai 0.7): the Rust loops
+call it once per batch through `_HeadRunner`; its parameters and buffers are handed to the Rust
+model as the same tensors (no copies), so the Rust SGD steps them, freezing and snapshots
+cover them, and `save` writes them as `<cut>.<key>` after the body (what
+`nn.Sequential(*children[:cut], custom_head)` loads). With precompute the raw maps are cached.
 """
 import math
 import os
@@ -37,6 +43,49 @@ model_meta = {"resnet18": [8, 6], "resnet34": [8, 6], "resnet50": [8, 6], "resne
 
 def _default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _is_batchnorm(m):
+    return isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+
+
+class _HeadRunner:
+    """Runs a `custom_head` module for the Rust model, switching its modes as fastai 0.7's
+    training loop did: `train` puts it in training mode (dropout on), and when its layer group
+    is frozen or `bn_freeze` is set (`bn_train` False) its BatchNorm layers stay in eval mode."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, x, train, bn_train):
+        m = self.module
+        m.train(bool(train))
+        if train and not bn_train:
+            for sub in m.modules():
+                if _is_batchnorm(sub):
+                    sub.eval()
+        return m(x)
+
+
+def _custom_head_args(module):
+    """(forward, layer name, [(key, tensor, is_parameter)]) for the native learner. The Rust
+    model keeps these very tensors (no copies), so training, freezing and loading act on the
+    module the user passed, and `learn.save` writes its state dict under `<cut>.<key>`."""
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"custom_head must be a torch.nn.Module, got {type(module).__name__}")
+    state = module.state_dict(keep_vars=True)
+    params = {id(p) for p in module.parameters()}
+    if len(params) != sum(1 for v in state.values() if isinstance(v, torch.nn.Parameter)):
+        raise NotImplementedError("custom_head with shared (tied) parameters: each would be stepped once per name")
+    entries = []
+    for k, v in state.items():
+        if not torch.is_tensor(v):
+            raise TypeError(f"custom_head: state entry {k!r} is a {type(v).__name__}, not a tensor")
+        is_param = id(v) in params
+        if is_param and v.dtype != torch.float32:
+            raise TypeError(f"custom_head: parameter {k!r} is {v.dtype}; the model trains in float32")
+        entries.append((k, v, is_param))
+    return (_HeadRunner(module), type(module).__name__, entries)
 
 
 class ModelSummary:
@@ -75,24 +124,24 @@ class ConvLearner(Learner):
     def pretrained(cls, f, data, ps=None, xtra_fc=None, xtra_cut=0, custom_head=None, precompute=False,
                    pretrained=True, weights=None, device=None, **kwargs):
         from ._native import Learner as NativeLearner
-        if custom_head is not None:
-            raise NotImplementedError("custom_head: a PyTorch module cannot run inside the Rust model; "
-                                      "use ps= and xtra_fc= to shape the head")
-        if xtra_cut:
-            raise NotImplementedError("xtra_cut != 0 is not supported by the Rust models yet")
         arch = arch_from(f)
+        if isinstance(xtra_cut, bool) or not isinstance(xtra_cut, (int, np.integer)) or xtra_cut < 0:
+            raise ValueError(f"xtra_cut must be a non-negative integer (body children to drop), got {xtra_cut!r}")
         output = "sigmoid" if data.is_multi else ("identity" if data.is_reg else "log_softmax")
         if ps is not None and not isinstance(ps, (list, tuple, np.ndarray)):
             ps = [float(ps)]
+        head = None if custom_head is None else _custom_head_args(custom_head)
         native = NativeLearner(arch.name, int(data.c), output,
                                None if ps is None else [float(p) for p in ps],
                                None if xtra_fc is None else [int(h) for h in xtra_fc],
-                               device or _default_device())
+                               device or _default_device(), int(xtra_cut), head)
         if pretrained:
             state = load_pretrained(arch.name, weights)
             native.load_backbone(list(state.items()), str(weights or f"{arch.name} pretrained weights"))
         self = cls.__new__(cls)
         self._output = output
+        self.xtra_cut = int(xtra_cut)
+        self.custom_head = custom_head
         ConvLearner.__init__(self, data, native, arch, precompute=precompute, **kwargs)
         return self
 
@@ -111,11 +160,16 @@ class ConvLearner(Learner):
 
     @property
     def name(self):
-        return f"{self.arch.name}_0"
+        return f"{self.arch.name}_{self.xtra_cut}"
 
     @property
     def nf(self):
         return self._native.nf
+
+    @property
+    def cut(self):
+        """Body children kept (fastai 0.7's `cut` after `cut -= xtra_cut`)."""
+        return self._native.cut
 
     @property
     def c(self):
@@ -174,8 +228,11 @@ class ConvLearner(Learner):
         splits = [("trn", "x_act", d.fix_dl), ("val", "x_act_val", d.val_dl)]
         if getattr(d, "test_dl", None) is not None:
             splits.append(("test", "x_act_test", d.test_dl))
+        # A custom head caches raw feature maps, not pooled vectors: another file, so the two
+        # kinds of learner on the same data do not keep invalidating each other's cache.
+        kind = "_maps" if self._native.has_custom_head else ""
         for split, prefix, dl in splits:
-            path = os.path.join(self.tmp_path, f"{prefix}_{self.arch.name}_0_{d.sz}.bin")
+            path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
             bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")
             try:
                 x, status = self._native.precompute_loader(dl._native, path, body,
@@ -186,8 +243,17 @@ class ConvLearner(Learner):
                 warnings.warn(f"{path}: recomputed the activation cache ({status[7:]})")
             elif status.startswith("uncached"):
                 warnings.warn(f"{path}: activations computed but not cached ({status[10:]})")
-            acts[split] = x
+            acts[split] = self._unflatten_acts(x)
         self._acts = acts
+
+    def _unflatten_acts(self, x):
+        """The cache stores rows; a custom head's maps come back as (N, C*h*w) and are
+        reshaped to the body's (N, C, h, w) at this data's size."""
+        if not self._native.has_custom_head:
+            return x
+        sz = int(self.data_.sz)
+        shape = self._native.feature_shape(sz, sz)[1:]
+        return x.reshape(len(x), *shape)
 
     def _act_targets(self, split):
         d = self.data_
@@ -364,9 +430,15 @@ class ConvLearner(Learner):
         """Outputs for a batch in model input format: float32 (n, 3, sz, sz) normalised images
         (or (n, nf) activations); returns numpy log-probabilities."""
         x = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float32)
-        if not ((x.dim() == 4 and x.shape[1] == 3) or (x.dim() == 2 and x.shape[1] == self.nf)):
+        if self._native.has_custom_head:
+            # The custom head's input: the body's raw map, (n, C, h, w), C = nf / 2.
+            c = self.nf // 2
+            acts_ok, acts = x.dim() == 4 and x.shape[1] == c, f"(n, {c}, h, w)"
+        else:
+            acts_ok, acts = x.dim() == 2 and x.shape[1] == self.nf, f"(n, {self.nf})"
+        if not ((x.dim() == 4 and x.shape[1] == 3) or acts_ok):
             raise ValueError(f"predict_array: expected normalised images (n, 3, H, W) or activations "
-                             f"(n, {self.nf}), got shape {tuple(x.shape)}")
+                             f"{acts}, got shape {tuple(x.shape)}")
         return to_np(self._native.predict_array(x))
 
     def TTA(self, n_aug=4, is_test=False):

@@ -27,6 +27,13 @@ def _group_values(v, n_groups, what):
     return vals
 
 
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass  # never created, or the folder refuses even that: nothing was left there
+
+
 class Learner:
     """State shared by every learner: data, paths, metrics, the last schedule."""
 
@@ -58,13 +65,22 @@ class Learner:
         previous file intact."""
         path = self.get_model_path(name)
         state = dict(self._native.state_dict())
+        folder = os.path.dirname(path)
         tmp = f"{path}.tmp{os.getpid()}"
         try:
-            torch.save(state, tmp)
+            # Opened here rather than by torch.save(path): its zip writer reports an unwritable
+            # place as a bare RuntimeError, while open() gives the OSError kind (permission,
+            # read-only file system, not a directory) to re-raise naming the folder.
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
             os.replace(tmp, path)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise type(e)(e.errno, f"{folder}: cannot write the model file {os.path.basename(path)} "
+                          f"({e.strerror or e}); make the models folder writable or pass "
+                          f"models_name= a writable folder", folder) from e
         except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            _remove_quietly(tmp)
             raise
 
     def load(self, name):

@@ -17,6 +17,12 @@
 //! backbone is deterministic, like fastai 0.7's ResNets, and it only matters when training
 //! the body from scratch.
 //!
+//! `xtra_cut` counts from the end of the 7 children (stem conv, bn0, ReLU6, blocks, conv_head,
+//! bn1, ReLU6): 1 drops the last ReLU6, 3 drops the whole 1x1 head conv so the features are
+//! the last block's 320 channels. The head's width is always the kept map's channel count
+//! (fastai's "last BatchNorm" rule would give 320 for a cut right after conv_head, which does
+//! not match the 1280-channel map).
+//!
 //! Layer groups: group 0 = stem + blocks 0..=7 (stages 1-4, down to 1/16 resolution, 80
 //! channels), group 1 = blocks 8..=15 (stages 5-7) + conv_head/bn1. Splitting at block 8 cuts
 //! the 16 blocks in half and falls on a stage boundary, like fastai's ResNet cut between
@@ -130,26 +136,33 @@ impl MbConv {
     }
 }
 
+/// The body's direct children; `None`/empty for those `xtra_cut` removed.
 struct Layers {
     stem: SameConv,
-    bn0: BatchNorm,
+    bn0: Option<BatchNorm>,
+    relu0: bool,
     blocks: Vec<MbConv>,
-    head: SameConv,
-    bn1: BatchNorm,
+    head: Option<SameConv>,
+    bn1: Option<BatchNorm>,
+    relu1: bool,
+    out_channels: i64,
 }
 
 pub struct EfficientNetLite {
     layers: Layers,
 }
 
-/// Builds EfficientNet-Lite0's body (stem, 16 MBConv blocks, conv_head + BN + ReLU6);
-/// (N, 3, H, W) -> (N, 1280, H/32, W/32) (ceil for sizes not divisible by 32).
-pub fn efficientnet_lite0(store: &mut ParamStore) -> Box<dyn Backbone> {
+/// Builds EfficientNet-Lite0's body (stem, 16 MBConv blocks, conv_head + BN + ReLU6), or
+/// its first `cut` (1..=7) children; whole body: (N, 3, H, W) -> (N, 1280, H/32, W/32) (ceil
+/// for sizes not divisible by 32).
+pub fn efficientnet_lite0(store: &mut ParamStore, cut: usize) -> Box<dyn Backbone> {
+    let cut = cut.clamp(1, 7);
     let stem = SameConv::new(store, "_conv_stem", 0, 3, STEM_CHANNELS, 3, 2, 1);
-    let bn0 = bn(store, "_bn0", 0, STEM_CHANNELS);
+    let bn0 = (cut > 1).then(|| bn(store, "_bn0", 0, STEM_CHANNELS));
     let mut blocks = Vec::new();
     let mut c_last = STEM_CHANNELS;
-    for (i, (expand, k, stride, c_in, c_out)) in block_specs().into_iter().enumerate() {
+    let specs = if cut > 3 { block_specs() } else { Vec::new() };
+    for (i, (expand, k, stride, c_in, c_out)) in specs.into_iter().enumerate() {
         let group = if i < GROUP1_FIRST_BLOCK { 0 } else { 1 };
         let key = format!("_blocks.{i}");
         let mid = c_in * expand;
@@ -167,9 +180,11 @@ pub fn efficientnet_lite0(store: &mut ParamStore) -> Box<dyn Backbone> {
         blocks.push(MbConv { expand, depthwise, bn1, project, bn2, residual: stride == 1 && c_in == c_out, group });
         c_last = c_out;
     }
-    let head = SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1);
-    let bn1 = bn(store, "_bn1", 1, HEAD_CHANNELS);
-    Box::new(EfficientNetLite { layers: Layers { stem, bn0, blocks, head, bn1 } })
+    let head = (cut > 4).then(|| SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1));
+    let bn1 = (cut > 5).then(|| bn(store, "_bn1", 1, HEAD_CHANNELS));
+    let out_channels = if cut > 4 { HEAD_CHANNELS } else { c_last };
+    let layers = Layers { stem, bn0, relu0: cut > 2, blocks, head, bn1, relu1: cut > 6, out_channels };
+    Box::new(EfficientNetLite { layers })
 }
 
 impl Backbone for EfficientNetLite {
@@ -177,25 +192,50 @@ impl Backbone for EfficientNetLite {
         let l = &self.layers;
         let x = l.stem.forward(x);
         trace("_conv_stem", &x);
-        let x = l.bn0.forward(&x, bn.train(0));
+        let Some(bn0) = &l.bn0 else { return x };
+        let x = bn0.forward(&x, bn.train(0));
         trace("_bn0", &x);
+        if !l.relu0 {
+            return x;
+        }
         let mut x = x.relu6();
         trace("ReLU6", &x);
+        if l.blocks.is_empty() {
+            return x;
+        }
         for block in &l.blocks {
             x = block.forward(&x, bn);
         }
         trace("_blocks", &x);
-        let x = l.head.forward(&x);
+        let Some(head) = &l.head else { return x };
+        let x = head.forward(&x);
         trace("_conv_head", &x);
-        let x = l.bn1.forward(&x, bn.train(1));
+        let Some(bn1) = &l.bn1 else { return x };
+        let x = bn1.forward(&x, bn.train(1));
         trace("_bn1", &x);
+        if !l.relu1 {
+            return x;
+        }
         let x = x.relu6();
         trace("ReLU6", &x);
         x
     }
 
     fn out_channels(&self) -> i64 {
-        HEAD_CHANNELS
+        self.layers.out_channels
+    }
+}
+
+/// The body child (0..7) a store key belongs to: stem conv 0, `_bn0` 1, blocks 3,
+/// `_conv_head` 4, `_bn1` 5 (children 2 and 6 are parameter-free ReLU6s).
+pub fn child_of(key: &str) -> Option<usize> {
+    match key.split('.').next()? {
+        "_conv_stem" => Some(0),
+        "_bn0" => Some(1),
+        "_blocks" => Some(3),
+        "_conv_head" => Some(4),
+        "_bn1" => Some(5),
+        _ => None,
     }
 }
 
@@ -245,7 +285,7 @@ mod tests {
     #[test]
     fn store_keys_are_checkpoint_keys() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store);
+        let net = efficientnet_lite0(&mut store, 7);
         assert_eq!(net.out_channels(), 1280);
         // The checkpoint's 296 keys minus 2 `_fc` minus 49 `num_batches_tracked` (one per BN).
         assert_eq!(store.entries.len(), 245);
@@ -261,9 +301,25 @@ mod tests {
     }
 
     #[test]
+    fn cut_children_and_widths() {
+        // (cut, output channels, top-level layers present)
+        for (cut, channels, has_blocks, has_head) in [(7, 1280, true, true), (6, 1280, true, true), (4, 320, true, false), (3, 32, false, false)] {
+            let mut store = ParamStore::new();
+            let net = efficientnet_lite0(&mut store, cut);
+            assert_eq!(net.out_channels(), channels, "cut {cut}");
+            assert_eq!(store.get("_blocks.15._bn2.weight").is_some(), has_blocks, "cut {cut}");
+            assert_eq!(store.get("_conv_head.weight").is_some(), has_head, "cut {cut}");
+            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            assert_eq!(y.size()[1], channels, "cut {cut}");
+        }
+        assert_eq!(child_of("_blocks.3._bn1.weight"), Some(3));
+        assert_eq!(child_of("_bn1.weight"), Some(5));
+    }
+
+    #[test]
     fn feature_map_shape() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store);
+        let net = efficientnet_lite0(&mut store, 7);
         let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
         assert_eq!(y.size(), vec![1, 1280, 2, 3]);
     }
@@ -271,7 +327,7 @@ mod tests {
     #[test]
     fn trains_with_batch_statistics() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store);
+        let net = efficientnet_lite0(&mut store, 7);
         let x = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
         // Group 0 frozen-style (eval BN), group 1 training: only group 1's stats move.
         net.forward(&x, BnMode([false, true, true])).sum(tch::Kind::Float).backward();

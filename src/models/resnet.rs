@@ -6,6 +6,12 @@
 //! in a torchvision checkpoint is `6.0.conv1.weight` here, as in a fastai 0.7 `.h5` file.
 //! Layer groups follow fastai's `lr_cut` of 6: children 0..5 (up to layer2) are group 0,
 //! layer3 and layer4 group 1.
+//!
+//! `xtra_cut` (fastai's `cut -= xtra_cut`) keeps only the first `cut` children: xtra_cut = 1
+//! drops layer4, so the features come from layer3 (256 channels for resnet34, nf = 512). The
+//! split stays at child 6, as fastai's `split_by_idxs(children, [lr_cut])` keeps it: with
+//! cut = 7 group 1 is layer3 alone, with cut <= 6 it holds no parameters (only the
+//! parameter-free pool and flatten), and `lr`s for it have nothing to act on.
 
 use tch::Tensor;
 
@@ -56,21 +62,27 @@ fn downsample(store: &mut ParamStore, key: &str, group: usize, in_c: i64, out_c:
 
 pub struct ResNet {
     conv1: Conv,
-    bn1: BatchNorm,
+    /// None when the cut keeps conv1 alone (not allowed by `ConvNet`, but well-defined here).
+    bn1: Option<BatchNorm>,
+    /// Children kept (8 = the whole body; 2 = conv1 and bn1; 3 adds relu, 4 maxpool, then
+    /// one per residual layer).
+    cut: usize,
     /// (layer group, blocks) for layer1..layer4.
     layers: Vec<(usize, Vec<Block>)>,
     out_channels: i64,
 }
 
 /// Builds a ResNet body with `blocks[i]` blocks in layer i+1; `bottleneck` selects the
-/// 1x1-3x3-1x1 block with expansion 4 (resnet50 and deeper).
-pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool) -> Box<dyn Backbone> {
+/// 1x1-3x3-1x1 block with expansion 4 (resnet50 and deeper). Only the first `cut` (1..=8)
+/// children are built: their parameters are the only ones in the store.
+pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool, cut: usize) -> Box<dyn Backbone> {
+    let cut = cut.clamp(1, 8);
     let expansion = if bottleneck { 4 } else { 1 };
     let conv1 = Conv::new(store, "0", 0, 3, 64, 7, 2, 3, 1, false);
-    let bn1 = BatchNorm::new(store, "1", 0, 64);
+    let bn1 = (cut > 1).then(|| BatchNorm::new(store, "1", 0, 64));
     let mut in_c = 64;
     let mut layers = Vec::new();
-    for (li, &n) in blocks.iter().enumerate() {
+    for (li, &n) in blocks.iter().enumerate().take(cut.saturating_sub(4)) {
         let width = 64 << li;
         let child = 4 + li;
         let group = if child < 6 { 0 } else { 1 };
@@ -102,17 +114,24 @@ pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool) -> B
         }
         layers.push((group, layer));
     }
-    Box::new(ResNet { conv1, bn1, layers, out_channels: in_c })
+    Box::new(ResNet { conv1, bn1, cut, layers, out_channels: in_c })
 }
 
 impl Backbone for ResNet {
     fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
         let x = self.conv1.forward(x);
         trace("Conv2d", &x);
-        let mut x = self.bn1.forward(&x, bn.train(0));
+        let Some(bn1) = &self.bn1 else { return x };
+        let mut x = bn1.forward(&x, bn.train(0));
         trace("BatchNorm2d", &x);
+        if self.cut < 3 {
+            return x;
+        }
         let x = x.relu_();
         trace("ReLU", &x);
+        if self.cut < 4 {
+            return x;
+        }
         let mut x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         trace("MaxPool2d", &x);
         for (group, blocks) in &self.layers {
@@ -126,6 +145,11 @@ impl Backbone for ResNet {
     fn out_channels(&self) -> i64 {
         self.out_channels
     }
+}
+
+/// The child (0..8) a store key belongs to: its leading number.
+pub fn child_of(key: &str) -> Option<usize> {
+    key.split('.').next()?.parse().ok()
 }
 
 /// Maps a torchvision checkpoint key to our store key (`None`: not part of the body, e.g. fc).
@@ -144,4 +168,25 @@ pub fn checkpoint_key(key: &str) -> Option<String> {
         return None;
     }
     Some(format!("{child}.{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The children a cut keeps: xtra_cut = 1 on resnet34 keeps conv1..layer3 (keys 0..6),
+    /// 256 channels out; cut = 4 keeps conv1, bn1, relu, maxpool (64 channels).
+    #[test]
+    fn cut_keeps_the_first_children() {
+        for (cut, last_child, channels) in [(8, 7, 512), (7, 6, 256), (4, 1, 64)] {
+            let mut store = ParamStore::new();
+            let net = resnet(&mut store, [3, 4, 6, 3], false, cut);
+            assert_eq!(net.out_channels(), channels);
+            let max = store.entries.iter().filter_map(|e| child_of(&e.key)).max();
+            assert_eq!(max, Some(last_child));
+            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            assert_eq!(y.size()[1], channels);
+        }
+        assert_eq!(checkpoint_key("layer4.0.conv1.weight").as_deref().and_then(child_of), Some(7));
+    }
 }

@@ -4,15 +4,16 @@
 //! callbacks) are called with the GIL re-taken, and a pending Ctrl-C (`check_signals`) stops
 //! the loop after the current batch.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
 use super::data::PyDataLoader;
+use super::head::PyHead;
 use super::to_pyerr;
-use crate::models::{ConvNet, Output};
+use crate::models::{ConvNet, EntryKind, HeadChoice, Output};
 use crate::train::learner::{BatchSource, Learner, TensorSet};
 use crate::train::schedule::Schedule;
 use crate::{Error, Result};
@@ -20,6 +21,8 @@ use crate::{Error, Result};
 #[pyclass(name = "Learner", module = "fastai._native")]
 pub struct PyLearner {
     inner: Mutex<Learner>,
+    /// Where an exception raised by a custom head's forward waits (see `head.rs`).
+    head_raised: Arc<Mutex<Option<PyErr>>>,
 }
 
 /// Calls a Python callback from inside a detached Rust loop. A pending signal becomes
@@ -51,10 +54,16 @@ impl Hook<'_> {
     }
 }
 
-fn finish<T>(r: Result<T>, raised: Mutex<Option<PyErr>>) -> PyResult<T> {
-    r.map_err(|e| match (e, raised.into_inner().ok().flatten()) {
-        (Error::Callback, Some(pyerr)) => pyerr,
-        (e, _) => to_pyerr(e),
+/// The Python exception for `e`: the one a callback or the custom head raised (kept in
+/// `raised` / `head_raised`) when the loop stopped because of it.
+fn finish<T>(r: Result<T>, raised: Mutex<Option<PyErr>>, head_raised: &Mutex<Option<PyErr>>) -> PyResult<T> {
+    r.map_err(|e| {
+        let from_callback = raised.into_inner().ok().flatten();
+        let from_head = head_raised.lock().ok().and_then(|mut slot| slot.take());
+        match (e, from_callback.or(from_head)) {
+            (Error::Callback, Some(pyerr)) => pyerr,
+            (e, _) => to_pyerr(e),
+        }
     })
 }
 
@@ -92,6 +101,11 @@ impl PyLearner {
         })
     }
 
+    /// `finish` for calls without a callback of their own.
+    fn check<T>(&self, r: Result<T>) -> PyResult<T> {
+        finish(r, Mutex::new(None), &self.head_raised)
+    }
+
     fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
         self.inner.try_lock().map_err(|_| {
             pyo3::exceptions::PyRuntimeError::new_err(
@@ -111,10 +125,16 @@ pub type Source = Box<dyn BatchSource + Send>;
 #[pymethods]
 impl PyLearner {
     /// Builds body + head for `arch` with `c` outputs; `output` is 'log_softmax', 'sigmoid'
-    /// or 'identity'.
+    /// or 'identity' (for a custom head: which loss to use). `xtra_cut` removes that many
+    /// body children from the end. `custom_head`: (forward(x, train, bn_train) callable,
+    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict).
     #[new]
-    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu"))]
-    fn new(arch: &str, c: i64, output: &str, ps: Option<Vec<f64>>, xtra_fc: Option<Vec<i64>>, device: &str) -> PyResult<Self> {
+    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        arch: &str, c: i64, output: &str, ps: Option<Vec<f64>>, xtra_fc: Option<Vec<i64>>, device: &str, xtra_cut: usize,
+        custom_head: Option<(PyObject, String, Vec<(String, PyTensor, bool)>)>,
+    ) -> PyResult<Self> {
         let output = match output {
             "log_softmax" => Output::LogSoftmax,
             "sigmoid" => Output::Sigmoid,
@@ -122,8 +142,19 @@ impl PyLearner {
             o => return Err(to_pyerr(Error::InvalidArgument(format!("unknown output {o:?}")))),
         };
         let device = parse_device(device).map_err(to_pyerr)?;
-        let net = ConvNet::new(arch, c, output, ps, xtra_fc).map_err(to_pyerr)?;
-        Ok(PyLearner { inner: Mutex::new(Learner::new(net, device)) })
+        let head_raised = Arc::new(Mutex::new(None));
+        let head = match custom_head {
+            None => HeadChoice::Fastai { ps, xtra_fc },
+            Some((forward, name, state)) => HeadChoice::External {
+                head: Box::new(PyHead { forward, name, raised: head_raised.clone() }),
+                entries: state
+                    .into_iter()
+                    .map(|(k, t, is_param)| (k, t.0, if is_param { EntryKind::Param } else { EntryKind::Buffer }))
+                    .collect(),
+            },
+        };
+        let net = ConvNet::new(arch, c, output, xtra_cut, head).map_err(to_pyerr)?;
+        Ok(PyLearner { inner: Mutex::new(Learner::new(net, device)), head_raised })
     }
 
     #[getter]
@@ -137,6 +168,21 @@ impl PyLearner {
     #[getter]
     fn head_start(&self) -> PyResult<usize> {
         Ok(self.lock()?.net.head_start)
+    }
+    /// Body children kept (fastai's `cut` after `cut -= xtra_cut`).
+    #[getter]
+    fn cut(&self) -> PyResult<usize> {
+        Ok(self.lock()?.net.cut)
+    }
+    #[getter]
+    fn has_custom_head(&self) -> PyResult<bool> {
+        Ok(self.lock()?.net.has_custom_head())
+    }
+    /// Shape of what the head receives (and precompute caches) for one (3, h, w) image:
+    /// (1, nf) for fastai's head, (1, C, h', w') for a custom head.
+    fn feature_shape(&self, py: Python<'_>, h: i64, w: i64) -> PyResult<Vec<i64>> {
+        let r = self.detached(py, move |l| Ok(l.net.feature_shape(h, w)));
+        self.check(r)
     }
     #[getter]
     fn trainable(&self) -> PyResult<[bool; 3]> {
@@ -168,7 +214,8 @@ impl PyLearner {
 
     /// (layer, output shape) of each layer for one (3, sz, sz) input.
     fn summary(&self, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
-        Ok(self.lock()?.net.summary(sz))
+        let r = self.lock()?.net.summary(sz);
+        self.check(r)
     }
 
     /// Loads a published checkpoint (torchvision names) into the body; strict.
@@ -192,6 +239,9 @@ impl PyLearner {
         self.detached(py, |l| {
             let mut h = crate::train::cache::KeyHasher::default();
             h.str(l.net.arch.name);
+            // A cut body, and raw maps (custom head) instead of pooled vectors, are other
+            // activations from the same weights.
+            h.str(&format!("cut {} {}", l.net.cut, if l.net.has_custom_head() { "raw maps" } else { "concat pool" }));
             crate::train::cache::hash_tensors(
                 &mut h,
                 l.net.store.entries.iter().filter(|e| e.group < crate::models::HEAD_GROUP).map(|e| (e.key.as_str(), &e.tensor)),
@@ -248,12 +298,14 @@ impl PyLearner {
     fn predict_array(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
         let x = x.0;
         let out = self.detached(py, move |l| -> Result<Tensor> {
-            let head_only = x.dim() == 2;
+            // Images are (n, 3, H, W); anything else is activations (pooled (n, nf), or a
+            // custom head's (n, C, h, w) maps, whose C is never 3 for our bodies).
+            let head_only = !(x.dim() == 4 && x.size()[1] == 3);
             let y = Tensor::zeros([x.size()[0]], (tch::Kind::Int64, Device::Cpu));
             let src = TensorSet { x, y, bs: 64, shuffle: false, seed: 0 };
             Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
         });
-        Ok(PyTensor(out.map_err(to_pyerr)?))
+        Ok(PyTensor(self.check(out)?))
     }
 
     /// One training epoch over an image loader (augmentation drawn for `epoch`).
@@ -291,7 +343,9 @@ impl PyLearner {
             cache::Lookup::Missing => None,
             cache::Lookup::Stale(why) => Some(why),
         };
-        let acts = self.features(py, Box::new(loader), on_batch)?;
+        // The cache stores rows: a custom head's (N, C, h, w) maps are written flattened and
+        // the caller reshapes them (`feature_shape`).
+        let acts = self.features(py, Box::new(loader), on_batch)?.flatten(1, -1);
         let status = match (cache::write(&path, &key, &acts), previous) {
             (Err(e), _) => format!("uncached: {e}"),
             (Ok(()), Some(why)) => format!("stale: {why}"),
@@ -318,7 +372,7 @@ impl PyLearner {
             let hook = Hook { callback: on_batch.as_ref(), raised: slot };
             l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
         });
-        finish(r.map(|e| (e.trn_loss, e.stopped)), raised)
+        finish(r.map(|e| (e.trn_loss, e.stopped)), raised, &self.head_raised)
     }
 
     pub fn predict(
@@ -330,7 +384,7 @@ impl PyLearner {
             let hook = Hook { callback: on_batch.as_ref(), raised: slot };
             l.predict(&*src, epoch, head_only, with_loss, &mut |b| hook.call((b,)).map(|_| ()))
         });
-        finish(r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)), raised)
+        finish(r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)), raised, &self.head_raised)
     }
 
     pub fn features(&self, py: Python<'_>, src: Source, on_batch: Option<PyObject>) -> PyResult<Tensor> {
@@ -340,7 +394,7 @@ impl PyLearner {
             let hook = Hook { callback: on_batch.as_ref(), raised: slot };
             l.features(&*src, &mut |b| hook.call((b,)).map(|_| ()))
         });
-        finish(r, raised)
+        finish(r, raised, &self.head_raised)
     }
 }
 

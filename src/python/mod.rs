@@ -3,6 +3,7 @@
 
 mod data;
 mod errors;
+mod head;
 mod learner;
 mod models;
 

@@ -11,7 +11,7 @@ use crate::models::{efficientnet, Backbone, BnMode, ParamStore};
 use crate::{Error, Result};
 
 type CheckpointKey = fn(&str) -> Option<String>;
-type Build = fn(&mut ParamStore) -> Box<dyn Backbone>;
+type Build = fn(&mut ParamStore, usize) -> Box<dyn Backbone>;
 
 /// The backbone constructor and checkpoint-key mapping of `arch`.
 fn arch(name: &str) -> Result<(Build, CheckpointKey)> {
@@ -53,7 +53,8 @@ fn features(name: &str, state: Vec<(String, Tensor)>, x: Tensor) -> Result<Tenso
         )));
     }
     let mut store = ParamStore::new();
-    let net = build(&mut store);
+    // The whole body (all 7 children).
+    let net = build(&mut store, 7);
     load_state(&store, &state, map)?;
     let x = x.to_device(store.device());
     Ok(tch::no_grad(|| net.forward(&x, BnMode::EVAL)))

@@ -198,7 +198,7 @@ impl Learner {
                 let lrs = fit.lrs.map(|lr| lr * m);
                 let x = self.upload(x)?;
                 let y = self.upload(y)?;
-                let out = if fit.precompute { self.net.head_forward(&x, true, bn) } else { self.net.forward(&x, true, bn) };
+                let out = if fit.precompute { self.net.head_forward(&x, true, bn)? } else { self.net.forward(&x, true, bn)? };
                 let loss = self.loss(&out, &y)?;
                 fit.sgd.zero_grad();
                 loss.f_backward().map_err(Error::torch("backward pass"))?;
@@ -242,7 +242,7 @@ impl Learner {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
                 let x = self.upload(x)?;
-                let out = if head_only { self.net.head_forward(&x, false, BnMode::EVAL) } else { self.net.forward(&x, false, BnMode::EVAL) };
+                let out = if head_only { self.net.head_forward(&x, false, BnMode::EVAL)? } else { self.net.forward(&x, false, BnMode::EVAL)? };
                 let bs = x.size()[0] as usize;
                 if with_loss {
                     loss_sum += self.loss(&out, &self.upload(y.shallow_clone())?)?.double_value(&[]) * bs as f64;

@@ -384,6 +384,72 @@ def test_unwritable_tmp(hub, tmp_path):
     assert learn.fit(1e-2, 1) is not None
 
 
+def _leftovers(folder, name):
+    return [f for f in os.listdir(folder) if f.startswith(name + ".h5")]
+
+
+def _permission_bits_bind(tmp_path):
+    """False for root (os.geteuid() == 0) unless it runs without CAP_DAC_OVERRIDE: probed."""
+    d = tmp_path / "probe"
+    d.mkdir(mode=0o500)
+    try:
+        open(d / "f", "wb").close()
+        return False
+    except PermissionError:
+        return True
+    finally:
+        d.chmod(0o700)
+
+
+def test_save_into_a_read_only_models_folder(world, tmp_path):
+    if not _permission_bits_bind(tmp_path):
+        pytest.skip("permission bits do not bind this user (root); see the two tests below")
+    root, data, learn = world
+    learn.save("kept")
+    kept = open(learn.get_model_path("kept"), "rb").read()
+    os.chmod(learn.models_path, 0o500)
+    try:
+        with pytest.raises(PermissionError) as e:
+            learn.save("kept")
+        with pytest.raises(PermissionError):
+            learn.save("new")
+    finally:
+        os.chmod(learn.models_path, 0o755)
+    assert learn.models_path in str(e.value) and "kept.h5" in str(e.value)
+    assert _leftovers(learn.models_path, "kept") == ["kept.h5"] and _leftovers(learn.models_path, "new") == []
+    assert open(learn.get_model_path("kept"), "rb").read() == kept  # the previous file is intact
+
+
+def test_save_into_a_folder_the_system_refuses(world):
+    """Also as root: sysfs refuses new files to everyone (models_name may be absolute)."""
+    root, data, learn = world
+    probe = os.path.join("/sys", f"fastai_probe_{os.getpid()}")
+    try:
+        open(probe, "wb").close()
+        os.remove(probe)
+        pytest.skip("/sys accepts new files here")
+    except OSError:
+        pass
+    sys_learn = ConvLearner.pretrained(resnet18, data, precompute=True, models_name="/sys")
+    assert sys_learn.models_path == "/sys"
+    with pytest.raises(PermissionError) as e:
+        sys_learn.save("m")
+    assert "/sys: cannot write the model file m.h5 (Permission denied)" in str(e.value)
+    assert e.value.filename == "/sys"
+    assert _leftovers("/sys", "m") == []
+
+
+def test_save_when_a_file_took_the_models_folders_place(world, tmp_path):
+    root, data, learn = world
+    other = ConvLearner.pretrained(resnet18, data, precompute=True, models_name=str(tmp_path / "models"))
+    os.rmdir(other.models_path)
+    h.write_bytes(other.models_path, b"not a folder")
+    with pytest.raises(NotADirectoryError) as e:
+        other.save("m")
+    assert other.models_path in str(e.value) and "m.h5" in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ["models"] and open(other.models_path, "rb").read() == b"not a folder"
+
+
 @pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
 def test_bad_model_file_is_a_clear_error_and_the_learner_still_works(world, how):
     root, data, learn = world
