@@ -150,3 +150,37 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     mask.truncate(n);
     x * Tensor::from_slice(&mask).view(x.size().as_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_zeroes_p_and_scales_the_rest() {
+        let x = Tensor::ones([200, 500], (Kind::Float, Device::Cpu));
+        for p in [0.25, 0.5] {
+            let y = dropout(&x, p, true);
+            let zero_frac = y.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+            assert!((zero_frac - p).abs() < 0.01, "p={p}: {zero_frac} zeroed");
+            let kept = y.masked_select(&y.ne(0.0));
+            let expect = 1.0 / (1.0 - p);
+            assert!((kept.min().double_value(&[]) - expect).abs() < 1e-6);
+            assert!((kept.max().double_value(&[]) - expect).abs() < 1e-6);
+        }
+        // Eval mode and p = 0 are the identity.
+        assert!(dropout(&x, 0.5, false).equal(&x));
+        assert!(dropout(&x, 0.0, true).equal(&x));
+    }
+
+    #[test]
+    fn dropout_follows_torch_manual_seed() {
+        let x = Tensor::ones([64, 1024], (Kind::Float, Device::Cpu));
+        tch::manual_seed(3);
+        let a = dropout(&x, 0.5, true);
+        let b = dropout(&x, 0.5, true);
+        tch::manual_seed(3);
+        let c = dropout(&x, 0.5, true);
+        assert!(a.equal(&c), "same seed, same mask");
+        assert!(!a.equal(&b), "consecutive masks differ");
+    }
+}
