@@ -132,7 +132,10 @@ fn decode_jpeg_turbo(bytes: &[u8], w: usize, h: usize) -> Option<image::RgbImage
             *cell = turbojpeg::Decompressor::new().ok();
         }
         let d = cell.as_mut()?;
-        let header = d.read_header(bytes).ok()?;
+        let Ok(header) = d.read_header(bytes) else {
+            *cell = None;
+            return None;
+        };
         let rgb_capable = matches!(
             header.colorspace,
             turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray | turbojpeg::Colorspace::RGB
@@ -142,7 +145,12 @@ fn decode_jpeg_turbo(bytes: &[u8], w: usize, h: usize) -> Option<image::RgbImage
         }
         let mut pixels = vec![0u8; w * h * 3];
         let image = turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
-        d.decompress(bytes, image).ok()?;
+        if d.decompress(bytes, image).is_err() {
+            // Start the next file from a fresh handle rather than trust one a failed (possibly
+            // hostile) stream left behind.
+            *cell = None;
+            return None;
+        }
         image::RgbImage::from_raw(w as u32, h as u32, pixels)
     })
 }

@@ -16,6 +16,7 @@ model as the same tensors (no copies), so the Rust SGD steps them, freezing and 
 cover them, and `save` writes them as `<cut>.<key>` after the body (what
 `nn.Sequential(*children[:cut], custom_head)` loads). With precompute the raw maps are cached.
 """
+import contextlib
 import math
 import os
 import warnings
@@ -115,10 +116,51 @@ class ConvLearner(Learner):
         self.arch = arch
         self._precompute = False
         self._acts = None          # {'trn': tensor, 'val': tensor, 'test': tensor|None}
+        self._amp_dtype = None     # torch.bfloat16 when mixed precision is on
+        self._channels_last = False
         self.crit = {"log_softmax": "nll_loss", "sigmoid": "binary_cross_entropy",
                      "identity": "l1_loss"}[self._output]
         self.freeze()
         self.precompute = precompute
+
+    # ---- precision and memory layout (opt-in) -----------------------------------------------
+    def mixed_precision(self, enabled=True, dtype=torch.bfloat16):
+        """Opt-in mixed precision: convolutions and matrix products run in `dtype` under
+        `torch.autocast` (it reaches the Rust model: both use the same libtorch), while the
+        weights, the optimiser's momentum, BatchNorm statistics and the loss stay float32.
+        Only bfloat16: float16 would need loss scaling, which this learner does not do. Worth it
+        on recent GPUs; on CPUs without bfloat16 units it is slower. Returns the learner."""
+        if enabled and dtype is not torch.bfloat16:
+            raise ValueError(f"mixed_precision: only torch.bfloat16 is supported (got {dtype}); "
+                             "float16 needs loss scaling")
+        self._amp_dtype = dtype if enabled else None
+        return self
+
+    def half(self):
+        """fastai 0.7's switch to reduced precision; here bfloat16 mixed precision (see
+        `mixed_precision`)."""
+        return self.mixed_precision(True)
+
+    def float(self):
+        """Back to full float32."""
+        return self.mixed_precision(False)
+
+    def channels_last(self, enabled=True):
+        """Opt-in channels-last (NHWC) memory layout for the convolution weights, which makes
+        libtorch run the convolutions in that layout (faster with cuDNN tensor cores and with
+        oneDNN on many CPUs). Numerics are unchanged up to float round-off. Returns the learner."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        with torch.no_grad():
+            for _, t in self._native.live_tensors():
+                if t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=fmt)
+        self._channels_last = bool(enabled)
+        return self
+
+    def _autocast(self):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._native.device_type, dtype=self._amp_dtype)
 
     @classmethod
     def pretrained(cls, f, data, ps=None, xtra_fc=None, xtra_cut=0, custom_head=None, precompute=False,
@@ -220,11 +262,12 @@ class ConvLearner(Learner):
     def _ensure_activations(self):
         """Computes (or loads from PATH/tmp) the pooled body activations of every split. The
         cache key covers the body's current weights, so it follows fine-tuning too."""
-        body = self._native.body_hash()
-        if self._acts is not None and self._acts["body"] == body:
+        # The key: the body's weights, and the precision the activations are computed in.
+        key = self._native.body_hash() + ("" if self._amp_dtype is None else f"|autocast={self._amp_dtype}")
+        if self._acts is not None and self._acts["body"] == key:
             return
         d = self.data_
-        acts = {"body": body}
+        acts = {"body": key}
         splits = [("trn", "x_act", d.fix_dl), ("val", "x_act_val", d.val_dl)]
         if getattr(d, "test_dl", None) is not None:
             splits.append(("test", "x_act_test", d.test_dl))
@@ -235,8 +278,9 @@ class ConvLearner(Learner):
             path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
             bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")
             try:
-                x, status = self._native.precompute_loader(dl._native, path, body,
-                                                           lambda i: bar.update(i + 1))
+                with self._autocast():
+                    x, status = self._native.precompute_loader(dl._native, path, key,
+                                                               lambda i: bar.update(i + 1))
             finally:
                 bar.close()
             if status.startswith("stale"):
@@ -346,12 +390,14 @@ class ConvLearner(Learner):
                 seed_epoch = self._epochs_seen
                 self._epochs_seen += 1
                 if precompute:
-                    trn_loss, stopped = self._native.train_epoch_tensors(
-                        self._acts["trn"], self._act_targets("trn"), self.data_.bs,
-                        int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
+                    with self._autocast():
+                        trn_loss, stopped = self._native.train_epoch_tensors(
+                            self._acts["trn"], self._act_targets("trn"), self.data_.bs,
+                            int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
                 else:
-                    trn_loss, stopped = self._native.train_epoch_loader(
-                        self.data_.trn_dl._native, seed_epoch, on_batch)
+                    with self._autocast():
+                        trn_loss, stopped = self._native.train_epoch_loader(
+                            self.data_.trn_dl._native, seed_epoch, on_batch)
                 if stopped:
                     return None
                 vals = self._validate(metrics, precompute)
@@ -400,9 +446,11 @@ class ConvLearner(Learner):
             split = "test" if is_test else "val"
             x = self._acts[split]
             y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
-            return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
+            with self._autocast():
+                return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
         dl = d.test_dl if is_test else d.val_dl
-        return self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
+        with self._autocast():
+            return self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
 
     def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):
         """The learning-rate range test over at most one epoch; weights are restored after,
@@ -439,7 +487,8 @@ class ConvLearner(Learner):
         if not ((x.dim() == 4 and x.shape[1] == 3) or acts_ok):
             raise ValueError(f"predict_array: expected normalised images (n, 3, H, W) or activations "
                              f"{acts}, got shape {tuple(x.shape)}")
-        return to_np(self._native.predict_array(x))
+        with self._autocast():
+            return to_np(self._native.predict_array(x))
 
     def TTA(self, n_aug=4, is_test=False):
         """(log_preds of shape (ceil(n_aug/4) + n_aug, N, c), targets): the centre-crop view,
@@ -453,7 +502,9 @@ class ConvLearner(Learner):
         bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)
         try:
             for i in range(n_aug):
-                p, _, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i, False, None)
+                with self._autocast():
+                    p, _, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i,
+                                                          False, None)
                 outs.append(to_np(p))
                 bar.update(i + 1)
         finally:

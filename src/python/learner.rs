@@ -174,6 +174,19 @@ impl PyLearner {
     fn cut(&self) -> PyResult<usize> {
         Ok(self.lock()?.net.cut)
     }
+    /// "cpu" or "cuda" (the device type the model is on; torch.autocast takes it).
+    #[getter]
+    fn device_type(&self) -> PyResult<String> {
+        Ok(match self.lock()?.net.device() {
+            tch::Device::Cpu => "cpu".into(),
+            _ => "cuda".into(),
+        })
+    }
+    /// The model's parameters and buffers themselves (not copies): the Python layer changes
+    /// their memory layout in place (`t.data = ...`), which the Rust layers then see.
+    fn live_tensors(&self) -> PyResult<Vec<(String, PyTensor)>> {
+        Ok(self.lock()?.net.store.entries.iter().map(|e| (e.key.clone(), PyTensor(e.tensor.shallow_clone()))).collect())
+    }
     #[getter]
     fn has_custom_head(&self) -> PyResult<bool> {
         Ok(self.lock()?.net.has_custom_head())
