@@ -154,6 +154,9 @@ class ConvLearner(Learner):
             for _, t in self._native.live_tensors():
                 if t.dim() == 4:
                     t.data = t.data.contiguous(memory_format=fmt)
+                    # A gradient kept from earlier would have the old layout: the next backward
+                    # makes a fresh one in the new layout instead.
+                    t.grad = None
         self._channels_last = bool(enabled)
         return self
 
