@@ -30,7 +30,7 @@ from .core import sum_geom, to_np
 from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _group_values
 from .metrics import accuracy, accuracy_np, accuracy_thresh
-from .sgdr import CosAnneal, LossRecorder, LR_Finder
+from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
 from .core import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
@@ -357,14 +357,31 @@ class ConvLearner(Learner):
         cosine annealing with warm restarts. Returns `[val_loss, *metrics]` of the last epoch."""
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
-        if use_clr is not None or use_clr_beta is not None:
-            raise NotImplementedError("use_clr / use_clr_beta schedules are not implemented yet")
         lrs_v = self._lr_vector(lrs, "lrs")
         wds_v = self._lr_vector(wds, "wds")
         n_epoch = sum_geom(cycle_len or 1, cycle_mult, n_cycle)
         B = self._n_train_batches()
-        schedule = ("cos", B * cycle_len, int(cycle_mult)) if cycle_len else ("constant",)
-        rec_cls = CosAnneal if cycle_len else LossRecorder
+        if use_clr is not None and use_clr_beta is not None:
+            raise ValueError("fit: pass use_clr or use_clr_beta, not both")
+        clr = use_clr if use_clr is not None else use_clr_beta
+        if clr is not None:
+            # A cycle is cycle_len epochs (cycle_mult lengthens the fit, not the cycle, as in
+            # the original, which crashed without cycle_len instead of saying so).
+            what = "use_clr=(div, cut_div[, mom_hi, mom_lo])" if use_clr is not None else \
+                "use_clr_beta=(div, pct[, mom1, mom2])"
+            if not cycle_len:
+                raise ValueError(f"fit: {what.split('=')[0]} needs cycle_len (the cycle length in epochs)")
+            clr = tuple(float(v) for v in clr)
+            if len(clr) not in (2, 4) or clr[0] <= 0 or clr[1] <= 0:
+                raise ValueError(f"fit: expected {what} with positive div and "
+                                 f"{'cut_div' if use_clr is not None else 'pct'}, got {clr}")
+            moms = clr[2:] if len(clr) == 4 else None
+            kind = "clr" if use_clr is not None else "clr_beta"
+            schedule = (kind, B * cycle_len, clr[0], clr[1], moms)
+            rec_cls = CircularLR if use_clr is not None else CircularLR_beta
+        else:
+            schedule = ("cos", B * cycle_len, int(cycle_mult)) if cycle_len else ("constant",)
+            rec_cls = CosAnneal if cycle_len else LossRecorder
         return self._fit_loop(lrs_v, wds_v, schedule, n_epoch, metrics, callbacks, rec_cls,
                               cycle_len=cycle_len, cycle_mult=cycle_mult,
                               cycle_save_name=cycle_save_name, best_save_name=best_save_name)
@@ -423,8 +440,9 @@ class ConvLearner(Learner):
                 cb.on_train_end()
             return result
         finally:
-            lrs_rec, losses = self._native.end_fit()
-            self.sched = rec_cls(iterations=list(range(1, len(losses) + 1)), lrs=lrs_rec, losses=losses)
+            lrs_rec, losses, moms = self._native.end_fit()
+            self.sched = rec_cls(iterations=list(range(1, len(losses) + 1)), lrs=lrs_rec, losses=losses,
+                                 momentums=moms)
             progress.close()
 
     def _validate(self, metrics, precompute):

@@ -279,6 +279,18 @@ impl PyLearner {
                 n_batches: schedule.get_item(2)?.extract()?,
                 linear: schedule.get_item(3)?.extract()?,
             },
+            // ("clr", cycle, div, cut_div, moms or None) / ("clr_beta", cycle, div, pct, moms or None)
+            "clr" | "clr_beta" => {
+                let cycle: usize = schedule.get_item(1)?.extract()?;
+                let div: f64 = schedule.get_item(2)?.extract()?;
+                let third: f64 = schedule.get_item(3)?.extract()?;
+                let moms: Option<(f64, f64)> = schedule.get_item(4)?.extract()?;
+                if kind == "clr" {
+                    Schedule::Clr { cycle, div, cut_div: third, moms }
+                } else {
+                    Schedule::ClrBeta { cycle, div, pct: third, moms }
+                }
+            }
             k => return Err(to_pyerr(Error::InvalidArgument(format!("unknown schedule {k:?}")))),
         };
         self.lock()?.begin_fit(lrs, wds, schedule, precompute, stop_on_divergence);
@@ -286,9 +298,11 @@ impl PyLearner {
     }
 
     /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch).
-    fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>)> {
+    /// (last group's lr per batch, smoothed loss per batch, momentum per batch or None).
+    fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>, Option<Vec<f64>>)> {
         let r = self.lock()?.end_fit();
-        Ok((r.lrs, r.losses))
+        let moms = (!r.moms.is_empty()).then_some(r.moms);
+        Ok((r.lrs, r.losses, moms))
     }
 
     /// One training epoch over in-memory rows (precomputed activations).

@@ -85,6 +85,8 @@ struct FitState {
 pub struct Record {
     pub lrs: Vec<f64>,
     pub losses: Vec<f64>,
+    /// One per batch when the schedule cycles momentum, else empty.
+    pub moms: Vec<f64>,
 }
 
 pub struct EpochResult {
@@ -196,6 +198,10 @@ impl Learner {
                 let (x, y) = batch?;
                 let m = fit.schedule.multiplier(fit.t);
                 let lrs = fit.lrs.map(|lr| lr * m);
+                let mom = fit.schedule.momentum(fit.t);
+                if let Some(mu) = mom {
+                    fit.sgd.set_momentum(mu);
+                }
                 let x = self.upload(x)?;
                 let y = self.upload(y)?;
                 let out = if fit.precompute { self.net.head_forward(&x, true, bn)? } else { self.net.forward(&x, true, bn)? };
@@ -217,6 +223,7 @@ impl Learner {
                     }
                 }
                 fit.record.lrs.push(lrs[2]);
+                fit.record.moms.extend(mom);
                 fit.record.losses.push(smoothed);
                 if on_batch(b, smoothed)? {
                     return Ok(EpochResult { trn_loss: smoothed, stopped: true });

@@ -26,6 +26,11 @@ impl Sgd {
         Sgd { momentum, params }
     }
 
+    /// Momentum for the next steps (schedules that cycle it: use_clr, use_clr_beta).
+    pub fn set_momentum(&mut self, momentum: f64) {
+        self.momentum = momentum;
+    }
+
     pub fn zero_grad(&mut self) {
         for (p, _, _) in &mut self.params {
             let mut g = p.grad();

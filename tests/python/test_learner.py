@@ -239,3 +239,36 @@ def test_predict_array_images_activations_and_bad_shape(hub, folder):
     np.testing.assert_allclose(learn.predict_array(acts), from_images, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(n, 3, H, W\)"):
         learn.predict_array(np.zeros((2, 5), np.float32))
+
+
+def test_use_clr_and_use_clr_beta_record_the_spec_schedules(hub, folder):
+    learn = make(folder, precompute=True)
+    B = len(learn.data.trn_dl)
+    learn.fit(1e-2, 1, cycle_len=2, use_clr=(10, 4, 0.95, 0.85))
+    n, cut = 2 * B, max(1, (2 * B) // 4)
+    p = np.array([1 - (i - cut) / (n - cut) if i > cut else i / cut for i in range(n)])
+    np.testing.assert_allclose(learn.sched.lrs, 1e-2 * (1 + p * 9) / 10, rtol=1e-12)
+    np.testing.assert_allclose(learn.sched.momentums, 0.95 + p * (0.85 - 0.95), rtol=1e-12)
+    assert type(learn.sched).__name__ == "CircularLR"
+
+    learn.fit(1e-2, 1, cycle_len=3, use_clr_beta=(10, 20))
+    n = 3 * B
+    m = int(n * (1 - 20 / 100) / 2)
+    want = []
+    for i in range(n):
+        if i > 2 * m:
+            want.append(1e-2 / 10 * (1 - (i - 2 * m) / (n - 2 * m) * 0.99))
+        else:
+            q = 1 - (i - m) / m if i > m else i / m
+            want.append(1e-2 * (1 + q * 9) / 10)
+    np.testing.assert_allclose(learn.sched.lrs, want, rtol=1e-12)
+    assert learn.sched.momentums is None  # momentum not cycled without mom1, mom2
+    assert type(learn.sched).__name__ == "CircularLR_beta"
+
+
+def test_use_clr_needs_cycle_len_and_two_or_four_values(hub, folder):
+    learn = make(folder, precompute=True)
+    with pytest.raises(ValueError, match="cycle_len"):
+        learn.fit(1e-2, 1, use_clr=(10, 4))
+    with pytest.raises(ValueError, match="use_clr_beta"):
+        learn.fit(1e-2, 1, cycle_len=1, use_clr_beta=(10, 20, 0.95))

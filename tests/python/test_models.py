@@ -107,8 +107,20 @@ def test_checkpoint_for_another_arch_is_a_clear_error():
         learner.load_backbone(list(tv.state_dict().items()), "resnet18-ckpt")
 
 
-def test_sgd_matches_torch_optim_sgd():
-    """3 steps of our SGD on the head (precomputed activations) equal torch.optim.SGD's."""
+def clr_reference(n_steps, cycle, div, cut_div, moms):
+    """use_clr per spec 6.3, written out independently: (lr multiplier, momentum) per batch."""
+    out, cut = [], max(1, int(cycle // cut_div))
+    for t in range(n_steps):
+        i = t % cycle
+        p = 1 - (i - cut) / (cycle - cut) if i > cut else i / cut
+        out.append(((1 + p * (div - 1)) / div, moms[0] + p * (moms[1] - moms[0])))
+    return out
+
+
+@pytest.mark.parametrize("schedule", ["constant", "clr"])
+def test_sgd_matches_torch_optim_sgd(schedule):
+    """3 steps of our SGD on the head (precomputed activations) equal torch.optim.SGD's, also
+    when use_clr cycles the learning rate and the momentum every step."""
     torch.manual_seed(0)
     learner = _native.Learner("resnet18", 3, ps=[0.0])
     nf = learner.nf
@@ -120,11 +132,15 @@ def test_sgd_matches_torch_optim_sgd():
     lr, wd = 0.05, 1e-3
     opt = torch.optim.SGD(seq.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
     seq.train()
-    for _ in range(3):
+    steps = clr_reference(3, 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else [(1.0, 0.9)] * 3
+    for m, mom in steps:
+        for g in opt.param_groups:
+            g["lr"], g["momentum"] = lr * m, mom
         opt.zero_grad()
         nn.functional.nll_loss(seq(x), y).backward()
         opt.step()
-    learner.begin_fit([lr], [wd], ("constant",), True)
+    native_schedule = ("clr", 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else ("constant",)
+    learner.begin_fit([lr], [wd], native_schedule, True)
     for epoch in range(3):  # one batch per epoch: bs = N, so order does not matter
         learner.train_epoch_tensors(x, y, 32, 0, epoch)
     learner.end_fit()
