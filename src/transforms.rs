@@ -76,9 +76,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Text that changes whenever the pixels this pipeline produces could change.
+    /// Text that changes whenever the pixels this pipeline produces could change (including
+    /// the decoder's version).
     pub fn key(&self) -> String {
-        format!("pipeline-v1 {self:?}")
+        format!("pipeline-v2 decoder {} {self:?}", crate::decode::DECODER_VERSION)
     }
 
     /// True when the pipeline draws no random numbers (validation transforms).
