@@ -108,6 +108,19 @@ class ModelSummary:
         return "ConvnetModel(\n" + "\n".join(rows) + f"\n)  {n:,} parameters"
 
 
+def _set_conv_layout(native, channels_last):
+    """Puts every 4-D tensor of the model (convolution weights) in channels-last or the default
+    layout, in place: the Rust layers hold the same tensors and see the change."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.no_grad():
+        for _, t in native.live_tensors():
+            if t.dim() == 4 and not t.is_contiguous(memory_format=fmt):
+                t.data = t.data.contiguous(memory_format=fmt)
+                # A gradient kept from earlier would have the old layout: the next backward
+                # makes a fresh one in the new layout instead.
+                t.grad = None
+
+
 class ConvLearner(Learner):
     """A learner for a pretrained convolutional network (lesson 1's `learn`)."""
 
@@ -146,17 +159,13 @@ class ConvLearner(Learner):
         return self.mixed_precision(False)
 
     def channels_last(self, enabled=True):
-        """Opt-in channels-last (NHWC) memory layout for the convolution weights, which makes
-        libtorch run the convolutions in that layout (faster with cuDNN tensor cores and with
-        oneDNN on many CPUs). Numerics are unchanged up to float round-off. Returns the learner."""
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        with torch.no_grad():
-            for _, t in self._native.live_tensors():
-                if t.dim() == 4:
-                    t.data = t.data.contiguous(memory_format=fmt)
-                    # A gradient kept from earlier would have the old layout: the next backward
-                    # makes a fresh one in the new layout instead.
-                    t.grad = None
+        """Channels-last (NHWC) memory layout for the convolution weights, which makes libtorch
+        run the convolutions in that layout (faster with cuDNN tensor cores and with oneDNN on
+        CPUs). Numerics are unchanged up to float round-off. `ConvLearner.pretrained` turns it
+        on by default on the CPU (measured here: 1.3-1.4x faster inference, 1.2x frozen
+        training, up to 1.8x unfrozen EfficientNet training) and leaves it off on CUDA, where it
+        is an opt-in. Returns the learner."""
+        _set_conv_layout(self._native, enabled)
         self._channels_last = bool(enabled)
         return self
 
@@ -167,7 +176,7 @@ class ConvLearner(Learner):
 
     @classmethod
     def pretrained(cls, f, data, ps=None, xtra_fc=None, xtra_cut=0, custom_head=None, precompute=False,
-                   pretrained=True, weights=None, device=None, **kwargs):
+                   pretrained=True, weights=None, device=None, channels_last=None, **kwargs):
         from ._native import Learner as NativeLearner
         arch = arch_from(f)
         if isinstance(xtra_cut, bool) or not isinstance(xtra_cut, (int, np.integer)) or xtra_cut < 0:
@@ -183,11 +192,16 @@ class ConvLearner(Learner):
         if pretrained:
             state = load_pretrained(arch.name, weights)
             native.load_backbone(list(state.items()), str(weights or f"{arch.name} pretrained weights"))
+        # Before __init__: precompute=True runs the body at once, in this layout.
+        if channels_last is None:
+            channels_last = native.device_type == "cpu"
+        _set_conv_layout(native, channels_last)
         self = cls.__new__(cls)
         self._output = output
         self.xtra_cut = int(xtra_cut)
         self.custom_head = custom_head
         ConvLearner.__init__(self, data, native, arch, precompute=precompute, **kwargs)
+        self._channels_last = bool(channels_last)
         return self
 
     # ---- what the lesson reads -----------------------------------------------------------

@@ -18,10 +18,13 @@ def reference(learn):
     return seq.eval()
 
 
-def test_mixed_precision_is_torch_autocast_bf16(hub, folder):
-    learn = make(folder)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_mixed_precision_is_torch_autocast_bf16(hub, folder, channels_last):
+    learn = make(folder, channels_last=channels_last)
     x = torch.randn(4, 3, SZ, SZ, generator=torch.Generator().manual_seed(0))
     ref = reference(learn)
+    if channels_last:  # the same layout on both sides: bfloat16 sums depend on the order
+        ref = ref.to(memory_format=torch.channels_last)
     fp32 = torch.as_tensor(learn.predict_array(x))
     assert learn.half() is learn
     got = torch.as_tensor(learn.predict_array(x))
@@ -59,8 +62,14 @@ def test_only_bfloat16(hub, folder):
         learn.mixed_precision(dtype=torch.float16)
 
 
+def test_channels_last_is_the_default_on_cpu_only(hub, folder):
+    convs = lambda l: [t for _, t in l._native.live_tensors() if t.dim() == 4 and t.shape[-1] > 1]
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in convs(make(folder)))
+    assert all(t.is_contiguous() for t in convs(make(folder, channels_last=False)))
+
+
 def test_channels_last_same_outputs_and_torch_readable(hub, folder, tmp_path):
-    learn = make(folder)
+    learn = make(folder, channels_last=False)
     x = torch.randn(4, 3, SZ, SZ, generator=torch.Generator().manual_seed(1))
     before = learn.predict_array(x)
     learn.channels_last()
