@@ -539,7 +539,7 @@ impl Finish<'_> {
     }
 }
 
-/// Three planar rows of samples (stored units), reused across rows and images.
+/// Three planar rows of samples (stored units), reused across the rows of one image.
 struct RowBuf {
     ch: [Vec<f32>; 3],
 }
@@ -611,70 +611,42 @@ fn write_mapped<T: Texels + ?Sized>(
         None
     };
     let (ymax, xmax) = ((ir - 1) as f32, (ic - 1) as f32);
-    // The interior loop reads a 2×2 neighbourhood at (y0, x0) with y0 ≤ ir − 2, x0 ≤ ic − 2;
-    // images of one row or column go through the general per-pixel path instead.
-    let affine = affine.filter(|_| ir >= 2 && ic >= 2);
-    let mut buf = RowBuf::new(sz);
     let inside = |y: f32, x: f32| y >= 0.0 && x >= 0.0 && y <= ymax && x <= xmax;
+    let mut buf = RowBuf::new(sz);
     for i in 0..sz {
         let [r, g, b] = &mut buf.ch;
-        let row = affine.map(|(o, dj, di)| (o.0 + i as f32 * di.0, o.1 + i as f32 * di.1, dj));
-        // Output columns whose sample lies inside the image: one interval, as the map is
-        // affine along the row (float rounding is monotone, so checking its ends suffices).
-        let (jlo, jhi) = match row {
-            Some((ry, rx, dj)) => {
-                let at = |j: usize| (ry + j as f32 * dj.0, rx + j as f32 * dj.1);
-                let (lo_y, hi_y) = interval(ry, dj.0, ymax, sz);
-                let (lo_x, hi_x) = interval(rx, dj.1, xmax, sz);
-                let (mut lo, mut hi) = (lo_y.max(lo_x), hi_y.min(hi_x));
-                while lo < hi && !inside(at(lo).0, at(lo).1) {
-                    lo += 1;
-                }
-                while hi > lo && !inside(at(hi - 1).0, at(hi - 1).1) {
-                    hi -= 1;
-                }
-                (lo, hi)
+        // Output columns jlo..jhi of this row sample inside the image: one interval, as the map
+        // is affine along the row (float rounding is monotone, so checking its ends suffices).
+        let mut jlo = 0;
+        let mut jhi = 0;
+        if let Some((o, dj, di)) = affine {
+            let (ry, rx) = (o.0 + i as f32 * di.0, o.1 + i as f32 * di.1);
+            let at = |j: usize| (ry + j as f32 * dj.0, rx + j as f32 * dj.1);
+            let (lo_y, hi_y) = interval(ry, dj.0, ymax, sz);
+            let (lo_x, hi_x) = interval(rx, dj.1, xmax, sz);
+            (jlo, jhi) = (lo_y.max(lo_x), hi_y.min(hi_x));
+            while jlo < jhi && !inside(at(jlo).0, at(jlo).1) {
+                jlo += 1;
             }
-            None => (0, 0),
-        };
-        let mut j = 0;
-        while j < sz {
-            if let (Some((ry, rx, dj)), true) = (row, j >= jlo && j < jhi) {
-                #[cfg(target_arch = "x86_64")]
-                if let (Some(bytes), true) = (img.as_u8(), simd::available() && ir * ic * 3 < i32::MAX as usize) {
-                    let n = (jhi - j) / 8 * 8;
-                    if n > 0 {
-                        // SAFETY: AVX2 and FMA are present (checked above); the function clamps
-                        // every index into the image itself.
-                        unsafe {
-                            simd::bilinear_row_u8(bytes, ir, ic, (ry, rx), dj, j, n, [&mut r[..], &mut g[..], &mut b[..]])
-                        };
-                        j += n;
-                        continue;
-                    }
-                }
-                let y = ry + j as f32 * dj.0;
-                let x = rx + j as f32 * dj.1;
-                // Inside, so both are finite and >= 0: truncation is floor. The clamps put the
-                // last row/column's samples in the cell before it with weight 1.
-                let y0 = (y as usize).min(ir - 2);
-                let x0 = (x as usize).min(ic - 2);
-                let (fy, fx) = (y - y0 as f32, x - x0 as f32);
-                let p = (y0 * ic + x0) * 3;
-                let q = p + ic * 3;
-                // SAFETY: y0 ≤ ir − 2 and x0 ≤ ic − 2, so q + 5 ≤ ir·ic·3 − 1 < img.len()
-                // (checked at the top of this function).
-                let tap = |k: usize| unsafe { (img.at_unchecked(p + k), img.at_unchecked(q + k)) };
-                let lerp = |c: usize| {
-                    let ((a, c0), (bb, d)) = (tap(c), tap(c + 3));
-                    let top = a + (bb - a) * fx;
-                    let bot = c0 + (d - c0) * fx;
-                    top + (bot - top) * fy
-                };
-                (r[j], g[j], b[j]) = (lerp(0), lerp(1), lerp(2));
-                j += 1;
-                continue;
+            while jhi > jlo && !inside(at(jhi - 1).0, at(jhi - 1).1) {
+                jhi -= 1;
             }
+            let mut j = jlo;
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(bytes), true) = (img.as_u8(), simd::available() && ir >= 2 && ic >= 2 && ir * ic * 3 < i32::MAX as usize) {
+                let n = (jhi - jlo) / 8 * 8;
+                // SAFETY: AVX2 and FMA are present, the image is at least 2×2 and its byte
+                // offsets fit an i32 (checked above); the function clamps every index into it.
+                unsafe { simd::bilinear_row_u8(bytes, ir, ic, (ry, rx), dj, jlo, n, [&mut r[..], &mut g[..], &mut b[..]]) };
+                j += n;
+            }
+            for j in j..jhi {
+                let (y, x) = at(j);
+                (r[j], g[j], b[j]) = sample(img, ir, ic, y, x).into();
+            }
+        }
+        // The rest of the row (all of it when the map is not affine) meets a border: per pixel.
+        for j in (0..jlo).chain(jhi..sz) {
             let px = match plan.map(i, j) {
                 Some((y, x)) => {
                     let (y, x) = to_img((reflect(y, wr), reflect(x, wc)));
@@ -684,8 +656,7 @@ fn write_mapped<T: Texels + ?Sized>(
                 // original warped the image and then transformed it.
                 None => [0.0; 3],
             };
-            (r[j], g[j], b[j]) = (px[0], px[1], px[2]);
-            j += 1;
+            (r[j], g[j], b[j]) = px.into();
         }
         buf.finish_into(f, T::SCALE, sz, i, out);
     }

@@ -133,6 +133,13 @@ const ARCHS: &[ArchSpec] = &[
 /// avoid that and still give a BatchNorm to size the head from.
 const MIN_CUT: usize = 2;
 
+impl ArchSpec {
+    /// The whole (uncut) body, its parameters registered in `store`.
+    pub fn build_body(&self, store: &mut ParamStore) -> Box<dyn Backbone> {
+        (self.build)(store, self.body_children)
+    }
+}
+
 pub fn arch_names() -> Vec<&'static str> {
     ARCHS.iter().map(|a| a.name).collect()
 }

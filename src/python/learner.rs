@@ -297,8 +297,8 @@ impl PyLearner {
         Ok(())
     }
 
-    /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch).
-    /// (last group's lr per batch, smoothed loss per batch, momentum per batch or None).
+    /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch, momentum per
+    /// batch or None when the schedule did not cycle it).
     fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>, Option<Vec<f64>>)> {
         let r = self.lock()?.end_fit();
         let moms = (!r.moms.is_empty()).then_some(r.moms);

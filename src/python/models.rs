@@ -1,5 +1,6 @@
-//! Debug/test bindings for the backbones: run a bare backbone on a given state dict, so the
-//! tests can compare its feature map with a PyTorch reference.
+//! Debug/test bindings for the backbones: run a bare (uncut) backbone of any architecture on a
+//! given state dict in its checkpoint naming, so the tests can compare its feature map with a
+//! PyTorch reference.
 
 use std::collections::HashSet;
 
@@ -7,19 +8,10 @@ use pyo3::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::run_detached;
-use crate::models::{efficientnet, Backbone, BnMode, ParamStore};
+use crate::models::{BnMode, ParamStore};
 use crate::{Error, Result};
 
 type CheckpointKey = fn(&str) -> Option<String>;
-type Build = fn(&mut ParamStore, usize) -> Box<dyn Backbone>;
-
-/// The backbone constructor and checkpoint-key mapping of `arch`.
-fn arch(name: &str) -> Result<(Build, CheckpointKey)> {
-    match name {
-        "efficientnet_lite0" => Ok((efficientnet::efficientnet_lite0, efficientnet::checkpoint_key)),
-        _ => Err(Error::InvalidArgument(format!("unknown architecture {name:?} (known: 'efficientnet_lite0')"))),
-    }
-}
 
 /// Copies `state` into `store`. Keys the mapping sends to `None` are not part of the body
 /// (classifier, BN counters) and are skipped; every store entry must be given exactly once.
@@ -43,7 +35,7 @@ fn load_state(store: &ParamStore, state: &[(String, Tensor)], map: CheckpointKey
 }
 
 fn features(name: &str, state: Vec<(String, Tensor)>, x: Tensor) -> Result<Tensor> {
-    let (build, map) = arch(name)?;
+    let spec = crate::models::arch(name)?;
     // Checked here because a libtorch error inside the infallible forward would panic.
     let size = x.size();
     if size.len() != 4 || size[1] != 3 || x.kind() != Kind::Float {
@@ -53,9 +45,8 @@ fn features(name: &str, state: Vec<(String, Tensor)>, x: Tensor) -> Result<Tenso
         )));
     }
     let mut store = ParamStore::new();
-    // The whole body (all 7 children).
-    let net = build(&mut store, 7);
-    load_state(&store, &state, map)?;
+    let net = spec.build_body(&mut store);
+    load_state(&store, &state, spec.checkpoint_key)?;
     let x = x.to_device(store.device());
     Ok(tch::no_grad(|| net.forward(&x, BnMode::EVAL)))
 }
