@@ -66,6 +66,34 @@ def report(name, n, ours, ref, unit):
     return r / o
 
 
+def ours_epoch(learner, lrs, precompute, x, y, bs, seed, epoch):
+    """One epoch of our native loop over in-memory rows, in a fit of its own."""
+    learner.begin_fit(lrs, [0.0] * len(lrs), ("constant",), precompute)
+    learner.train_epoch_tensors(x, y, bs, seed, epoch)
+    learner.end_fit()
+
+
+def ref_epoch(model, opt, x, y, bs, g):
+    """The same epoch in PyTorch eager: shuffled batches, NLL loss, SGD step."""
+    perm = torch.randperm(len(x), generator=g)
+    for s in range(0, len(x), bs):
+        idx = perm[s:s + bs]
+        loss = nn.functional.nll_loss(model(x.index_select(0, idx)), y.index_select(0, idx))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()  # as our loop reads the loss of every batch
+
+
+def alternate(rounds, f_ours, f_ref):
+    """Seconds of each side per round, the two interleaved so shared-machine noise hits both."""
+    t_ours, t_ref = [], []
+    for r in range(rounds):
+        t_ours.append(timed(lambda: f_ours(r + 1)))
+        t_ref.append(timed(lambda: f_ref(r + 1)))
+    return t_ours, t_ref
+
+
 def bench_head(args):
     n, nf, bs = args.head_rows, 1024, 64
     g = torch.Generator().manual_seed(0)
@@ -75,30 +103,10 @@ def bench_head(args):
     ref = torch_head(nf)
     ref.train()
     opt = torch.optim.SGD(ref.parameters(), lr=1e-2, momentum=0.9)
-    epoch = [0]
-
-    def run_ours():
-        ours.begin_fit([1e-2], [0.0], ("constant",), True)
-        ours.train_epoch_tensors(x, y, bs, 42, epoch[0])
-        ours.end_fit()
-
-    def run_ref():
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            loss = nn.functional.nll_loss(ref(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss.item()  # as our loop reads the loss of every batch
-
-    run_ours(), run_ref()  # warm-up
-    t_ours, t_ref = [], []
-    for r in range(args.rounds):
-        epoch[0] = r + 1
-        t_ours.append(timed(run_ours))
-        t_ref.append(timed(run_ref))
+    run_ours = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch)  # noqa: E731
+    run_ref = lambda epoch: ref_epoch(ref, opt, x, y, bs, g)  # noqa: E731
+    run_ours(0), run_ref(0)  # warm-up
+    t_ours, t_ref = alternate(args.rounds, run_ours, run_ref)
     ratio = report(f"(a) head epoch ({n} x {nf}, bs {bs})", n, t_ours, t_ref, "rows")
     o = median(t_ours)
     print(f"    target: our head epoch < 0.5 s: {'MET' if o < 0.5 else 'NOT MET'} ({o:.3f} s)")
@@ -117,52 +125,24 @@ def bench_body(args):
     # forward, eval, no_grad: one batch of bs images
     ref.eval()
 
-    def fwd_ours():
-        ours.predict_array(xb)
-
-    def fwd_ref():
+    def fwd_ref(_):
         with torch.no_grad():
             ref(xb)
 
-    fwd_ours(), fwd_ref()
-    t_ours, t_ref = [], []
-    for _ in range(args.rounds):
-        t_ours.append(timed(fwd_ours))
-        t_ref.append(timed(fwd_ref))
+    fwd_ours = lambda _: ours.predict_array(xb)  # noqa: E731
+    fwd_ours(0), fwd_ref(0)
+    t_ours, t_ref = alternate(args.rounds, fwd_ours, fwd_ref)
     r_fwd = report(f"(b) resnet34 forward (bs {bs}, {sz}px)", bs, t_ours, t_ref, "img")
 
     # forward + backward + SGD step, train mode, whole model trainable: n images in batches of bs
     ref.train()
     opt = torch.optim.SGD(ref.parameters(), lr=1e-3, momentum=0.9)
     ours.freeze_to(0)
-    epoch = [0]
-
-    def train_ours():
-        ours.begin_fit([1e-3] * 3, [0.0] * 3, ("constant",), False)
-        ours.train_epoch_tensors(x, y, bs, 7, epoch[0])
-        ours.end_fit()
-
-    def train_ref():
-        perm = torch.randperm(n, generator=g)
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            loss = nn.functional.nll_loss(ref(x.index_select(0, idx)), y.index_select(0, idx))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss.item()
-
     # warm-up on one batch each
-    ours.begin_fit([1e-3] * 3, [0.0] * 3, ("constant",), False)
-    ours.train_epoch_tensors(xb, y[:bs], bs, 7, 0)
-    ours.end_fit()
-    loss = nn.functional.nll_loss(ref(xb), y[:bs])
-    opt.zero_grad(), loss.backward(), opt.step()
-    t_ours, t_ref = [], []
-    for r in range(args.rounds):
-        epoch[0] = r + 1
-        t_ours.append(timed(train_ours))
-        t_ref.append(timed(train_ref))
+    ours_epoch(ours, [1e-3] * 3, False, xb, y[:bs], bs, 7, 0)
+    ref_epoch(ref, opt, xb, y[:bs], bs, g)
+    t_ours, t_ref = alternate(args.rounds, lambda e: ours_epoch(ours, [1e-3] * 3, False, x, y, bs, 7, e),
+                              lambda e: ref_epoch(ref, opt, x, y, bs, g))
     r_train = report(f"(b) resnet34 fwd+bwd+SGD (bs {bs}, {n} img)", n, t_ours, t_ref, "img")
     return r_fwd, r_train
 

@@ -130,7 +130,6 @@ class ConvLearner(Learner):
         self._precompute = False
         self._acts = None          # {'trn': tensor, 'val': tensor, 'test': tensor|None}
         self._amp_dtype = None     # torch.bfloat16 when mixed precision is on
-        self._channels_last = False
         self.crit = {"log_softmax": "nll_loss", "sigmoid": "binary_cross_entropy",
                      "identity": "l1_loss"}[self._output]
         self.freeze()
@@ -166,7 +165,6 @@ class ConvLearner(Learner):
         training, up to 1.8x unfrozen EfficientNet training) and leaves it off on CUDA, where it
         is an opt-in. Returns the learner."""
         _set_conv_layout(self._native, enabled)
-        self._channels_last = bool(enabled)
         return self
 
     def _autocast(self):
@@ -201,7 +199,6 @@ class ConvLearner(Learner):
         self.xtra_cut = int(xtra_cut)
         self.custom_head = custom_head
         ConvLearner.__init__(self, data, native, arch, precompute=precompute, **kwargs)
-        self._channels_last = bool(channels_last)
         return self
 
     # ---- what the lesson reads -----------------------------------------------------------
@@ -377,22 +374,18 @@ class ConvLearner(Learner):
         B = self._n_train_batches()
         if use_clr is not None and use_clr_beta is not None:
             raise ValueError("fit: pass use_clr or use_clr_beta, not both")
-        clr = use_clr if use_clr is not None else use_clr_beta
-        if clr is not None:
+        if use_clr is not None or use_clr_beta is not None:
+            kind, clr, second, rec_cls = (("clr", use_clr, "cut_div", CircularLR) if use_clr is not None
+                                          else ("clr_beta", use_clr_beta, "pct", CircularLR_beta))
             # A cycle is cycle_len epochs (cycle_mult lengthens the fit, not the cycle, as in
             # the original, which crashed without cycle_len instead of saying so).
-            what = "use_clr=(div, cut_div[, mom_hi, mom_lo])" if use_clr is not None else \
-                "use_clr_beta=(div, pct[, mom1, mom2])"
             if not cycle_len:
-                raise ValueError(f"fit: {what.split('=')[0]} needs cycle_len (the cycle length in epochs)")
+                raise ValueError(f"fit: use_{kind} needs cycle_len (the cycle length in epochs)")
             clr = tuple(float(v) for v in clr)
             if len(clr) not in (2, 4) or clr[0] <= 0 or clr[1] <= 0:
-                raise ValueError(f"fit: expected {what} with positive div and "
-                                 f"{'cut_div' if use_clr is not None else 'pct'}, got {clr}")
-            moms = clr[2:] if len(clr) == 4 else None
-            kind = "clr" if use_clr is not None else "clr_beta"
-            schedule = (kind, B * cycle_len, clr[0], clr[1], moms)
-            rec_cls = CircularLR if use_clr is not None else CircularLR_beta
+                raise ValueError(f"fit: expected use_{kind}=(div, {second}[, mom1, mom2]) with positive "
+                                 f"div and {second}, got {clr}")
+            schedule = (kind, B * cycle_len, clr[0], clr[1], clr[2:] or None)
         else:
             schedule = ("cos", B * cycle_len, int(cycle_mult)) if cycle_len else ("constant",)
             rec_cls = CosAnneal if cycle_len else LossRecorder
@@ -423,13 +416,12 @@ class ConvLearner(Learner):
                     return stop
                 seed_epoch = self._epochs_seen
                 self._epochs_seen += 1
-                if precompute:
-                    with self._autocast():
+                with self._autocast():
+                    if precompute:
                         trn_loss, stopped = self._native.train_epoch_tensors(
                             self._acts["trn"], self._act_targets("trn"), self.data_.bs,
                             int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
-                else:
-                    with self._autocast():
+                    else:
                         trn_loss, stopped = self._native.train_epoch_loader(
                             self.data_.trn_dl._native, seed_epoch, on_batch)
                 if stopped:
@@ -477,14 +469,13 @@ class ConvLearner(Learner):
         d = self.data_
         if is_test and getattr(d, "test_dl", None) is None:
             raise ValueError("predict(is_test=True): the data has no test set (pass test_name= to from_paths)")
-        if precompute:
-            split = "test" if is_test else "val"
-            x = self._acts[split]
-            y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
-            with self._autocast():
-                return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
-        dl = d.test_dl if is_test else d.val_dl
         with self._autocast():
+            if precompute:
+                split = "test" if is_test else "val"
+                x = self._acts[split]
+                y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
+                return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
+            dl = d.test_dl if is_test else d.val_dl
             return self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
 
     def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):

@@ -4,7 +4,6 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
 
 from ._figures import figure
 
@@ -74,8 +73,8 @@ def load_img_id(ds, idx, path):
     learnt from (fastai 0.7 used PIL here, which ignores EXIF: spec 13, rough edge 13)."""
     import os
 
-    from .dataset import open_image
-    return np.round(open_image(os.path.join(path, ds.fnames[idx])) * 255).astype(np.uint8)
+    from . import _native
+    return _native.decode_image(os.path.join(path, ds.fnames[idx]))
 
 
 def plot_confusion_matrix(cm, classes, normalize=False, title="Confusion matrix",

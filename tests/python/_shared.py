@@ -27,3 +27,27 @@ def write_random_checkpoint(torch_home, arch, file_name, seed=0):
     path = os.path.join(ck, file_name)
     torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), path)
     return path
+
+
+def clr_reference(n_steps, cycle, div, cut_div, moms):
+    """use_clr per spec 6.3, written out independently of the library: (lr multiplier,
+    momentum) for each of `n_steps` batches."""
+    out, cut = [], max(1, int(cycle // cut_div))
+    for t in range(n_steps):
+        i = t % cycle
+        p = 1 - (i - cut) / (cycle - cut) if i > cut else i / cut
+        out.append(((1 + p * (div - 1)) / div, moms[0] + p * (moms[1] - moms[0])))
+    return out
+
+
+def clr_beta_reference(n_steps, cycle, div, pct):
+    """use_clr_beta ("1cycle") per spec 6.3: the lr multiplier of each batch."""
+    out, m = [], int(cycle * (1 - pct / 100) / 2)
+    for t in range(n_steps):
+        i = t % cycle
+        if i > 2 * m:
+            out.append((1 - (i - 2 * m) / (cycle - 2 * m) * 0.99) / div)
+        else:
+            q = 1 - (i - m) / m if i > m else i / m
+            out.append((1 + q * (div - 1)) / div)
+    return out

@@ -18,8 +18,6 @@ SZ = 128
 FLOOR = 0.85
 
 
-
-
 def _have_photos():
     try:
         return all(len(os.listdir(os.path.join(DOGSCATS, s, c))) >= n

@@ -301,3 +301,13 @@ def test_memory_is_bounded_by_the_prefetch_depth(tmp_path):
     assert dl._native.buffers_allocated <= 4 + 3, dl._native.buffers_allocated
     kept = [x for x, _ in dl]
     assert len(kept) == 40 and dl._native.buffers_allocated >= 40
+
+
+def test_load_img_id_is_the_file_as_pil_reads_it(tree):
+    from fastai.plots import load_img_id
+    path, _ = tree
+    data = data_of(path)
+    for i in range(len(data.val_ds)):
+        ref = np.asarray(Image.open(os.path.join(path, data.val_ds.fnames[i])).convert("RGB"))
+        got = load_img_id(data.val_ds, i, path)
+        assert got.dtype == np.uint8 and np.array_equal(got, ref), data.val_ds.fnames[i]

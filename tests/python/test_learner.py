@@ -14,6 +14,7 @@ from fastai.conv_learner import ConvLearner, resnet18
 from fastai.dataset import ImageClassifierData
 from fastai.sgdr import Callback
 from fastai.transforms import tfms_from_model, transforms_side_on
+from _shared import clr_beta_reference, clr_reference
 
 SZ, BS = 32, 4
 
@@ -29,8 +30,6 @@ def write_images(root, n_train=8, n_valid=4, seed=0):
                 img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
                 img[..., 2 * c] += 150
                 Image.fromarray(img).save(d / f"{name[:-1]}.{i}.jpg", quality=95)
-
-
 
 
 @pytest.fixture
@@ -245,23 +244,14 @@ def test_use_clr_and_use_clr_beta_record_the_spec_schedules(hub, folder):
     learn = make(folder, precompute=True)
     B = len(learn.data.trn_dl)
     learn.fit(1e-2, 1, cycle_len=2, use_clr=(10, 4, 0.95, 0.85))
-    n, cut = 2 * B, max(1, (2 * B) // 4)
-    p = np.array([1 - (i - cut) / (n - cut) if i > cut else i / cut for i in range(n)])
-    np.testing.assert_allclose(learn.sched.lrs, 1e-2 * (1 + p * 9) / 10, rtol=1e-12)
-    np.testing.assert_allclose(learn.sched.momentums, 0.95 + p * (0.85 - 0.95), rtol=1e-12)
+    mult, moms = np.array(clr_reference(2 * B, 2 * B, 10, 4, (0.95, 0.85))).T
+    np.testing.assert_allclose(learn.sched.lrs, 1e-2 * mult, rtol=1e-12)
+    np.testing.assert_allclose(learn.sched.momentums, moms, rtol=1e-12)
     assert type(learn.sched).__name__ == "CircularLR"
 
     learn.fit(1e-2, 1, cycle_len=3, use_clr_beta=(10, 20))
-    n = 3 * B
-    m = int(n * (1 - 20 / 100) / 2)
-    want = []
-    for i in range(n):
-        if i > 2 * m:
-            want.append(1e-2 / 10 * (1 - (i - 2 * m) / (n - 2 * m) * 0.99))
-        else:
-            q = 1 - (i - m) / m if i > m else i / m
-            want.append(1e-2 * (1 + q * 9) / 10)
-    np.testing.assert_allclose(learn.sched.lrs, want, rtol=1e-12)
+    np.testing.assert_allclose(learn.sched.lrs, 1e-2 * np.array(clr_beta_reference(3 * B, 3 * B, 10, 20)),
+                               rtol=1e-12)
     assert learn.sched.momentums is None  # momentum not cycled without mom1, mom2
     assert type(learn.sched).__name__ == "CircularLR_beta"
 

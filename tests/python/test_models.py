@@ -6,6 +6,7 @@ import torch.nn as nn
 import torchvision
 
 from fastai import _native
+from _shared import clr_reference
 
 
 def randomise_bn(model, seed=0):
@@ -105,16 +106,6 @@ def test_checkpoint_for_another_arch_is_a_clear_error():
     from fastai.exceptions import WeightsError
     with pytest.raises(WeightsError, match="resnet18-ckpt.*missing key"):
         learner.load_backbone(list(tv.state_dict().items()), "resnet18-ckpt")
-
-
-def clr_reference(n_steps, cycle, div, cut_div, moms):
-    """use_clr per spec 6.3, written out independently: (lr multiplier, momentum) per batch."""
-    out, cut = [], max(1, int(cycle // cut_div))
-    for t in range(n_steps):
-        i = t % cycle
-        p = 1 - (i - cut) / (cycle - cut) if i > cut else i / cut
-        out.append(((1 + p * (div - 1)) / div, moms[0] + p * (moms[1] - moms[0])))
-    return out
 
 
 @pytest.mark.parametrize("schedule", ["constant", "clr"])
