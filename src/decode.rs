@@ -27,8 +27,7 @@ pub const MAX_SIDE: u32 = 16_384;
 pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// File extensions (lower case) the folder scanner treats as images.
-pub const IMAGE_EXTENSIONS: &[&str] =
-    &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
 
 /// Whether `path` has one of `IMAGE_EXTENSIONS` (case-insensitive).
 pub fn has_image_extension(path: &Path) -> bool {
@@ -94,7 +93,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     // Header only so far: refuse before the pixel buffer is allocated.
     let (w, h) = decoder.dimensions();
     if w > MAX_SIDE || h > MAX_SIDE || (w as u64) * (h as u64) > MAX_PIXELS {
-        return Err(Error::ImageTooLarge { path: path.to_path_buf(), width: w, height: h, limit: MAX_SIDE });
+        return Err(Error::ImageTooLarge {
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+            limit: MAX_SIDE,
+        });
     }
     if w == 0 || h == 0 {
         return Err(Error::decode(path, "image has zero width or height"));
@@ -120,7 +124,11 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
         other => other.into_rgb8(),
     };
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    Ok(RgbImage { width, height, data: rgb.into_raw() })
+    Ok(RgbImage {
+        width,
+        height,
+        data: rgb.into_raw(),
+    })
 }
 
 thread_local! {
@@ -149,7 +157,13 @@ fn decode_jpeg_turbo(bytes: &[u8], w: usize, h: usize) -> Option<image::RgbImage
             return None;
         }
         let mut pixels = vec![0u8; w * h * 3];
-        let image = turbojpeg::Image { pixels: &mut pixels[..], width: w, pitch: w * 3, height: h, format: turbojpeg::PixelFormat::RGB };
+        let image = turbojpeg::Image {
+            pixels: &mut pixels[..],
+            width: w,
+            pitch: w * 3,
+            height: h,
+            format: turbojpeg::PixelFormat::RGB,
+        };
         if d.decompress(bytes, image).is_err() {
             // Start the next file from a fresh handle rather than trust one a failed (possibly
             // hostile) stream left behind.
@@ -231,7 +245,10 @@ mod tests {
     #[test]
     fn jpeg_truncation_is_detected() {
         // SOI, a 4-byte APP0, SOS header (len 8), two bytes of scan data, EOI.
-        let full: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 63, 0, 0x12, 0xFF, 0x00, 0xFF, 0xD9];
+        let full: &[u8] = &[
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00, 0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 63,
+            0, 0x12, 0xFF, 0x00, 0xFF, 0xD9,
+        ];
         assert!(!jpeg_is_truncated(full));
         for cut in 2..full.len() {
             assert!(jpeg_is_truncated(&full[..cut]), "cut at {cut}");

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 pub enum Error {
     /// An operating-system error while touching `path` (open, read, write, rename, mkdir).
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// The file exists but is not an image we can decode (corrupt, truncated, wrong format).
     #[error("{path}: cannot decode image ({reason})")]
@@ -15,7 +18,12 @@ pub enum Error {
 
     /// The header claims dimensions we refuse to allocate for.
     #[error("{path}: image is {width}x{height} pixels, larger than the limit of {limit} pixels per side")]
-    ImageTooLarge { path: PathBuf, width: u32, height: u32, limit: u32 },
+    ImageTooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        limit: u32,
+    },
 
     /// The folder layout does not fit what the API expects (missing/empty folder, class mismatch).
     #[error("{path}: {reason}")]
@@ -50,13 +58,22 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn decode(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Decode { path: path.into(), reason: reason.into() }
+        Error::Decode {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
     pub fn layout(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::DatasetLayout { path: path.into(), reason: reason.into() }
+        Error::DatasetLayout {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
     pub fn torch(op: impl Into<String>) -> impl FnOnce(tch::TchError) -> Self {
         let op = op.into();

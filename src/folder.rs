@@ -40,9 +40,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().into_string().map_err(|n| {
-            Error::layout(dir.join(&n), "file name is not valid UTF-8")
-        })?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| Error::layout(dir.join(&n), "file name is not valid UTF-8"))?;
         out.push((name, entry.path()));
     }
     // String order on UTF-8 is code-point order, i.e. Python's sorted().
@@ -78,7 +79,11 @@ fn image_files(dir: &Path, skipped: &mut Skipped) -> Result<Vec<(String, PathBuf
 
 /// Scans `root/split/<class>/<file>`. With `classes = None` the split defines the classes (the
 /// training split); otherwise the split must have exactly those class folders.
-pub fn scan_labelled(root: &Path, split: &str, classes: Option<&[String]>) -> Result<LabelledFiles> {
+pub fn scan_labelled(
+    root: &Path,
+    split: &str,
+    classes: Option<&[String]>,
+) -> Result<LabelledFiles> {
     let dir = root.join(split);
     require_dir(&dir, "split folder")?;
     let mut skipped = Skipped::default();
@@ -117,8 +122,11 @@ pub fn scan_labelled(root: &Path, split: &str, classes: Option<&[String]>) -> Re
             train.to_vec()
         }
     };
-    let index: BTreeMap<&str, i64> =
-        classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
+    let index: BTreeMap<&str, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i64))
+        .collect();
     // Iterate in class-index order, so the split is grouped by label like the original.
     let mut by_name: BTreeMap<&str, &PathBuf> = BTreeMap::new();
     for (n, p) in &found {
@@ -137,7 +145,12 @@ pub fn scan_labelled(root: &Path, split: &str, classes: Option<&[String]>) -> Re
             labels.push(index[class.as_str()]);
         }
     }
-    Ok(LabelledFiles { fnames, labels, classes, skipped })
+    Ok(LabelledFiles {
+        fnames,
+        labels,
+        classes,
+        skipped,
+    })
 }
 
 /// Scans a flat, unlabelled test folder (sorted; every image extension, not only `*.*`).
@@ -146,7 +159,10 @@ pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, Skipped)> {
     let not_found = || {
         Error::io(
             &dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "test folder doesn't exist or is empty"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "test folder doesn't exist or is empty",
+            ),
         )
     };
     if !dir.is_dir() {
@@ -157,7 +173,13 @@ pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, Skipped)> {
     if files.is_empty() {
         return Err(not_found());
     }
-    Ok((files.into_iter().map(|(n, _)| format!("{name}/{n}")).collect(), skipped))
+    Ok((
+        files
+            .into_iter()
+            .map(|(n, _)| format!("{name}/{n}"))
+            .collect(),
+        skipped,
+    ))
 }
 
 /// One labelled row of a CSV: the file id and its raw label field.
@@ -206,18 +228,29 @@ pub fn read_label_csv(csv: &Path, skip_header: bool) -> Result<Vec<CsvRow>> {
         if f.len() < 2 {
             return Err(Error::layout(
                 csv,
-                format!("line {}: expected `id,labels`, found {} column(s)", lineno + 1, f.len()),
+                format!(
+                    "line {}: expected `id,labels`, found {} column(s)",
+                    lineno + 1,
+                    f.len()
+                ),
             ));
         }
         let id = f[0].trim().to_string();
         if id.is_empty() {
-            return Err(Error::layout(csv, format!("line {}: empty file id", lineno + 1)));
+            return Err(Error::layout(
+                csv,
+                format!("line {}: empty file id", lineno + 1),
+            ));
         }
         let labels = f[1].trim().to_string();
         if let Some((first, _)) = rows.get(&id) {
             return Err(Error::layout(
                 csv,
-                format!("duplicate labels for id {id:?} on lines {} and {}", first + 1, lineno + 1),
+                format!(
+                    "duplicate labels for id {id:?} on lines {} and {}",
+                    first + 1,
+                    lineno + 1
+                ),
             ));
         }
         rows.insert(id, (lineno, labels));
@@ -225,7 +258,10 @@ pub fn read_label_csv(csv: &Path, skip_header: bool) -> Result<Vec<CsvRow>> {
     if rows.is_empty() {
         return Err(Error::layout(csv, "CSV has no data rows"));
     }
-    Ok(rows.into_iter().map(|(id, (_, labels))| CsvRow { id, labels }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, (_, labels))| CsvRow { id, labels })
+        .collect())
 }
 
 /// Checks that every `root/fname` is an existing file; the error lists the first few missing.
@@ -234,11 +270,18 @@ pub fn check_files_exist(root: &Path, fnames: &[String], source: &Path) -> Resul
     if missing.is_empty() {
         return Ok(());
     }
-    let shown: Vec<String> =
-        missing.iter().take(5).map(|f| root.join(f).display().to_string()).collect();
+    let shown: Vec<String> = missing
+        .iter()
+        .take(5)
+        .map(|f| root.join(f).display().to_string())
+        .collect();
     Err(Error::layout(
         source,
-        format!("{} listed file(s) do not exist, e.g. {}", missing.len(), shown.join(", ")),
+        format!(
+            "{} listed file(s) do not exist, e.g. {}",
+            missing.len(),
+            shown.join(", ")
+        ),
     ))
 }
 
@@ -249,7 +292,10 @@ mod tests {
     #[test]
     fn csv_quotes_and_commas() {
         assert_eq!(csv_fields("a,b c"), vec!["a", "b c"]);
-        assert_eq!(csv_fields("\"x,y\",\"say \"\"hi\"\"\""), vec!["x,y", "say \"hi\""]);
+        assert_eq!(
+            csv_fields("\"x,y\",\"say \"\"hi\"\"\""),
+            vec!["x,y", "say \"hi\""]
+        );
         assert_eq!(csv_fields("a,"), vec!["a", ""]);
     }
 }

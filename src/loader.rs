@@ -53,11 +53,17 @@ impl Targets {
         match self {
             Targets::Class(v) => Targets::Class(idx.iter().map(|&i| v[i]).collect()),
             Targets::MultiHot { data, c } => Targets::MultiHot {
-                data: idx.iter().flat_map(|&i| data[i * c..(i + 1) * c].iter().copied()).collect(),
+                data: idx
+                    .iter()
+                    .flat_map(|&i| data[i * c..(i + 1) * c].iter().copied())
+                    .collect(),
                 c: *c,
             },
             Targets::Continuous { data, dim } => Targets::Continuous {
-                data: idx.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect(),
+                data: idx
+                    .iter()
+                    .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
+                    .collect(),
                 dim: *dim,
             },
             Targets::Unlabelled => Targets::Unlabelled,
@@ -119,10 +125,14 @@ impl DataLoader {
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self> {
         if cfg.batch_size == 0 {
-            return Err(Error::InvalidArgument("batch size must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "batch size must be at least 1".into(),
+            ));
         }
         if pipeline.sz == 0 {
-            return Err(Error::InvalidArgument("image size sz must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "image size sz must be at least 1".into(),
+            ));
         }
         if let Some(n) = targets.len() {
             if n != files.len() {
@@ -133,7 +143,18 @@ impl DataLoader {
                 )));
             }
         }
-        Ok(DataLoader { inner: Arc::new(Inner { root, files, targets, pipeline, cfg, pool, free: Mutex::new(Vec::new()), fresh: AtomicUsize::new(0) }) })
+        Ok(DataLoader {
+            inner: Arc::new(Inner {
+                root,
+                files,
+                targets,
+                pipeline,
+                cfg,
+                pool,
+                free: Mutex::new(Vec::new()),
+                fresh: AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// Batches per epoch: ceil(items / bs).
@@ -172,7 +193,11 @@ impl DataLoader {
     }
     /// Absolute (root-joined) paths in dataset order.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.inner.files.iter().map(|f| self.inner.root.join(f)).collect()
+        self.inner
+            .files
+            .iter()
+            .map(|f| self.inner.root.join(f))
+            .collect()
     }
     /// Stable text describing everything that changes pixel values.
     pub fn pipeline_key(&self) -> String {
@@ -200,7 +225,11 @@ impl DataLoader {
         let img = decode_file(&path)?;
         let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
         let params = inner.pipeline.draw(&mut rng);
-        let src = Src { data: SrcRef::U8(&img.data), rows: img.height, cols: img.width };
+        let src = Src {
+            data: SrcRef::U8(&img.data),
+            rows: img.height,
+            cols: img.width,
+        };
         inner
             .pipeline
             .apply(&src, &params, out)
@@ -248,13 +277,21 @@ impl DataLoader {
         }
         let sz = self.sz();
         let mut out = vec![0f32; 3 * sz * sz];
-        self.inner.pool.install(|| self.fill_item(index, epoch, &mut out))?;
+        self.inner
+            .pool
+            .install(|| self.fill_item(index, epoch, &mut out))?;
         Ok(out)
     }
 
     /// Builds the batch of dataset indices `idx` on the pool. With `skip_bad`, undecodable
     /// items are left out and their paths pushed to `bad`.
-    fn build_batch(&self, idx: &[usize], epoch: u64, stop: &AtomicBool, bad: &Mutex<Vec<PathBuf>>) -> Result<Batch> {
+    fn build_batch(
+        &self,
+        idx: &[usize],
+        epoch: u64,
+        stop: &AtomicBool,
+        bad: &Mutex<Vec<PathBuf>>,
+    ) -> Result<Batch> {
         let sz = self.sz();
         let per = 3 * sz * sz;
         let mut x = self.take_buffer(idx.len() * per);
@@ -266,9 +303,14 @@ impl DataLoader {
                         return Ok(()); // the consumer is gone; the batch is thrown away
                     }
                     // A panic in a codec or transform must become an error, not a dead pool.
-                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fill_item(i, epoch, slot))) {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.fill_item(i, epoch, slot)
+                    })) {
                         Ok(r) => r,
-                        Err(_) => Err(Error::decode(self.inner.root.join(&self.inner.files[i]), "internal error while loading")),
+                        Err(_) => Err(Error::decode(
+                            self.inner.root.join(&self.inner.files[i]),
+                            "internal error while loading",
+                        )),
                     }
                 })
                 .collect()
@@ -277,9 +319,13 @@ impl DataLoader {
         for (k, r) in results.into_iter().enumerate() {
             match r {
                 Ok(()) => keep.push(k),
-                Err(e @ (Error::Decode { .. } | Error::ImageTooLarge { .. } | Error::Io { .. })) if self.inner.cfg.skip_bad => {
+                Err(
+                    e @ (Error::Decode { .. } | Error::ImageTooLarge { .. } | Error::Io { .. }),
+                ) if self.inner.cfg.skip_bad => {
                     let path = match &e {
-                        Error::Decode { path, .. } | Error::ImageTooLarge { path, .. } | Error::Io { path, .. } => path.clone(),
+                        Error::Decode { path, .. }
+                        | Error::ImageTooLarge { path, .. }
+                        | Error::Io { path, .. } => path.clone(),
                         _ => PathBuf::new(),
                     };
                     if let Ok(mut b) = bad.lock() {
@@ -299,7 +345,12 @@ impl DataLoader {
             x.truncate(keep.len() * per);
         }
         let kept: Vec<usize> = keep.iter().map(|&k| idx[k]).collect();
-        Ok(Batch { x, y: self.inner.targets.select(&kept), n: kept.len(), sz })
+        Ok(Batch {
+            x,
+            y: self.inner.targets.select(&kept),
+            n: kept.len(),
+            sz,
+        })
     }
 
     /// Starts producing the batches of `epoch` in the background.
@@ -309,35 +360,51 @@ impl DataLoader {
         let bad = Arc::new(Mutex::new(Vec::new()));
         let me = self.clone();
         let (stop2, bad2) = (stop.clone(), bad.clone());
-        let spawned = std::thread::Builder::new().name("fastai-loader-producer".into()).spawn(move || {
-            let order = me.order(epoch);
-            let bs = me.batch_size();
-            for chunk in order.chunks(bs) {
-                if stop2.load(Ordering::Relaxed) {
-                    return;
+        let spawned = std::thread::Builder::new()
+            .name("fastai-loader-producer".into())
+            .spawn(move || {
+                let order = me.order(epoch);
+                let bs = me.batch_size();
+                for chunk in order.chunks(bs) {
+                    if stop2.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let res = me.build_batch(chunk, epoch, &stop2, &bad2);
+                    let failed = res.is_err();
+                    // Skip batches that lost every item (all bad) rather than yield empty ones.
+                    if matches!(&res, Ok(b) if b.n == 0) {
+                        continue;
+                    }
+                    // Blocks while `prefetch` batches wait; fails at once when the consumer is dropped.
+                    if tx.send(Msg::Batch(res)).is_err() {
+                        return;
+                    }
+                    if failed {
+                        return; // an error ends the epoch
+                    }
                 }
-                let res = me.build_batch(chunk, epoch, &stop2, &bad2);
-                let failed = res.is_err();
-                // Skip batches that lost every item (all bad) rather than yield empty ones.
-                if matches!(&res, Ok(b) if b.n == 0) {
-                    continue;
-                }
-                // Blocks while `prefetch` batches wait; fails at once when the consumer is dropped.
-                if tx.send(Msg::Batch(res)).is_err() {
-                    return;
-                }
-                if failed {
-                    return; // an error ends the epoch
-                }
-            }
-            let _ = tx.send(Msg::Done);
-        });
+                let _ = tx.send(Msg::Done);
+            });
         match spawned {
-            Ok(handle) => BatchIter { rx: Some(rx), stop, bad, handle: Some(handle), finished: false },
+            Ok(handle) => BatchIter {
+                rx: Some(rx),
+                stop,
+                bad,
+                handle: Some(handle),
+                finished: false,
+            },
             Err(e) => {
                 let (tx, rx) = sync_channel::<Msg>(1);
-                let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!("cannot start the loader thread: {e}")))));
-                BatchIter { rx: Some(rx), stop, bad, handle: None, finished: false }
+                let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!(
+                    "cannot start the loader thread: {e}"
+                )))));
+                BatchIter {
+                    rx: Some(rx),
+                    stop,
+                    bad,
+                    handle: None,
+                    finished: false,
+                }
             }
         }
     }
@@ -389,7 +456,9 @@ impl Iterator for BatchIter {
             Err(_) => {
                 // The producer vanished without saying it was done.
                 self.finished = true;
-                Some(Err(Error::InvalidArgument("the loader thread stopped unexpectedly".into())))
+                Some(Err(Error::InvalidArgument(
+                    "the loader thread stopped unexpectedly".into(),
+                )))
             }
         }
     }

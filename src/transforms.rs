@@ -15,7 +15,9 @@
 
 use std::cell::RefCell;
 
-use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 
 /// How the final `sz × sz` window is taken (fastai's `CropType`).
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +27,12 @@ pub enum CropKind {
     /// Resize the (scaled, augmented) image to exactly `sz × sz`, distorting the aspect ratio.
     No,
     /// Inception-style random-resized crop taken from the full-resolution (augmented) image.
-    GoogleNet { min_area_frac: f64, min_aspect_ratio: f64, max_aspect_ratio: f64, flip_hw_p: f64 },
+    GoogleNet {
+        min_area_frac: f64,
+        min_aspect_ratio: f64,
+        max_aspect_ratio: f64,
+        flip_hw_p: f64,
+    },
 }
 
 /// Border handling of a geometric augmentation.
@@ -50,7 +57,11 @@ pub enum Aug {
     Dihedral,
     /// Zoom about the centre by 1 + U(zoom_min, zoom_max); `border` for zoom-out (the original
     /// ignored its mode and always used black, rough edge 20: here the mode is honoured).
-    Zoom { zoom_max: f64, zoom_min: f64, border: Border },
+    Zoom {
+        zoom_max: f64,
+        zoom_min: f64,
+        border: Border,
+    },
 }
 
 /// `RandomScale(sz, max_zoom, p)`: with probability `p`, the short side becomes
@@ -79,7 +90,10 @@ impl Pipeline {
     /// Text that changes whenever the pixels this pipeline produces could change (including
     /// the decoder's version).
     pub fn key(&self) -> String {
-        format!("pipeline-v2 decoder {} {self:?}", crate::decode::DECODER_VERSION)
+        format!(
+            "pipeline-v2 decoder {} {self:?}",
+            crate::decode::DECODER_VERSION
+        )
     }
 
     /// True when the pipeline draws no random numbers (validation transforms).
@@ -107,9 +121,15 @@ pub const STREAM_SHUFFLE: u64 = 2;
 pub enum AugDraw {
     /// Angle in degrees, `None` when the step was skipped (probability).
     Rotate(Option<f64>),
-    Lighting { b: f64, c: f64 },
+    Lighting {
+        b: f64,
+        c: f64,
+    },
     Flip(bool),
-    Dihedral { k: u32, flip: bool },
+    Dihedral {
+        k: u32,
+        flip: bool,
+    },
     Zoom(f64),
 }
 
@@ -133,7 +153,11 @@ impl Pipeline {
             Some(s) => {
                 let hit = rng.uniform() < s.p;
                 let m = rng.range(s.lo, s.hi);
-                if hit { m } else { 1.0 }
+                if hit {
+                    m
+                } else {
+                    1.0
+                }
             }
             None => 1.0,
         };
@@ -146,18 +170,31 @@ impl Pipeline {
                     let angle = rng.range(-deg, *deg);
                     AugDraw::Rotate(if hit { Some(angle) } else { None })
                 }
-                Aug::Lighting { b, c } => AugDraw::Lighting { b: rng.range(-b, *b), c: rng.range(-c, *c) },
+                Aug::Lighting { b, c } => AugDraw::Lighting {
+                    b: rng.range(-b, *b),
+                    c: rng.range(-c, *c),
+                },
                 Aug::Flip { p } => AugDraw::Flip(rng.uniform() < *p),
                 Aug::Dihedral => {
                     let k = rng.below(4) as u32;
-                    AugDraw::Dihedral { k, flip: rng.uniform() < 0.5 }
+                    AugDraw::Dihedral {
+                        k,
+                        flip: rng.uniform() < 0.5,
+                    }
                 }
-                Aug::Zoom { zoom_max, zoom_min, .. } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
+                Aug::Zoom {
+                    zoom_max, zoom_min, ..
+                } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
             })
             .collect();
         let crop_u = (rng.uniform(), rng.uniform());
         let (gnet, gnet_flip_hw) = match &self.crop {
-            CropKind::GoogleNet { min_area_frac, min_aspect_ratio, max_aspect_ratio, flip_hw_p } => {
+            CropKind::GoogleNet {
+                min_area_frac,
+                min_aspect_ratio,
+                max_aspect_ratio,
+                flip_hw_p,
+            } => {
                 let tries = (0..10)
                     .map(|_| {
                         (
@@ -172,7 +209,13 @@ impl Pipeline {
             }
             _ => (Vec::new(), false),
         };
-        Params { scale_m, augs, crop_u, gnet, gnet_flip_hw }
+        Params {
+            scale_m,
+            augs,
+            crop_u,
+            gnet,
+            gnet_flip_hw,
+        }
     }
 }
 
@@ -229,12 +272,31 @@ fn reflect(x: f32, n: usize) -> f32 {
 #[derive(Clone, Debug)]
 enum Geo {
     /// Output = input padded by `p` on all sides.
-    Pad { p: f32, rows: usize, cols: usize, border: Border },
+    Pad {
+        p: f32,
+        rows: usize,
+        cols: usize,
+        border: Border,
+    },
     /// Affine about (cx, cy): input = A·(out − c) + c (A is the inverse of the forward map).
-    Affine { a: [f32; 4], cx: f32, cy: f32, rows: usize, cols: usize, border: Border },
+    Affine {
+        a: [f32; 4],
+        cx: f32,
+        cy: f32,
+        rows: usize,
+        cols: usize,
+        border: Border,
+    },
     /// Exact pixel permutation: out (x, y) → input (x', y') from a 90° rotation / mirror.
-    Dihedral { k: u32, flip: bool, rows: usize, cols: usize },
-    Flip { cols: usize },
+    Dihedral {
+        k: u32,
+        flip: bool,
+        rows: usize,
+        cols: usize,
+    },
+    Flip {
+        cols: usize,
+    },
 }
 
 /// The inverse map of a whole pipeline for one image.
@@ -258,7 +320,10 @@ impl Plan {
     /// whose final coordinates are inside the working image never touched a border, so the
     /// whole map is one affine function there.
     fn bordered_steps(&self) -> usize {
-        self.geo.iter().filter(|g| matches!(g, Geo::Pad { .. } | Geo::Affine { .. })).count()
+        self.geo
+            .iter()
+            .filter(|g| matches!(g, Geo::Pad { .. } | Geo::Affine { .. }))
+            .count()
     }
 
     /// The map, optionally without border handling (then it is affine in (i, j)).
@@ -268,14 +333,26 @@ impl Plan {
         let mut x = self.crop_off.1 + (j + 0.5) * self.crop_scale.1 - 0.5;
         for g in self.geo.iter().rev() {
             match *g {
-                Geo::Pad { p, rows, cols, border } => {
+                Geo::Pad {
+                    p,
+                    rows,
+                    cols,
+                    border,
+                } => {
                     y -= p;
                     x -= p;
                     if borders {
                         (y, x) = apply_border(y, x, rows, cols, border)?;
                     }
                 }
-                Geo::Affine { a, cx, cy, rows, cols, border } => {
+                Geo::Affine {
+                    a,
+                    cx,
+                    cy,
+                    rows,
+                    cols,
+                    border,
+                } => {
                     let (dx, dy) = (x - cx, y - cy);
                     x = a[0] * dx + a[1] * dy + cx;
                     y = a[2] * dx + a[3] * dy + cy;
@@ -283,7 +360,12 @@ impl Plan {
                         (y, x) = apply_border(y, x, rows, cols, border)?;
                     }
                 }
-                Geo::Dihedral { k, flip, rows, cols } => {
+                Geo::Dihedral {
+                    k,
+                    flip,
+                    rows,
+                    cols,
+                } => {
                     // Output dims: (cols, rows) when k is odd. Undo the mirror first.
                     let out_cols = if k % 2 == 1 { rows } else { cols };
                     if flip {
@@ -333,10 +415,15 @@ impl Src<'_> {
         match self.data {
             SrcRef::U8(d) => {
                 // u64 per 4 KiB chunk keeps the inner loop a plain widening sum.
-                let s: u64 = d.chunks(4096).map(|c| c.iter().map(|&v| v as u64).sum::<u64>()).sum();
+                let s: u64 = d
+                    .chunks(4096)
+                    .map(|c| c.iter().map(|&v| v as u64).sum::<u64>())
+                    .sum();
                 (s as f64 / d.len().max(1) as f64 / 255.0) as f32
             }
-            SrcRef::F32(d) => (d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64) as f32,
+            SrcRef::F32(d) => {
+                (d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64) as f32
+            }
         }
     }
 }
@@ -417,7 +504,13 @@ impl Texels for [f32] {
 /// Resizes the window (top, left, height, width) of `src` (source pixel units) to
 /// `rows × cols` into `work`, with PIL-style antialiased bilinear filtering. A window that is the
 /// identity (same size, integer offset) is copied exactly.
-fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize, work: &mut Work) -> std::result::Result<(), String> {
+fn resize_window(
+    src: &Src,
+    win: (f64, f64, f64, f64),
+    rows: usize,
+    cols: usize,
+    work: &mut Work,
+) -> std::result::Result<(), String> {
     let (top, left, h, w) = win;
     let n = rows * cols * 3;
     match (src.data, &mut *work) {
@@ -439,8 +532,12 @@ fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize,
             let a = ((t + r) * src.cols + l) * 3;
             let o = r * cols * 3;
             match (src.data, &mut *work) {
-                (SrcRef::U8(d), Work::U8(v)) => v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3]),
-                (SrcRef::F32(d), Work::F32(v)) => v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3]),
+                (SrcRef::U8(d), Work::U8(v)) => {
+                    v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3])
+                }
+                (SrcRef::F32(d), Work::F32(v)) => {
+                    v[o..o + cols * 3].copy_from_slice(&d[a..a + cols * 3])
+                }
                 _ => return Err("working buffer type mismatch".into()),
             }
         }
@@ -458,13 +555,20 @@ fn resize_window(src: &Src, win: (f64, f64, f64, f64), rows: usize, cols: usize,
         match (src.data, work) {
             (SrcRef::U8(d), Work::U8(v)) => {
                 let s = ImageRef::new(sw, sh, d, PixelType::U8x3).map_err(|e| e.to_string())?;
-                let mut dst = Image::from_slice_u8(cols as u32, rows as u32, v, PixelType::U8x3).map_err(|e| e.to_string())?;
+                let mut dst = Image::from_slice_u8(cols as u32, rows as u32, v, PixelType::U8x3)
+                    .map_err(|e| e.to_string())?;
                 r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())
             }
             (SrcRef::F32(d), Work::F32(v)) => {
-                let s = ImageRef::new(sw, sh, f32_bytes(d), PixelType::F32x3).map_err(|e| e.to_string())?;
-                let mut dst = Image::from_slice_u8(cols as u32, rows as u32, f32_bytes_mut(v), PixelType::F32x3)
+                let s = ImageRef::new(sw, sh, f32_bytes(d), PixelType::F32x3)
                     .map_err(|e| e.to_string())?;
+                let mut dst = Image::from_slice_u8(
+                    cols as u32,
+                    rows as u32,
+                    f32_bytes_mut(v),
+                    PixelType::F32x3,
+                )
+                .map_err(|e| e.to_string())?;
                 r.resize(&s, &mut dst, &opts).map_err(|e| e.to_string())
             }
             _ => Err("working buffer type mismatch".into()),
@@ -490,7 +594,12 @@ fn sample<T: Texels + ?Sized>(img: &T, rows: usize, cols: usize, y: f32, x: f32)
     for (ch, o) in out.iter_mut().enumerate() {
         // SAFETY: see the function comment; a, b, c, d + ch < rows * cols * 3 <= img.len().
         let (pa, pb, pc, pd) = unsafe {
-            (img.at_unchecked(a + ch), img.at_unchecked(b + ch), img.at_unchecked(c + ch), img.at_unchecked(d + ch))
+            (
+                img.at_unchecked(a + ch),
+                img.at_unchecked(b + ch),
+                img.at_unchecked(c + ch),
+                img.at_unchecked(d + ch),
+            )
         };
         let top = pa + (pb - pa) * fx;
         let bot = pc + (pd - pc) * fx;
@@ -546,7 +655,9 @@ struct RowBuf {
 
 impl RowBuf {
     fn new(sz: usize) -> Self {
-        RowBuf { ch: [vec![0.0; sz], vec![0.0; sz], vec![0.0; sz]] }
+        RowBuf {
+            ch: [vec![0.0; sz], vec![0.0; sz], vec![0.0; sz]],
+        }
     }
 
     /// Finishes the buffered row into row `i` of the three CHW planes of `out`.
@@ -560,7 +671,13 @@ impl RowBuf {
 }
 
 /// Writes an `sz × sz` HWC window (stored units) as normalised CHW, mirrored if `flipped`.
-fn write_window<T: Texels + ?Sized>(win: &T, sz: usize, flipped: bool, f: &Finish, out: &mut [f32]) {
+fn write_window<T: Texels + ?Sized>(
+    win: &T,
+    sz: usize,
+    flipped: bool,
+    f: &Finish,
+    out: &mut [f32],
+) {
     if win.len() < sz * sz * 3 || out.len() < 3 * sz * sz {
         return; // cannot happen: the caller sizes both buffers
     }
@@ -604,7 +721,9 @@ fn write_mapped<T: Texels + ?Sized>(
         let dj = plan.map_with(0.0, 1.0, false).map(to_img);
         let di = plan.map_with(1.0, 0.0, false).map(to_img);
         match (o, dj, di) {
-            (Some(o), Some(dj), Some(di)) => Some((o, (dj.0 - o.0, dj.1 - o.1), (di.0 - o.0, di.1 - o.1))),
+            (Some(o), Some(dj), Some(di)) => {
+                Some((o, (dj.0 - o.0, dj.1 - o.1), (di.0 - o.0, di.1 - o.1)))
+            }
             _ => None,
         }
     } else {
@@ -633,11 +752,25 @@ fn write_mapped<T: Texels + ?Sized>(
             }
             let mut j = jlo;
             #[cfg(target_arch = "x86_64")]
-            if let (Some(bytes), true) = (img.as_u8(), simd::available() && ir >= 2 && ic >= 2 && ir * ic * 3 < i32::MAX as usize) {
+            if let (Some(bytes), true) = (
+                img.as_u8(),
+                simd::available() && ir >= 2 && ic >= 2 && ir * ic * 3 < i32::MAX as usize,
+            ) {
                 let n = (jhi - jlo) / 8 * 8;
                 // SAFETY: AVX2 and FMA are present, the image is at least 2×2 and its byte
                 // offsets fit an i32 (checked above); the function clamps every index into it.
-                unsafe { simd::bilinear_row_u8(bytes, ir, ic, (ry, rx), dj, jlo, n, [&mut r[..], &mut g[..], &mut b[..]]) };
+                unsafe {
+                    simd::bilinear_row_u8(
+                        bytes,
+                        ir,
+                        ic,
+                        (ry, rx),
+                        dj,
+                        jlo,
+                        n,
+                        [&mut r[..], &mut g[..], &mut b[..]],
+                    )
+                };
                 j += n;
             }
             for j in j..jhi {
@@ -717,10 +850,18 @@ mod simd {
         let stride = _mm256_set1_epi32((cols * 3) as i32);
         let three = _mm256_set1_epi32(3);
         let zero = _mm256_setzero_si256();
-        let (ymaxi, xmaxi) = (_mm256_set1_epi32(rows as i32 - 2), _mm256_set1_epi32(cols as i32 - 2));
+        let (ymaxi, xmaxi) = (
+            _mm256_set1_epi32(rows as i32 - 2),
+            _mm256_set1_epi32(cols as i32 - 2),
+        );
         let byte = _mm256_set1_epi32(0xFF);
         let iota = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
-        let (ryv, rxv, dyv, dxv) = (_mm256_set1_ps(ry), _mm256_set1_ps(rx), _mm256_set1_ps(dy), _mm256_set1_ps(dx));
+        let (ryv, rxv, dyv, dxv) = (
+            _mm256_set1_ps(ry),
+            _mm256_set1_ps(rx),
+            _mm256_set1_ps(dy),
+            _mm256_set1_ps(dx),
+        );
         let [or, og, ob] = out;
         let mut j = j0;
         while j < j0 + n {
@@ -728,17 +869,38 @@ mod simd {
             // Same rounding as the scalar path: a multiply, then an add (not fused).
             let y = _mm256_add_ps(ryv, _mm256_mul_ps(jv, dyv));
             let x = _mm256_add_ps(rxv, _mm256_mul_ps(jv, dxv));
-            let yi = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(_mm256_floor_ps(y)), zero), ymaxi);
-            let xi = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(_mm256_floor_ps(x)), zero), xmaxi);
+            let yi = _mm256_min_epi32(
+                _mm256_max_epi32(_mm256_cvttps_epi32(_mm256_floor_ps(y)), zero),
+                ymaxi,
+            );
+            let xi = _mm256_min_epi32(
+                _mm256_max_epi32(_mm256_cvttps_epi32(_mm256_floor_ps(x)), zero),
+                xmaxi,
+            );
             // Clamped to [0, 1] so a coordinate outside the image reads its nearest edge.
             let one = _mm256_set1_ps(1.0);
-            let fy = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(y, _mm256_cvtepi32_ps(yi)), _mm256_setzero_ps()), one);
-            let fx = _mm256_min_ps(_mm256_max_ps(_mm256_sub_ps(x, _mm256_cvtepi32_ps(xi)), _mm256_setzero_ps()), one);
+            let fy = _mm256_min_ps(
+                _mm256_max_ps(
+                    _mm256_sub_ps(y, _mm256_cvtepi32_ps(yi)),
+                    _mm256_setzero_ps(),
+                ),
+                one,
+            );
+            let fx = _mm256_min_ps(
+                _mm256_max_ps(
+                    _mm256_sub_ps(x, _mm256_cvtepi32_ps(xi)),
+                    _mm256_setzero_ps(),
+                ),
+                one,
+            );
             // Byte offsets of the top-left tap (p) and the one below (q). Four bytes are read
             // per gather: at p they are R G B of the left tap (and R of the right one); the
             // right tap is read at p + 2 (B of the left, then R G B) so that the last pixel of
             // the image never reads past its end.
-            let p = _mm256_add_epi32(_mm256_mullo_epi32(yi, stride), _mm256_mullo_epi32(xi, three));
+            let p = _mm256_add_epi32(
+                _mm256_mullo_epi32(yi, stride),
+                _mm256_mullo_epi32(xi, three),
+            );
             let q = _mm256_add_epi32(p, stride);
             let two = _mm256_set1_epi32(2);
             let a = _mm256_i32gather_epi32::<1>(base, p);
@@ -771,10 +933,19 @@ mod simd {
 impl Pipeline {
     /// Runs the pipeline on `src` with drawn `params`, writing a normalised CHW image of
     /// `3 × sz × sz` floats into `out`. Errors are reasons without a path; the caller adds it.
-    pub fn apply(&self, src: &Src, params: &Params, out: &mut [f32]) -> std::result::Result<(), String> {
+    pub fn apply(
+        &self,
+        src: &Src,
+        params: &Params,
+        out: &mut [f32],
+    ) -> std::result::Result<(), String> {
         let sz = self.sz;
         if out.len() != 3 * sz * sz {
-            return Err(format!("output buffer has {} floats, expected {}", out.len(), 3 * sz * sz));
+            return Err(format!(
+                "output buffer has {} floats, expected {}",
+                out.len(),
+                3 * sz * sz
+            ));
         }
         if src.rows == 0 || src.cols == 0 {
             return Err("empty image".into());
@@ -787,7 +958,10 @@ impl Pipeline {
             let targ = ((params.scale_m * sz as f64) as usize).max(1);
             scale_min_dims(src.rows, src.cols, targ)
         };
-        let needs_mean = params.augs.iter().any(|a| matches!(a, AugDraw::Lighting { .. }));
+        let needs_mean = params
+            .augs
+            .iter()
+            .any(|a| matches!(a, AugDraw::Lighting { .. }));
         let mu = if needs_mean { src.mean() } else { 0.0 };
 
         let mut geo = Vec::new();
@@ -795,7 +969,12 @@ impl Pipeline {
         let mut lighting = Vec::new();
         let (mut rows, mut cols) = (wr, wc);
         if self.pad > 0 && !googlenet {
-            geo.push(Geo::Pad { p: self.pad as f32, rows, cols, border: self.pad_border });
+            geo.push(Geo::Pad {
+                p: self.pad as f32,
+                rows,
+                cols,
+                border: self.pad_border,
+            });
             rows += 2 * self.pad;
             cols += 2 * self.pad;
         }
@@ -829,7 +1008,12 @@ impl Pipeline {
                 (Aug::Flip { .. }, AugDraw::Flip(true)) => geo.push(Geo::Flip { cols }),
                 (Aug::Dihedral, AugDraw::Dihedral { k, flip }) => {
                     if *k != 0 || *flip {
-                        geo.push(Geo::Dihedral { k: *k, flip: *flip, rows, cols });
+                        geo.push(Geo::Dihedral {
+                            k: *k,
+                            flip: *flip,
+                            rows,
+                            cols,
+                        });
                         if k % 2 == 1 {
                             std::mem::swap(&mut rows, &mut cols);
                         }
@@ -845,11 +1029,23 @@ impl Pipeline {
         // The crop: output pixel → (offset, scale) in the last geometric output.
         let (crop_off, crop_scale) = match &self.crop {
             CropKind::Random => (
-                (random_offset(rows, sz, params.crop_u.0) as f64, random_offset(cols, sz, params.crop_u.1) as f64),
+                (
+                    random_offset(rows, sz, params.crop_u.0) as f64,
+                    random_offset(cols, sz, params.crop_u.1) as f64,
+                ),
                 (1.0, 1.0),
             ),
-            CropKind::Center => ((center_offset(rows, sz) as f64, center_offset(cols, sz) as f64), (1.0, 1.0)),
-            CropKind::No => ((0.0, 0.0), (rows as f64 / sz as f64, cols as f64 / sz as f64)),
+            CropKind::Center => (
+                (
+                    center_offset(rows, sz) as f64,
+                    center_offset(cols, sz) as f64,
+                ),
+                (1.0, 1.0),
+            ),
+            CropKind::No => (
+                (0.0, 0.0),
+                (rows as f64 / sz as f64, cols as f64 / sz as f64),
+            ),
             CropKind::GoogleNet { .. } => googlenet_window(rows, cols, sz, params),
         };
         let only_flips = geo.iter().all(|g| matches!(g, Geo::Flip { .. }));
@@ -871,7 +1067,13 @@ impl Pipeline {
                     left = cols as f64 - left - sz as f64;
                 }
                 let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
-                resize_window(src, (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx), sz, sz, &mut work)?;
+                resize_window(
+                    src,
+                    (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx),
+                    sz,
+                    sz,
+                    &mut work,
+                )?;
                 match &*work {
                     Work::U8(v) => write_window(v.as_slice(), sz, flipped, &fin, out),
                     Work::F32(v) => write_window(v.as_slice(), sz, flipped, &fin, out),
@@ -897,10 +1099,34 @@ impl Pipeline {
                 }
                 return Ok(());
             }
-            resize_window(src, (0.0, 0.0, src.rows as f64, src.cols as f64), wr, wc, &mut work)?;
+            resize_window(
+                src,
+                (0.0, 0.0, src.rows as f64, src.cols as f64),
+                wr,
+                wc,
+                &mut work,
+            )?;
             match &*work {
-                Work::U8(v) => write_mapped(v.as_slice(), (wr, wc), (wr, wc), (1.0, 1.0), &plan, sz, &fin, out),
-                Work::F32(v) => write_mapped(v.as_slice(), (wr, wc), (wr, wc), (1.0, 1.0), &plan, sz, &fin, out),
+                Work::U8(v) => write_mapped(
+                    v.as_slice(),
+                    (wr, wc),
+                    (wr, wc),
+                    (1.0, 1.0),
+                    &plan,
+                    sz,
+                    &fin,
+                    out,
+                ),
+                Work::F32(v) => write_mapped(
+                    v.as_slice(),
+                    (wr, wc),
+                    (wr, wc),
+                    (1.0, 1.0),
+                    &plan,
+                    sz,
+                    &fin,
+                    out,
+                ),
             }
             Ok(())
         })
@@ -922,12 +1148,21 @@ fn googlenet_window(rows: usize, cols: usize, sz: usize, p: &Params) -> ((f64, f
             // randint(0, n) is inclusive of n: n + 1 outcomes.
             let y = ((ur * (rows - hh + 1) as f64) as usize).min(rows - hh);
             let x = ((uc * (cols - ww + 1) as f64) as usize).min(cols - ww);
-            return ((y as f64, x as f64), (hh as f64 / sz as f64, ww as f64 / sz as f64));
+            return (
+                (y as f64, x as f64),
+                (hh as f64 / sz as f64, ww as f64 / sz as f64),
+            );
         }
     }
     let short = rows.min(cols);
     let s = short as f64 / sz as f64;
-    ((center_offset(rows, short) as f64, center_offset(cols, short) as f64), (s, s))
+    (
+        (
+            center_offset(rows, short) as f64,
+            center_offset(cols, short) as f64,
+        ),
+        (s, s),
+    )
 }
 
 #[cfg(test)]
@@ -961,9 +1196,14 @@ mod tests {
 
     #[test]
     fn rng_streams_differ_and_repeat() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::for_item(1, 1, 0, 7).next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::for_item(1, 1, 0, 7).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::for_item(1, 1, 0, 7).next_u64(), Rng::for_item(1, 1, 1, 7).next_u64());
+        assert_ne!(
+            Rng::for_item(1, 1, 0, 7).next_u64(),
+            Rng::for_item(1, 1, 1, 7).next_u64()
+        );
         let mut r = Rng::new(3);
         for _ in 0..1000 {
             let u = r.uniform();

@@ -29,7 +29,6 @@
 //! layer2 and layer3: group 0 holds generic low-level filters, group 1 the
 //! ImageNet-specific high-level ones that fine-tuning should move most.
 
-
 use tch::Tensor;
 
 use super::{Backbone, BatchNorm, BnMode, Conv, ParamStore};
@@ -83,8 +82,20 @@ struct SameConv {
 
 impl SameConv {
     #[allow(clippy::too_many_arguments)]
-    fn new(store: &mut ParamStore, key: &str, group: usize, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> Self {
-        SameConv { conv: Conv::new(store, key, group, c_in, c_out, k, stride, 0, groups, false), k }
+    fn new(
+        store: &mut ParamStore,
+        key: &str,
+        group: usize,
+        c_in: i64,
+        c_out: i64,
+        k: i64,
+        stride: i64,
+        groups: i64,
+    ) -> Self {
+        SameConv {
+            conv: Conv::new(store, key, group, c_in, c_out, k, stride, 0, groups, false),
+            k,
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -169,26 +180,76 @@ pub fn efficientnet_lite0(store: &mut ParamStore, cut: usize) -> Box<dyn Backbon
         // Created in checkpoint order, so the store's order matches the state dict's.
         let expand = (expand != 1).then(|| {
             (
-                SameConv::new(store, &format!("{key}._expand_conv"), group, c_in, mid, 1, 1, 1),
+                SameConv::new(
+                    store,
+                    &format!("{key}._expand_conv"),
+                    group,
+                    c_in,
+                    mid,
+                    1,
+                    1,
+                    1,
+                ),
                 bn(store, &format!("{key}._bn0"), group, mid),
             )
         });
-        let depthwise = SameConv::new(store, &format!("{key}._depthwise_conv"), group, mid, mid, k, stride, mid);
+        let depthwise = SameConv::new(
+            store,
+            &format!("{key}._depthwise_conv"),
+            group,
+            mid,
+            mid,
+            k,
+            stride,
+            mid,
+        );
         let bn1 = bn(store, &format!("{key}._bn1"), group, mid);
-        let project = SameConv::new(store, &format!("{key}._project_conv"), group, mid, c_out, 1, 1, 1);
+        let project = SameConv::new(
+            store,
+            &format!("{key}._project_conv"),
+            group,
+            mid,
+            c_out,
+            1,
+            1,
+            1,
+        );
         let bn2 = bn(store, &format!("{key}._bn2"), group, c_out);
-        blocks.push(MbConv { expand, depthwise, bn1, project, bn2, residual: stride == 1 && c_in == c_out, group });
+        blocks.push(MbConv {
+            expand,
+            depthwise,
+            bn1,
+            project,
+            bn2,
+            residual: stride == 1 && c_in == c_out,
+            group,
+        });
         c_last = c_out;
     }
-    let head = (cut > 4).then(|| SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1));
+    let head =
+        (cut > 4).then(|| SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1));
     let bn1 = (cut > 5).then(|| bn(store, "_bn1", 1, HEAD_CHANNELS));
     let out_channels = if cut > 4 { HEAD_CHANNELS } else { c_last };
-    let layers = Layers { stem, bn0, relu0: cut > 2, blocks, head, bn1, relu1: cut > 6, out_channels };
+    let layers = Layers {
+        stem,
+        bn0,
+        relu0: cut > 2,
+        blocks,
+        head,
+        bn1,
+        relu1: cut > 6,
+        out_channels,
+    };
     Box::new(EfficientNetLite { layers })
 }
 
 impl Backbone for EfficientNetLite {
-    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
+    fn forward_traced(
+        &self,
+        x: &Tensor,
+        bn: BnMode,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Tensor {
         let l = &self.layers;
         let x = l.stem.forward(x);
         trace("_conv_stem", &x);
@@ -292,24 +353,51 @@ mod tests {
         for e in &store.entries {
             assert_eq!(checkpoint_key(&e.key).as_deref(), Some(e.key.as_str()));
         }
-        for key in ["_fc.weight", "_bn0.num_batches_tracked", "_blocks.0._expand_conv.weight", "_blocks.16._bn1.weight", "_blocks.08._bn1.weight"] {
+        for key in [
+            "_fc.weight",
+            "_bn0.num_batches_tracked",
+            "_blocks.0._expand_conv.weight",
+            "_blocks.16._bn1.weight",
+            "_blocks.08._bn1.weight",
+        ] {
             assert_eq!(checkpoint_key(key), None, "{key}");
         }
         assert_eq!(store.get("_blocks.7._bn2.weight").map(|e| e.group), Some(0));
-        assert_eq!(store.get("_blocks.8._expand_conv.weight").map(|e| e.group), Some(1));
+        assert_eq!(
+            store.get("_blocks.8._expand_conv.weight").map(|e| e.group),
+            Some(1)
+        );
         assert_eq!(store.get("_conv_head.weight").map(|e| e.group), Some(1));
     }
 
     #[test]
     fn cut_children_and_widths() {
         // (cut, output channels, top-level layers present)
-        for (cut, channels, has_blocks, has_head) in [(7, 1280, true, true), (6, 1280, true, true), (4, 320, true, false), (3, 32, false, false)] {
+        for (cut, channels, has_blocks, has_head) in [
+            (7, 1280, true, true),
+            (6, 1280, true, true),
+            (4, 320, true, false),
+            (3, 32, false, false),
+        ] {
             let mut store = ParamStore::new();
             let net = efficientnet_lite0(&mut store, cut);
             assert_eq!(net.out_channels(), channels, "cut {cut}");
-            assert_eq!(store.get("_blocks.15._bn2.weight").is_some(), has_blocks, "cut {cut}");
-            assert_eq!(store.get("_conv_head.weight").is_some(), has_head, "cut {cut}");
-            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            assert_eq!(
+                store.get("_blocks.15._bn2.weight").is_some(),
+                has_blocks,
+                "cut {cut}"
+            );
+            assert_eq!(
+                store.get("_conv_head.weight").is_some(),
+                has_head,
+                "cut {cut}"
+            );
+            let y = tch::no_grad(|| {
+                net.forward(
+                    &Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)),
+                    BnMode::EVAL,
+                )
+            });
             assert_eq!(y.size()[1], channels, "cut {cut}");
         }
         assert_eq!(child_of("_blocks.3._bn1.weight"), Some(3));
@@ -320,7 +408,12 @@ mod tests {
     fn feature_map_shape() {
         let mut store = ParamStore::new();
         let net = efficientnet_lite0(&mut store, 7);
-        let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+        let y = tch::no_grad(|| {
+            net.forward(
+                &Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)),
+                BnMode::EVAL,
+            )
+        });
         assert_eq!(y.size(), vec![1, 1280, 2, 3]);
     }
 
@@ -330,10 +423,17 @@ mod tests {
         let net = efficientnet_lite0(&mut store, 7);
         let x = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
         // Group 0 frozen-style (eval BN), group 1 training: only group 1's stats move.
-        net.forward(&x, BnMode([false, true, true])).sum(tch::Kind::Float).backward();
+        net.forward(&x, BnMode([false, true, true]))
+            .sum(tch::Kind::Float)
+            .backward();
         let stem = store.get("_conv_stem.weight").map(|e| e.tensor.grad());
-        assert!(stem.is_some_and(|g| g.defined() && g.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0));
-        let moved = |key: &str| store.get(key).map(|e| e.tensor.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+        assert!(stem
+            .is_some_and(|g| g.defined() && g.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0));
+        let moved = |key: &str| {
+            store
+                .get(key)
+                .map(|e| e.tensor.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0)
+        };
         assert_eq!(moved("_blocks.0._bn1.running_mean"), Some(false));
         assert_eq!(moved("_bn1.running_mean"), Some(true));
     }

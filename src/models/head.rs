@@ -53,7 +53,9 @@ pub fn resolve_ps(ps: Option<Vec<f64>>, n_hidden: usize) -> Result<Vec<f64>> {
         )));
     }
     if let Some(p) = ps.iter().find(|p| !(0.0..1.0).contains(*p)) {
-        return Err(Error::InvalidArgument(format!("dropout probability {p} is not in [0, 1)")));
+        return Err(Error::InvalidArgument(format!(
+            "dropout probability {p} is not in [0, 1)"
+        )));
     }
     Ok(ps)
 }
@@ -63,13 +65,23 @@ impl Head {
     /// 8 children, then AdaptiveConcatPool2d and Flatten). Linear weights get Kaiming-normal
     /// (fan_in, gain sqrt 2) and zero bias; BatchNorm gamma = 1, beta = 0 (spec 4.5).
     pub fn new(
-        store: &mut ParamStore, first_index: usize, nf: i64, hidden: &[i64], ps: &[f64], c: i64, output: Output,
+        store: &mut ParamStore,
+        first_index: usize,
+        nf: i64,
+        hidden: &[i64],
+        ps: &[f64],
+        c: i64,
+        output: Output,
     ) -> Self {
         let opts = (Kind::Float, Device::Cpu);
         let mut idx = first_index;
         let mut n_in = nf;
         let mut blocks = Vec::new();
-        let sizes: Vec<(i64, bool)> = hidden.iter().map(|&h| (h, true)).chain(std::iter::once((c, false))).collect();
+        let sizes: Vec<(i64, bool)> = hidden
+            .iter()
+            .map(|&h| (h, true))
+            .chain(std::iter::once((c, false)))
+            .collect();
         for (&(n_out, relu), &p) in sizes.iter().zip(ps) {
             let bn = BatchNorm::new(store, &idx.to_string(), HEAD_GROUP, n_in);
             idx += 1;
@@ -77,13 +89,27 @@ impl Head {
                 idx += 1; // the Dropout layer
             }
             let std = (2.0 / n_in as f64).sqrt();
-            let weight = store.param(format!("{idx}.weight"), Tensor::randn([n_out, n_in], opts) * std, HEAD_GROUP);
-            let bias = store.param(format!("{idx}.bias"), Tensor::zeros([n_out], opts), HEAD_GROUP);
+            let weight = store.param(
+                format!("{idx}.weight"),
+                Tensor::randn([n_out, n_in], opts) * std,
+                HEAD_GROUP,
+            );
+            let bias = store.param(
+                format!("{idx}.bias"),
+                Tensor::zeros([n_out], opts),
+                HEAD_GROUP,
+            );
             idx += 1;
             if relu {
                 idx += 1;
             }
-            blocks.push(Block { bn, p, weight, bias, relu });
+            blocks.push(Block {
+                bn,
+                p,
+                weight,
+                bias,
+                relu,
+            });
             n_in = n_out;
         }
         Head { blocks, output }
@@ -95,7 +121,13 @@ impl Head {
     }
 
     /// As `forward`, calling `trace` with each layer's name and output.
-    pub fn forward_traced(&self, x: &Tensor, train: bool, bn_train: bool, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        train: bool,
+        bn_train: bool,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Tensor {
         let mut x = x.shallow_clone();
         for b in &self.blocks {
             x = b.bn.forward(&x, bn_train);
@@ -160,7 +192,11 @@ mod tests {
         let x = Tensor::ones([200, 500], (Kind::Float, Device::Cpu));
         for p in [0.25, 0.5] {
             let y = dropout(&x, p, true);
-            let zero_frac = y.eq(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+            let zero_frac = y
+                .eq(0.0)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
             assert!((zero_frac - p).abs() < 0.01, "p={p}: {zero_frac} zeroed");
             let kept = y.masked_select(&y.ne(0.0));
             let expect = 1.0 / (1.0 - p);

@@ -30,7 +30,12 @@ impl BnMode {
 pub trait Backbone: Send {
     /// `x`: (N, 3, H, W) normalised images -> (N, C, h, w) feature map; `trace` is called with
     /// each direct child's name and output (what `learn.summary()` shows).
-    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor;
+    fn forward_traced(
+        &self,
+        x: &Tensor,
+        bn: BnMode,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Tensor;
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         self.forward_traced(x, bn, &mut |_, _| {})
     }
@@ -58,10 +63,16 @@ pub trait ExternalHead: Send {
 /// Which head sits on the body.
 pub enum HeadChoice {
     /// fastai 0.7's head (spec 4.4): concat pool, flatten, then the BN/Dropout/Linear blocks.
-    Fastai { ps: Option<Vec<f64>>, xtra_fc: Option<Vec<i64>> },
+    Fastai {
+        ps: Option<Vec<f64>>,
+        xtra_fc: Option<Vec<i64>>,
+    },
     /// A user head and its state entries (key within the head, tensor, kind), in its own
     /// state-dict order; the keys are prefixed with the cut (`<cut>.<key>`).
-    External { head: Box<dyn ExternalHead>, entries: Vec<(String, Tensor, EntryKind)> },
+    External {
+        head: Box<dyn ExternalHead>,
+        entries: Vec<(String, Tensor, EntryKind)>,
+    },
 }
 
 enum HeadImpl {
@@ -105,8 +116,17 @@ fn resnet152(s: &mut ParamStore, cut: usize) -> Box<dyn Backbone> {
     resnet::resnet(s, [3, 8, 36, 3], true, cut)
 }
 
-const fn resnet_spec(name: &'static str, build: fn(&mut ParamStore, usize) -> Box<dyn Backbone>) -> ArchSpec {
-    ArchSpec { name, build, checkpoint_key: resnet::checkpoint_key, child_of: resnet::child_of, body_children: 8 }
+const fn resnet_spec(
+    name: &'static str,
+    build: fn(&mut ParamStore, usize) -> Box<dyn Backbone>,
+) -> ArchSpec {
+    ArchSpec {
+        name,
+        build,
+        checkpoint_key: resnet::checkpoint_key,
+        child_of: resnet::child_of,
+        body_children: 8,
+    }
 }
 
 const ARCHS: &[ArchSpec] = &[
@@ -146,7 +166,10 @@ pub fn arch_names() -> Vec<&'static str> {
 
 pub fn arch(name: &str) -> Result<&'static ArchSpec> {
     ARCHS.iter().find(|a| a.name == name).ok_or_else(|| {
-        Error::InvalidArgument(format!("unknown architecture {name:?}; available: {}", arch_names().join(", ")))
+        Error::InvalidArgument(format!(
+            "unknown architecture {name:?}; available: {}",
+            arch_names().join(", ")
+        ))
     })
 }
 
@@ -168,10 +191,18 @@ pub struct ConvNet {
 }
 
 impl ConvNet {
-    pub fn new(arch_name: &str, c: i64, output: Output, xtra_cut: usize, head: HeadChoice) -> Result<Self> {
+    pub fn new(
+        arch_name: &str,
+        c: i64,
+        output: Output,
+        xtra_cut: usize,
+        head: HeadChoice,
+    ) -> Result<Self> {
         let arch = arch(arch_name)?;
         if c < 1 {
-            return Err(Error::InvalidArgument(format!("the data has {c} classes; need at least 1")));
+            return Err(Error::InvalidArgument(format!(
+                "the data has {c} classes; need at least 1"
+            )));
         }
         let max_cut = arch.body_children - MIN_CUT;
         if xtra_cut > max_cut {
@@ -189,14 +220,21 @@ impl ConvNet {
                 let hidden = xtra_fc.unwrap_or_else(|| vec![512]);
                 let ps = head::resolve_ps(ps, hidden.len())?;
                 let head_start = cut + 2;
-                (HeadImpl::Fastai(Head::new(&mut store, head_start, nf, &hidden, &ps, c, output)), head_start)
+                (
+                    HeadImpl::Fastai(Head::new(
+                        &mut store, head_start, nf, &hidden, &ps, c, output,
+                    )),
+                    head_start,
+                )
             }
             HeadChoice::External { head, entries } => {
                 // fastai 0.7: nn.Sequential(*body_children, custom_head), so the head is child `cut`.
                 for (key, tensor, kind) in entries {
                     let key = format!("{cut}.{key}");
                     if store.get(&key).is_some() {
-                        return Err(Error::InvalidArgument(format!("custom_head: duplicate state key {key:?}")));
+                        return Err(Error::InvalidArgument(format!(
+                            "custom_head: duplicate state key {key:?}"
+                        )));
                     }
                     let _ = match kind {
                         EntryKind::Param => store.param(key, tensor, HEAD_GROUP),
@@ -206,7 +244,16 @@ impl ConvNet {
                 (HeadImpl::External(head), cut)
             }
         };
-        Ok(ConvNet { store, arch, body, head, output, nf, cut, head_start })
+        Ok(ConvNet {
+            store,
+            arch,
+            body,
+            head,
+            output,
+            nf,
+            cut,
+            head_start,
+        })
     }
 
     pub fn has_custom_head(&self) -> bool {
@@ -226,7 +273,13 @@ impl ConvNet {
 
     /// Shape of `features` for a batch of one (3, h, w) image (eval mode, no gradient).
     pub fn feature_shape(&self, h: i64, w: i64) -> Vec<i64> {
-        tch::no_grad(|| self.features(&Tensor::zeros([1, 3, h, w], (tch::Kind::Float, self.device())), BnMode::EVAL).size())
+        tch::no_grad(|| {
+            self.features(
+                &Tensor::zeros([1, 3, h, w], (tch::Kind::Float, self.device())),
+                BnMode::EVAL,
+            )
+            .size()
+        })
     }
 
     pub fn head_forward(&self, features: &Tensor, train: bool, bn: BnMode) -> Result<Tensor> {
@@ -292,28 +345,47 @@ impl ConvNet {
         let mut unexpected = Vec::new();
         for (k, t) in entries {
             match (self.arch.checkpoint_key)(k) {
-                Some(key) if self.store.get(&key).is_some() && self.is_body_key(&key) => mapped.push((key, t)),
+                Some(key) if self.store.get(&key).is_some() && self.is_body_key(&key) => {
+                    mapped.push((key, t))
+                }
                 // Weights of the children that xtra_cut removed: part of the checkpoint, not
                 // of this model.
-                Some(key) if (self.arch.child_of)(&key).is_some_and(|c| c >= self.cut && c < self.arch.body_children) => {}
+                Some(key)
+                    if (self.arch.child_of)(&key)
+                        .is_some_and(|c| c >= self.cut && c < self.arch.body_children) => {}
                 Some(_) => unexpected.push(k.clone()),
                 None => {}
             }
         }
-        let body_keys: Vec<&str> = self.store.entries.iter().filter(|e| self.is_body_key(&e.key)).map(|e| e.key.as_str()).collect();
-        let missing: Vec<&str> = body_keys.iter().copied().filter(|k| !mapped.iter().any(|(m, _)| m == k)).collect();
+        let body_keys: Vec<&str> = self
+            .store
+            .entries
+            .iter()
+            .filter(|e| self.is_body_key(&e.key))
+            .map(|e| e.key.as_str())
+            .collect();
+        let missing: Vec<&str> = body_keys
+            .iter()
+            .copied()
+            .filter(|k| !mapped.iter().any(|(m, _)| m == k))
+            .collect();
         if !missing.is_empty() || !unexpected.is_empty() {
             return Err(Error::Weights {
                 context: source.to_string(),
                 reason: format!(
                     "does not fit {}: {} missing key(s) [{}], {} unexpected key(s) [{}]",
-                    self.arch.name, missing.len(), preview(&missing), unexpected.len(),
+                    self.arch.name,
+                    missing.len(),
+                    preview(&missing),
+                    unexpected.len(),
                     preview(&unexpected.iter().map(String::as_str).collect::<Vec<_>>())
                 ),
             });
         }
         for (key, t) in mapped {
-            self.store.assign(&key, t).map_err(|e| with_context(e, source))?;
+            self.store
+                .assign(&key, t)
+                .map_err(|e| with_context(e, source))?;
         }
         Ok(())
     }
@@ -325,7 +397,16 @@ impl ConvNet {
 
     /// The full state dict in fastai 0.7's flat naming, tensors copied to the CPU.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.store.entries.iter().map(|e| (e.key.clone(), e.tensor.detach().to_device(Device::Cpu).copy())).collect()
+        self.store
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    e.tensor.detach().to_device(Device::Cpu).copy(),
+                )
+            })
+            .collect()
     }
 
     /// Loads a full state dict saved by `state` (or by fastai 0.7 for the same model):
@@ -351,7 +432,13 @@ impl ConvNet {
             .iter()
             .filter_map(|(n, t)| {
                 let e = self.store.get(n)?;
-                (e.tensor.size() != t.size()).then(|| format!("{n}: {:?} in the file, {:?} in the model", t.size(), e.tensor.size()))
+                (e.tensor.size() != t.size()).then(|| {
+                    format!(
+                        "{n}: {:?} in the file, {:?} in the model",
+                        t.size(),
+                        e.tensor.size()
+                    )
+                })
             })
             .collect();
         if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
@@ -367,7 +454,9 @@ impl ConvNet {
         }
         for (k, t) in entries {
             if self.store.get(k).is_some() {
-                self.store.assign(k, t).map_err(|e| with_context(e, source))?;
+                self.store
+                    .assign(k, t)
+                    .map_err(|e| with_context(e, source))?;
             }
         }
         Ok(())
@@ -391,7 +480,10 @@ fn preview(keys: &[&str]) -> String {
 
 fn with_context(e: Error, source: &str) -> Error {
     match e {
-        Error::Weights { context, reason } => Error::Weights { context: format!("{source}: {context}"), reason },
+        Error::Weights { context, reason } => Error::Weights {
+            context: format!("{source}: {context}"),
+            reason,
+        },
         other => other,
     }
 }

@@ -18,9 +18,20 @@ use tch::Tensor;
 use super::{Backbone, BatchNorm, BnMode, Conv, ParamStore};
 
 enum Block {
-    Basic { conv1: Conv, bn1: BatchNorm, conv2: Conv, bn2: BatchNorm, down: Option<(Conv, BatchNorm)> },
+    Basic {
+        conv1: Conv,
+        bn1: BatchNorm,
+        conv2: Conv,
+        bn2: BatchNorm,
+        down: Option<(Conv, BatchNorm)>,
+    },
     Bottleneck {
-        conv1: Conv, bn1: BatchNorm, conv2: Conv, bn2: BatchNorm, conv3: Conv, bn3: BatchNorm,
+        conv1: Conv,
+        bn1: BatchNorm,
+        conv2: Conv,
+        bn2: BatchNorm,
+        conv3: Conv,
+        bn3: BatchNorm,
         down: Option<(Conv, BatchNorm)>,
     },
 }
@@ -31,11 +42,25 @@ impl Block {
             // In-place ReLU and residual add, as torchvision does: the BatchNorm backward
             // needs its input, not its output, so overwriting the output is safe and saves
             // an allocation per layer.
-            Block::Basic { conv1, bn1, conv2, bn2, down } => {
+            Block::Basic {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                down,
+            } => {
                 let y = bn1.forward(&conv1.forward(x), train).relu_();
                 (bn2.forward(&conv2.forward(&y), train), down)
             }
-            Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, down } => {
+            Block::Bottleneck {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                conv3,
+                bn3,
+                down,
+            } => {
                 let y = bn1.forward(&conv1.forward(x), train).relu_();
                 let y = bn2.forward(&conv2.forward(&y), train).relu_();
                 (bn3.forward(&conv3.forward(&y), train), down)
@@ -51,10 +76,28 @@ impl Block {
 }
 
 /// The 1x1 projection of a block's shortcut, when its shape changes (first block of a layer).
-fn downsample(store: &mut ParamStore, key: &str, group: usize, in_c: i64, out_c: i64, stride: i64) -> Option<(Conv, BatchNorm)> {
+fn downsample(
+    store: &mut ParamStore,
+    key: &str,
+    group: usize,
+    in_c: i64,
+    out_c: i64,
+    stride: i64,
+) -> Option<(Conv, BatchNorm)> {
     (stride != 1 || in_c != out_c).then(|| {
         (
-            Conv::new(store, &format!("{key}.downsample.0"), group, in_c, out_c, 1, stride, 0, 1, false),
+            Conv::new(
+                store,
+                &format!("{key}.downsample.0"),
+                group,
+                in_c,
+                out_c,
+                1,
+                stride,
+                0,
+                1,
+                false,
+            ),
             BatchNorm::new(store, &format!("{key}.downsample.1"), group, out_c),
         )
     })
@@ -75,7 +118,12 @@ pub struct ResNet {
 /// Builds a ResNet body with `blocks[i]` blocks in layer i+1; `bottleneck` selects the
 /// 1x1-3x3-1x1 block with expansion 4 (resnet50 and deeper). Only the first `cut` (1..=8)
 /// children are built: their parameters are the only ones in the store.
-pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool, cut: usize) -> Box<dyn Backbone> {
+pub fn resnet(
+    store: &mut ParamStore,
+    blocks: [usize; 4],
+    bottleneck: bool,
+    cut: usize,
+) -> Box<dyn Backbone> {
     let cut = cut.clamp(1, 8);
     let expansion = if bottleneck { 4 } else { 1 };
     let conv1 = Conv::new(store, "0", 0, 3, 64, 7, 2, 3, 1, false);
@@ -93,32 +141,112 @@ pub fn resnet(store: &mut ParamStore, blocks: [usize; 4], bottleneck: bool, cut:
             let out_c = width * expansion;
             // Created after the convs: torchvision's state dicts list downsample last.
             let block = if bottleneck {
-                let conv1 = Conv::new(store, &format!("{key}.conv1"), group, in_c, width, 1, 1, 0, 1, false);
+                let conv1 = Conv::new(
+                    store,
+                    &format!("{key}.conv1"),
+                    group,
+                    in_c,
+                    width,
+                    1,
+                    1,
+                    0,
+                    1,
+                    false,
+                );
                 let bn1 = BatchNorm::new(store, &format!("{key}.bn1"), group, width);
-                let conv2 = Conv::new(store, &format!("{key}.conv2"), group, width, width, 3, stride, 1, 1, false);
+                let conv2 = Conv::new(
+                    store,
+                    &format!("{key}.conv2"),
+                    group,
+                    width,
+                    width,
+                    3,
+                    stride,
+                    1,
+                    1,
+                    false,
+                );
                 let bn2 = BatchNorm::new(store, &format!("{key}.bn2"), group, width);
-                let conv3 = Conv::new(store, &format!("{key}.conv3"), group, width, out_c, 1, 1, 0, 1, false);
+                let conv3 = Conv::new(
+                    store,
+                    &format!("{key}.conv3"),
+                    group,
+                    width,
+                    out_c,
+                    1,
+                    1,
+                    0,
+                    1,
+                    false,
+                );
                 let bn3 = BatchNorm::new(store, &format!("{key}.bn3"), group, out_c);
                 let down = downsample(store, &key, group, in_c, out_c, stride);
-                Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, down }
+                Block::Bottleneck {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    conv3,
+                    bn3,
+                    down,
+                }
             } else {
-                let conv1 = Conv::new(store, &format!("{key}.conv1"), group, in_c, width, 3, stride, 1, 1, false);
+                let conv1 = Conv::new(
+                    store,
+                    &format!("{key}.conv1"),
+                    group,
+                    in_c,
+                    width,
+                    3,
+                    stride,
+                    1,
+                    1,
+                    false,
+                );
                 let bn1 = BatchNorm::new(store, &format!("{key}.bn1"), group, width);
-                let conv2 = Conv::new(store, &format!("{key}.conv2"), group, width, width, 3, 1, 1, 1, false);
+                let conv2 = Conv::new(
+                    store,
+                    &format!("{key}.conv2"),
+                    group,
+                    width,
+                    width,
+                    3,
+                    1,
+                    1,
+                    1,
+                    false,
+                );
                 let bn2 = BatchNorm::new(store, &format!("{key}.bn2"), group, width);
                 let down = downsample(store, &key, group, in_c, out_c, stride);
-                Block::Basic { conv1, bn1, conv2, bn2, down }
+                Block::Basic {
+                    conv1,
+                    bn1,
+                    conv2,
+                    bn2,
+                    down,
+                }
             };
             layer.push(block);
             in_c = out_c;
         }
         layers.push((group, layer));
     }
-    Box::new(ResNet { conv1, bn1, cut, layers, out_channels: in_c })
+    Box::new(ResNet {
+        conv1,
+        bn1,
+        cut,
+        layers,
+        out_channels: in_c,
+    })
 }
 
 impl Backbone for ResNet {
-    fn forward_traced(&self, x: &Tensor, bn: BnMode, trace: &mut dyn FnMut(&str, &Tensor)) -> Tensor {
+    fn forward_traced(
+        &self,
+        x: &Tensor,
+        bn: BnMode,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> Tensor {
         let x = self.conv1.forward(x);
         trace("Conv2d", &x);
         let Some(bn1) = &self.bn1 else { return x };
@@ -184,9 +312,19 @@ mod tests {
             assert_eq!(net.out_channels(), channels);
             let max = store.entries.iter().filter_map(|e| child_of(&e.key)).max();
             assert_eq!(max, Some(last_child));
-            let y = tch::no_grad(|| net.forward(&Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)), BnMode::EVAL));
+            let y = tch::no_grad(|| {
+                net.forward(
+                    &Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu)),
+                    BnMode::EVAL,
+                )
+            });
             assert_eq!(y.size()[1], channels);
         }
-        assert_eq!(checkpoint_key("layer4.0.conv1.weight").as_deref().and_then(child_of), Some(7));
+        assert_eq!(
+            checkpoint_key("layer4.0.conv1.weight")
+                .as_deref()
+                .and_then(child_of),
+            Some(7)
+        );
     }
 }

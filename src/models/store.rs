@@ -35,9 +35,18 @@ impl ParamStore {
     }
 
     fn add(&mut self, key: String, tensor: Tensor, kind: EntryKind, group: usize) -> Tensor {
-        let tensor = if kind == EntryKind::Param { tensor.set_requires_grad(true) } else { tensor };
+        let tensor = if kind == EntryKind::Param {
+            tensor.set_requires_grad(true)
+        } else {
+            tensor
+        };
         let handle = tensor.shallow_clone();
-        self.entries.push(Entry { key, tensor, kind, group });
+        self.entries.push(Entry {
+            key,
+            tensor,
+            kind,
+            group,
+        });
         handle
     }
 
@@ -62,22 +71,40 @@ impl ParamStore {
         if entry.tensor.size() != src.size() {
             return Err(Error::Weights {
                 context: key.to_string(),
-                reason: format!("shape {:?} in the file, {:?} in the model", src.size(), entry.tensor.size()),
+                reason: format!(
+                    "shape {:?} in the file, {:?} in the model",
+                    src.size(),
+                    entry.tensor.size()
+                ),
             });
         }
         tch::no_grad(|| {
-            let src = src.to_device(entry.tensor.device()).to_kind(entry.tensor.kind());
-            entry.tensor.shallow_clone().f_copy_(&src).map(|_| ()).map_err(Error::torch(format!("loading {key}")))
+            let src = src
+                .to_device(entry.tensor.device())
+                .to_kind(entry.tensor.kind());
+            entry
+                .tensor
+                .shallow_clone()
+                .f_copy_(&src)
+                .map(|_| ())
+                .map_err(Error::torch(format!("loading {key}")))
         })
     }
 
     /// Number of trainable values (as `sum(p.numel())` in PyTorch).
     pub fn num_params(&self) -> i64 {
-        self.entries.iter().filter(|e| e.kind == EntryKind::Param).map(|e| e.tensor.numel() as i64).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Param)
+            .map(|e| e.tensor.numel() as i64)
+            .sum()
     }
 
     pub fn device(&self) -> Device {
-        self.entries.first().map(|e| e.tensor.device()).unwrap_or(Device::Cpu)
+        self.entries
+            .first()
+            .map(|e| e.tensor.device())
+            .unwrap_or(Device::Cpu)
     }
 }
 
@@ -95,18 +122,46 @@ impl Conv {
     /// torchvision does; pretrained weights overwrite it.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: &mut ParamStore, key: &str, group: usize, c_in: i64, c_out: i64, k: i64,
-        stride: i64, padding: i64, groups: i64, bias: bool,
+        store: &mut ParamStore,
+        key: &str,
+        group: usize,
+        c_in: i64,
+        c_out: i64,
+        k: i64,
+        stride: i64,
+        padding: i64,
+        groups: i64,
+        bias: bool,
     ) -> Self {
         let fan_out = (c_out * k * k / groups) as f64;
-        let w = Tensor::randn([c_out, c_in / groups, k, k], (Kind::Float, Device::Cpu)) * (2.0 / fan_out).sqrt();
+        let w = Tensor::randn([c_out, c_in / groups, k, k], (Kind::Float, Device::Cpu))
+            * (2.0 / fan_out).sqrt();
         let weight = store.param(format!("{key}.weight"), w, group);
-        let bias = bias.then(|| store.param(format!("{key}.bias"), Tensor::zeros([c_out], (Kind::Float, Device::Cpu)), group));
-        Conv { weight, bias, stride, padding, groups }
+        let bias = bias.then(|| {
+            store.param(
+                format!("{key}.bias"),
+                Tensor::zeros([c_out], (Kind::Float, Device::Cpu)),
+                group,
+            )
+        });
+        Conv {
+            weight,
+            bias,
+            stride,
+            padding,
+            groups,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride], [self.padding], [1], self.groups)
+        x.conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [self.stride],
+            [self.padding],
+            [1],
+            self.groups,
+        )
     }
 }
 
@@ -125,12 +180,23 @@ impl BatchNorm {
         Self::with_eps(store, key, group, c, 1e-5, 0.1)
     }
 
-    pub fn with_eps(store: &mut ParamStore, key: &str, group: usize, c: i64, eps: f64, momentum: f64) -> Self {
+    pub fn with_eps(
+        store: &mut ParamStore,
+        key: &str,
+        group: usize,
+        c: i64,
+        eps: f64,
+        momentum: f64,
+    ) -> Self {
         let opts = (Kind::Float, Device::Cpu);
         BatchNorm {
             weight: store.param(format!("{key}.weight"), Tensor::ones([c], opts), group),
             bias: store.param(format!("{key}.bias"), Tensor::zeros([c], opts), group),
-            running_mean: store.buffer(format!("{key}.running_mean"), Tensor::zeros([c], opts), group),
+            running_mean: store.buffer(
+                format!("{key}.running_mean"),
+                Tensor::zeros([c], opts),
+                group,
+            ),
             running_var: store.buffer(format!("{key}.running_var"), Tensor::ones([c], opts), group),
             eps,
             momentum,
@@ -140,8 +206,14 @@ impl BatchNorm {
     /// `train`: use batch statistics and update the running ones (PyTorch's training mode).
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         x.batch_norm(
-            Some(&self.weight), Some(&self.bias), Some(&self.running_mean), Some(&self.running_var),
-            train, self.momentum, self.eps, true,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            self.momentum,
+            self.eps,
+            true,
         )
     }
 }

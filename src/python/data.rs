@@ -14,15 +14,21 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use super::run_detached;
 use crate::folder;
 use crate::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, Targets};
-use crate::transforms::{Aug, AugDraw, Border, CropKind, Params, Pipeline, RandomScale, Rng, Src, SrcRef, STREAM_AUG};
+use crate::transforms::{
+    Aug, AugDraw, Border, CropKind, Params, Pipeline, RandomScale, Rng, Src, SrcRef, STREAM_AUG,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Pipeline specs (built by fastai/transforms.py `Transforms._spec()`)
 
 fn req<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
     match d.get_item(key)? {
-        Some(v) => v.extract().map_err(|e| PyValueError::new_err(format!("transform spec {key:?}: {e}"))),
-        None => Err(PyValueError::new_err(format!("transform spec lacks {key:?}"))),
+        Some(v) => v
+            .extract()
+            .map_err(|e| PyValueError::new_err(format!("transform spec {key:?}: {e}"))),
+        None => Err(PyValueError::new_err(format!(
+            "transform spec lacks {key:?}"
+        ))),
     }
 }
 
@@ -30,7 +36,9 @@ fn border(mode: &str) -> PyResult<Border> {
     match mode {
         "reflect" => Ok(Border::Reflect),
         "constant" => Ok(Border::Constant),
-        other => Err(PyValueError::new_err(format!("unknown border mode {other:?} (use 'reflect' or 'constant')"))),
+        other => Err(PyValueError::new_err(format!(
+            "unknown border mode {other:?} (use 'reflect' or 'constant')"
+        ))),
     }
 }
 
@@ -43,7 +51,9 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
     let mean: [f32; 3] = req(spec, "mean")?;
     let std: [f32; 3] = req(spec, "std")?;
     if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-        return Err(PyValueError::new_err(format!("std must be finite and non-zero, got {std:?}")));
+        return Err(PyValueError::new_err(format!(
+            "std must be finite and non-zero, got {std:?}"
+        )));
     }
     let crop = match crop_name.as_str() {
         "random" => CropKind::Random,
@@ -51,17 +61,33 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
         "no" => CropKind::No,
         "googlenet" => {
             let (a, b, c, d): (f64, f64, f64, f64) = req(spec, "googlenet")?;
-            CropKind::GoogleNet { min_area_frac: a, min_aspect_ratio: b, max_aspect_ratio: c, flip_hw_p: d }
+            CropKind::GoogleNet {
+                min_area_frac: a,
+                min_aspect_ratio: b,
+                max_aspect_ratio: c,
+                flip_hw_p: d,
+            }
         }
-        other => return Err(PyValueError::new_err(format!("unknown crop type {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown crop type {other:?}"
+            )))
+        }
     };
     let augs_list: Vec<Bound<'_, PyDict>> = req(spec, "augs")?;
     let mut augs = Vec::new();
     for a in &augs_list {
         let kind: String = req(a, "kind")?;
         augs.push(match kind.as_str() {
-            "rotate" => Aug::Rotate { deg: req(a, "deg")?, p: req(a, "p")?, border: border(&req::<String>(a, "mode")?)? },
-            "lighting" => Aug::Lighting { b: req(a, "b")?, c: req(a, "c")? },
+            "rotate" => Aug::Rotate {
+                deg: req(a, "deg")?,
+                p: req(a, "p")?,
+                border: border(&req::<String>(a, "mode")?)?,
+            },
+            "lighting" => Aug::Lighting {
+                b: req(a, "b")?,
+                c: req(a, "c")?,
+            },
             "flip" => Aug::Flip { p: req(a, "p")? },
             "dihedral" => Aug::Dihedral,
             "zoom" => Aug::Zoom {
@@ -69,7 +95,11 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
                 zoom_min: req(a, "zoom_min")?,
                 border: border(&req::<String>(a, "mode")?)?,
             },
-            other => return Err(PyValueError::new_err(format!("unknown augmentation {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown augmentation {other:?}"
+                )))
+            }
         });
     }
     Ok(Pipeline {
@@ -117,7 +147,10 @@ pub struct PyThreadPool {
 impl PyThreadPool {
     #[new]
     fn new(n: usize) -> PyResult<Self> {
-        Ok(PyThreadPool { inner: thread_pool(n).map_err(super::to_pyerr)?, n: n.max(1) })
+        Ok(PyThreadPool {
+            inner: thread_pool(n).map_err(super::to_pyerr)?,
+            n: n.max(1),
+        })
     }
     #[getter]
     fn num_threads(&self) -> usize {
@@ -130,7 +163,11 @@ pub struct PyDataLoader {
     pub inner: DataLoader,
 }
 
-fn targets_from_py(kind: &str, arr: Option<PyReadonlyArrayDyn<'_, f64>>, n: usize) -> PyResult<Targets> {
+fn targets_from_py(
+    kind: &str,
+    arr: Option<PyReadonlyArrayDyn<'_, f64>>,
+    n: usize,
+) -> PyResult<Targets> {
     let shape_err = |what: &str| PyValueError::new_err(format!("targets ({kind}): {what}"));
     match (kind, arr) {
         ("none", _) => Ok(Targets::Unlabelled),
@@ -138,20 +175,32 @@ fn targets_from_py(kind: &str, arr: Option<PyReadonlyArrayDyn<'_, f64>>, n: usiz
         ("class", Some(a)) => {
             let v = a.as_array();
             if v.ndim() != 1 || v.len() != n {
-                return Err(shape_err(&format!("expected shape ({n},), got {:?}", v.shape())));
+                return Err(shape_err(&format!(
+                    "expected shape ({n},), got {:?}",
+                    v.shape()
+                )));
             }
             Ok(Targets::Class(v.iter().map(|&x| x as i64).collect()))
         }
         ("multihot" | "continuous", Some(a)) => {
             let v = a.as_array();
             if v.ndim() != 2 || v.shape()[0] != n {
-                return Err(shape_err(&format!("expected shape ({n}, k), got {:?}", v.shape())));
+                return Err(shape_err(&format!(
+                    "expected shape ({n}, k), got {:?}",
+                    v.shape()
+                )));
             }
             let c = v.shape()[1];
             let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Ok(if kind == "multihot" { Targets::MultiHot { data, c } } else { Targets::Continuous { data, dim: c } })
+            Ok(if kind == "multihot" {
+                Targets::MultiHot { data, c }
+            } else {
+                Targets::Continuous { data, dim: c }
+            })
         }
-        (other, _) => Err(PyValueError::new_err(format!("unknown target kind {other:?}"))),
+        (other, _) => Err(PyValueError::new_err(format!(
+            "unknown target kind {other:?}"
+        ))),
     }
 }
 
@@ -172,7 +221,9 @@ fn targets_to_py<'py>(py: Python<'py>, t: Targets, n: usize) -> PyResult<Bound<'
 trait IntoPyArrayAny {
     fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny>;
 }
-impl<T: numpy::Element, D: numpy::ndarray::Dimension> IntoPyArrayAny for numpy::ndarray::Array<T, D> {
+impl<T: numpy::Element, D: numpy::ndarray::Dimension> IntoPyArrayAny
+    for numpy::ndarray::Array<T, D>
+{
     fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny> {
         // Moves the buffer into numpy without copying it.
         numpy::PyArray::from_owned_array(py, self).into_any()
@@ -199,8 +250,15 @@ impl PyDataLoader {
     ) -> PyResult<Self> {
         let targets = targets_from_py(targets_kind, targets, files.len())?;
         let pipeline = Arc::new(pipeline_from_spec(spec)?);
-        let cfg = LoaderConfig { batch_size: bs, shuffle, seed, prefetch, skip_bad };
-        let inner = DataLoader::new(root, files, targets, pipeline, cfg, pool.inner.clone()).map_err(super::to_pyerr)?;
+        let cfg = LoaderConfig {
+            batch_size: bs,
+            shuffle,
+            seed,
+            prefetch,
+            skip_bad,
+        };
+        let inner = DataLoader::new(root, files, targets, pipeline, cfg, pool.inner.clone())
+            .map_err(super::to_pyerr)?;
         Ok(PyDataLoader { inner })
     }
 
@@ -240,7 +298,12 @@ impl PyDataLoader {
     }
     /// Dataset indices in the order epoch `epoch` visits them.
     fn order<'py>(&self, py: Python<'py>, epoch: u64) -> Bound<'py, PyArray1<i64>> {
-        let o: Vec<i64> = self.inner.order(epoch).into_iter().map(|i| i as i64).collect();
+        let o: Vec<i64> = self
+            .inner
+            .order(epoch)
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
         PyArray1::from_vec(py, o)
     }
     /// Item `index` transformed with the draws of `epoch`: float32 (3, sz, sz).
@@ -248,12 +311,16 @@ impl PyDataLoader {
         let dl = self.inner.clone();
         let v = run_detached(py, move || dl.item(index, epoch))?;
         let sz = self.inner.sz();
-        let a = Array3::from_shape_vec((3, sz, sz), v).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let a = Array3::from_shape_vec((3, sz, sz), v)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(a.into_pyarray_any(py))
     }
     /// The batches of `epoch`, produced in the background.
     fn iter_epoch(&self, epoch: u64) -> PyBatchIter {
-        PyBatchIter { inner: Mutex::new(self.inner.iter(epoch)), loader: self.inner.clone() }
+        PyBatchIter {
+            inner: Mutex::new(self.inner.iter(epoch)),
+            loader: self.inner.clone(),
+        }
     }
 }
 
@@ -280,8 +347,18 @@ impl Drop for PyBatchMemory {
     }
 }
 
-fn batch_x_to_py<'py>(py: Python<'py>, x: Array4<f32>, loader: &DataLoader) -> PyResult<Bound<'py, PyAny>> {
-    let owner = Bound::new(py, PyBatchMemory { x: Some(x), loader: loader.clone() })?;
+fn batch_x_to_py<'py>(
+    py: Python<'py>,
+    x: Array4<f32>,
+    loader: &DataLoader,
+) -> PyResult<Bound<'py, PyAny>> {
+    let owner = Bound::new(
+        py,
+        PyBatchMemory {
+            x: Some(x),
+            loader: loader.clone(),
+        },
+    )?;
     let arr = match &owner.get().x {
         // SAFETY: `owner` becomes the array's base object, so the buffer lives as long as the
         // array; it is never modified or reallocated while owned (the class is frozen and
@@ -300,7 +377,10 @@ impl PyBatchIter {
 
     /// (x float32 (n, 3, sz, sz), y) as numpy arrays sharing the batch memory.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let mut guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
         let it: &mut BatchIter = &mut guard;
         let next = py.allow_threads(|| it.next());
         match next {
@@ -309,20 +389,29 @@ impl PyBatchIter {
             Some(Ok(b)) => {
                 let x = Array4::from_shape_vec((b.n, 3, b.sz, b.sz), b.x)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                Ok((batch_x_to_py(py, x, &self.loader)?, targets_to_py(py, b.y, b.n)?))
+                Ok((
+                    batch_x_to_py(py, x, &self.loader)?,
+                    targets_to_py(py, b.y, b.n)?,
+                ))
             }
         }
     }
 
     /// Paths skipped as undecodable so far (with skip_bad).
     fn skipped(&self) -> PyResult<Vec<PathBuf>> {
-        let guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let guard = self
+            .inner
+            .lock()
+            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
         Ok(guard.skipped())
     }
 
     /// Stops the producer now (also happens when the iterator is garbage-collected).
     fn close(&self) -> PyResult<()> {
-        let mut guard = self.inner.lock().map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
         let it: &mut BatchIter = &mut guard;
         Python::with_gil(|py| py.allow_threads(|| it.close()));
         Ok(())
@@ -347,36 +436,59 @@ fn scan_labelled<'py>(
     root: PathBuf,
     split: String,
     classes: Option<Vec<String>>,
-) -> PyResult<(Vec<String>, Bound<'py, PyArray1<i64>>, Vec<String>, Bound<'py, PyDict>)> {
-    let r = run_detached(py, move || folder::scan_labelled(&root, &split, classes.as_deref()))?;
+) -> PyResult<(
+    Vec<String>,
+    Bound<'py, PyArray1<i64>>,
+    Vec<String>,
+    Bound<'py, PyDict>,
+)> {
+    let r = run_detached(py, move || {
+        folder::scan_labelled(&root, &split, classes.as_deref())
+    })?;
     let sk = skipped_dict(py, &r.skipped)?;
     Ok((r.fnames, PyArray1::from_vec(py, r.labels), r.classes, sk))
 }
 
 /// (fnames, skipped) of the flat folder `root/name`.
 #[pyfunction]
-fn scan_flat<'py>(py: Python<'py>, root: PathBuf, name: String) -> PyResult<(Vec<String>, Bound<'py, PyDict>)> {
+fn scan_flat<'py>(
+    py: Python<'py>,
+    root: PathBuf,
+    name: String,
+) -> PyResult<(Vec<String>, Bound<'py, PyDict>)> {
     let (f, s) = run_detached(py, move || folder::scan_flat(&root, &name))?;
     Ok((f, skipped_dict(py, &s)?))
 }
 
 /// [(id, labels)] of a label CSV, sorted by id.
 #[pyfunction]
-fn read_label_csv(py: Python<'_>, path: PathBuf, skip_header: bool) -> PyResult<Vec<(String, String)>> {
+fn read_label_csv(
+    py: Python<'_>,
+    path: PathBuf,
+    skip_header: bool,
+) -> PyResult<Vec<(String, String)>> {
     let rows = run_detached(py, move || folder::read_label_csv(&path, skip_header))?;
     Ok(rows.into_iter().map(|r| (r.id, r.labels)).collect())
 }
 
 #[pyfunction]
-fn check_files_exist(py: Python<'_>, root: PathBuf, fnames: Vec<String>, source: PathBuf) -> PyResult<()> {
-    run_detached(py, move || folder::check_files_exist(&root, &fnames, &source))
+fn check_files_exist(
+    py: Python<'_>,
+    root: PathBuf,
+    fnames: Vec<String>,
+    source: PathBuf,
+) -> PyResult<()> {
+    run_detached(py, move || {
+        folder::check_files_exist(&root, &fnames, &source)
+    })
 }
 
 /// Decodes a file to uint8 (H, W, 3) RGB.
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let img = run_detached(py, move || crate::decode::decode_file(&path))?;
-    let a = Array3::from_shape_vec((img.height, img.width, 3), img.data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let a = Array3::from_shape_vec((img.height, img.width, 3), img.data)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray_any(py))
 }
 
@@ -395,7 +507,9 @@ fn transform_image<'py>(
     let arr = img.downcast::<numpy::PyUntypedArray>()?;
     let shape = arr.shape().to_vec();
     if shape.len() != 3 || shape[2] != 3 {
-        return Err(PyValueError::new_err(format!("expected an (H, W, 3) image, got shape {shape:?}")));
+        return Err(PyValueError::new_err(format!(
+            "expected an (H, W, 3) image, got shape {shape:?}"
+        )));
     }
     let (rows, cols) = (shape[0], shape[1]);
     enum Owned {
@@ -417,7 +531,9 @@ fn transform_image<'py>(
             Err(_) => r.as_array().iter().copied().collect(),
         })
     } else {
-        return Err(PyTypeError::new_err("image must be a uint8 or float32 numpy array"));
+        return Err(PyTypeError::new_err(
+            "image must be a uint8 or float32 numpy array",
+        ));
     };
     let params = pipeline.draw(&mut Rng::for_item(seed, STREAM_AUG, epoch, index));
     let sz = pipeline.sz;
@@ -429,27 +545,41 @@ fn transform_image<'py>(
                 Owned::F32(v) => SrcRef::F32(v),
             };
             let mut out = vec![0f32; 3 * sz * sz];
-            pipeline.apply(&Src { data, rows, cols }, &p2, &mut out).map(|_| out)
+            pipeline
+                .apply(&Src { data, rows, cols }, &p2, &mut out)
+                .map(|_| out)
         })
         .map_err(PyValueError::new_err)?;
-    let a = Array3::from_shape_vec((3, sz, sz), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let a = Array3::from_shape_vec((3, sz, sz), out)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
 }
 
 /// Seconds per image of `n` runs of a pipeline on one uint8 (H, W, 3) image, draws varying per
 /// run (for benches/bench_loader.py's per-stage breakdown; no Python inside the timed loop).
 #[pyfunction]
-fn time_pipeline(py: Python<'_>, img: PyReadonlyArrayDyn<'_, u8>, spec: &Bound<'_, PyDict>, n: usize) -> PyResult<f64> {
+fn time_pipeline(
+    py: Python<'_>,
+    img: PyReadonlyArrayDyn<'_, u8>,
+    spec: &Bound<'_, PyDict>,
+    n: usize,
+) -> PyResult<f64> {
     let pipeline = pipeline_from_spec(spec)?;
     let shape = img.shape().to_vec();
     if shape.len() != 3 || shape[2] != 3 {
-        return Err(PyValueError::new_err(format!("expected an (H, W, 3) image, got shape {shape:?}")));
+        return Err(PyValueError::new_err(format!(
+            "expected an (H, W, 3) image, got shape {shape:?}"
+        )));
     }
     let data: Vec<u8> = img.as_array().iter().copied().collect();
     let (rows, cols) = (shape[0], shape[1]);
     py.allow_threads(move || {
         let mut out = vec![0f32; 3 * pipeline.sz * pipeline.sz];
-        let src = Src { data: SrcRef::U8(&data), rows, cols };
+        let src = Src {
+            data: SrcRef::U8(&data),
+            rows,
+            cols,
+        };
         let t = std::time::Instant::now();
         for i in 0..n.max(1) {
             let params = pipeline.draw(&mut Rng::for_item(0, STREAM_AUG, 0, i as u64));

@@ -47,7 +47,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
     let msg = err.to_string();
     match err {
         Error::Io { path, source } => {
-            let errno = source.raw_os_error().unwrap_or_else(|| errno_of(source.kind()));
+            let errno = source
+                .raw_os_error()
+                .unwrap_or_else(|| errno_of(source.kind()));
             let args = (errno, msg, path.display().to_string());
             use std::io::ErrorKind as K;
             match source.kind() {
@@ -59,7 +61,9 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(args),
             }
         }
-        Error::Decode { .. } | Error::ImageTooLarge { .. } => fastai_exception("ImageDecodeError", msg),
+        Error::Decode { .. } | Error::ImageTooLarge { .. } => {
+            fastai_exception("ImageDecodeError", msg)
+        }
         Error::DatasetLayout { .. } => fastai_exception("DatasetLayoutError", msg),
         Error::Weights { .. } => fastai_exception("WeightsError", msg),
         Error::Cache { .. } => fastai_exception("CacheError", msg),

@@ -34,7 +34,10 @@ struct Hook<'a> {
 }
 
 impl Hook<'_> {
-    fn call(&self, args: impl for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>) -> Result<bool> {
+    fn call(
+        &self,
+        args: impl for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>,
+    ) -> Result<bool> {
         Python::with_gil(|py| {
             let store = |e: PyErr| {
                 if let Ok(mut slot) = self.raised.lock() {
@@ -56,7 +59,11 @@ impl Hook<'_> {
 
 /// The Python exception for `e`: the one a callback or the custom head raised (kept in
 /// `raised` / `head_raised`) when the loop stopped because of it.
-fn finish<T>(r: Result<T>, raised: Mutex<Option<PyErr>>, head_raised: &Mutex<Option<PyErr>>) -> PyResult<T> {
+fn finish<T>(
+    r: Result<T>,
+    raised: Mutex<Option<PyErr>>,
+    head_raised: &Mutex<Option<PyErr>>,
+) -> PyResult<T> {
     r.map_err(|e| {
         let from_callback = raised.into_inner().ok().flatten();
         let from_head = head_raised.lock().ok().and_then(|mut slot| slot.take());
@@ -67,7 +74,8 @@ fn finish<T>(r: Result<T>, raised: Mutex<Option<PyErr>>, head_raised: &Mutex<Opt
     })
 }
 
-const BUSY: &str = "the learner is busy (a fit or prediction is running, possibly in a callback of it)";
+const BUSY: &str =
+    "the learner is busy (a fit or prediction is running, possibly in a callback of it)";
 
 fn parse_device(d: &str) -> Result<Device> {
     match d {
@@ -77,7 +85,11 @@ fn parse_device(d: &str) -> Result<Device> {
             .strip_prefix("cuda:")
             .and_then(|n| n.parse().ok())
             .map(Device::Cuda)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown device {d:?} (use 'cpu', 'cuda' or 'cuda:N')"))),
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown device {d:?} (use 'cpu', 'cuda' or 'cuda:N')"
+                ))
+            }),
     }
 }
 
@@ -85,7 +97,10 @@ fn group_vec(v: Vec<f64>, what: &str) -> Result<[f64; 3]> {
     match v.as_slice() {
         [x] => Ok([*x; 3]),
         [a, b, c] => Ok([*a, *b, *c]),
-        _ => Err(Error::InvalidArgument(format!("{what}: expected 1 or 3 values (one per layer group), got {}", v.len()))),
+        _ => Err(Error::InvalidArgument(format!(
+            "{what}: expected 1 or 3 values (one per layer group), got {}",
+            v.len()
+        ))),
     }
 }
 
@@ -94,9 +109,16 @@ impl PyLearner {
     /// Send but not Sync, so only the mutex may cross into the detached closure); a learner
     /// already in use (e.g. `save` called from a callback of a running `fit`) is an error,
     /// not a deadlock.
-    fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Learner) -> Result<T> + Send) -> Result<T> {
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Learner) -> Result<T> + Send,
+    ) -> Result<T> {
         py.allow_threads(|| {
-            let mut guard = self.inner.try_lock().map_err(|_| Error::InvalidArgument(BUSY.into()))?;
+            let mut guard = self
+                .inner
+                .try_lock()
+                .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
             f(&mut guard)
         })
     }
@@ -107,16 +129,20 @@ impl PyLearner {
     }
 
     fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
-        self.inner.try_lock().map_err(|_| {
-            pyo3::exceptions::PyRuntimeError::new_err(
-                BUSY,
-            )
-        })
+        self.inner
+            .try_lock()
+            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err(BUSY))
     }
 }
 
 pub fn tensor_set(x: PyTensor, y: PyTensor, bs: usize, shuffle: bool, seed: u64) -> TensorSet {
-    TensorSet { x: x.0, y: y.0, bs, shuffle, seed }
+    TensorSet {
+        x: x.0,
+        y: y.0,
+        bs,
+        shuffle,
+        seed,
+    }
 }
 
 /// A batch source that can move into a detached closure.
@@ -132,29 +158,56 @@ impl PyLearner {
     #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        arch: &str, c: i64, output: &str, ps: Option<Vec<f64>>, xtra_fc: Option<Vec<i64>>, device: &str, xtra_cut: usize,
+        arch: &str,
+        c: i64,
+        output: &str,
+        ps: Option<Vec<f64>>,
+        xtra_fc: Option<Vec<i64>>,
+        device: &str,
+        xtra_cut: usize,
         custom_head: Option<(PyObject, String, Vec<(String, PyTensor, bool)>)>,
     ) -> PyResult<Self> {
         let output = match output {
             "log_softmax" => Output::LogSoftmax,
             "sigmoid" => Output::Sigmoid,
             "identity" => Output::Identity,
-            o => return Err(to_pyerr(Error::InvalidArgument(format!("unknown output {o:?}")))),
+            o => {
+                return Err(to_pyerr(Error::InvalidArgument(format!(
+                    "unknown output {o:?}"
+                ))))
+            }
         };
         let device = parse_device(device).map_err(to_pyerr)?;
         let head_raised = Arc::new(Mutex::new(None));
         let head = match custom_head {
             None => HeadChoice::Fastai { ps, xtra_fc },
             Some((forward, name, state)) => HeadChoice::External {
-                head: Box::new(PyHead { forward, name, raised: head_raised.clone() }),
+                head: Box::new(PyHead {
+                    forward,
+                    name,
+                    raised: head_raised.clone(),
+                }),
                 entries: state
                     .into_iter()
-                    .map(|(k, t, is_param)| (k, t.0, if is_param { EntryKind::Param } else { EntryKind::Buffer }))
+                    .map(|(k, t, is_param)| {
+                        (
+                            k,
+                            t.0,
+                            if is_param {
+                                EntryKind::Param
+                            } else {
+                                EntryKind::Buffer
+                            },
+                        )
+                    })
                     .collect(),
             },
         };
         let net = ConvNet::new(arch, c, output, xtra_cut, head).map_err(to_pyerr)?;
-        Ok(PyLearner { inner: Mutex::new(Learner::new(net, device)), head_raised })
+        Ok(PyLearner {
+            inner: Mutex::new(Learner::new(net, device)),
+            head_raised,
+        })
     }
 
     #[getter]
@@ -185,7 +238,14 @@ impl PyLearner {
     /// The model's parameters and buffers themselves (not copies): the Python layer changes
     /// their memory layout in place (`t.data = ...`), which the Rust layers then see.
     fn live_tensors(&self) -> PyResult<Vec<(String, PyTensor)>> {
-        Ok(self.lock()?.net.store.entries.iter().map(|e| (e.key.clone(), PyTensor(e.tensor.shallow_clone()))).collect())
+        Ok(self
+            .lock()?
+            .net
+            .store
+            .entries
+            .iter()
+            .map(|e| (e.key.clone(), PyTensor(e.tensor.shallow_clone())))
+            .collect())
     }
     #[getter]
     fn has_custom_head(&self) -> PyResult<bool> {
@@ -222,7 +282,19 @@ impl PyLearner {
     /// (key, shape, layer group, is_parameter) of every entry, in state-dict order.
     fn entries(&self) -> PyResult<Vec<(String, Vec<i64>, usize, bool)>> {
         let l = self.lock()?;
-        Ok(l.net.store.entries.iter().map(|e| (e.key.clone(), e.tensor.size(), e.group, e.kind == crate::models::EntryKind::Param)).collect())
+        Ok(l.net
+            .store
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    e.tensor.size(),
+                    e.group,
+                    e.kind == crate::models::EntryKind::Param,
+                )
+            })
+            .collect())
     }
 
     /// (layer, output shape) of each layer for one (3, sz, sz) input.
@@ -232,19 +304,34 @@ impl PyLearner {
     }
 
     /// Loads a published checkpoint (torchvision names) into the body; strict.
-    fn load_backbone(&self, py: Python<'_>, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
+    fn load_backbone(
+        &self,
+        py: Python<'_>,
+        state: Vec<(String, PyTensor)>,
+        source: &str,
+    ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.detached(py, move |l| l.net.load_backbone(&entries, source)).map_err(to_pyerr)
+        self.detached(py, move |l| l.net.load_backbone(&entries, source))
+            .map_err(to_pyerr)
     }
 
     /// The full state dict (fastai 0.7 flat keys), CPU tensors.
     fn state_dict(&self) -> PyResult<Vec<(String, PyTensor)>> {
-        Ok(self.lock()?.net.state().into_iter().map(|(k, t)| (k, PyTensor(t))).collect())
+        Ok(self
+            .lock()?
+            .net
+            .state()
+            .into_iter()
+            .map(|(k, t)| (k, PyTensor(t)))
+            .collect())
     }
 
     fn load_state_dict(&self, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.lock()?.net.load_state(&entries, source).map_err(to_pyerr)
+        self.lock()?
+            .net
+            .load_state(&entries, source)
+            .map_err(to_pyerr)
     }
 
     /// Hash of the body's weights (part of the activation-cache key).
@@ -254,10 +341,23 @@ impl PyLearner {
             h.str(l.net.arch.name);
             // A cut body, and raw maps (custom head) instead of pooled vectors, are other
             // activations from the same weights.
-            h.str(&format!("cut {} {}", l.net.cut, if l.net.has_custom_head() { "raw maps" } else { "concat pool" }));
+            h.str(&format!(
+                "cut {} {}",
+                l.net.cut,
+                if l.net.has_custom_head() {
+                    "raw maps"
+                } else {
+                    "concat pool"
+                }
+            ));
             crate::train::cache::hash_tensors(
                 &mut h,
-                l.net.store.entries.iter().filter(|e| e.group < crate::models::HEAD_GROUP).map(|e| (e.key.as_str(), &e.tensor)),
+                l.net
+                    .store
+                    .entries
+                    .iter()
+                    .filter(|e| e.group < crate::models::HEAD_GROUP)
+                    .map(|e| (e.key.as_str(), &e.tensor)),
             )?;
             Ok(h.hex())
         })
@@ -267,13 +367,23 @@ impl PyLearner {
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
     /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
     #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false))]
-    fn begin_fit(&self, lrs: Vec<f64>, wds: Vec<f64>, schedule: &Bound<'_, PyAny>, precompute: bool, stop_on_divergence: bool) -> PyResult<()> {
+    fn begin_fit(
+        &self,
+        lrs: Vec<f64>,
+        wds: Vec<f64>,
+        schedule: &Bound<'_, PyAny>,
+        precompute: bool,
+        stop_on_divergence: bool,
+    ) -> PyResult<()> {
         let lrs = group_vec(lrs, "learning rates").map_err(to_pyerr)?;
         let wds = group_vec(wds, "weight decays").map_err(to_pyerr)?;
         let kind: String = schedule.get_item(0)?.extract()?;
         let schedule = match kind.as_str() {
             "constant" => Schedule::Constant,
-            "cos" => Schedule::CosAnneal { first_cycle: schedule.get_item(1)?.extract()?, cycle_mult: schedule.get_item(2)?.extract()? },
+            "cos" => Schedule::CosAnneal {
+                first_cycle: schedule.get_item(1)?.extract()?,
+                cycle_mult: schedule.get_item(2)?.extract()?,
+            },
             "lr_find" => Schedule::LrFind {
                 ratio: schedule.get_item(1)?.extract()?,
                 n_batches: schedule.get_item(2)?.extract()?,
@@ -286,14 +396,29 @@ impl PyLearner {
                 let third: f64 = schedule.get_item(3)?.extract()?;
                 let moms: Option<(f64, f64)> = schedule.get_item(4)?.extract()?;
                 if kind == "clr" {
-                    Schedule::Clr { cycle, div, cut_div: third, moms }
+                    Schedule::Clr {
+                        cycle,
+                        div,
+                        cut_div: third,
+                        moms,
+                    }
                 } else {
-                    Schedule::ClrBeta { cycle, div, pct: third, moms }
+                    Schedule::ClrBeta {
+                        cycle,
+                        div,
+                        pct: third,
+                        moms,
+                    }
                 }
             }
-            k => return Err(to_pyerr(Error::InvalidArgument(format!("unknown schedule {k:?}")))),
+            k => {
+                return Err(to_pyerr(Error::InvalidArgument(format!(
+                    "unknown schedule {k:?}"
+                ))))
+            }
         };
-        self.lock()?.begin_fit(lrs, wds, schedule, precompute, stop_on_divergence);
+        self.lock()?
+            .begin_fit(lrs, wds, schedule, precompute, stop_on_divergence);
         Ok(())
     }
 
@@ -309,15 +434,42 @@ impl PyLearner {
     /// `on_batch(i, smoothed_loss)` -> truthy stops. Returns (trn_loss, stopped).
     #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None))]
     fn train_epoch_tensors(
-        &self, py: Python<'_>, x: PyTensor, y: PyTensor, bs: usize, seed: u64, epoch: u64, on_batch: Option<PyObject>,
+        &self,
+        py: Python<'_>,
+        x: PyTensor,
+        y: PyTensor,
+        bs: usize,
+        seed: u64,
+        epoch: u64,
+        on_batch: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
-        self.train_epoch(py, Box::new(tensor_set(x, y, bs, true, seed)), epoch, on_batch)
+        self.train_epoch(
+            py,
+            Box::new(tensor_set(x, y, bs, true, seed)),
+            epoch,
+            on_batch,
+        )
     }
 
     /// Eval-mode outputs over in-memory rows: (outputs, targets, mean loss).
     #[pyo3(signature = (x, y, bs, head_only, with_loss))]
-    fn predict_tensors(&self, py: Python<'_>, x: PyTensor, y: PyTensor, bs: usize, head_only: bool, with_loss: bool) -> PyResult<(PyTensor, PyTensor, f64)> {
-        self.predict(py, Box::new(tensor_set(x, y, bs, false, 0)), 0, head_only, with_loss, None)
+    fn predict_tensors(
+        &self,
+        py: Python<'_>,
+        x: PyTensor,
+        y: PyTensor,
+        bs: usize,
+        head_only: bool,
+        with_loss: bool,
+    ) -> PyResult<(PyTensor, PyTensor, f64)> {
+        self.predict(
+            py,
+            Box::new(tensor_set(x, y, bs, false, 0)),
+            0,
+            head_only,
+            with_loss,
+            None,
+        )
     }
 
     /// Outputs for one batch already in model input format: images (n, 3, H, W) or pooled
@@ -329,7 +481,13 @@ impl PyLearner {
             // custom head's (n, C, h, w) maps, whose C is never 3 for our bodies).
             let head_only = !(x.dim() == 4 && x.size()[1] == 3);
             let y = Tensor::zeros([x.size()[0]], (tch::Kind::Int64, Device::Cpu));
-            let src = TensorSet { x, y, bs: 64, shuffle: false, seed: 0 };
+            let src = TensorSet {
+                x,
+                y,
+                bs: 64,
+                shuffle: false,
+                seed: 0,
+            };
             Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
         });
         Ok(PyTensor(self.check(out)?))
@@ -337,14 +495,34 @@ impl PyLearner {
 
     /// One training epoch over an image loader (augmentation drawn for `epoch`).
     #[pyo3(signature = (dl, epoch, on_batch=None))]
-    fn train_epoch_loader(&self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, epoch: u64, on_batch: Option<PyObject>) -> PyResult<(f64, bool)> {
+    fn train_epoch_loader(
+        &self,
+        py: Python<'_>,
+        dl: PyRef<'_, PyDataLoader>,
+        epoch: u64,
+        on_batch: Option<PyObject>,
+    ) -> PyResult<(f64, bool)> {
         self.train_epoch(py, Box::new(dl.inner.clone()), epoch, on_batch)
     }
 
     /// Eval-mode outputs over an image loader: (outputs, targets, mean loss).
     #[pyo3(signature = (dl, epoch, with_loss, on_batch=None))]
-    fn predict_loader(&self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, epoch: u64, with_loss: bool, on_batch: Option<PyObject>) -> PyResult<(PyTensor, PyTensor, f64)> {
-        self.predict(py, Box::new(dl.inner.clone()), epoch, false, with_loss, on_batch)
+    fn predict_loader(
+        &self,
+        py: Python<'_>,
+        dl: PyRef<'_, PyDataLoader>,
+        epoch: u64,
+        with_loss: bool,
+        on_batch: Option<PyObject>,
+    ) -> PyResult<(PyTensor, PyTensor, f64)> {
+        self.predict(
+            py,
+            Box::new(dl.inner.clone()),
+            epoch,
+            false,
+            with_loss,
+            on_batch,
+        )
     }
 
     /// Pooled body activations of every image of `dl`, from the cache file at `path` when its
@@ -353,7 +531,12 @@ impl PyLearner {
     /// existed but no longer fits), or 'uncached: <why>' (could not be written; still usable).
     #[pyo3(signature = (dl, path, body_hash, on_batch=None))]
     fn precompute_loader(
-        &self, py: Python<'_>, dl: PyRef<'_, PyDataLoader>, path: std::path::PathBuf, body_hash: &str, on_batch: Option<PyObject>,
+        &self,
+        py: Python<'_>,
+        dl: PyRef<'_, PyDataLoader>,
+        path: std::path::PathBuf,
+        body_hash: &str,
+        on_batch: Option<PyObject>,
     ) -> PyResult<(PyTensor, String)> {
         use crate::train::cache;
         let loader = dl.inner.clone();
@@ -372,7 +555,9 @@ impl PyLearner {
         };
         // The cache stores rows: a custom head's (N, C, h, w) maps are written flattened and
         // the caller reshapes them (`feature_shape`).
-        let acts = self.features(py, Box::new(loader), on_batch)?.flatten(1, -1);
+        let acts = self
+            .features(py, Box::new(loader), on_batch)?
+            .flatten(1, -1);
         let status = match (cache::write(&path, &key, &acts), previous) {
             (Err(e), _) => format!("uncached: {e}"),
             (Ok(()), Some(why)) => format!("stale: {why}"),
@@ -392,33 +577,69 @@ impl PyLearner {
 }
 
 impl PyLearner {
-    pub fn train_epoch(&self, py: Python<'_>, src: Source, epoch: u64, on_batch: Option<PyObject>) -> PyResult<(f64, bool)> {
+    pub fn train_epoch(
+        &self,
+        py: Python<'_>,
+        src: Source,
+        epoch: u64,
+        on_batch: Option<PyObject>,
+    ) -> PyResult<(f64, bool)> {
         let raised = Mutex::new(None);
         let slot = &raised;
         let r = self.detached(py, move |l| {
-            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
+            let hook = Hook {
+                callback: on_batch.as_ref(),
+                raised: slot,
+            };
             l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
         });
-        finish(r.map(|e| (e.trn_loss, e.stopped)), raised, &self.head_raised)
+        finish(
+            r.map(|e| (e.trn_loss, e.stopped)),
+            raised,
+            &self.head_raised,
+        )
     }
 
     pub fn predict(
-        &self, py: Python<'_>, src: Source, epoch: u64, head_only: bool, with_loss: bool, on_batch: Option<PyObject>,
+        &self,
+        py: Python<'_>,
+        src: Source,
+        epoch: u64,
+        head_only: bool,
+        with_loss: bool,
+        on_batch: Option<PyObject>,
     ) -> PyResult<(PyTensor, PyTensor, f64)> {
         let raised = Mutex::new(None);
         let slot = &raised;
         let r = self.detached(py, move |l| {
-            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
-            l.predict(&*src, epoch, head_only, with_loss, &mut |b| hook.call((b,)).map(|_| ()))
+            let hook = Hook {
+                callback: on_batch.as_ref(),
+                raised: slot,
+            };
+            l.predict(&*src, epoch, head_only, with_loss, &mut |b| {
+                hook.call((b,)).map(|_| ())
+            })
         });
-        finish(r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)), raised, &self.head_raised)
+        finish(
+            r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)),
+            raised,
+            &self.head_raised,
+        )
     }
 
-    pub fn features(&self, py: Python<'_>, src: Source, on_batch: Option<PyObject>) -> PyResult<Tensor> {
+    pub fn features(
+        &self,
+        py: Python<'_>,
+        src: Source,
+        on_batch: Option<PyObject>,
+    ) -> PyResult<Tensor> {
         let raised = Mutex::new(None);
         let slot = &raised;
         let r = self.detached(py, move |l| {
-            let hook = Hook { callback: on_batch.as_ref(), raised: slot };
+            let hook = Hook {
+                callback: on_batch.as_ref(),
+                raised: slot,
+            };
             l.features(&*src, &mut |b| hook.call((b,)).map(|_| ()))
         });
         finish(r, raised, &self.head_raised)

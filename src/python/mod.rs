@@ -65,9 +65,13 @@ fn _raise_error(kind: &str, path: &str) -> PyResult<()> {
 /// malloc tuning (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, `GLIBC_TUNABLES`) or
 /// `FASTAI_KEEP_MALLOC=1`. Returns whether it applied the tuning.
 fn tune_malloc() -> bool {
-    let user_set = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some())
+    let user_set = [
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+        "GLIBC_TUNABLES",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some())
         || std::env::var("FASTAI_KEEP_MALLOC").is_ok_and(|v| v == "1");
     if user_set {
         return false;
@@ -75,12 +79,17 @@ fn tune_malloc() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
-            fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+            fn mallopt(
+                param: std::os::raw::c_int,
+                value: std::os::raw::c_int,
+            ) -> std::os::raw::c_int;
         }
         const M_TRIM_THRESHOLD: std::os::raw::c_int = -1;
         const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
         // SAFETY: mallopt only sets allocator parameters; it is thread-safe in glibc.
-        unsafe { mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1 && mallopt(M_MMAP_THRESHOLD, i32::MAX) == 1 }
+        unsafe {
+            mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1 && mallopt(M_MMAP_THRESHOLD, i32::MAX) == 1
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -92,7 +101,14 @@ fn tune_malloc() -> bool {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("malloc_tuned", tune_malloc())?;
-    m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    m.add(
+        "build_profile",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     learner::register(m)?;
     m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;

@@ -23,8 +23,12 @@ fn load_state(store: &ParamStore, state: &[(String, Tensor)], map: CheckpointKey
             loaded.insert(target);
         }
     }
-    let missing: Vec<&str> =
-        store.entries.iter().map(|e| e.key.as_str()).filter(|k| !loaded.contains(*k)).collect();
+    let missing: Vec<&str> = store
+        .entries
+        .iter()
+        .map(|e| e.key.as_str())
+        .filter(|k| !loaded.contains(*k))
+        .collect();
     if !missing.is_empty() {
         return Err(Error::Weights {
             context: "state dict".into(),

@@ -38,10 +38,14 @@ fn checksum(data: &[u8]) -> u64 {
     for w in &mut words {
         let mut b = [0u8; 8];
         b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+        h = (h ^ u64::from_le_bytes(b))
+            .wrapping_mul(0xff51_afd7_ed55_8ccd)
+            .rotate_left(29);
     }
     for &x in words.remainder() {
-        h = (h ^ x as u64).wrapping_mul(0xc4ce_b9fe_1a85_ec53).rotate_left(29);
+        h = (h ^ x as u64)
+            .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
+            .rotate_left(29);
     }
     h ^ (h >> 33)
 }
@@ -56,7 +60,10 @@ pub struct KeyHasher {
 
 impl Default for KeyHasher {
     fn default() -> Self {
-        KeyHasher { a: 0xcbf2_9ce4_8422_2325, b: 0x8422_2325_cbf2_9ce4 }
+        KeyHasher {
+            a: 0xcbf2_9ce4_8422_2325,
+            b: 0x8422_2325_cbf2_9ce4,
+        }
     }
 }
 
@@ -64,7 +71,9 @@ impl KeyHasher {
     pub fn bytes(&mut self, data: &[u8]) -> &mut Self {
         for &x in data {
             self.a = (self.a ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            self.b = (self.b ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+            self.b = (self.b ^ x as u64)
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(5);
         }
         self
     }
@@ -78,11 +87,20 @@ impl KeyHasher {
 
 /// Hashes the float values of tensors (the body's weights: a fine-tuned backbone must not
 /// reuse activations of the pretrained one).
-pub fn hash_tensors<'a>(h: &mut KeyHasher, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>) -> Result<()> {
+pub fn hash_tensors<'a>(
+    h: &mut KeyHasher,
+    tensors: impl Iterator<Item = (&'a str, &'a Tensor)>,
+) -> Result<()> {
     for (name, t) in tensors {
         h.str(name);
-        let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view(-1);
-        let v: Vec<f32> = Vec::<f32>::try_from(&flat).map_err(Error::torch(format!("hashing {name}")))?;
+        let flat = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view(-1);
+        let v: Vec<f32> =
+            Vec::<f32>::try_from(&flat).map_err(Error::torch(format!("hashing {name}")))?;
         // Hash the raw bits 8 bytes at a time for speed (tens of millions of weights).
         for chunk in v.chunks(2) {
             let lo = chunk[0].to_bits() as u64;
@@ -97,9 +115,16 @@ pub fn hash_tensors<'a>(h: &mut KeyHasher, tensors: impl Iterator<Item = (&'a st
 pub fn hash_files(h: &mut KeyHasher, root: &Path, files: &[PathBuf]) -> Result<()> {
     for f in files {
         let meta = fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let rel = f.strip_prefix(root).unwrap_or(f);
-        h.str(&rel.to_string_lossy()).bytes(&meta.len().to_le_bytes()).bytes(&mtime.to_le_bytes());
+        h.str(&rel.to_string_lossy())
+            .bytes(&meta.len().to_le_bytes())
+            .bytes(&mtime.to_le_bytes());
     }
     Ok(())
 }
@@ -137,14 +162,26 @@ pub fn read(path: &Path, key: &str) -> Lookup {
     let at = MAGIC.len() + 33;
     let (rows, cols, stored_sum) = (u64_at(at), u64_at(at + 8), u64_at(at + 16));
     // Checked: a damaged header must not wrap around to a plausible size.
-    let payload = rows.checked_mul(cols).and_then(|n| n.checked_mul(4)).and_then(|n| usize::try_from(n).ok());
-    if payload.and_then(|n| n.checked_add(HEADER)) != Some(map.len()) || i64::try_from(rows).is_err() || i64::try_from(cols).is_err() {
-        return Lookup::Stale(format!("truncated or damaged ({} bytes for {rows}x{cols} values)", map.len()));
+    let payload = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .and_then(|n| usize::try_from(n).ok());
+    if payload.and_then(|n| n.checked_add(HEADER)) != Some(map.len())
+        || i64::try_from(rows).is_err()
+        || i64::try_from(cols).is_err()
+    {
+        return Lookup::Stale(format!(
+            "truncated or damaged ({} bytes for {rows}x{cols} values)",
+            map.len()
+        ));
     }
     if checksum(&map[HEADER..]) != stored_sum {
         return Lookup::Stale("damaged (checksum mismatch)".into());
     }
-    let data: Vec<f32> = map[HEADER..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data: Vec<f32> = map[HEADER..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     match Tensor::from_slice(&data).f_view([rows as i64, cols as i64]) {
         Ok(t) => Lookup::Hit(t),
         Err(e) => Lookup::Stale(format!("unreadable ({e})")),
@@ -156,9 +193,13 @@ pub fn write(path: &Path, key: &str, x: &Tensor) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let size = x.size();
-    let (rows, cols) = (size.first().copied().unwrap_or(0) as u64, size.get(1).copied().unwrap_or(0) as u64);
+    let (rows, cols) = (
+        size.first().copied().unwrap_or(0) as u64,
+        size.get(1).copied().unwrap_or(0) as u64,
+    );
     let flat = x.to_kind(Kind::Float).contiguous().view(-1);
-    let data: Vec<f32> = Vec::<f32>::try_from(&flat).map_err(Error::torch("reading activations"))?;
+    let data: Vec<f32> =
+        Vec::<f32>::try_from(&flat).map_err(Error::torch("reading activations"))?;
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
@@ -192,7 +233,10 @@ mod tests {
         let key = KeyHasher::default().str("a").hex();
         write(&path, &key, &x).expect("write");
         match read(&path, &key) {
-            Lookup::Hit(t) => assert_eq!(Vec::<f32>::try_from(&t.view(-1)).unwrap(), (0..12).map(|v| v as f32).collect::<Vec<_>>()),
+            Lookup::Hit(t) => assert_eq!(
+                Vec::<f32>::try_from(&t.view(-1)).unwrap(),
+                (0..12).map(|v| v as f32).collect::<Vec<_>>()
+            ),
             _ => panic!("expected a hit"),
         }
         let other = KeyHasher::default().str("b").hex();

@@ -10,11 +10,17 @@ use crate::{Error, Result};
 /// float multi-hot / continuous rows, or int64 zeros for an unlabelled set.
 pub fn batch_tensors(b: Batch) -> Result<(Tensor, Tensor)> {
     let (n, sz) = (b.n as i64, b.sz as i64);
-    let x = Tensor::from_slice(&b.x).f_view([n, 3, sz, sz]).map_err(Error::torch("assembling a batch"))?;
+    let x = Tensor::from_slice(&b.x)
+        .f_view([n, 3, sz, sz])
+        .map_err(Error::torch("assembling a batch"))?;
     let y = match b.y {
         Targets::Class(v) => Tensor::from_slice(&v),
-        Targets::MultiHot { data, c } => Tensor::from_slice(&data).f_view([n, c as i64]).map_err(Error::torch("batch targets"))?,
-        Targets::Continuous { data, dim } => Tensor::from_slice(&data).f_view([n, dim as i64]).map_err(Error::torch("batch targets"))?,
+        Targets::MultiHot { data, c } => Tensor::from_slice(&data)
+            .f_view([n, c as i64])
+            .map_err(Error::torch("batch targets"))?,
+        Targets::Continuous { data, dim } => Tensor::from_slice(&data)
+            .f_view([n, dim as i64])
+            .map_err(Error::torch("batch targets"))?,
         Targets::Unlabelled => Tensor::zeros([n], (Kind::Int64, tch::Device::Cpu)),
     };
     Ok((x, y))
@@ -24,7 +30,10 @@ impl BatchSource for DataLoader {
     fn num_batches(&self) -> usize {
         self.len()
     }
-    fn batches<'a>(&'a self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
+    fn batches<'a>(
+        &'a self,
+        epoch: u64,
+    ) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
         Box::new(self.iter(epoch).map(|b| b.and_then(batch_tensors)))
     }
 }

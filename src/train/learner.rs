@@ -13,7 +13,8 @@ use crate::{Error, Result};
 /// Anything that yields `(x, y)` batches on the CPU: image loaders or cached activations.
 pub trait BatchSource {
     fn num_batches(&self) -> usize;
-    fn batches<'a>(&'a self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+    fn batches<'a>(&'a self, epoch: u64)
+        -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
 }
 
 /// Precomputed activations (or any in-memory rows) served in batches, shuffled per epoch
@@ -31,10 +32,16 @@ impl BatchSource for TensorSet {
         let n = self.x.size().first().copied().unwrap_or(0) as usize;
         n.div_ceil(self.bs.max(1))
     }
-    fn batches<'a>(&'a self, epoch: u64) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
+    fn batches<'a>(
+        &'a self,
+        epoch: u64,
+    ) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
         let n = self.x.size().first().copied().unwrap_or(0) as usize;
         let order: Vec<i64> = if self.shuffle {
-            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_iter().map(|i| i as i64).collect()
+            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .into_iter()
+                .map(|i| i as i64)
+                .collect()
         } else {
             (0..n as i64).collect()
         };
@@ -108,7 +115,13 @@ pub struct Learner {
 impl Learner {
     pub fn new(net: ConvNet, device: Device) -> Self {
         net.to_device(device);
-        let mut l = Learner { net, trainable: [false, false, true], bn_freeze: false, device, fit: None };
+        let mut l = Learner {
+            net,
+            trainable: [false, false, true],
+            bn_freeze: false,
+            device,
+            fit: None,
+        };
         l.freeze_to(-1);
         l
     }
@@ -120,14 +133,20 @@ impl Learner {
             Device::Cpu => Ok(t),
             d => {
                 let pinned = t.f_pin_memory(d).map_err(Error::torch("pinning a batch"))?;
-                pinned.f_to_device_(d, pinned.kind(), true, false).map_err(Error::torch("copying a batch to the GPU"))
+                pinned
+                    .f_to_device_(d, pinned.kind(), true, false)
+                    .map_err(Error::torch("copying a batch to the GPU"))
             }
         }
     }
 
     /// Groups `n..` train, the earlier ones are frozen (Python slice semantics: -1 = head only).
     pub fn freeze_to(&mut self, n: i64) {
-        let start = if n < 0 { (3 + n).max(0) as usize } else { (n as usize).min(3) };
+        let start = if n < 0 {
+            (3 + n).max(0) as usize
+        } else {
+            (n as usize).min(3)
+        };
         for g in 0..3 {
             self.trainable[g] = g >= start;
         }
@@ -145,7 +164,10 @@ impl Learner {
     fn apply_requires_grad(&mut self) {
         for e in &self.net.store.entries {
             if e.kind == EntryKind::Param {
-                let _ = e.tensor.shallow_clone().set_requires_grad(self.trainable[e.group.min(2)]);
+                let _ = e
+                    .tensor
+                    .shallow_clone()
+                    .set_requires_grad(self.trainable[e.group.min(2)]);
             }
         }
     }
@@ -156,9 +178,20 @@ impl Learner {
         BnMode([0, 1, 2].map(|g| self.trainable[g] && !self.bn_freeze))
     }
 
-    pub fn begin_fit(&mut self, lrs: [f64; 3], wds: [f64; 3], schedule: Schedule, precompute: bool, stop_on_divergence: bool) {
+    pub fn begin_fit(
+        &mut self,
+        lrs: [f64; 3],
+        wds: [f64; 3],
+        schedule: Schedule,
+        precompute: bool,
+        stop_on_divergence: bool,
+    ) {
         // With precompute only the head sees data, so only its parameters may step.
-        let trainable = if precompute { [false, false, true] } else { self.trainable };
+        let trainable = if precompute {
+            [false, false, true]
+        } else {
+            self.trainable
+        };
         self.fit = Some(FitState {
             sgd: Sgd::new(&self.net.store, trainable, 0.9),
             lrs,
@@ -180,8 +213,14 @@ impl Learner {
     fn loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
         let r = match self.net.output() {
             Output::LogSoftmax => out.f_nll_loss(y, None::<Tensor>, tch::Reduction::Mean, -100),
-            Output::Sigmoid => out.f_binary_cross_entropy(&y.to_kind(Kind::Float), None::<Tensor>, tch::Reduction::Mean),
-            Output::Identity => out.f_l1_loss(&y.to_kind(Kind::Float).view_as(out), tch::Reduction::Mean),
+            Output::Sigmoid => out.f_binary_cross_entropy(
+                &y.to_kind(Kind::Float),
+                None::<Tensor>,
+                tch::Reduction::Mean,
+            ),
+            Output::Identity => {
+                out.f_l1_loss(&y.to_kind(Kind::Float).view_as(out), tch::Reduction::Mean)
+            }
         };
         r.map_err(Error::torch("computing the loss"))
     }
@@ -189,10 +228,20 @@ impl Learner {
     /// One epoch over `src`. `on_batch(batch_index, smoothed_loss)` runs after every step;
     /// returning Ok(true) stops the epoch (a callback asked to), an Err aborts (interrupt).
     pub fn train_epoch(
-        &mut self, src: &dyn BatchSource, epoch: u64, on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+        &mut self,
+        src: &dyn BatchSource,
+        epoch: u64,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
-        let bn = if self.fit.as_ref().is_some_and(|f| f.precompute) { BnMode([false, false, !self.bn_freeze]) } else { self.train_bn_mode() };
-        let mut fit = self.fit.take().ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
+        let bn = if self.fit.as_ref().is_some_and(|f| f.precompute) {
+            BnMode([false, false, !self.bn_freeze])
+        } else {
+            self.train_bn_mode()
+        };
+        let mut fit = self
+            .fit
+            .take()
+            .ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
         let result = (|| -> Result<EpochResult> {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
@@ -204,7 +253,11 @@ impl Learner {
                 }
                 let x = self.upload(x)?;
                 let y = self.upload(y)?;
-                let out = if fit.precompute { self.net.head_forward(&x, true, bn)? } else { self.net.forward(&x, true, bn)? };
+                let out = if fit.precompute {
+                    self.net.head_forward(&x, true, bn)?
+                } else {
+                    self.net.forward(&x, true, bn)?
+                };
                 let loss = self.loss(&out, &y)?;
                 fit.sgd.zero_grad();
                 loss.f_backward().map_err(Error::torch("backward pass"))?;
@@ -216,7 +269,10 @@ impl Learner {
                     // lr_find: stop on NaN or when the loss is 4x the best seen after batch 10;
                     // the triggering batch is not recorded.
                     if smoothed.is_nan() || smoothed > 4.0 * fit.best {
-                        return Ok(EpochResult { trn_loss: smoothed, stopped: true });
+                        return Ok(EpochResult {
+                            trn_loss: smoothed,
+                            stopped: true,
+                        });
                     }
                     if smoothed < fit.best && fit.t > 10 {
                         fit.best = smoothed;
@@ -226,10 +282,16 @@ impl Learner {
                 fit.record.moms.extend(mom);
                 fit.record.losses.push(smoothed);
                 if on_batch(b, smoothed)? {
-                    return Ok(EpochResult { trn_loss: smoothed, stopped: true });
+                    return Ok(EpochResult {
+                        trn_loss: smoothed,
+                        stopped: true,
+                    });
                 }
             }
-            Ok(EpochResult { trn_loss: fit.smooth.value(), stopped: false })
+            Ok(EpochResult {
+                trn_loss: fit.smooth.value(),
+                stopped: false,
+            })
         })();
         self.fit = Some(fit);
         result
@@ -239,7 +301,12 @@ impl Learner {
     /// `head_only`: the batches are pooled activations, not images. `with_loss`: the targets
     /// are real labels (not an unlabelled test set's placeholders).
     pub fn predict(
-        &self, src: &dyn BatchSource, epoch: u64, head_only: bool, with_loss: bool, on_batch: &mut dyn FnMut(usize) -> Result<()>,
+        &self,
+        src: &dyn BatchSource,
+        epoch: u64,
+        head_only: bool,
+        with_loss: bool,
+        on_batch: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<(Tensor, Tensor, f64)> {
         let mut outs = Vec::new();
         let mut ys = Vec::new();
@@ -249,10 +316,17 @@ impl Learner {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
                 let x = self.upload(x)?;
-                let out = if head_only { self.net.head_forward(&x, false, BnMode::EVAL)? } else { self.net.forward(&x, false, BnMode::EVAL)? };
+                let out = if head_only {
+                    self.net.head_forward(&x, false, BnMode::EVAL)?
+                } else {
+                    self.net.forward(&x, false, BnMode::EVAL)?
+                };
                 let bs = x.size()[0] as usize;
                 if with_loss {
-                    loss_sum += self.loss(&out, &self.upload(y.shallow_clone())?)?.double_value(&[]) * bs as f64;
+                    loss_sum += self
+                        .loss(&out, &self.upload(y.shallow_clone())?)?
+                        .double_value(&[])
+                        * bs as f64;
                 }
                 n += bs;
                 outs.push(out.to_device(Device::Cpu));
@@ -262,18 +336,32 @@ impl Learner {
             Ok(())
         })?;
         if outs.is_empty() {
-            return Err(Error::InvalidArgument("nothing to predict: the data set is empty".into()));
+            return Err(Error::InvalidArgument(
+                "nothing to predict: the data set is empty".into(),
+            ));
         }
-        Ok((Tensor::cat(&outs, 0), Tensor::cat(&ys, 0), loss_sum / n.max(1) as f64))
+        Ok((
+            Tensor::cat(&outs, 0),
+            Tensor::cat(&ys, 0),
+            loss_sum / n.max(1) as f64,
+        ))
     }
 
     /// Pooled body activations (eval mode) of every image of `src`, in order, on the CPU.
-    pub fn features(&self, src: &dyn BatchSource, on_batch: &mut dyn FnMut(usize) -> Result<()>) -> Result<Tensor> {
+    pub fn features(
+        &self,
+        src: &dyn BatchSource,
+        on_batch: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Tensor> {
         let mut outs = Vec::new();
         tch::no_grad(|| -> Result<()> {
             for (b, batch) in src.batches(0).enumerate() {
                 let (x, _) = batch?;
-                outs.push(self.net.features(&self.upload(x)?, BnMode::EVAL).to_device(Device::Cpu));
+                outs.push(
+                    self.net
+                        .features(&self.upload(x)?, BnMode::EVAL)
+                        .to_device(Device::Cpu),
+                );
                 on_batch(b)?;
             }
             Ok(())
@@ -286,7 +374,12 @@ impl Learner {
 
     /// A copy of every parameter and buffer (lr_find restores it, also when interrupted).
     pub fn snapshot(&self) -> Vec<Tensor> {
-        self.net.store.entries.iter().map(|e| e.tensor.detach().copy()).collect()
+        self.net
+            .store
+            .entries
+            .iter()
+            .map(|e| e.tensor.detach().copy())
+            .collect()
     }
 
     pub fn restore(&self, snap: &[Tensor]) {

@@ -8,25 +8,45 @@ pub enum Schedule {
     Constant,
     /// Cosine annealing with warm restarts (`cycle_len`): the first cycle lasts `first_cycle`
     /// batches, each next one `cycle_mult` times longer.
-    CosAnneal { first_cycle: usize, cycle_mult: usize },
+    CosAnneal {
+        first_cycle: usize,
+        cycle_mult: usize,
+    },
     /// The learning-rate range test: from 1 to `ratio` (= end_lr / last group's start lr)
     /// over `n_batches` batches, geometrically or linearly.
-    LrFind { ratio: f64, n_batches: usize, linear: bool },
+    LrFind {
+        ratio: f64,
+        n_batches: usize,
+        linear: bool,
+    },
     /// `use_clr=(div, cut_div[, mom_hi, mom_lo])`: in every cycle of `cycle` batches the rate
     /// rises linearly from 1/div to 1 over the first `cycle / cut_div` batches, then falls
     /// linearly back towards 1/div; momentum, when given, moves the opposite way.
-    Clr { cycle: usize, div: f64, cut_div: f64, moms: Option<(f64, f64)> },
+    Clr {
+        cycle: usize,
+        div: f64,
+        cut_div: f64,
+        moms: Option<(f64, f64)>,
+    },
     /// `use_clr_beta=(div, pct[, mom1, mom2])` ("1cycle"): with m = ⌊cycle·(1 − pct/100)/2⌋,
     /// up from 1/div to 1 over m batches, down to 1/div over m more, then linearly towards
     /// 1/(100·div); momentum mom1 → mom2 → mom1, then stays at mom1.
-    ClrBeta { cycle: usize, div: f64, pct: f64, moms: Option<(f64, f64)> },
+    ClrBeta {
+        cycle: usize,
+        div: f64,
+        pct: f64,
+        moms: Option<(f64, f64)>,
+    },
 }
 
 impl Schedule {
     pub fn multiplier(&self, t: usize) -> f64 {
         match *self {
             Schedule::Constant => 1.0,
-            Schedule::CosAnneal { first_cycle, cycle_mult } => {
+            Schedule::CosAnneal {
+                first_cycle,
+                cycle_mult,
+            } => {
                 let (i, n) = cycle_position(t, first_cycle, cycle_mult);
                 // fastai 0.7's warm-up: the global batch count against the current cycle's
                 // length, at 1/100 of the rate (in practice the first 5% of the first cycle).
@@ -36,7 +56,11 @@ impl Schedule {
                     0.5 * (1.0 + (std::f64::consts::PI * i as f64 / n as f64).cos())
                 }
             }
-            Schedule::LrFind { ratio, n_batches, linear } => {
+            Schedule::LrFind {
+                ratio,
+                n_batches,
+                linear,
+            } => {
                 let frac = t as f64 / n_batches.max(1) as f64;
                 if linear {
                     // The original started at 0 (ignoring start_lr); go from start to end.
@@ -45,19 +69,30 @@ impl Schedule {
                     ratio.powf(frac)
                 }
             }
-            Schedule::Clr { cycle, div, cut_div, .. } => {
+            Schedule::Clr {
+                cycle,
+                div,
+                cut_div,
+                ..
+            } => {
                 let (i, n, cut) = clr_position(t, cycle, cut_div);
                 let p = clr_rise(i, n, cut);
                 (1.0 + p * (div - 1.0)) / div
             }
-            Schedule::ClrBeta { cycle, div, pct, .. } => {
+            Schedule::ClrBeta {
+                cycle, div, pct, ..
+            } => {
                 let (i, n, m) = beta_position(t, cycle, pct);
                 if i > 2 * m {
                     // The tail: from 1/div down towards 1/(100·div).
                     let p = (i - 2 * m) as f64 / (n - 2 * m).max(1) as f64;
                     (1.0 - p * (1.0 - 0.01)) / div
                 } else {
-                    let p = if i > m { 1.0 - (i - m) as f64 / m as f64 } else { i as f64 / m as f64 };
+                    let p = if i > m {
+                        1.0 - (i - m) as f64 / m as f64
+                    } else {
+                        i as f64 / m as f64
+                    };
                     (1.0 + p * (div - 1.0)) / div
                 }
             }
@@ -68,11 +103,21 @@ impl Schedule {
     /// Evaluated at the same batch position as the learning rate.
     pub fn momentum(&self, t: usize) -> Option<f64> {
         match *self {
-            Schedule::Clr { cycle, cut_div, moms: Some((hi, lo)), .. } => {
+            Schedule::Clr {
+                cycle,
+                cut_div,
+                moms: Some((hi, lo)),
+                ..
+            } => {
                 let (i, n, cut) = clr_position(t, cycle, cut_div);
                 Some(hi + clr_rise(i, n, cut) * (lo - hi))
             }
-            Schedule::ClrBeta { cycle, pct, moms: Some((m1, m2)), .. } => {
+            Schedule::ClrBeta {
+                cycle,
+                pct,
+                moms: Some((m1, m2)),
+                ..
+            } => {
                 let (i, _, m) = beta_position(t, cycle, pct);
                 Some(if i > 2 * m {
                     m1
@@ -172,9 +217,21 @@ mod tests {
 
     #[test]
     fn cos_anneal_matches_spec_vectors() {
-        let s = Schedule::CosAnneal { first_cycle: 40, cycle_mult: 2 };
+        let s = Schedule::CosAnneal {
+            first_cycle: 40,
+            cycle_mult: 2,
+        };
         // Spec section 12, rounded to 5 decimals there.
-        for (t, want) in [(0, 0.01), (1, 0.01), (2, 0.99384), (20, 0.5), (39, 0.00154), (40, 1.0), (119, 0.00039), (120, 1.0)] {
+        for (t, want) in [
+            (0, 0.01),
+            (1, 0.01),
+            (2, 0.99384),
+            (20, 0.5),
+            (39, 0.00154),
+            (40, 1.0),
+            (119, 0.00039),
+            (120, 1.0),
+        ] {
             let got = s.multiplier(t);
             assert!(close(got, want, 5e-6), "t={t}: {got} != {want}");
         }
@@ -182,31 +239,88 @@ mod tests {
 
     #[test]
     fn lr_find_matches_spec_vectors() {
-        let s = Schedule::LrFind { ratio: 10.0 / 1e-5, n_batches: 360, linear: false };
+        let s = Schedule::LrFind {
+            ratio: 10.0 / 1e-5,
+            n_batches: 360,
+            linear: false,
+        };
         assert!(close(1e-5 * s.multiplier(180), 1e-2, 1e-12));
         assert!(close(s.multiplier(1), 1.03912, 1e-5));
-        let lin = Schedule::LrFind { ratio: 10.0, n_batches: 100, linear: true };
+        let lin = Schedule::LrFind {
+            ratio: 10.0,
+            n_batches: 100,
+            linear: true,
+        };
         assert!(close(lin.multiplier(0), 1.0, 1e-12) && close(lin.multiplier(50), 5.5, 1e-12));
     }
 
     #[test]
     fn clr_triangle_and_momentum_by_hand() {
         // cycle 10, cut = 10 // 4 = 2: up over 2 batches, down over 8.
-        let s = Schedule::Clr { cycle: 10, div: 10.0, cut_div: 4.0, moms: Some((0.95, 0.85)) };
-        for (t, lr, mom) in [(0, 0.1, 0.95), (1, 0.55, 0.90), (2, 1.0, 0.85), (3, 0.8875, 0.8625), (9, 0.2125, 0.9375), (10, 0.1, 0.95)] {
-            assert!(close(s.multiplier(t), lr, 1e-12), "t={t}: lr {}", s.multiplier(t));
-            assert!(close(s.momentum(t).unwrap(), mom, 1e-12), "t={t}: mom {:?}", s.momentum(t));
+        let s = Schedule::Clr {
+            cycle: 10,
+            div: 10.0,
+            cut_div: 4.0,
+            moms: Some((0.95, 0.85)),
+        };
+        for (t, lr, mom) in [
+            (0, 0.1, 0.95),
+            (1, 0.55, 0.90),
+            (2, 1.0, 0.85),
+            (3, 0.8875, 0.8625),
+            (9, 0.2125, 0.9375),
+            (10, 0.1, 0.95),
+        ] {
+            assert!(
+                close(s.multiplier(t), lr, 1e-12),
+                "t={t}: lr {}",
+                s.multiplier(t)
+            );
+            assert!(
+                close(s.momentum(t).unwrap(), mom, 1e-12),
+                "t={t}: mom {:?}",
+                s.momentum(t)
+            );
         }
-        assert_eq!(Schedule::Clr { cycle: 10, div: 10.0, cut_div: 4.0, moms: None }.momentum(3), None);
+        assert_eq!(
+            Schedule::Clr {
+                cycle: 10,
+                div: 10.0,
+                cut_div: 4.0,
+                moms: None
+            }
+            .momentum(3),
+            None
+        );
     }
 
     #[test]
     fn one_cycle_by_hand() {
         // cycle 20, pct 10: m = floor(20 * 0.9 / 2) = 9; up 0..9, down 9..18, tail 18..20.
-        let s = Schedule::ClrBeta { cycle: 20, div: 10.0, pct: 10.0, moms: Some((0.95, 0.85)) };
-        for (t, lr, mom) in [(0, 0.1, 0.95), (9, 1.0, 0.85), (13, 0.6, 0.85 + 0.4 / 9.0), (18, 0.1, 0.95), (19, 0.0505, 0.95), (20, 0.1, 0.95)] {
-            assert!(close(s.multiplier(t), lr, 1e-12), "t={t}: lr {}", s.multiplier(t));
-            assert!(close(s.momentum(t).unwrap(), mom, 1e-12), "t={t}: mom {:?}", s.momentum(t));
+        let s = Schedule::ClrBeta {
+            cycle: 20,
+            div: 10.0,
+            pct: 10.0,
+            moms: Some((0.95, 0.85)),
+        };
+        for (t, lr, mom) in [
+            (0, 0.1, 0.95),
+            (9, 1.0, 0.85),
+            (13, 0.6, 0.85 + 0.4 / 9.0),
+            (18, 0.1, 0.95),
+            (19, 0.0505, 0.95),
+            (20, 0.1, 0.95),
+        ] {
+            assert!(
+                close(s.multiplier(t), lr, 1e-12),
+                "t={t}: lr {}",
+                s.multiplier(t)
+            );
+            assert!(
+                close(s.momentum(t).unwrap(), mom, 1e-12),
+                "t={t}: mom {:?}",
+                s.momentum(t)
+            );
         }
     }
 

@@ -52,7 +52,12 @@ impl Sgd {
                 if mu != 0.0 && fused_cpu_step(p, &grad, buf, lr, wd, mu) {
                     continue;
                 }
-                let mut d = if wd != 0.0 { grad.f_add(&(&*p * wd)).map_err(Error::torch("sgd weight decay"))? } else { grad };
+                let mut d = if wd != 0.0 {
+                    grad.f_add(&(&*p * wd))
+                        .map_err(Error::torch("sgd weight decay"))?
+                } else {
+                    grad
+                };
                 if mu != 0.0 {
                     let b = match buf.take() {
                         None => d.detach().copy(),
@@ -76,8 +81,17 @@ impl Sgd {
 /// (weight decay, momentum, step), with the same arithmetic order as the tensor-op path and
 /// torch.optim.SGD: d = g + wd·w; v = mu·v + d (v = d at first); w = w − lr·v. Returns false,
 /// touching nothing, when the tensors do not qualify (CUDA, other dtypes, strided).
-fn fused_cpu_step(p: &mut Tensor, grad: &Tensor, buf: &mut Option<Tensor>, lr: f64, wd: f64, mu: f64) -> bool {
-    let plain = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float && t.is_contiguous();
+fn fused_cpu_step(
+    p: &mut Tensor,
+    grad: &Tensor,
+    buf: &mut Option<Tensor>,
+    lr: f64,
+    wd: f64,
+    mu: f64,
+) -> bool {
+    let plain = |t: &Tensor| {
+        t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float && t.is_contiguous()
+    };
     if !plain(p) || !plain(grad) || grad.numel() != p.numel() {
         return false;
     }
