@@ -23,6 +23,15 @@ impl Rng {
         let c = mix64(b ^ epoch.wrapping_mul(0xd1b5_4a32_d192_ed03));
         Rng(mix64(c ^ index.wrapping_mul(0x8cb9_2ba7_2f3d_8dd7)))
     }
+    /// What the `d`-th call of `next_u64` from this state returns (0-based), without
+    /// advancing: SplitMix's state moves by a constant, so any draw can be computed directly.
+    #[inline]
+    pub fn nth(&self, d: u64) -> u64 {
+        mix64(
+            self.0
+                .wrapping_add(d.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        )
+    }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
@@ -38,5 +47,19 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         // Multiply-shift; the bias for our tiny n is far below anything observable.
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn nth_is_the_stream_without_advancing() {
+        let start = Rng::new(42);
+        let mut r = start.clone();
+        for d in 0..100 {
+            assert_eq!(start.nth(d), r.next_u64(), "draw {d}");
+        }
     }
 }

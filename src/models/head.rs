@@ -154,10 +154,10 @@ impl Head {
 }
 
 /// Inverted dropout (zero with probability `p`, scale the rest by 1/(1 − p)), as
-/// `torch.nn.functional.dropout`. On the CPU the mask comes from our SplitMix stream, seeded
-/// by one draw from torch's generator (so `torch.manual_seed` still makes runs repeatable):
-/// libtorch's CPU `bernoulli_` draws every element through MT19937, which cost a fifth of a
-/// head-training step. CUDA keeps torch's own (fast) kernel.
+/// `torch.nn.functional.dropout`. On the CPU the mask comes from our SplitMix stream
+/// ([`DropoutMask`]), seeded by one draw from torch's generator (so `torch.manual_seed` still
+/// makes runs repeatable): libtorch's CPU `bernoulli_` draws every element through MT19937,
+/// which cost a fifth of a head-training step. CUDA keeps torch's own (fast) kernel.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if !train || p <= 0.0 {
         return x.shallow_clone();
@@ -165,22 +165,120 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if x.device() != Device::Cpu || x.kind() != Kind::Float {
         return x.dropout(p, train);
     }
-    let seed = Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64;
-    let mut rng = Rng::new(seed);
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    // Two 32-bit decisions per draw; keep when u < keep·2³².
-    let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
-    let n = x.numel();
-    let mut mask = Vec::with_capacity(n + 1);
-    while mask.len() < n {
-        let r = rng.next_u64();
-        for half in [r as u32, (r >> 32) as u32] {
-            mask.push(if half < threshold { scale } else { 0.0 });
+    let mask = DropoutMask::new(draw_seed(), p);
+    let mut values = vec![0.0f32; x.numel()];
+    mask.fill(0, &mut values);
+    x * Tensor::from_slice(&values).view(x.size().as_slice())
+}
+
+/// One draw from torch's CPU generator, the seed of a dropout mask.
+pub fn draw_seed() -> u64 {
+    Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64
+}
+
+/// The dropout mask of one layer call: element `e` (row-major over the layer's input) is
+/// kept, scaled by 1/(1 − p), when the `e % 2` half of the `e / 2`-th 64-bit draw of the
+/// SplitMix stream seeded with `seed` is below (1 − p)·2³². Any element can be computed on
+/// its own (SplitMix jumps ahead in O(1)), so the hand-written head step
+/// (`train::fused_head`) and [`dropout`] produce the same masks from the same seed.
+pub struct DropoutMask {
+    rng: Rng,
+    threshold: u32,
+    scale: f32,
+}
+
+impl DropoutMask {
+    pub fn new(seed: u64, p: f64) -> Self {
+        let keep = 1.0 - p;
+        DropoutMask {
+            rng: Rng::new(seed),
+            threshold: (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32,
+            scale: (1.0 / keep) as f32,
         }
     }
-    mask.truncate(n);
-    x * Tensor::from_slice(&mask).view(x.size().as_slice())
+    /// 1/(1 − p) for a kept element, 0 for a dropped one.
+    #[inline]
+    pub fn value(&self, e: usize) -> f32 {
+        let r = self.rng.nth((e / 2) as u64);
+        self.of_half(if e % 2 == 0 {
+            r as u32
+        } else {
+            (r >> 32) as u32
+        })
+    }
+
+    #[inline(always)]
+    fn of_half(&self, half: u32) -> f32 {
+        if half < self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+
+    /// `out[k] = value(e0 + k)`, one draw per pair of elements.
+    pub fn fill(&self, e0: usize, out: &mut [f32]) {
+        let mut k = 0;
+        if e0 % 2 == 1 && !out.is_empty() {
+            out[0] = self.value(e0);
+            k = 1;
+        }
+        let mut d = ((e0 + k) / 2) as u64;
+        while k + 1 < out.len() {
+            let r = self.rng.nth(d);
+            out[k] = self.of_half(r as u32);
+            out[k + 1] = self.of_half((r >> 32) as u32);
+            k += 2;
+            d += 1;
+        }
+        if k < out.len() {
+            out[k] = self.value(e0 + k);
+        }
+    }
+}
+
+/// The tensors of a head with one hidden layer (fastai's default: `BatchNorm1d(nf) ->
+/// Dropout(p1) -> Linear(nf, nh) -> ReLU -> BatchNorm1d(nh) -> Dropout(p2) -> Linear(nh, c)`),
+/// sharing storage with the model, for the hand-written training step.
+pub struct OneHidden {
+    pub bn1: BatchNorm,
+    pub p1: f64,
+    pub w1: Tensor,
+    pub b1: Tensor,
+    pub bn2: BatchNorm,
+    pub p2: f64,
+    pub w2: Tensor,
+    pub b2: Tensor,
+}
+
+fn share_bn(bn: &BatchNorm) -> BatchNorm {
+    BatchNorm {
+        weight: bn.weight.shallow_clone(),
+        bias: bn.bias.shallow_clone(),
+        running_mean: bn.running_mean.shallow_clone(),
+        running_var: bn.running_var.shallow_clone(),
+        eps: bn.eps,
+        momentum: bn.momentum,
+    }
+}
+
+impl Head {
+    /// This head's tensors when it has exactly one hidden layer and ends in LogSoftmax.
+    pub fn one_hidden(&self) -> Option<OneHidden> {
+        match (self.blocks.as_slice(), self.output) {
+            ([h, o], Output::LogSoftmax) if h.relu && !o.relu => Some(OneHidden {
+                bn1: share_bn(&h.bn),
+                p1: h.p,
+                w1: h.weight.shallow_clone(),
+                b1: h.bias.shallow_clone(),
+                bn2: share_bn(&o.bn),
+                p2: o.p,
+                w2: o.weight.shallow_clone(),
+                b2: o.bias.shallow_clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +304,18 @@ mod tests {
         // Eval mode and p = 0 are the identity.
         assert!(dropout(&x, 0.5, false).equal(&x));
         assert!(dropout(&x, 0.0, true).equal(&x));
+    }
+
+    #[test]
+    fn fill_equals_value() {
+        let m = DropoutMask::new(7, 0.3);
+        for (e0, len) in [(0, 10), (1, 10), (3, 1), (4, 0), (5, 6)] {
+            let mut out = vec![-1.0; len];
+            m.fill(e0, &mut out);
+            for (k, v) in out.iter().enumerate() {
+                assert_eq!(*v, m.value(e0 + k), "e0 {e0} k {k}");
+            }
+        }
     }
 
     #[test]

@@ -282,6 +282,14 @@ impl ConvNet {
         })
     }
 
+    /// fastai's head, when the model has it (not a custom head).
+    pub fn fastai_head(&self) -> Option<&Head> {
+        match &self.head {
+            HeadImpl::Fastai(h) => Some(h),
+            HeadImpl::External(_) => None,
+        }
+    }
+
     pub fn head_forward(&self, features: &Tensor, train: bool, bn: BnMode) -> Result<Tensor> {
         match &self.head {
             HeadImpl::Fastai(h) => Ok(h.forward(features, train, bn.train(HEAD_GROUP))),

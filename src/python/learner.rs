@@ -366,7 +366,8 @@ impl PyLearner {
 
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
     /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
-    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false))]
+    /// `fused_head`: precompute epochs on the CPU may use the hand-written head step.
+    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true))]
     fn begin_fit(
         &self,
         lrs: Vec<f64>,
@@ -374,6 +375,7 @@ impl PyLearner {
         schedule: &Bound<'_, PyAny>,
         precompute: bool,
         stop_on_divergence: bool,
+        fused_head: bool,
     ) -> PyResult<()> {
         let lrs = group_vec(lrs, "learning rates").map_err(to_pyerr)?;
         let wds = group_vec(wds, "weight decays").map_err(to_pyerr)?;
@@ -417,8 +419,14 @@ impl PyLearner {
                 ))))
             }
         };
-        self.lock()?
-            .begin_fit(lrs, wds, schedule, precompute, stop_on_divergence);
+        self.lock()?.begin_fit(
+            lrs,
+            wds,
+            schedule,
+            precompute,
+            stop_on_divergence,
+            fused_head,
+        );
         Ok(())
     }
 
@@ -646,8 +654,22 @@ impl PyLearner {
     }
 }
 
+/// The order in which a training epoch visits n in-memory rows (tests replay it in PyTorch).
+#[pyfunction]
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let set = TensorSet {
+        x: Tensor::zeros([n as i64, 1], (tch::Kind::Float, Device::Cpu)),
+        y: Tensor::zeros([n as i64], (tch::Kind::Int64, Device::Cpu)),
+        bs: 1,
+        shuffle: true,
+        seed,
+    };
+    set.order(epoch)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLearner>()?;
+    m.add_function(wrap_pyfunction!(epoch_order, m)?)?;
     m.add("ARCHS", crate::models::arch_names())?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::fused_head::FusedHead;
 use super::schedule::{Schedule, SmoothedLoss};
 use super::sgd::Sgd;
 use crate::models::{BnMode, ConvNet, EntryKind, Output};
@@ -15,6 +16,11 @@ pub trait BatchSource {
     fn num_batches(&self) -> usize;
     fn batches<'a>(&'a self, epoch: u64)
         -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a>;
+    /// The rows themselves, when the source is in-memory rows (the fused head step reads
+    /// them directly instead of through batch tensors).
+    fn as_rows(&self) -> Option<&TensorSet> {
+        None
+    }
 }
 
 /// Precomputed activations (or any in-memory rows) served in batches, shuffled per epoch
@@ -37,19 +43,27 @@ impl BatchSource for TensorSet {
         epoch: u64,
     ) -> Box<dyn Iterator<Item = Result<(Tensor, Tensor)>> + 'a> {
         let n = self.x.size().first().copied().unwrap_or(0) as usize;
-        let order: Vec<i64> = if self.shuffle {
-            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .into_iter()
-                .map(|i| i as i64)
-                .collect()
-        } else {
-            (0..n as i64).collect()
-        };
+        let order: Vec<i64> = self.order(epoch).into_iter().map(|i| i as i64).collect();
         let bs = self.bs.max(1);
         Box::new((0..n.div_ceil(bs)).map(move |b| {
             let idx = Tensor::from_slice(&order[b * bs..((b + 1) * bs).min(n)]);
             Ok((self.x.index_select(0, &idx), self.y.index_select(0, &idx)))
         }))
+    }
+    fn as_rows(&self) -> Option<&TensorSet> {
+        Some(self)
+    }
+}
+
+impl TensorSet {
+    /// The order of the rows in `epoch`.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let n = self.x.size().first().copied().unwrap_or(0) as usize;
+        if self.shuffle {
+            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        } else {
+            (0..n).collect()
+        }
     }
 }
 
@@ -85,6 +99,61 @@ struct FitState {
     stop_on_divergence: bool,
     best: f64,
     record: Record,
+    /// May the hand-written head step replace autograd (precompute fits on the CPU)?
+    fused_allowed: bool,
+    /// The hand-written head step, made at the first epoch it applies to; it keeps its
+    /// momentum for the rest of the fit.
+    fused: Option<FusedHead>,
+}
+
+impl FitState {
+    /// This batch's learning rates, and its momentum when the schedule cycles it (already
+    /// handed to the optimiser).
+    fn batch_rates(&mut self) -> ([f64; 3], Option<f64>) {
+        let m = self.schedule.multiplier(self.t);
+        let mom = self.schedule.momentum(self.t);
+        if let Some(mu) = mom {
+            self.sgd.set_momentum(mu);
+        }
+        (self.lrs.map(|lr| lr * m), mom)
+    }
+
+    /// Bookkeeping after a step with raw loss `raw`: smoothing, lr_find's divergence rule,
+    /// the record, the batch callback. Some(result) ends the epoch early.
+    fn after_step(
+        &mut self,
+        b: usize,
+        raw: f64,
+        lrs: &[f64; 3],
+        mom: Option<f64>,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<Option<EpochResult>> {
+        let smoothed = self.smooth.update(raw);
+        self.t += 1;
+        if self.stop_on_divergence {
+            // lr_find: stop on NaN or when the loss is 4x the best seen after batch 10; the
+            // triggering batch is not recorded.
+            if smoothed.is_nan() || smoothed > 4.0 * self.best {
+                return Ok(Some(EpochResult {
+                    trn_loss: smoothed,
+                    stopped: true,
+                }));
+            }
+            if smoothed < self.best && self.t > 10 {
+                self.best = smoothed;
+            }
+        }
+        self.record.lrs.push(lrs[2]);
+        self.record.moms.extend(mom);
+        self.record.losses.push(smoothed);
+        if on_batch(b, smoothed)? {
+            return Ok(Some(EpochResult {
+                trn_loss: smoothed,
+                stopped: true,
+            }));
+        }
+        Ok(None)
+    }
 }
 
 /// Per batch of one call: the last group's learning rate and the smoothed loss.
@@ -178,6 +247,8 @@ impl Learner {
         BnMode([0, 1, 2].map(|g| self.trainable[g] && !self.bn_freeze))
     }
 
+    /// `fused_head`: let precompute fits on the CPU use the hand-written head step
+    /// (`fused_head.rs`) when the head is fastai's default one; false keeps libtorch autograd.
     pub fn begin_fit(
         &mut self,
         lrs: [f64; 3],
@@ -185,6 +256,7 @@ impl Learner {
         schedule: Schedule,
         precompute: bool,
         stop_on_divergence: bool,
+        fused_head: bool,
     ) {
         // With precompute only the head sees data, so only its parameters may step.
         let trainable = if precompute {
@@ -203,6 +275,8 @@ impl Learner {
             stop_on_divergence,
             best: 1e9,
             record: Record::default(),
+            fused_allowed: fused_head,
+            fused: None,
         });
     }
 
@@ -233,59 +307,77 @@ impl Learner {
         epoch: u64,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
-        let bn = if self.fit.as_ref().is_some_and(|f| f.precompute) {
-            BnMode([false, false, !self.bn_freeze])
-        } else {
-            self.train_bn_mode()
-        };
         let mut fit = self
             .fit
             .take()
             .ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
+        let result = match self.fused_rows(&mut fit, src) {
+            Ok(Some(rows)) => Self::train_epoch_fused(&mut fit, rows, epoch, on_batch),
+            Ok(None) => self.train_epoch_autograd(&mut fit, src, epoch, on_batch),
+            Err(e) => Err(e),
+        };
+        self.fit = Some(fit);
+        result
+    }
+
+    /// The rows to train on with the hand-written head step, when it applies to this epoch
+    /// (making the step at the first such epoch of the fit).
+    fn fused_rows<'s>(
+        &self,
+        fit: &mut FitState,
+        src: &'s dyn BatchSource,
+    ) -> Result<Option<&'s TensorSet>> {
+        let Some(rows) = src.as_rows() else {
+            return Ok(None);
+        };
+        let plain = |t: &Tensor, kind: Kind, dim: usize| {
+            t.device() == Device::Cpu && t.kind() == kind && t.is_contiguous() && t.dim() == dim
+        };
+        if !(fit.fused_allowed && fit.precompute && !self.bn_freeze && self.device == Device::Cpu)
+            || !plain(&rows.x, Kind::Float, 2)
+            || !plain(&rows.y, Kind::Int64, 1)
+            || rows.y.size()[0] != rows.x.size()[0]
+        {
+            return Ok(None);
+        }
+        if fit.fused.is_none() {
+            let Some(head) = self.net.fastai_head().and_then(|h| h.one_hidden()) else {
+                return Ok(None);
+            };
+            let threads = tch::get_num_threads().max(1) as usize;
+            fit.fused = FusedHead::new(head, threads)?;
+        }
+        Ok(fit
+            .fused
+            .as_ref()
+            .filter(|f| f.nf() as i64 == rows.x.size()[1])
+            .map(|_| rows))
+    }
+
+    /// An epoch of the hand-written head step over in-memory rows.
+    fn train_epoch_fused(
+        fit: &mut FitState,
+        rows: &TensorSet,
+        epoch: u64,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<EpochResult> {
+        let Some(mut fused) = fit.fused.take() else {
+            return Err(Error::InvalidArgument("no fused head step".into()));
+        };
+        // SAFETY: `fused_rows` checked both are contiguous CPU tensors of these kinds; they
+        // are only read, and outlive this call.
+        let x =
+            unsafe { std::slice::from_raw_parts(rows.x.data_ptr() as *const f32, rows.x.numel()) };
+        let y =
+            unsafe { std::slice::from_raw_parts(rows.y.data_ptr() as *const i64, rows.y.numel()) };
+        let order = rows.order(epoch);
+        fused.begin_epoch();
         let result = (|| -> Result<EpochResult> {
-            for (b, batch) in src.batches(epoch).enumerate() {
-                let (x, y) = batch?;
-                let m = fit.schedule.multiplier(fit.t);
-                let lrs = fit.lrs.map(|lr| lr * m);
-                let mom = fit.schedule.momentum(fit.t);
-                if let Some(mu) = mom {
-                    fit.sgd.set_momentum(mu);
-                }
-                let x = self.upload(x)?;
-                let y = self.upload(y)?;
-                let out = if fit.precompute {
-                    self.net.head_forward(&x, true, bn)?
-                } else {
-                    self.net.forward(&x, true, bn)?
-                };
-                let loss = self.loss(&out, &y)?;
-                fit.sgd.zero_grad();
-                loss.f_backward().map_err(Error::torch("backward pass"))?;
-                fit.sgd.step(&lrs, &fit.wds)?;
-                let raw = loss.double_value(&[]);
-                let smoothed = fit.smooth.update(raw);
-                fit.t += 1;
-                if fit.stop_on_divergence {
-                    // lr_find: stop on NaN or when the loss is 4x the best seen after batch 10;
-                    // the triggering batch is not recorded.
-                    if smoothed.is_nan() || smoothed > 4.0 * fit.best {
-                        return Ok(EpochResult {
-                            trn_loss: smoothed,
-                            stopped: true,
-                        });
-                    }
-                    if smoothed < fit.best && fit.t > 10 {
-                        fit.best = smoothed;
-                    }
-                }
-                fit.record.lrs.push(lrs[2]);
-                fit.record.moms.extend(mom);
-                fit.record.losses.push(smoothed);
-                if on_batch(b, smoothed)? {
-                    return Ok(EpochResult {
-                        trn_loss: smoothed,
-                        stopped: true,
-                    });
+            for (b, idx) in order.chunks(rows.bs.max(1)).enumerate() {
+                let (lrs, mom) = fit.batch_rates();
+                let raw = fused.step(x, y, idx, lrs[2], fit.wds[2], fit.sgd.momentum())?;
+                if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
+                    return Ok(stop);
                 }
             }
             Ok(EpochResult {
@@ -293,8 +385,48 @@ impl Learner {
                 stopped: false,
             })
         })();
-        self.fit = Some(fit);
+        // W1 goes back into the model on every exit (end, stop, error, interrupt).
+        fused.end_epoch();
+        fit.fused = Some(fused);
         result
+    }
+
+    /// An epoch through libtorch's autograd and our SGD.
+    fn train_epoch_autograd(
+        &self,
+        fit: &mut FitState,
+        src: &dyn BatchSource,
+        epoch: u64,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<EpochResult> {
+        let bn = if fit.precompute {
+            BnMode([false, false, !self.bn_freeze])
+        } else {
+            self.train_bn_mode()
+        };
+        for (b, batch) in src.batches(epoch).enumerate() {
+            let (x, y) = batch?;
+            let (lrs, mom) = fit.batch_rates();
+            let x = self.upload(x)?;
+            let y = self.upload(y)?;
+            let out = if fit.precompute {
+                self.net.head_forward(&x, true, bn)?
+            } else {
+                self.net.forward(&x, true, bn)?
+            };
+            let loss = self.loss(&out, &y)?;
+            fit.sgd.zero_grad();
+            loss.f_backward().map_err(Error::torch("backward pass"))?;
+            fit.sgd.step(&lrs, &fit.wds)?;
+            let raw = loss.double_value(&[]);
+            if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
+                return Ok(stop);
+            }
+        }
+        Ok(EpochResult {
+            trn_loss: fit.smooth.value(),
+            stopped: false,
+        })
     }
 
     /// Eval-mode outputs over `src` in order: (outputs on CPU, targets on CPU, mean loss).

@@ -31,6 +31,10 @@ impl Sgd {
         self.momentum = momentum;
     }
 
+    pub fn momentum(&self) -> f64 {
+        self.momentum
+    }
+
     pub fn zero_grad(&mut self) {
         for (p, _, _) in &mut self.params {
             let mut g = p.grad();

@@ -1,0 +1,790 @@
+//! The training step of fastai's default head on precomputed activations, written out by
+//! hand for the CPU: `BatchNorm1d(nf) -> Dropout(p1) -> Linear(nf, nh) -> ReLU ->
+//! BatchNorm1d(nh) -> Dropout(p2) -> Linear(nh, c) -> LogSoftmax`, NLL loss, and SGD with
+//! momentum and weight decay, in one pass per batch with no autograd graph.
+//!
+//! Why: with `precompute=True` (the lesson's first fits) this is all the training there is,
+//! and through libtorch's autograd each batch spends as long in allocation, dispatch and
+//! OpenMP hand-offs as in its matrix products. Here the products run on our own kernels
+//! ([`super::gemm`]) split between the cores by hand, the SGD update of the big weight matrix
+//! is folded into the product that computes its gradient, and everything else is a few
+//! loops over the batch.
+//!
+//! The algebra that keeps it to two products of W1's size per batch: with BatchNorm 1's
+//! normalised input x̂, dropout 1's mask m (0 or 1/(1 − p1)) and z = m·x̂, layer 1's input is
+//! `a = γ1·z + β1·m` (per feature). So with the gradient G at layer 1's output,
+//! `Q = Gᵀz` and `S = Gᵀm` give both W1's gradient `Gᵀa = γ1·Q + β1·S` and BatchNorm 1's
+//! `∂γ1 = Σ_r W1∘Q`, `∂β1 = Σ_r W1∘S` (no product `G·W1` back to the input).
+//!
+//! How the work is split, for T threads (`torch.get_num_threads()`):
+//! - phase 1, by input feature: gather the batch rows, BatchNorm 1 with batch statistics,
+//!   dropout 1; write `a`, `zᵀ`, `mᵀ` in the layouts the kernels read;
+//! - phase 2, by hidden unit: `h = a·W1ᵀ + b1`, ReLU, BatchNorm 2, dropout 2, and each
+//!   thread's share of the logits;
+//! - main thread: log-softmax, NLL loss and its gradient;
+//! - phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping their
+//!   parameters) to G, then `Q, S` in one pass whose epilogue steps W1 and collects
+//!   BatchNorm 1's gradients;
+//! - main thread: the SGD steps of BatchNorm 1, W2 and b2.
+//!
+//! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in its
+//! own panel layout for the whole epoch; [`FusedHead::begin_epoch`] copies them in and
+//! [`FusedHead::end_epoch`] writes them back, which the learner does on every exit.
+//! Everything else is read and written in the model's tensors directly.
+//!
+//! Numerics: the same operations as PyTorch in float32 (BatchNorm's biased variance for
+//! normalising and unbiased for the running estimate, torch.optim.SGD's order), the same
+//! dropout masks as [`crate::models::head::dropout`] from the same seeds, and sums in
+//! another order, so results equal the autograd path to float round-off.
+
+use std::sync::Mutex;
+
+use tch::{Device, Kind, Tensor};
+
+use super::gemm::{self, Epilogue, MicroPanels, Panels, MR, MR_DUAL, NR};
+use crate::models::head::{draw_seed, DropoutMask, OneHidden};
+use crate::models::BatchNorm;
+use crate::{Error, Result};
+
+/// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit.
+struct RowPart {
+    r0: usize,
+    r1: usize,
+    /// W1's rows r0..r1 as W1ᵀ (nf × rows) in [`Panels`] layout, and their momentum.
+    w1: Vec<f32>,
+    v1: Vec<f32>,
+    v_b1: Vec<f32>,
+    v_g2: Vec<f32>,
+    v_be2: Vec<f32>,
+    /// n × rows, row-major: layer 1's output, then the ReLU's (its sign is the ReLU's
+    /// gradient mask).
+    h: Vec<f32>,
+    /// n × rows: BatchNorm 2's normalised input, dropout 2's mask, layer 2's input, and the
+    /// gradient at BatchNorm 2's output.
+    xhat2: Vec<f32>,
+    m2: Vec<f32>,
+    d2: Vec<f32>,
+    dy: Vec<f32>,
+    inv_std2: Vec<f32>,
+    /// n × c: this part's share of the logits.
+    logits: Vec<f32>,
+    /// G (n × rows) in [`Panels`] layout: the gradient at layer 1's output.
+    g: Vec<f32>,
+    /// nf × 8 partial sums of BatchNorm 1's γ and β gradients.
+    sg8: Vec<f32>,
+    sb8: Vec<f32>,
+    /// c × rows: the gradient of W2's columns r0..r1.
+    gw2: Vec<f32>,
+}
+
+pub struct FusedHead {
+    pool: Option<rayon::ThreadPool>,
+    nf: usize,
+    nh: usize,
+    c: usize,
+    t: OneHidden,
+    /// Input features per thread (phase 1), multiples of 3 (a micro-panel of zᵀ).
+    cols: Vec<(usize, usize)>,
+    /// Hidden units per thread (phases 2 and 4), multiples of 16 (a panel of W1ᵀ).
+    row_ranges: Vec<(usize, usize)>,
+    rows: Vec<Mutex<RowPart>>,
+    /// a (n × nf) in micro-panels of 6 rows; zᵀ and mᵀ (nf × n) in micro-panels of 3.
+    a: Vec<f32>,
+    zt: Vec<f32>,
+    mt: Vec<f32>,
+    v_g1: Vec<f32>,
+    v_be1: Vec<f32>,
+    v_w2: Vec<f32>,
+    v_b2: Vec<f32>,
+    loaded: bool,
+}
+
+/// Runs `f(t)` for every thread index t, on the pool when there is one.
+fn each(pool: &Option<rayon::ThreadPool>, f: impl Fn(usize) + Sync) {
+    match pool {
+        Some(pool) => {
+            pool.broadcast(|ctx| f(ctx.index()));
+        }
+        None => f(0),
+    }
+}
+
+/// A mutable float32 view of a contiguous CPU float tensor.
+///
+/// # Safety
+/// The tensor must be a contiguous float32 CPU tensor (checked in [`FusedHead::new`]), and no
+/// other view of it may be used while the returned one lives.
+unsafe fn view<'a>(t: &Tensor) -> &'a mut [f32] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+}
+
+/// `n` split into `parts` contiguous ranges, each a multiple of `unit` except the last.
+fn split(n: usize, parts: usize, unit: usize) -> Vec<(usize, usize)> {
+    let units = n.div_ceil(unit);
+    (0..parts)
+        .map(|t| {
+            (
+                (units * t / parts * unit).min(n),
+                (units * (t + 1) / parts * unit).min(n),
+            )
+        })
+        .collect()
+}
+
+/// Splits `s` into consecutive pieces of the given lengths.
+fn pieces<'a>(mut s: &'a mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+    lens.map(|l| {
+        let (head, rest) = std::mem::take(&mut s).split_at_mut(l);
+        s = rest;
+        head
+    })
+    .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FusedHead {
+    /// The hand-written step for `head`, or None when it does not apply (parameters not
+    /// contiguous float32 on the CPU, a hidden width that is not a multiple of 16, or no
+    /// AVX2/FMA).
+    pub fn new(head: OneHidden, threads: usize) -> Result<Option<Self>> {
+        if !gemm::available() {
+            return Ok(None);
+        }
+        let bn_tensors = |b: &BatchNorm| {
+            [
+                b.weight.shallow_clone(),
+                b.bias.shallow_clone(),
+                b.running_mean.shallow_clone(),
+                b.running_var.shallow_clone(),
+            ]
+        };
+        let all: Vec<Tensor> = bn_tensors(&head.bn1)
+            .into_iter()
+            .chain(bn_tensors(&head.bn2))
+            .chain([
+                head.w1.shallow_clone(),
+                head.b1.shallow_clone(),
+                head.w2.shallow_clone(),
+                head.b2.shallow_clone(),
+            ])
+            .collect();
+        if !all
+            .iter()
+            .all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
+        {
+            return Ok(None);
+        }
+        let (nh, nf) = match head.w1.size().as_slice() {
+            &[nh, nf] => (nh as usize, nf as usize),
+            _ => return Ok(None),
+        };
+        if nh % NR != 0 || nf == 0 {
+            return Ok(None);
+        }
+        let c = head.w2.size()[0] as usize;
+        // Each thread gets at least two panels of hidden units (below that the hand-off
+        // between phases costs more than the work).
+        let threads = threads.clamp(1, (nh / (2 * NR)).max(1));
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("fastai-head-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "cannot start {threads} threads for the head step: {e}"
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
+        let row_ranges = split(nh, threads, NR);
+        let rows = row_ranges
+            .iter()
+            .map(|&(r0, r1)| {
+                let n = r1 - r0;
+                Mutex::new(RowPart {
+                    r0,
+                    r1,
+                    w1: vec![0.0; Panels::len(nf, n)],
+                    v1: vec![0.0; Panels::len(nf, n)],
+                    v_b1: vec![0.0; n],
+                    v_g2: vec![0.0; n],
+                    v_be2: vec![0.0; n],
+                    h: Vec::new(),
+                    xhat2: Vec::new(),
+                    m2: Vec::new(),
+                    d2: Vec::new(),
+                    dy: Vec::new(),
+                    inv_std2: vec![0.0; n],
+                    logits: Vec::new(),
+                    g: Vec::new(),
+                    sg8: vec![0.0; nf * 8],
+                    sb8: vec![0.0; nf * 8],
+                    gw2: vec![0.0; c * n],
+                })
+            })
+            .collect();
+        Ok(Some(FusedHead {
+            pool,
+            nf,
+            nh,
+            c,
+            cols: split(nf, threads, MR_DUAL),
+            row_ranges,
+            rows,
+            a: Vec::new(),
+            zt: Vec::new(),
+            mt: Vec::new(),
+            v_g1: vec![0.0; nf],
+            v_be1: vec![0.0; nf],
+            v_w2: vec![0.0; c * nh],
+            v_b2: vec![0.0; c],
+            t: head,
+            loaded: false,
+        }))
+    }
+
+    /// Width of the rows this step takes.
+    pub fn nf(&self) -> usize {
+        self.nf
+    }
+
+    /// Copies W1 from the model into the threads' panel layouts.
+    pub fn begin_epoch(&mut self) {
+        // SAFETY: checked contiguous float32 CPU in `new`; only read here.
+        let w1 = unsafe { view(&self.t.w1) };
+        let nf = self.nf;
+        for part in &mut self.rows {
+            let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
+            for r in 0..p.r1 - p.r0 {
+                for j in 0..nf {
+                    p.w1[Panels::index(nf, j, r)] = w1[(p.r0 + r) * nf + j];
+                }
+            }
+        }
+        self.loaded = true;
+    }
+
+    /// Writes the threads' rows of W1 back into the model. Safe to call more than once.
+    pub fn end_epoch(&mut self) {
+        if !self.loaded {
+            return;
+        }
+        // SAFETY: as in `begin_epoch`; the step is not running (we hold `&mut self`).
+        let w1 = unsafe { view(&self.t.w1) };
+        let nf = self.nf;
+        for part in &mut self.rows {
+            let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
+            for r in 0..p.r1 - p.r0 {
+                for j in 0..nf {
+                    w1[(p.r0 + r) * nf + j] = p.w1[Panels::index(nf, j, r)];
+                }
+            }
+        }
+        self.loaded = false;
+    }
+
+    /// One SGD step on the batch of rows `idx` of `x` (row-major, nf wide) with labels `y`.
+    /// Returns the batch's mean NLL loss. Must run between `begin_epoch` and `end_epoch`.
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        y: &[i64],
+        idx: &[usize],
+        lr: f64,
+        wd: f64,
+        mu: f64,
+    ) -> Result<f64> {
+        let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let n = idx.len();
+        if n < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "a training batch of {n} row cannot go through BatchNorm with batch statistics (expected more than 1 value per channel); change bs so that the last batch is not a single row"
+            )));
+        }
+        if !self.loaded {
+            return Err(Error::InvalidArgument("head step outside an epoch".into()));
+        }
+        let labels: Vec<usize> = idx
+            .iter()
+            .map(|&i| {
+                let label = y[i];
+                usize::try_from(label)
+                    .ok()
+                    .filter(|&l| l < c)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "label {label} of row {i} is out of bounds for {c} classes"
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
+        // Masks in the order the autograd path draws them (layer 1, then layer 2).
+        let mask1 = (self.t.p1 > 0.0).then(|| DropoutMask::new(draw_seed(), self.t.p1));
+        let mask2 = (self.t.p2 > 0.0).then(|| DropoutMask::new(draw_seed(), self.t.p2));
+        let (lr, wd, mu) = (lr as f32, wd as f32, mu as f32);
+
+        // SAFETY: every tensor was checked contiguous float32 CPU in `new`; these views are
+        // the only ones alive during the step, and the phases write disjoint ranges (split
+        // by feature in phase 1, by hidden unit in phases 2 and 4; the main thread only
+        // between phases).
+        let (g1, be1, rm1, rv1) = unsafe {
+            (
+                view(&self.t.bn1.weight),
+                view(&self.t.bn1.bias),
+                view(&self.t.bn1.running_mean),
+                view(&self.t.bn1.running_var),
+            )
+        };
+        let (g2, be2, rm2, rv2) = unsafe {
+            (
+                view(&self.t.bn2.weight),
+                view(&self.t.bn2.bias),
+                view(&self.t.bn2.running_mean),
+                view(&self.t.bn2.running_var),
+            )
+        };
+        let (b1, w2, b2) = unsafe { (view(&self.t.b1), view(&self.t.w2), view(&self.t.b2)) };
+
+        self.batchnorm1(x, idx, &mask1, g1, be1, rm1, rv1);
+        self.forward_hidden(n, &mask2, b1, g2, be2, rm2, rv2, w2);
+
+        // ---- main thread: log-softmax, NLL loss and its gradient ----
+        let mut dl = vec![0.0f32; n * c];
+        for row in dl.chunks_mut(c) {
+            row.copy_from_slice(b2);
+        }
+        for part in &self.rows {
+            for (d, l) in dl.iter_mut().zip(&lock(part).logits) {
+                *d += l;
+            }
+        }
+        let mut loss = 0.0f64;
+        for (row, &label) in dl.chunks_mut(c).zip(&labels) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+            loss -= (row[label] - lse) as f64;
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = ((*v - lse).exp() - if k == label { 1.0 } else { 0.0 }) / n as f32;
+            }
+        }
+
+        self.backward_hidden(n, &dl, b1, g2, be2, w2, g1, be1, (lr, wd, mu));
+
+        // ---- main thread: BatchNorm 1's γ and β, W2 and b2 ----
+        let parts: Vec<_> = self.rows.iter().map(lock).collect();
+        for j in 0..nf {
+            let (mut sg, mut sb) = (0.0f32, 0.0f32);
+            for p in &parts {
+                sg += p.sg8[j * 8..j * 8 + 8].iter().sum::<f32>();
+                sb += p.sb8[j * 8..j * 8 + 8].iter().sum::<f32>();
+            }
+            gemm::sgd_update(&mut g1[j], &mut self.v_g1[j], sg, lr, wd, mu);
+            gemm::sgd_update(&mut be1[j], &mut self.v_be1[j], sb, lr, wd, mu);
+        }
+        for p in &parts {
+            let rn = p.r1 - p.r0;
+            for k in 0..c {
+                for q in 0..rn {
+                    let at = k * nh + p.r0 + q;
+                    gemm::sgd_update(
+                        &mut w2[at],
+                        &mut self.v_w2[at],
+                        p.gw2[k * rn + q],
+                        lr,
+                        wd,
+                        mu,
+                    );
+                }
+            }
+        }
+        for k in 0..c {
+            let grad: f32 = (0..n).map(|i| dl[i * c + k]).sum();
+            gemm::sgd_update(&mut b2[k], &mut self.v_b2[k], grad, lr, wd, mu);
+        }
+        Ok(loss / n as f64)
+    }
+
+    /// Phase 1, by input feature: BatchNorm 1 on batch statistics (updating the running
+    /// ones), dropout 1, and `a`, `zᵀ`, `mᵀ` in their kernel layouts.
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm1(
+        &mut self,
+        x: &[f32],
+        idx: &[usize],
+        mask: &Option<DropoutMask>,
+        g1: &mut [f32],
+        be1: &mut [f32],
+        rm1: &mut [f32],
+        rv1: &mut [f32],
+    ) {
+        let (nf, n) = (self.nf, idx.len());
+        let (eps, mom) = (self.t.bn1.eps as f32, self.t.bn1.momentum as f32);
+        self.a.resize(MicroPanels::len(n, nf, MR), 0.0);
+        self.zt.resize(MicroPanels::len(nf, n, MR_DUAL), 0.0);
+        self.mt.resize(MicroPanels::len(nf, n, MR_DUAL), 0.0);
+        let cols = &self.cols;
+        let widths = || cols.iter().map(|&(j0, j1)| j1 - j0);
+        // a: within each micro-panel of 6 batch rows, a thread's features are one run.
+        let mut a: Vec<Vec<&mut [f32]>> = cols.iter().map(|_| Vec::new()).collect();
+        for block in self.a.chunks_mut(nf * MR) {
+            for (t, piece) in pieces(block, widths().map(|w| w * MR))
+                .into_iter()
+                .enumerate()
+            {
+                a[t].push(piece);
+            }
+        }
+        // zᵀ, mᵀ: a thread's features are whole micro-panels of 3 (the last one padded).
+        let padded = |&(j0, j1): &(usize, usize)| {
+            (if j1 == nf {
+                j1.div_ceil(MR_DUAL) * MR_DUAL
+            } else {
+                j1
+            }) - j0
+        };
+        let zt = pieces(&mut self.zt, cols.iter().map(|r| padded(r) * n));
+        let mt = pieces(&mut self.mt, cols.iter().map(|r| padded(r) * n));
+        let params = pieces(g1, widths())
+            .into_iter()
+            .zip(pieces(be1, widths()))
+            .zip(pieces(rm1, widths()))
+            .zip(pieces(rv1, widths()));
+        let parts: Vec<_> = a
+            .into_iter()
+            .zip(zt)
+            .zip(mt)
+            .zip(params)
+            .map(|(((a, zt), mt), (((g, be), rm), rv))| Mutex::new((a, zt, mt, g, be, rm, rv)))
+            .collect();
+        each(&self.pool, |t| {
+            let mut guard = lock(&parts[t]);
+            let (a, zt, mt, g, be, rm, rv) = &mut *guard;
+            let (j0, j1) = cols[t];
+            let w = j1 - j0;
+            let row = |i: usize| &x[idx[i] * nf + j0..idx[i] * nf + j1];
+            // Statistics per feature, row by row (the lanes are features: vectorised).
+            let mut mean = vec![0.0f32; w];
+            for i in 0..n {
+                mean.iter_mut().zip(row(i)).for_each(|(s, v)| *s += v);
+            }
+            mean.iter_mut().for_each(|s| *s /= n as f32);
+            let mut var = vec![0.0f32; w];
+            for i in 0..n {
+                var.iter_mut()
+                    .zip(row(i))
+                    .zip(&mean)
+                    .for_each(|((s, v), mu)| *s += (v - mu) * (v - mu));
+            }
+            let mut scale = vec![0.0f32; w];
+            for q in 0..w {
+                let v = var[q] / n as f32;
+                scale[q] = 1.0 / (v + eps).sqrt();
+                rm[q] = (1.0 - mom) * rm[q] + mom * mean[q];
+                rv[q] = (1.0 - mom) * rv[q] + mom * v * n as f32 / (n - 1) as f32;
+            }
+            let mut keep = vec![1.0f32; w];
+            for i in 0..n {
+                if let Some(mk) = mask {
+                    mk.fill(i * nf + j0, &mut keep);
+                }
+                let xr = row(i);
+                let a_row = &mut a[i / MR];
+                for q in 0..w {
+                    let xhat = (xr[q] - mean[q]) * scale[q];
+                    let k = keep[q];
+                    a_row[q * MR + i % MR] = (g[q] * xhat + be[q]) * k;
+                    let at = MicroPanels::index(n, MR_DUAL, q, i);
+                    zt[at] = xhat * k;
+                    mt[at] = k;
+                }
+            }
+            // Padding: batch rows up to the micro-panel of 6, features up to the one of 3.
+            for i in n..n.div_ceil(MR) * MR {
+                for q in 0..w {
+                    a[i / MR][q * MR + i % MR] = 0.0;
+                }
+            }
+            for q in w..zt.len() / n {
+                for i in 0..n {
+                    let at = MicroPanels::index(n, MR_DUAL, q, i);
+                    zt[at] = 0.0;
+                    mt[at] = 0.0;
+                }
+            }
+        });
+    }
+
+    /// Phase 2, by hidden unit: layer 1 (`h = a·W1ᵀ + b1`), ReLU, BatchNorm 2 on batch
+    /// statistics, dropout 2, and each part's share of the logits.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_hidden(
+        &mut self,
+        n: usize,
+        mask: &Option<DropoutMask>,
+        b1: &[f32],
+        g2: &mut [f32],
+        be2: &mut [f32],
+        rm2: &mut [f32],
+        rv2: &mut [f32],
+        w2: &[f32],
+    ) {
+        let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let (eps, mom) = (self.t.bn2.eps as f32, self.t.bn2.momentum as f32);
+        let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
+        let params = pieces(g2, widths())
+            .into_iter()
+            .zip(pieces(be2, widths()))
+            .zip(pieces(rm2, widths()))
+            .zip(pieces(rv2, widths()));
+        let params: Vec<_> = params
+            .map(|(((g, be), rm), rv)| Mutex::new((g, be, rm, rv)))
+            .collect();
+        let (a, rows) = (&self.a, &self.rows);
+        each(&self.pool, |t| {
+            let mut p = lock(&rows[t]);
+            let p = &mut *p;
+            let mut guard = lock(&params[t]);
+            let (g, be, rm, rv) = &mut *guard;
+            let (r0, rn) = (p.r0, p.r1 - p.r0);
+            for buf in [&mut p.h, &mut p.xhat2, &mut p.m2, &mut p.d2] {
+                buf.resize(n * rn, 0.0);
+            }
+            gemm::product(n, rn, nf, a, &p.w1, &mut p.h);
+            let b = &b1[r0..r0 + rn];
+            let mut mean = vec![0.0f32; rn];
+            for h in p.h.chunks_mut(rn) {
+                for ((v, bias), s) in h.iter_mut().zip(b).zip(mean.iter_mut()) {
+                    *v = (*v + bias).max(0.0);
+                    *s += *v;
+                }
+            }
+            mean.iter_mut().for_each(|s| *s /= n as f32);
+            let mut var = vec![0.0f32; rn];
+            for h in p.h.chunks(rn) {
+                var.iter_mut()
+                    .zip(h)
+                    .zip(&mean)
+                    .for_each(|((s, v), mu)| *s += (v - mu) * (v - mu));
+            }
+            for q in 0..rn {
+                let v = var[q] / n as f32;
+                p.inv_std2[q] = 1.0 / (v + eps).sqrt();
+                rm[q] = (1.0 - mom) * rm[q] + mom * mean[q];
+                rv[q] = (1.0 - mom) * rv[q] + mom * v * n as f32 / (n - 1) as f32;
+            }
+            p.logits.clear();
+            p.logits.resize(n * c, 0.0);
+            for i in 0..n {
+                let row = i * rn..(i + 1) * rn;
+                match mask {
+                    Some(mk) => mk.fill(i * nh + r0, &mut p.m2[row.clone()]),
+                    None => p.m2[row.clone()].fill(1.0),
+                }
+                for q in 0..rn {
+                    let xhat = (p.h[i * rn + q] - mean[q]) * p.inv_std2[q];
+                    p.xhat2[i * rn + q] = xhat;
+                    p.d2[i * rn + q] = (g[q] * xhat + be[q]) * p.m2[i * rn + q];
+                }
+                for k in 0..c {
+                    p.logits[i * c + k] =
+                        lane_dot(&p.d2[row.clone()], &w2[k * nh + r0..k * nh + r0 + rn]);
+                }
+            }
+        });
+    }
+
+    /// Phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping b1,
+    /// γ2, β2 and collecting W2's gradient) to G, then `Q = Gᵀz`, `S = Gᵀm` whose epilogue
+    /// steps W1 and collects BatchNorm 1's gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_hidden(
+        &mut self,
+        n: usize,
+        dl: &[f32],
+        b1: &mut [f32],
+        g2: &mut [f32],
+        be2: &mut [f32],
+        w2: &[f32],
+        g1: &[f32],
+        be1: &[f32],
+        (lr, wd, mu): (f32, f32, f32),
+    ) {
+        let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
+        let params = pieces(g2, widths())
+            .into_iter()
+            .zip(pieces(be2, widths()))
+            .zip(pieces(b1, widths()));
+        let params: Vec<_> = params.map(|((g, be), b)| Mutex::new((g, be, b))).collect();
+        let (zt, mt, rows) = (&self.zt, &self.mt, &self.rows);
+        each(&self.pool, |t| {
+            let mut p = lock(&rows[t]);
+            let p = &mut *p;
+            let mut guard = lock(&params[t]);
+            let (g, be, b) = &mut *guard;
+            let (r0, rn) = (p.r0, p.r1 - p.r0);
+            p.dy.resize(n * rn, 0.0);
+            p.g.resize(Panels::len(n, rn), 0.0);
+            p.gw2.fill(0.0);
+            let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f32; rn], vec![0.0f32; rn]);
+            for i in 0..n {
+                let row = i * rn..(i + 1) * rn;
+                for k in 0..c {
+                    let d = dl[i * c + k];
+                    let w2k = &w2[k * nh + r0..k * nh + r0 + rn];
+                    p.dy[row.clone()]
+                        .iter_mut()
+                        .zip(w2k)
+                        .for_each(|(dy, w)| *dy = if k == 0 { d * w } else { *dy + d * w });
+                    p.gw2[k * rn..(k + 1) * rn]
+                        .iter_mut()
+                        .zip(&p.d2[row.clone()])
+                        .for_each(|(s, x)| *s += d * x);
+                }
+                for q in 0..rn {
+                    let dy = p.dy[i * rn + q] * p.m2[i * rn + q];
+                    p.dy[i * rn + q] = dy;
+                    sum_dy[q] += dy;
+                    sum_dy_xhat[q] += dy * p.xhat2[i * rn + q];
+                }
+            }
+            let mut sum_g = vec![0.0f32; rn];
+            for i in 0..n {
+                for q in 0..rn {
+                    let dx = g[q] * p.inv_std2[q] / n as f32
+                        * (n as f32 * p.dy[i * rn + q]
+                            - sum_dy[q]
+                            - p.xhat2[i * rn + q] * sum_dy_xhat[q]);
+                    let gr = if p.h[i * rn + q] > 0.0 { dx } else { 0.0 };
+                    p.g[Panels::index(n, i, q)] = gr;
+                    sum_g[q] += gr;
+                }
+            }
+            for q in 0..rn {
+                gemm::sgd_update(&mut g[q], &mut p.v_g2[q], sum_dy_xhat[q], lr, wd, mu);
+                gemm::sgd_update(&mut be[q], &mut p.v_be2[q], sum_dy[q], lr, wd, mu);
+                gemm::sgd_update(&mut b[q], &mut p.v_b1[q], sum_g[q], lr, wd, mu);
+            }
+            p.sg8.fill(0.0);
+            p.sb8.fill(0.0);
+            let mut step = StepW1 {
+                nf,
+                w: &mut p.w1,
+                v: &mut p.v1,
+                sg8: &mut p.sg8,
+                sb8: &mut p.sb8,
+                g1,
+                be1,
+                lr,
+                wd,
+                mu,
+            };
+            gemm::dual_product(nf, rn, n, zt, mt, &p.g, &mut step);
+        });
+    }
+}
+
+/// `Σ a[i]·b[i]` over 8 interleaved partial sums (float addition is not associative, so a
+/// plain `.sum()` stays one serial chain; independent lanes become vector instructions).
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Epilogue of `Qᵀ = zᵀG`, `Sᵀ = mᵀG` for one part's hidden units: at feature j and hidden
+/// units r..r+8, with W1ᵀ in [`Panels`] layout (k = nf),
+/// `∂γ1[j] += Σ W1·Q`, `∂β1[j] += Σ W1·S` (kept as 8 partial sums per feature), then W1's
+/// SGD step with gradient `γ1[j]·Q + β1[j]·S`.
+struct StepW1<'a> {
+    nf: usize,
+    w: &'a mut [f32],
+    v: &'a mut [f32],
+    sg8: &'a mut [f32],
+    sb8: &'a mut [f32],
+    g1: &'a [f32],
+    be1: &'a [f32],
+    lr: f32,
+    wd: f32,
+    mu: f32,
+}
+
+impl Epilogue for StepW1<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn put8(
+        &mut self,
+        row: usize,
+        col: usize,
+        q: std::arch::x86_64::__m256,
+        s: std::arch::x86_64::__m256,
+    ) {
+        use std::arch::x86_64::*;
+        let at = Panels::index(self.nf, row, col);
+        let (w, v) = (&mut self.w[at..at + 8], &mut self.v[at..at + 8]);
+        let (sg, sb) = (
+            &mut self.sg8[row * 8..row * 8 + 8],
+            &mut self.sb8[row * 8..row * 8 + 8],
+        );
+        // SAFETY: only reached from the AVX2 kernel (AVX2 present); every slice above holds
+        // the 8 floats read or written.
+        unsafe {
+            let wv = _mm256_loadu_ps(w.as_ptr());
+            _mm256_storeu_ps(
+                sg.as_mut_ptr(),
+                _mm256_fmadd_ps(wv, q, _mm256_loadu_ps(sg.as_ptr())),
+            );
+            _mm256_storeu_ps(
+                sb.as_mut_ptr(),
+                _mm256_fmadd_ps(wv, s, _mm256_loadu_ps(sb.as_ptr())),
+            );
+            let grad = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_set1_ps(self.g1[row]), q),
+                _mm256_mul_ps(_mm256_set1_ps(self.be1[row]), s),
+            );
+            // torch.optim.SGD's order with separate multiplies and adds, as `sgd_update`.
+            let d = _mm256_add_ps(grad, _mm256_mul_ps(wv, _mm256_set1_ps(self.wd)));
+            let vv = _mm256_add_ps(
+                _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr()), _mm256_set1_ps(self.mu)),
+                d,
+            );
+            _mm256_storeu_ps(v.as_mut_ptr(), vv);
+            _mm256_storeu_ps(
+                w.as_mut_ptr(),
+                _mm256_sub_ps(wv, _mm256_mul_ps(_mm256_set1_ps(self.lr), vv)),
+            );
+        }
+    }
+
+    fn put1(&mut self, row: usize, col: usize, q: f32, s: f32) {
+        let at = Panels::index(self.nf, row, col);
+        self.sg8[row * 8] += self.w[at] * q;
+        self.sb8[row * 8] += self.w[at] * s;
+        gemm::sgd_update(
+            &mut self.w[at],
+            &mut self.v[at],
+            self.g1[row] * q + self.be1[row] * s,
+            self.lr,
+            self.wd,
+            self.mu,
+        );
+    }
+}
