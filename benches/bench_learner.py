@@ -5,9 +5,10 @@
 
 (a) head epoch: one epoch of fastai's head (BN, Dropout .25, Linear 1024->512, ReLU, BN,
     Dropout .5, Linear 512->2, LogSoftmax) on 23,000 random rows of width 1024 (resnet34's
-    nf), bs 64, SGD momentum 0.9: `Learner.train_epoch_tensors` against the same head in
-    PyTorch with `torch.optim.SGD(momentum=0.9)` over the same shuffled batches.
-    Target: our epoch under 0.5 s.
+    nf), bs 64, SGD momentum 0.9: `Learner.train_epoch_tensors` (the hand-written head step,
+    src/train/fused_head.rs; also timed: the same learner through libtorch's autograd,
+    `fused_head=False`) against the same head in PyTorch with `torch.optim.SGD(momentum=0.9)`
+    over the same shuffled batches. Target: our epoch under 0.5 s.
 (b) resnet34 + head at 224 px, batch `--batch`: forward (eval, no_grad; `predict_array`) and
     forward + backward + SGD step (train mode, everything unfrozen: `freeze_to(0)` then
     `train_epoch_tensors` on image rows) against torchvision's resnet34 + the same head.
@@ -66,9 +67,9 @@ def report(name, n, ours, ref, unit):
     return r / o
 
 
-def ours_epoch(learner, lrs, precompute, x, y, bs, seed, epoch):
+def ours_epoch(learner, lrs, precompute, x, y, bs, seed, epoch, fused_head=True):
     """One epoch of our native loop over in-memory rows, in a fit of its own."""
-    learner.begin_fit(lrs, [0.0] * len(lrs), ("constant",), precompute)
+    learner.begin_fit(lrs, [0.0] * len(lrs), ("constant",), precompute, fused_head=fused_head)
     learner.train_epoch_tensors(x, y, bs, seed, epoch)
     learner.end_fit()
 
@@ -105,8 +106,11 @@ def bench_head(args):
     opt = torch.optim.SGD(ref.parameters(), lr=1e-2, momentum=0.9)
     run_ours = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch)  # noqa: E731
     run_ref = lambda epoch: ref_epoch(ref, opt, x, y, bs, g)  # noqa: E731
-    run_ours(0), run_ref(0)  # warm-up
+    run_autograd = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch, fused_head=False)  # noqa: E731
+    run_ours(0), run_ref(0), run_autograd(0)  # warm-up
+    t_auto, _ = alternate(args.rounds, run_autograd, lambda _: None)
     t_ours, t_ref = alternate(args.rounds, run_ours, run_ref)
+    report("(a) head epoch, autograd path", n, t_auto, t_ref, "rows")
     ratio = report(f"(a) head epoch ({n} x {nf}, bs {bs})", n, t_ours, t_ref, "rows")
     o = median(t_ours)
     print(f"    target: our head epoch < 0.5 s: {'MET' if o < 0.5 else 'NOT MET'} ({o:.3f} s)")

@@ -216,6 +216,13 @@ impl DropoutMask {
         }
     }
 
+    /// `(value(2d), value(2d + 1))`: the two elements of draw `d`.
+    #[inline]
+    pub fn pair(&self, d: usize) -> (f32, f32) {
+        let r = self.rng.nth(d as u64);
+        (self.of_half(r as u32), self.of_half((r >> 32) as u32))
+    }
+
     /// `out[k] = value(e0 + k)`, one draw per pair of elements.
     pub fn fill(&self, e0: usize, out: &mut [f32]) {
         let mut k = 0;

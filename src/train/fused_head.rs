@@ -83,7 +83,8 @@ pub struct FusedHead {
     nh: usize,
     c: usize,
     t: OneHidden,
-    /// Input features per thread (phase 1), multiples of 3 (a micro-panel of zᵀ).
+    /// Input features per thread (phase 1), multiples of 6 (whole micro-panels of zᵀ, and
+    /// pairs of features, which share their dropout draws).
     cols: Vec<(usize, usize)>,
     /// Hidden units per thread (phases 2 and 4), multiples of 16 (a panel of W1ᵀ).
     row_ranges: Vec<(usize, usize)>,
@@ -235,7 +236,7 @@ impl FusedHead {
             nf,
             nh,
             c,
-            cols: split(nf, threads, MR_DUAL),
+            cols: split(nf, threads, 2 * MR_DUAL),
             row_ranges,
             rows,
             a: Vec::new(),
@@ -291,12 +292,17 @@ impl FusedHead {
     }
 
     /// One SGD step on the batch of rows `idx` of `x` (row-major, nf wide) with labels `y`.
-    /// Returns the batch's mean NLL loss. Must run between `begin_epoch` and `end_epoch`.
+    /// `next`: the rows of the following batch, which the step asks the CPU to fetch into
+    /// cache while it computes (the rows are scattered over a large array: read cold, they
+    /// cost as much as a product). Returns the batch's mean NLL loss. Must run between
+    /// `begin_epoch` and `end_epoch`.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         x: &[f32],
         y: &[i64],
         idx: &[usize],
+        next: &[usize],
         lr: f64,
         wd: f64,
         mu: f64,
@@ -375,7 +381,7 @@ impl FusedHead {
             }
         }
 
-        self.backward_hidden(n, &dl, b1, g2, be2, w2, g1, be1, (lr, wd, mu));
+        self.backward_hidden(n, &dl, b1, g2, be2, w2, g1, be1, (lr, wd, mu), (x, next));
 
         // ---- main thread: BatchNorm 1's γ and β, W2 and b2 ----
         let parts: Vec<_> = self.rows.iter().map(lock).collect();
@@ -466,51 +472,75 @@ impl FusedHead {
         each(&self.pool, |t| {
             let mut guard = lock(&parts[t]);
             let (a, zt, mt, g, be, rm, rv) = &mut *guard;
+            // Plain slices (not through the guard) so the compiler keeps their addresses in
+            // registers inside the loops.
+            let (zt, mt, g, be, rm, rv): (
+                &mut [f32],
+                &mut [f32],
+                &[f32],
+                &[f32],
+                &mut [f32],
+                &mut [f32],
+            ) = (zt, mt, g, be, rm, rv);
             let (j0, j1) = cols[t];
             let w = j1 - j0;
-            let row = |i: usize| &x[idx[i] * nf + j0..idx[i] * nf + j1];
-            // Statistics per feature, row by row (the lanes are features: vectorised).
-            let mut mean = vec![0.0f32; w];
-            for i in 0..n {
-                mean.iter_mut().zip(row(i)).for_each(|(s, v)| *s += v);
+            // The batch's rows, transposed to feature-major (xs[q·n + i]) 16 features at a
+            // time, so that everything below runs along contiguous memory.
+            let mut xs = vec![0.0f32; w * n];
+            for q0 in (0..w).step_by(NR) {
+                let q1 = (q0 + NR).min(w);
+                for (i, &r) in idx.iter().enumerate() {
+                    for (q, &v) in (q0..q1).zip(&x[r * nf + j0 + q0..r * nf + j0 + q1]) {
+                        xs[q * n + i] = v;
+                    }
+                }
             }
-            mean.iter_mut().for_each(|s| *s /= n as f32);
-            let mut var = vec![0.0f32; w];
-            for i in 0..n {
-                var.iter_mut()
-                    .zip(row(i))
-                    .zip(&mean)
-                    .for_each(|((s, v), mu)| *s += (v - mu) * (v - mu));
-            }
-            let mut scale = vec![0.0f32; w];
-            for q in 0..w {
-                let v = var[q] / n as f32;
-                scale[q] = 1.0 / (v + eps).sqrt();
-                rm[q] = (1.0 - mom) * rm[q] + mom * mean[q];
-                rv[q] = (1.0 - mom) * rv[q] + mom * v * n as f32 / (n - 1) as f32;
-            }
-            let mut keep = vec![1.0f32; w];
-            for i in 0..n {
+            let mut a_col = [
+                vec![0.0f32; n.div_ceil(MR) * MR],
+                vec![0.0f32; n.div_ceil(MR) * MR],
+            ];
+            let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
+            for q0 in (0..w).step_by(2) {
+                let pair = (w - q0).min(2);
+                // Dropout 1 keeps element (i, j) by draw (i·nf + j)/2: features j0+q0 and
+                // j0+q0+1 (j0 + q0 is even) share each draw.
                 if let Some(mk) = mask {
-                    mk.fill(i * nf + j0, &mut keep);
+                    for i in 0..n {
+                        let (k0, k1) = mk.pair((i * nf + j0 + q0) / 2);
+                        keep[0][i] = k0;
+                        keep[1][i] = k1;
+                    }
                 }
-                let xr = row(i);
-                let a_row = &mut a[i / MR];
-                for q in 0..w {
-                    let xhat = (xr[q] - mean[q]) * scale[q];
-                    let k = keep[q];
-                    a_row[q * MR + i % MR] = (g[q] * xhat + be[q]) * k;
-                    let at = MicroPanels::index(n, MR_DUAL, q, i);
-                    zt[at] = xhat * k;
-                    mt[at] = k;
+                for u in 0..pair {
+                    let q = q0 + u;
+                    let col = &xs[q * n..(q + 1) * n];
+                    let (mean, var) = mean_var(col);
+                    let scale = 1.0 / (var + eps).sqrt();
+                    rm[q] = (1.0 - mom) * rm[q] + mom * mean;
+                    rv[q] = (1.0 - mom) * rv[q] + mom * var * n as f32 / (n - 1) as f32;
+                    let (gq, bq) = (g[q], be[q]);
+                    // zᵀ, mᵀ: feature q's micro-panel of 3 holds its batch at stride 3.
+                    let base = (q / MR_DUAL) * n * MR_DUAL + q % MR_DUAL;
+                    let (zq, mq) = (&mut zt[base..], &mut mt[base..]);
+                    let (kq, aq) = (&keep[u], &mut a_col[u]);
+                    for i in 0..n {
+                        let xhat = (col[i] - mean) * scale;
+                        let k = kq[i];
+                        zq[i * MR_DUAL] = xhat * k;
+                        mq[i * MR_DUAL] = k;
+                        aq[i] = (gq * xhat + bq) * k;
+                    }
+                    // a: batch rows in micro-panels of 6, feature q at offset q·6 in each
+                    // (the padding rows stay zero).
+                    for (blk, rows) in aq.chunks_exact(MR).enumerate() {
+                        let dst: &mut [f32; MR] = (&mut a[blk][q * MR..q * MR + MR])
+                            .try_into()
+                            .expect("6 floats");
+                        dst.copy_from_slice(rows);
+                    }
                 }
             }
-            // Padding: batch rows up to the micro-panel of 6, features up to the one of 3.
-            for i in n..n.div_ceil(MR) * MR {
-                for q in 0..w {
-                    a[i / MR][q * MR + i % MR] = 0.0;
-                }
-            }
+            // Padding: features up to the micro-panel of 3.
             for q in w..zt.len() / n {
                 for i in 0..n {
                     let at = MicroPanels::index(n, MR_DUAL, q, i);
@@ -615,8 +645,10 @@ impl FusedHead {
         g1: &[f32],
         be1: &[f32],
         (lr, wd, mu): (f32, f32, f32),
+        (x, next): (&[f32], &[usize]),
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let cols = &self.cols;
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
             .into_iter()
@@ -634,6 +666,7 @@ impl FusedHead {
             p.g.resize(Panels::len(n, rn), 0.0);
             p.gw2.fill(0.0);
             let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f32; rn], vec![0.0f32; rn]);
+            let (j0, j1) = cols[t];
             for i in 0..n {
                 let row = i * rn..(i + 1) * rn;
                 for k in 0..c {
@@ -687,8 +720,48 @@ impl FusedHead {
                 mu,
             };
             gemm::dual_product(nf, rn, n, zt, mt, &p.g, &mut step);
+            // This thread's features of the next batch's rows, for phase 1 of the next step
+            // (after the product, whose streaming would evict them from L2 again).
+            for &r in next {
+                prefetch(&x[r * nf + j0..r * nf + j1]);
+            }
         });
     }
+}
+
+/// Asks the CPU to bring `v` into its L2 cache (no-op off x86-64).
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in v.chunks(16) {
+        // SAFETY: prefetching is a hint with no effect on memory; the address is in `v`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
+}
+
+/// Mean and biased variance, two passes (as stable as PyTorch's for these sizes).
+fn mean_var(v: &[f32]) -> (f32, f32) {
+    let n = v.len() as f32;
+    let mean = lane_sum(v, |x| x) / n;
+    let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n;
+    (mean, var)
+}
+
+/// `Σ f(v[i])` over 8 interleaved partial sums (see `lane_dot`).
+#[inline(always)]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] += f(c[k]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `Σ a[i]·b[i]` over 8 interleaved partial sums (float addition is not associative, so a

@@ -373,9 +373,11 @@ impl Learner {
         let order = rows.order(epoch);
         fused.begin_epoch();
         let result = (|| -> Result<EpochResult> {
-            for (b, idx) in order.chunks(rows.bs.max(1)).enumerate() {
+            let batches: Vec<&[usize]> = order.chunks(rows.bs.max(1)).collect();
+            for (b, idx) in batches.iter().enumerate() {
                 let (lrs, mom) = fit.batch_rates();
-                let raw = fused.step(x, y, idx, lrs[2], fit.wds[2], fit.sgd.momentum())?;
+                let next = batches.get(b + 1).copied().unwrap_or(&[]);
+                let raw = fused.step(x, y, idx, next, lrs[2], fit.wds[2], fit.sgd.momentum())?;
                 if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                     return Ok(stop);
                 }
