@@ -10,23 +10,25 @@ import torch.nn as nn
 
 from fastai import _native
 
-NF, BS = 1024, 64
+NF, BS = 1024, 64  # resnet34's pooled width
 HEAD_START = 10  # resnet34: 8 body children, then the pool and Flatten
 
 
-def is_head(key):
-    return int(key.split(".")[0]) >= HEAD_START
+def is_head(key, start=HEAD_START):
+    first = key.split(".")[0]
+    return first.isdigit() and int(first) >= start
 
 
-def rows(n, c=2, seed=0):
+def rows(n, c=2, seed=0, nf=NF):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, NF, generator=g) * 2 + 0.5, torch.randint(0, c, (n,), generator=g)
+    return torch.randn(n, nf, generator=g) * 2 + 0.5, torch.randint(0, c, (n,), generator=g)
 
 
-def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, stop_after=None, schedule=("constant",)):
-    """A fresh resnet34 learner (same seed, so same initial head) trained on rows x, y."""
+def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, stop_after=None, schedule=("constant",),
+          arch="resnet34"):
+    """A fresh learner (same seed, so same initial head) trained on rows x, y."""
     torch.manual_seed(5)
-    learn = _native.Learner("resnet34", c, ps=ps)
+    learn = _native.Learner(arch, c, ps=ps)
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -39,7 +41,7 @@ def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, s
         lrs, smoothed, _ = learn.end_fit()
     finally:
         torch.set_num_threads(old)
-    head = {k: v.clone() for k, v in learn.state_dict() if is_head(k)}
+    head = {k: v.clone() for k, v in learn.state_dict() if is_head(k, learn.head_start)}
     return head, losses, smoothed
 
 
@@ -67,6 +69,15 @@ def test_fused_equals_autograd_with_more_classes_and_a_cosine_schedule():
     schedule = ("cos", 11, 1)
     fused, _, smooth_f = train(x, y, fused=True, c=5, ps=[0.1, 0.3], schedule=schedule, wd=1e-3)
     ref, _, smooth_r = train(x, y, fused=False, c=5, ps=[0.1, 0.3], schedule=schedule, wd=1e-3)
+    assert_heads_close(fused, ref)
+    np.testing.assert_allclose(smooth_f, smooth_r, rtol=1e-5)
+
+
+def test_fused_equals_autograd_on_efficientnet_width():
+    """EfficientNet-Lite0's head: 2560 features, split between threads off any 16 boundary."""
+    x, y = rows(300, seed=7, nf=2560)
+    fused, _, smooth_f = train(x, y, fused=True, arch="efficientnet_lite0")
+    ref, _, smooth_r = train(x, y, fused=False, arch="efficientnet_lite0")
     assert_heads_close(fused, ref)
     np.testing.assert_allclose(smooth_f, smooth_r, rtol=1e-5)
 
