@@ -17,8 +17,9 @@
 //! `∂γ1 = Σ_r W1∘Q`, `∂β1 = Σ_r W1∘S` (no product `G·W1` back to the input).
 //!
 //! How the work is split, for T threads (`torch.get_num_threads()`):
-//! - phase 1, by input feature: gather the batch rows, BatchNorm 1 with batch statistics,
-//!   dropout 1; write `a`, `zᵀ`, `mᵀ` in the layouts the kernels read;
+//! - phase 1, by input feature: gather the batch rows (prefetched into cache during the
+//!   previous step: they are scattered over the whole activation array), BatchNorm 1 with
+//!   batch statistics, dropout 1; write `a`, `zᵀ`, `mᵀ` in the layouts the kernels read;
 //! - phase 2, by hidden unit: `h = a·W1ᵀ + b1`, ReLU, BatchNorm 2, dropout 2, and each
 //!   thread's share of the logits;
 //! - main thread: log-softmax, NLL loss and its gradient;
@@ -29,7 +30,8 @@
 //!
 //! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in its
 //! own panel layout for the whole epoch; [`FusedHead::begin_epoch`] copies them in and
-//! [`FusedHead::end_epoch`] writes them back, which the learner does on every exit.
+//! [`FusedHead::end_epoch`] writes them back, which the learner does on every exit (so a
+//! batch callback that reads W1 mid-epoch sees its value at the start of the epoch).
 //! Everything else is read and written in the model's tensors directly.
 //!
 //! Numerics: the same operations as PyTorch in float32 (BatchNorm's biased variance for
@@ -148,8 +150,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl FusedHead {
     /// The hand-written step for `head`, or None when it does not apply (parameters not
-    /// contiguous float32 on the CPU, a hidden width that is not a multiple of 16, or no
-    /// AVX2/FMA).
+    /// contiguous float32 on the CPU, a hidden width that is not a multiple of 16, an odd
+    /// input width, or no AVX2/FMA).
     pub fn new(head: OneHidden, threads: usize) -> Result<Option<Self>> {
         if !gemm::available() {
             return Ok(None);
@@ -182,7 +184,9 @@ impl FusedHead {
             &[nh, nf] => (nh as usize, nf as usize),
             _ => return Ok(None),
         };
-        if nh % NR != 0 || nf == 0 {
+        // Whole panels of hidden units; an even width so that features pair up in dropout
+        // draws (phase 1). Both hold for every head fastai builds (nf = 2 × channels).
+        if nh % NR != 0 || nf == 0 || nf % 2 != 0 {
             return Ok(None);
         }
         let c = head.w2.size()[0] as usize;
