@@ -28,8 +28,8 @@
 //!   BatchNorm 1's gradients;
 //! - main thread: the SGD steps of BatchNorm 1, W2 and b2.
 //!
-//! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in its
-//! own panel layout for the whole epoch; [`FusedHead::begin_epoch`] copies them in and
+//! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in the
+//! kernels' panel layout for the whole epoch; [`FusedHead::begin_epoch`] copies them in and
 //! [`FusedHead::end_epoch`] writes them back, which the learner does on every exit (so a
 //! batch callback that reads W1 mid-epoch sees its value at the start of the epoch).
 //! Everything else is read and written in the model's tensors directly.
@@ -43,38 +43,36 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use super::gemm::{self, Epilogue, MicroPanels, Panels, MR, MR_DUAL, NR};
+use super::gemm::{self, gt_index, gt_len, w_index, zm_index, Epilogue, BP, FP};
 use crate::models::head::{draw_seed, DropoutMask, OneHidden};
 use crate::models::BatchNorm;
 use crate::{Error, Result};
 
-/// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit.
+/// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit. Per-unit
+/// arrays are unit-major (`[q·n + i]` for unit r0 + q and batch row i).
 struct RowPart {
     r0: usize,
     r1: usize,
-    /// W1's rows r0..r1 as W1ᵀ (nf × rows) in [`Panels`] layout, and their momentum.
+    /// W1's rows r0..r1 in [`w_index`] layout, and their momentum.
     w1: Vec<f32>,
     v1: Vec<f32>,
     v_b1: Vec<f32>,
     v_g2: Vec<f32>,
     v_be2: Vec<f32>,
-    /// n × rows, row-major: layer 1's output, then the ReLU's (its sign is the ReLU's
-    /// gradient mask).
-    h: Vec<f32>,
-    /// n × rows: BatchNorm 2's normalised input, dropout 2's mask, layer 2's input, and the
-    /// gradient at BatchNorm 2's output.
+    /// rows × np: layer 1's output, then the ReLU's (its sign is the ReLU's gradient mask).
+    ht: Vec<f32>,
+    /// rows × n: BatchNorm 2's normalised input, dropout 2's mask, layer 2's input.
     xhat2: Vec<f32>,
     m2: Vec<f32>,
     d2: Vec<f32>,
-    dy: Vec<f32>,
     inv_std2: Vec<f32>,
-    /// n × c: this part's share of the logits.
+    /// c × n: this part's share of the logits, class-major.
     logits: Vec<f32>,
-    /// G (n × rows) in [`Panels`] layout: the gradient at layer 1's output.
-    g: Vec<f32>,
-    /// nf × 8 partial sums of BatchNorm 1's γ and β gradients.
-    sg8: Vec<f32>,
-    sb8: Vec<f32>,
+    /// Gᵀ, the gradient at layer 1's output, in [`gt_index`] layout.
+    gt: Vec<f32>,
+    /// nf each: this part's share of BatchNorm 1's γ and β gradients.
+    sg: Vec<f32>,
+    sb: Vec<f32>,
     /// c × rows: the gradient of W2's columns r0..r1.
     gw2: Vec<f32>,
 }
@@ -85,16 +83,17 @@ pub struct FusedHead {
     nh: usize,
     c: usize,
     t: OneHidden,
-    /// Input features per thread (phase 1), multiples of 6 (whole micro-panels of zᵀ, and
-    /// pairs of features, which share their dropout draws).
+    /// Input features per thread (phase 1), whole panels of 16.
     cols: Vec<(usize, usize)>,
-    /// Hidden units per thread (phases 2 and 4), multiples of 16 (a panel of W1ᵀ).
+    /// Hidden units per thread (phases 2 and 4), multiples of 16 (even: pairs of units share
+    /// dropout draws).
     row_ranges: Vec<(usize, usize)>,
     rows: Vec<Mutex<RowPart>>,
-    /// a (n × nf) in micro-panels of 6 rows; zᵀ and mᵀ (nf × n) in micro-panels of 3.
-    a: Vec<f32>,
-    zt: Vec<f32>,
-    mt: Vec<f32>,
+    /// Layer 1's input as aᵀ (nf × np) in [`at_index`] layout; z = m·x̂ and the mask m
+    /// (n × nf) in [`zm_index`] layout.
+    at: Vec<f32>,
+    z: Vec<f32>,
+    m: Vec<f32>,
     v_g1: Vec<f32>,
     v_be1: Vec<f32>,
     v_w2: Vec<f32>,
@@ -150,8 +149,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl FusedHead {
     /// The hand-written step for `head`, or None when it does not apply (parameters not
-    /// contiguous float32 on the CPU, a hidden width that is not a multiple of 16, an odd
-    /// input width, or no AVX2/FMA).
+    /// contiguous float32 on the CPU, an input or hidden width that is not a multiple of 16,
+    /// or no AVX2/FMA).
     pub fn new(head: OneHidden, threads: usize) -> Result<Option<Self>> {
         if !gemm::available() {
             return Ok(None);
@@ -184,15 +183,15 @@ impl FusedHead {
             &[nh, nf] => (nh as usize, nf as usize),
             _ => return Ok(None),
         };
-        // Whole panels of hidden units; an even width so that features pair up in dropout
-        // draws (phase 1). Both hold for every head fastai builds (nf = 2 × channels).
-        if nh % NR != 0 || nf == 0 || nf % 2 != 0 {
+        // Whole panels of features and hidden units (which also makes both even, as the
+        // paired dropout draws need): true of every head fastai builds on our bodies.
+        if nh % FP != 0 || nf % FP != 0 || nf == 0 {
             return Ok(None);
         }
         let c = head.w2.size()[0] as usize;
         // Each thread gets at least two panels of hidden units (below that the hand-off
         // between phases costs more than the work).
-        let threads = threads.clamp(1, (nh / (2 * NR)).max(1));
+        let threads = threads.clamp(1, (nh / (2 * FP)).max(1));
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -208,7 +207,7 @@ impl FusedHead {
         } else {
             None
         };
-        let row_ranges = split(nh, threads, NR);
+        let row_ranges = split(nh, threads, FP);
         let rows = row_ranges
             .iter()
             .map(|&(r0, r1)| {
@@ -216,21 +215,20 @@ impl FusedHead {
                 Mutex::new(RowPart {
                     r0,
                     r1,
-                    w1: vec![0.0; Panels::len(nf, n)],
-                    v1: vec![0.0; Panels::len(nf, n)],
+                    w1: vec![0.0; n * nf],
+                    v1: vec![0.0; n * nf],
                     v_b1: vec![0.0; n],
                     v_g2: vec![0.0; n],
                     v_be2: vec![0.0; n],
-                    h: Vec::new(),
+                    ht: Vec::new(),
                     xhat2: Vec::new(),
                     m2: Vec::new(),
                     d2: Vec::new(),
-                    dy: Vec::new(),
                     inv_std2: vec![0.0; n],
                     logits: Vec::new(),
-                    g: Vec::new(),
-                    sg8: vec![0.0; nf * 8],
-                    sb8: vec![0.0; nf * 8],
+                    gt: Vec::new(),
+                    sg: vec![0.0; nf],
+                    sb: vec![0.0; nf],
                     gw2: vec![0.0; c * n],
                 })
             })
@@ -240,12 +238,12 @@ impl FusedHead {
             nf,
             nh,
             c,
-            cols: split(nf, threads, 2 * MR_DUAL),
+            cols: split(nf, threads, FP),
             row_ranges,
             rows,
-            a: Vec::new(),
-            zt: Vec::new(),
-            mt: Vec::new(),
+            at: Vec::new(),
+            z: Vec::new(),
+            m: Vec::new(),
             v_g1: vec![0.0; nf],
             v_be1: vec![0.0; nf],
             v_w2: vec![0.0; c * nh],
@@ -267,9 +265,10 @@ impl FusedHead {
         let nf = self.nf;
         for part in &mut self.rows {
             let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
-            for r in 0..p.r1 - p.r0 {
+            let rows = p.r1 - p.r0;
+            for r in 0..rows {
                 for j in 0..nf {
-                    p.w1[Panels::index(nf, j, r)] = w1[(p.r0 + r) * nf + j];
+                    p.w1[w_index(rows, r, j)] = w1[(p.r0 + r) * nf + j];
                 }
             }
         }
@@ -286,9 +285,10 @@ impl FusedHead {
         let nf = self.nf;
         for part in &mut self.rows {
             let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
-            for r in 0..p.r1 - p.r0 {
+            let rows = p.r1 - p.r0;
+            for r in 0..rows {
                 for j in 0..nf {
-                    w1[(p.r0 + r) * nf + j] = p.w1[Panels::index(nf, j, r)];
+                    w1[(p.r0 + r) * nf + j] = p.w1[w_index(rows, r, j)];
                 }
             }
         }
@@ -365,10 +365,10 @@ impl FusedHead {
         self.batchnorm1(x, idx, &mask1, g1, be1, rm1, rv1);
         self.forward_hidden(n, &mask2, b1, g2, be2, rm2, rv2, w2);
 
-        // ---- main thread: log-softmax, NLL loss and its gradient ----
-        let mut dl = vec![0.0f32; n * c];
-        for row in dl.chunks_mut(c) {
-            row.copy_from_slice(b2);
+        // ---- main thread: log-softmax, NLL loss and its gradient (dl: c × n, class-major) ----
+        let mut dl = vec![0.0f32; c * n];
+        for (k, row) in dl.chunks_mut(n).enumerate() {
+            row.fill(b2[k]);
         }
         for part in &self.rows {
             for (d, l) in dl.iter_mut().zip(&lock(part).logits) {
@@ -376,11 +376,18 @@ impl FusedHead {
             }
         }
         let mut loss = 0.0f64;
-        for (row, &label) in dl.chunks_mut(c).zip(&labels) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let lse = max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
-            loss -= (row[label] - lse) as f64;
-            for (k, v) in row.iter_mut().enumerate() {
+        for (i, &label) in labels.iter().enumerate() {
+            let max = (0..c)
+                .map(|k| dl[k * n + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let lse = max
+                + (0..c)
+                    .map(|k| (dl[k * n + i] - max).exp())
+                    .sum::<f32>()
+                    .ln();
+            loss -= (dl[label * n + i] - lse) as f64;
+            for k in 0..c {
+                let v = &mut dl[k * n + i];
                 *v = ((*v - lse).exp() - if k == label { 1.0 } else { 0.0 }) / n as f32;
             }
         }
@@ -390,11 +397,8 @@ impl FusedHead {
         // ---- main thread: BatchNorm 1's γ and β, W2 and b2 ----
         let parts: Vec<_> = self.rows.iter().map(lock).collect();
         for j in 0..nf {
-            let (mut sg, mut sb) = (0.0f32, 0.0f32);
-            for p in &parts {
-                sg += p.sg8[j * 8..j * 8 + 8].iter().sum::<f32>();
-                sb += p.sb8[j * 8..j * 8 + 8].iter().sum::<f32>();
-            }
+            let sg: f32 = parts.iter().map(|p| p.sg[j]).sum();
+            let sb: f32 = parts.iter().map(|p| p.sb[j]).sum();
             gemm::sgd_update(&mut g1[j], &mut self.v_g1[j], sg, lr, wd, mu);
             gemm::sgd_update(&mut be1[j], &mut self.v_be1[j], sb, lr, wd, mu);
         }
@@ -415,14 +419,14 @@ impl FusedHead {
             }
         }
         for k in 0..c {
-            let grad: f32 = (0..n).map(|i| dl[i * c + k]).sum();
+            let grad: f32 = dl[k * n..(k + 1) * n].iter().sum();
             gemm::sgd_update(&mut b2[k], &mut self.v_b2[k], grad, lr, wd, mu);
         }
         Ok(loss / n as f64)
     }
 
     /// Phase 1, by input feature: BatchNorm 1 on batch statistics (updating the running
-    /// ones), dropout 1, and `a`, `zᵀ`, `mᵀ` in their kernel layouts.
+    /// ones), dropout 1, and aᵀ, z, m in their kernel layouts.
     #[allow(clippy::too_many_arguments)]
     fn batchnorm1(
         &mut self,
@@ -435,77 +439,66 @@ impl FusedHead {
         rv1: &mut [f32],
     ) {
         let (nf, n) = (self.nf, idx.len());
+        let np = n.div_ceil(BP) * BP;
         let (eps, mom) = (self.t.bn1.eps as f32, self.t.bn1.momentum as f32);
-        self.a.resize(MicroPanels::len(n, nf, MR), 0.0);
-        self.zt.resize(MicroPanels::len(nf, n, MR_DUAL), 0.0);
-        self.mt.resize(MicroPanels::len(nf, n, MR_DUAL), 0.0);
+        self.at.resize(nf * np, 0.0);
+        self.z.resize(n * nf, 0.0);
+        self.m.resize(n * nf, 0.0);
         let cols = &self.cols;
         let widths = || cols.iter().map(|&(j0, j1)| j1 - j0);
-        // a: within each micro-panel of 6 batch rows, a thread's features are one run.
-        let mut a: Vec<Vec<&mut [f32]>> = cols.iter().map(|_| Vec::new()).collect();
-        for block in self.a.chunks_mut(nf * MR) {
-            for (t, piece) in pieces(block, widths().map(|w| w * MR))
+        // aᵀ: within each panel of 32 batch columns, a thread's features are one run of rows.
+        let mut at: Vec<Vec<&mut [f32]>> = cols.iter().map(|_| Vec::new()).collect();
+        for panel in self.at.chunks_mut(nf * BP) {
+            for (t, piece) in pieces(panel, widths().map(|w| w * BP))
                 .into_iter()
                 .enumerate()
             {
-                a[t].push(piece);
+                at[t].push(piece);
             }
         }
-        // zᵀ, mᵀ: a thread's features are whole micro-panels of 3 (the last one padded).
-        let padded = |&(j0, j1): &(usize, usize)| {
-            (if j1 == nf {
-                j1.div_ceil(MR_DUAL) * MR_DUAL
-            } else {
-                j1
-            }) - j0
-        };
-        let zt = pieces(&mut self.zt, cols.iter().map(|r| padded(r) * n));
-        let mt = pieces(&mut self.mt, cols.iter().map(|r| padded(r) * n));
+        // z, m: a thread's features are whole panels of 16.
+        let z = pieces(&mut self.z, widths().map(|w| w * n));
+        let m = pieces(&mut self.m, widths().map(|w| w * n));
         let params = pieces(g1, widths())
             .into_iter()
             .zip(pieces(be1, widths()))
             .zip(pieces(rm1, widths()))
             .zip(pieces(rv1, widths()));
-        let parts: Vec<_> = a
+        let parts: Vec<_> = at
             .into_iter()
-            .zip(zt)
-            .zip(mt)
+            .zip(z)
+            .zip(m)
             .zip(params)
-            .map(|(((a, zt), mt), (((g, be), rm), rv))| Mutex::new((a, zt, mt, g, be, rm, rv)))
+            .map(|(((at, z), m), (((g, be), rm), rv))| Mutex::new((at, z, m, g, be, rm, rv)))
             .collect();
         each(&self.pool, |t| {
             let mut guard = lock(&parts[t]);
-            let (a, zt, mt, g, be, rm, rv) = &mut *guard;
+            let (at, z, m, g, be, rm, rv) = &mut *guard;
             // Plain slices (not through the guard) so the compiler keeps their addresses in
             // registers inside the loops.
-            let (zt, mt, g, be, rm, rv): (
+            let (z, m, g, be, rm, rv): (
                 &mut [f32],
                 &mut [f32],
                 &[f32],
                 &[f32],
                 &mut [f32],
                 &mut [f32],
-            ) = (zt, mt, g, be, rm, rv);
+            ) = (z, m, g, be, rm, rv);
             let (j0, j1) = cols[t];
             let w = j1 - j0;
             // The batch's rows, transposed to feature-major (xs[q·n + i]) 16 features at a
             // time, so that everything below runs along contiguous memory.
             let mut xs = vec![0.0f32; w * n];
-            for q0 in (0..w).step_by(NR) {
-                let q1 = (q0 + NR).min(w);
+            for q0 in (0..w).step_by(FP) {
                 for (i, &r) in idx.iter().enumerate() {
-                    for (q, &v) in (q0..q1).zip(&x[r * nf + j0 + q0..r * nf + j0 + q1]) {
+                    for (q, &v) in (q0..q0 + FP).zip(&x[r * nf + j0 + q0..r * nf + j0 + q0 + FP]) {
                         xs[q * n + i] = v;
                     }
                 }
             }
-            let mut a_col = [
-                vec![0.0f32; n.div_ceil(MR) * MR],
-                vec![0.0f32; n.div_ceil(MR) * MR],
-            ];
             let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
+            let mut a_col = vec![0.0f32; np];
             for q0 in (0..w).step_by(2) {
-                let pair = (w - q0).min(2);
                 // Dropout 1 keeps element (i, j) by draw (i·nf + j)/2: features j0+q0 and
                 // j0+q0+1 (j0 + q0 is even) share each draw.
                 if let Some(mk) = mask {
@@ -515,7 +508,7 @@ impl FusedHead {
                         keep[1][i] = k1;
                     }
                 }
-                for u in 0..pair {
+                for (u, kq) in keep.iter().enumerate() {
                     let q = q0 + u;
                     let col = &xs[q * n..(q + 1) * n];
                     let (mean, var) = mean_var(col);
@@ -523,39 +516,25 @@ impl FusedHead {
                     rm[q] = (1.0 - mom) * rm[q] + mom * mean;
                     rv[q] = (1.0 - mom) * rv[q] + mom * var * n as f32 / (n - 1) as f32;
                     let (gq, bq) = (g[q], be[q]);
-                    // zᵀ, mᵀ: feature q's micro-panel of 3 holds its batch at stride 3.
-                    let base = (q / MR_DUAL) * n * MR_DUAL + q % MR_DUAL;
-                    let (zq, mq) = (&mut zt[base..], &mut mt[base..]);
-                    let (kq, aq) = (&keep[u], &mut a_col[u]);
+                    // z and m: feature q's batch at stride 16 inside its panel.
+                    let base = zm_index(n, 0, q);
                     for i in 0..n {
                         let xhat = (col[i] - mean) * scale;
                         let k = kq[i];
-                        zq[i * MR_DUAL] = xhat * k;
-                        mq[i * MR_DUAL] = k;
-                        aq[i] = (gq * xhat + bq) * k;
+                        z[base + i * FP] = xhat * k;
+                        m[base + i * FP] = k;
+                        a_col[i] = (gq * xhat + bq) * k;
                     }
-                    // a: batch rows in micro-panels of 6, feature q at offset q·6 in each
-                    // (the padding rows stay zero).
-                    for (blk, rows) in aq.chunks_exact(MR).enumerate() {
-                        let dst: &mut [f32; MR] = (&mut a[blk][q * MR..q * MR + MR])
-                            .try_into()
-                            .expect("6 floats");
-                        dst.copy_from_slice(rows);
+                    // aᵀ: feature q's row, 32 batch columns per panel (the padding stays 0).
+                    for (panel, vals) in at.iter_mut().zip(a_col.chunks_exact(BP)) {
+                        panel[q * BP..(q + 1) * BP].copy_from_slice(vals);
                     }
-                }
-            }
-            // Padding: features up to the micro-panel of 3.
-            for q in w..zt.len() / n {
-                for i in 0..n {
-                    let at = MicroPanels::index(n, MR_DUAL, q, i);
-                    zt[at] = 0.0;
-                    mt[at] = 0.0;
                 }
             }
         });
     }
 
-    /// Phase 2, by hidden unit: layer 1 (`h = a·W1ᵀ + b1`), ReLU, BatchNorm 2 on batch
+    /// Phase 2, by hidden unit: layer 1 (`hᵀ = W1·aᵀ + b1`), ReLU, BatchNorm 2 on batch
     /// statistics, dropout 2, and each part's share of the logits.
     #[allow(clippy::too_many_arguments)]
     fn forward_hidden(
@@ -570,6 +549,7 @@ impl FusedHead {
         w2: &[f32],
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let np = n.div_ceil(BP) * BP;
         let (eps, mom) = (self.t.bn2.eps as f32, self.t.bn2.momentum as f32);
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
@@ -580,55 +560,61 @@ impl FusedHead {
         let params: Vec<_> = params
             .map(|(((g, be), rm), rv)| Mutex::new((g, be, rm, rv)))
             .collect();
-        let (a, rows) = (&self.a, &self.rows);
+        let (at, rows) = (&self.at, &self.rows);
         each(&self.pool, |t| {
             let mut p = lock(&rows[t]);
             let p = &mut *p;
             let mut guard = lock(&params[t]);
             let (g, be, rm, rv) = &mut *guard;
             let (r0, rn) = (p.r0, p.r1 - p.r0);
-            for buf in [&mut p.h, &mut p.xhat2, &mut p.m2, &mut p.d2] {
-                buf.resize(n * rn, 0.0);
+            p.ht.resize(rn * np, 0.0);
+            for buf in [&mut p.xhat2, &mut p.m2, &mut p.d2] {
+                buf.resize(rn * n, 0.0);
             }
-            gemm::product(n, rn, nf, a, &p.w1, &mut p.h);
-            let b = &b1[r0..r0 + rn];
-            let mut mean = vec![0.0f32; rn];
-            for h in p.h.chunks_mut(rn) {
-                for ((v, bias), s) in h.iter_mut().zip(b).zip(mean.iter_mut()) {
-                    *v = (*v + bias).max(0.0);
-                    *s += *v;
-                }
-            }
-            mean.iter_mut().for_each(|s| *s /= n as f32);
-            let mut var = vec![0.0f32; rn];
-            for h in p.h.chunks(rn) {
-                var.iter_mut()
-                    .zip(h)
-                    .zip(&mean)
-                    .for_each(|((s, v), mu)| *s += (v - mu) * (v - mu));
-            }
-            for q in 0..rn {
-                let v = var[q] / n as f32;
-                p.inv_std2[q] = 1.0 / (v + eps).sqrt();
-                rm[q] = (1.0 - mom) * rm[q] + mom * mean[q];
-                rv[q] = (1.0 - mom) * rv[q] + mom * v * n as f32 / (n - 1) as f32;
-            }
+            gemm::product(rn, np, nf, &p.w1, at, &mut p.ht);
             p.logits.clear();
-            p.logits.resize(n * c, 0.0);
-            for i in 0..n {
-                let row = i * rn..(i + 1) * rn;
-                match mask {
-                    Some(mk) => mk.fill(i * nh + r0, &mut p.m2[row.clone()]),
-                    None => p.m2[row.clone()].fill(1.0),
+            p.logits.resize(c * n, 0.0);
+            let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
+            for q0 in (0..rn).step_by(2) {
+                // Dropout 2 keeps element (i, r) by draw (i·nh + r)/2: units r0+q0 and
+                // r0+q0+1 (r0 + q0 is even) share each draw.
+                if let Some(mk) = mask {
+                    for i in 0..n {
+                        let (k0, k1) = mk.pair((i * nh + r0 + q0) / 2);
+                        keep[0][i] = k0;
+                        keep[1][i] = k1;
+                    }
                 }
-                for q in 0..rn {
-                    let xhat = (p.h[i * rn + q] - mean[q]) * p.inv_std2[q];
-                    p.xhat2[i * rn + q] = xhat;
-                    p.d2[i * rn + q] = (g[q] * xhat + be[q]) * p.m2[i * rn + q];
-                }
-                for k in 0..c {
-                    p.logits[i * c + k] =
-                        lane_dot(&p.d2[row.clone()], &w2[k * nh + r0..k * nh + r0 + rn]);
+                for (u, kq) in keep.iter().enumerate() {
+                    let q = q0 + u;
+                    let h = &mut p.ht[q * np..q * np + n];
+                    let bias = b1[r0 + q];
+                    h.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+                    let (mean, var) = mean_var(h);
+                    let inv_std = 1.0 / (var + eps).sqrt();
+                    p.inv_std2[q] = inv_std;
+                    rm[q] = (1.0 - mom) * rm[q] + mom * mean;
+                    rv[q] = (1.0 - mom) * rv[q] + mom * var * n as f32 / (n - 1) as f32;
+                    let (gq, bq) = (g[q], be[q]);
+                    let row = q * n..(q + 1) * n;
+                    let (xhat2, m2, d2) = (
+                        &mut p.xhat2[row.clone()],
+                        &mut p.m2[row.clone()],
+                        &mut p.d2[row],
+                    );
+                    for i in 0..n {
+                        let xhat = (h[i] - mean) * inv_std;
+                        xhat2[i] = xhat;
+                        m2[i] = kq[i];
+                        d2[i] = (gq * xhat + bq) * kq[i];
+                    }
+                    for k in 0..c {
+                        let w = w2[k * nh + r0 + q];
+                        p.logits[k * n..(k + 1) * n]
+                            .iter_mut()
+                            .zip(d2.iter())
+                            .for_each(|(l, d)| *l += d * w);
+                    }
                 }
             }
         });
@@ -636,7 +622,7 @@ impl FusedHead {
 
     /// Phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping b1,
     /// γ2, β2 and collecting W2's gradient) to G, then `Q = Gᵀz`, `S = Gᵀm` whose epilogue
-    /// steps W1 and collects BatchNorm 1's gradients.
+    /// steps W1 and collects BatchNorm 1's gradients. Ends by prefetching the next batch.
     #[allow(clippy::too_many_arguments)]
     fn backward_hidden(
         &mut self,
@@ -652,6 +638,7 @@ impl FusedHead {
         (x, next): (&[f32], &[usize]),
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
+        let np = n.div_ceil(BP) * BP;
         let cols = &self.cols;
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
@@ -659,73 +646,64 @@ impl FusedHead {
             .zip(pieces(be2, widths()))
             .zip(pieces(b1, widths()));
         let params: Vec<_> = params.map(|((g, be), b)| Mutex::new((g, be, b))).collect();
-        let (zt, mt, rows) = (&self.zt, &self.mt, &self.rows);
+        let (z, m, rows) = (&self.z, &self.m, &self.rows);
         each(&self.pool, |t| {
             let mut p = lock(&rows[t]);
             let p = &mut *p;
             let mut guard = lock(&params[t]);
             let (g, be, b) = &mut *guard;
             let (r0, rn) = (p.r0, p.r1 - p.r0);
-            p.dy.resize(n * rn, 0.0);
-            p.g.resize(Panels::len(n, rn), 0.0);
-            p.gw2.fill(0.0);
-            let (mut sum_dy, mut sum_dy_xhat) = (vec![0.0f32; rn], vec![0.0f32; rn]);
-            let (j0, j1) = cols[t];
-            for i in 0..n {
-                let row = i * rn..(i + 1) * rn;
-                for k in 0..c {
-                    let d = dl[i * c + k];
-                    let w2k = &w2[k * nh + r0..k * nh + r0 + rn];
-                    p.dy[row.clone()]
-                        .iter_mut()
-                        .zip(w2k)
-                        .for_each(|(dy, w)| *dy = if k == 0 { d * w } else { *dy + d * w });
-                    p.gw2[k * rn..(k + 1) * rn]
-                        .iter_mut()
-                        .zip(&p.d2[row.clone()])
-                        .for_each(|(s, x)| *s += d * x);
-                }
-                for q in 0..rn {
-                    let dy = p.dy[i * rn + q] * p.m2[i * rn + q];
-                    p.dy[i * rn + q] = dy;
-                    sum_dy[q] += dy;
-                    sum_dy_xhat[q] += dy * p.xhat2[i * rn + q];
-                }
-            }
-            let mut sum_g = vec![0.0f32; rn];
-            for i in 0..n {
-                for q in 0..rn {
-                    let dx = g[q] * p.inv_std2[q] / n as f32
-                        * (n as f32 * p.dy[i * rn + q]
-                            - sum_dy[q]
-                            - p.xhat2[i * rn + q] * sum_dy_xhat[q]);
-                    let gr = if p.h[i * rn + q] > 0.0 { dx } else { 0.0 };
-                    p.g[Panels::index(n, i, q)] = gr;
-                    sum_g[q] += gr;
-                }
-            }
+            p.gt.clear();
+            p.gt.resize(gt_len(rn, n), 0.0);
+            let mut dy = vec![0.0f32; n];
             for q in 0..rn {
-                gemm::sgd_update(&mut g[q], &mut p.v_g2[q], sum_dy_xhat[q], lr, wd, mu);
-                gemm::sgd_update(&mut be[q], &mut p.v_be2[q], sum_dy[q], lr, wd, mu);
-                gemm::sgd_update(&mut b[q], &mut p.v_b1[q], sum_g[q], lr, wd, mu);
+                let r = r0 + q;
+                let row = q * n..(q + 1) * n;
+                // Back through layer 2 (old W2) and dropout 2; W2's gradient.
+                dy.fill(0.0);
+                for k in 0..c {
+                    let (dlk, w) = (&dl[k * n..(k + 1) * n], w2[k * nh + r]);
+                    dy.iter_mut().zip(dlk).for_each(|(d, l)| *d += l * w);
+                    p.gw2[k * rn + q] = lane_dot(dlk, &p.d2[row.clone()]);
+                }
+                dy.iter_mut()
+                    .zip(&p.m2[row.clone()])
+                    .for_each(|(d, k)| *d *= k);
+                // BatchNorm 2 backward, then the ReLU's mask.
+                let xhat = &p.xhat2[row];
+                let sum_dy = lane_sum(&dy, |v| v);
+                let sum_dy_xhat = lane_dot(&dy, xhat);
+                let scale = g[q] * p.inv_std2[q] / n as f32;
+                let h = &p.ht[q * np..q * np + n];
+                let mut sum_g = 0.0f32;
+                for i in 0..n {
+                    let dx = scale * (n as f32 * dy[i] - sum_dy - xhat[i] * sum_dy_xhat);
+                    let gr = if h[i] > 0.0 { dx } else { 0.0 };
+                    p.gt[gt_index(n, q, i)] = gr;
+                    sum_g += gr;
+                }
+                gemm::sgd_update(&mut g[q], &mut p.v_g2[q], sum_dy_xhat, lr, wd, mu);
+                gemm::sgd_update(&mut be[q], &mut p.v_be2[q], sum_dy, lr, wd, mu);
+                gemm::sgd_update(&mut b[q], &mut p.v_b1[q], sum_g, lr, wd, mu);
             }
-            p.sg8.fill(0.0);
-            p.sb8.fill(0.0);
+            p.sg.fill(0.0);
+            p.sb.fill(0.0);
             let mut step = StepW1 {
-                nf,
+                rows: rn,
                 w: &mut p.w1,
                 v: &mut p.v1,
-                sg8: &mut p.sg8,
-                sb8: &mut p.sb8,
+                sg: &mut p.sg,
+                sb: &mut p.sb,
                 g1,
                 be1,
                 lr,
                 wd,
                 mu,
             };
-            gemm::dual_product(nf, rn, n, zt, mt, &p.g, &mut step);
+            gemm::dual_product(rn, nf, n, &p.gt, z, m, &mut step);
             // This thread's features of the next batch's rows, for phase 1 of the next step
             // (after the product, whose streaming would evict them from L2 again).
+            let (j0, j1) = cols[t];
             for &r in next {
                 prefetch(&x[r * nf + j0..r * nf + j1]);
             }
@@ -787,16 +765,15 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Epilogue of `Qᵀ = zᵀG`, `Sᵀ = mᵀG` for one part's hidden units: at feature j and hidden
-/// units r..r+8, with W1ᵀ in [`Panels`] layout (k = nf),
-/// `∂γ1[j] += Σ W1·Q`, `∂β1[j] += Σ W1·S` (kept as 8 partial sums per feature), then W1's
-/// SGD step with gradient `γ1[j]·Q + β1[j]·S`.
+/// Epilogue of `Q = Gᵀz`, `S = Gᵀm` for one part's hidden units: at unit r and features
+/// j..j+16, with W1's rows in [`w_index`] layout, `∂γ1[j] += W1·Q`, `∂β1[j] += W1·S`, then
+/// W1's SGD step with gradient `γ1[j]·Q + β1[j]·S`.
 struct StepW1<'a> {
-    nf: usize,
+    rows: usize,
     w: &'a mut [f32],
     v: &'a mut [f32],
-    sg8: &'a mut [f32],
-    sb8: &'a mut [f32],
+    sg: &'a mut [f32],
+    sb: &'a mut [f32],
     g1: &'a [f32],
     be1: &'a [f32],
     lr: f32,
@@ -807,58 +784,59 @@ struct StepW1<'a> {
 impl Epilogue for StepW1<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn put8(
+    fn put16(
         &mut self,
         row: usize,
         col: usize,
-        q: std::arch::x86_64::__m256,
-        s: std::arch::x86_64::__m256,
+        q: [std::arch::x86_64::__m256; 2],
+        s: [std::arch::x86_64::__m256; 2],
     ) {
         use std::arch::x86_64::*;
-        let at = Panels::index(self.nf, row, col);
-        let (w, v) = (&mut self.w[at..at + 8], &mut self.v[at..at + 8]);
-        let (sg, sb) = (
-            &mut self.sg8[row * 8..row * 8 + 8],
-            &mut self.sb8[row * 8..row * 8 + 8],
-        );
-        // SAFETY: only reached from the AVX2 kernel (AVX2 present); every slice above holds
-        // the 8 floats read or written.
-        unsafe {
-            let wv = _mm256_loadu_ps(w.as_ptr());
-            _mm256_storeu_ps(
-                sg.as_mut_ptr(),
-                _mm256_fmadd_ps(wv, q, _mm256_loadu_ps(sg.as_ptr())),
-            );
-            _mm256_storeu_ps(
-                sb.as_mut_ptr(),
-                _mm256_fmadd_ps(wv, s, _mm256_loadu_ps(sb.as_ptr())),
-            );
-            let grad = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_set1_ps(self.g1[row]), q),
-                _mm256_mul_ps(_mm256_set1_ps(self.be1[row]), s),
-            );
-            // torch.optim.SGD's order with separate multiplies and adds, as `sgd_update`.
-            let d = _mm256_add_ps(grad, _mm256_mul_ps(wv, _mm256_set1_ps(self.wd)));
-            let vv = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr()), _mm256_set1_ps(self.mu)),
-                d,
-            );
-            _mm256_storeu_ps(v.as_mut_ptr(), vv);
-            _mm256_storeu_ps(
-                w.as_mut_ptr(),
-                _mm256_sub_ps(wv, _mm256_mul_ps(_mm256_set1_ps(self.lr), vv)),
-            );
+        let at = w_index(self.rows, row, col);
+        let (w, v) = (&mut self.w[at..at + FP], &mut self.v[at..at + FP]);
+        let (sg, sb) = (&mut self.sg[col..col + FP], &mut self.sb[col..col + FP]);
+        let (g1, be1) = (&self.g1[col..col + FP], &self.be1[col..col + FP]);
+        for h in 0..2 {
+            let o = 8 * h;
+            // SAFETY: only reached from the AVX2 kernel (AVX2 present); every slice above
+            // holds the 16 floats read or written.
+            unsafe {
+                let wv = _mm256_loadu_ps(w.as_ptr().add(o));
+                _mm256_storeu_ps(
+                    sg.as_mut_ptr().add(o),
+                    _mm256_fmadd_ps(wv, q[h], _mm256_loadu_ps(sg.as_ptr().add(o))),
+                );
+                _mm256_storeu_ps(
+                    sb.as_mut_ptr().add(o),
+                    _mm256_fmadd_ps(wv, s[h], _mm256_loadu_ps(sb.as_ptr().add(o))),
+                );
+                let grad = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_loadu_ps(g1.as_ptr().add(o)), q[h]),
+                    _mm256_mul_ps(_mm256_loadu_ps(be1.as_ptr().add(o)), s[h]),
+                );
+                // torch.optim.SGD's order with separate multiplies and adds, as `sgd_update`.
+                let d = _mm256_add_ps(grad, _mm256_mul_ps(wv, _mm256_set1_ps(self.wd)));
+                let vv = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(o)), _mm256_set1_ps(self.mu)),
+                    d,
+                );
+                _mm256_storeu_ps(v.as_mut_ptr().add(o), vv);
+                _mm256_storeu_ps(
+                    w.as_mut_ptr().add(o),
+                    _mm256_sub_ps(wv, _mm256_mul_ps(_mm256_set1_ps(self.lr), vv)),
+                );
+            }
         }
     }
 
     fn put1(&mut self, row: usize, col: usize, q: f32, s: f32) {
-        let at = Panels::index(self.nf, row, col);
-        self.sg8[row * 8] += self.w[at] * q;
-        self.sb8[row * 8] += self.w[at] * s;
+        let at = w_index(self.rows, row, col);
+        self.sg[col] += self.w[at] * q;
+        self.sb[col] += self.w[at] * s;
         gemm::sgd_update(
             &mut self.w[at],
             &mut self.v[at],
-            self.g1[row] * q + self.be1[row] * s,
+            self.g1[col] * q + self.be1[col] * s,
             self.lr,
             self.wd,
             self.mu,

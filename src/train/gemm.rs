@@ -5,22 +5,31 @@
 //! Why not libtorch's `mm`: the head step splits each product between the cores by hand, and
 //! MKL inside libtorch runs its own OpenMP team whose spinning threads then fight ours; run
 //! single-threaded on these shapes (one side is the batch, 64) it also reaches only 60-75% of
-//! a core's FMA peak here. These are the textbook register-blocked kernels: a tile of C held
-//! in 12 AVX2 registers while k runs, A read as broadcast scalars from [`MicroPanels`], B read
-//! as 16 contiguous floats from [`Panels`].
+//! a core's FMA peak here.
 //!
-//! - [`product`]: `C = A·B` stored row-major (6 × 16 tiles).
-//! - [`dual_product`]: `C1 = A1·B` and `C2 = A2·B` at once (3 × 16 tiles of each), handed to
-//!   an [`Epilogue`] tile row by tile row, so the head step folds its SGD update into it.
+//! Both kernels hold a tile of 3 rows × 4 AVX2 vectors of C in 12 registers while k runs: per
+//! step of k, 3 scalars of the left operand are broadcast and stay in registers while 4
+//! vectors of the right operand stream past (3 broadcasts and 4 loads per 12 FMAs; the
+//! textbook 6 × 16 tile needs 6 broadcasts, which this CPU cannot issue as fast as the FMAs).
 //!
-//! They need AVX2 and FMA ([`available`]); elsewhere a plain loop computes the same values
+//! - [`product`]: `Hᵀ = W·Aᵀ` for layer 1's forward pass, W (hidden × features) in
+//!   [`w_index`] layout, Aᵀ (features × batch) in [`at_index`] layout.
+//! - [`dual_product`]: `Q = Gᵀ·Z` and `S = Gᵀ·M` at once for the backward pass, Gᵀ (hidden ×
+//!   batch) in [`gt_index`] layout, Z and M (batch × features) in [`zm_index`] layout, each
+//!   tile handed to an [`Epilogue`] (which folds W's SGD step into it).
+//!
+//! They need AVX2 and FMA ([`available`]); elsewhere plain loops compute the same values
 //! (slowly: the head step is not used there, only the unit tests run that path).
 
-/// Columns of B (and C) per panel.
-pub const NR: usize = 16;
-/// Rows of A per micro-panel in [`product`] and in [`dual_product`].
-pub const MR: usize = 6;
-pub const MR_DUAL: usize = 3;
+/// Columns of W (features) per panel, and of Z, M.
+pub const FP: usize = 16;
+/// Batch columns per panel of Aᵀ (and of Hᵀ's tiles): the batch is padded to a multiple.
+pub const BP: usize = 32;
+/// Rows (hidden units) per register tile.
+pub const MR: usize = 3;
+/// Steps of k per pass over Aᵀ in [`product`]: a 128 × 32 chunk (16 KiB) stays in L1 while
+/// every row tile of W passes.
+const KC: usize = 128;
 
 /// Whether this CPU can run the kernels.
 pub fn available() -> bool {
@@ -34,54 +43,55 @@ pub fn available() -> bool {
     }
 }
 
-/// B's layout: a k × n matrix as column panels of 16, element (p, j) at
-/// `(j / 16)·k·16 + p·16 + j % 16`, so one panel is k rows of 16 contiguous floats.
-pub struct Panels;
-
-impl Panels {
-    pub fn len(k: usize, n: usize) -> usize {
-        n.div_ceil(NR) * k * NR
-    }
-    #[inline(always)]
-    pub fn index(k: usize, p: usize, j: usize) -> usize {
-        (j / NR) * k * NR + p * NR + j % NR
-    }
+/// W (rows × cols, cols a multiple of 16) in panels of 16 columns: element (r, j).
+#[inline(always)]
+pub fn w_index(rows: usize, r: usize, j: usize) -> usize {
+    (j / FP) * rows * FP + r * FP + j % FP
 }
 
-/// A's layout: an m × k matrix as row micro-panels of `mr` rows, element (i, p) at
-/// `(i / mr)·k·mr + p·mr + i % mr`, so a kernel reads `mr` contiguous floats per step of k.
-/// Rows past m (up to a whole micro-panel) are padding the producer sets to zero.
-pub struct MicroPanels;
-
-impl MicroPanels {
-    pub fn len(m: usize, k: usize, mr: usize) -> usize {
-        m.div_ceil(mr) * k * mr
-    }
-    #[inline(always)]
-    pub fn index(k: usize, mr: usize, i: usize, p: usize) -> usize {
-        (i / mr) * k * mr + p * mr + i % mr
-    }
+/// Aᵀ (features × np, np a multiple of 32) in panels of 32 batch columns: element (j, i).
+#[inline(always)]
+pub fn at_index(features: usize, j: usize, i: usize) -> usize {
+    (i / BP) * features * BP + j * BP + i % BP
 }
 
-/// `c (m × n, row stride n) = A (m × k, micro-panels of 6) · B (k × n, panels)`; n must be a
-/// multiple of 16. B's panels are the outer loop: one panel (16·k floats) is read from cache
-/// by every micro-panel of A in turn.
-pub fn product(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(n % NR == 0, "product: n = {n} is not a multiple of {NR}");
+/// Z or M (n × features, features a multiple of 16) in panels of 16 features: element (i, j).
+#[inline(always)]
+pub fn zm_index(n: usize, i: usize, j: usize) -> usize {
+    (j / FP) * n * FP + i * FP + j % FP
+}
+
+/// Gᵀ (rows × n) in micro-panels of 3 rows (the last one zero-padded): element (r, i).
+#[inline(always)]
+pub fn gt_index(n: usize, r: usize, i: usize) -> usize {
+    (r / MR) * n * MR + i * MR + r % MR
+}
+
+/// Floats of a Gᵀ of `rows` rows (whole micro-panels).
+pub fn gt_len(rows: usize, n: usize) -> usize {
+    rows.div_ceil(MR) * n * MR
+}
+
+/// `hᵀ (m × np, row-major) = W (m × k) · Aᵀ (k × np)`, with k a multiple of 16 and np of 32.
+pub fn product(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f32]) {
     assert!(
-        a.len() >= MicroPanels::len(m, k, MR) && b.len() >= Panels::len(k, n) && c.len() >= m * n,
+        k % FP == 0 && np % BP == 0,
+        "product: k = {k} or np = {np} not whole panels"
+    );
+    assert!(
+        w.len() >= m * k && at.len() >= k * np && ht.len() >= m * np,
         "product: operand too short"
     );
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA are present; the asserts bound every index the kernel forms.
-        unsafe { product_avx2(m, n, k, a, b, c) };
+        unsafe { product_avx2(m, np, k, w, at, ht) };
         return;
     }
-    for i in 0..m {
-        for j in 0..n {
-            c[i * n + j] = (0..k)
-                .map(|p| a[MicroPanels::index(k, MR, i, p)] * b[Panels::index(k, p, j)])
+    for r in 0..m {
+        for i in 0..np {
+            ht[r * np + i] = (0..k)
+                .map(|j| w[w_index(m, r, j)] * at[at_index(k, j, i)])
                 .sum();
         }
     }
@@ -89,89 +99,113 @@ pub fn product(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product_avx2(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    use std::arch::x86_64::*;
-    for panel in 0..n / NR {
-        let bp = b.as_ptr().add(panel * k * NR);
-        for blk in 0..m.div_ceil(MR) {
-            let ap = a.as_ptr().add(blk * k * MR);
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            for p in 0..k {
-                let b0 = _mm256_loadu_ps(bp.add(p * NR));
-                let b1 = _mm256_loadu_ps(bp.add(p * NR + 8));
-                for (u, row) in acc.iter_mut().enumerate() {
-                    let av = _mm256_broadcast_ss(&*ap.add(p * MR + u));
-                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-                }
-            }
-            for (u, row) in acc.iter().enumerate() {
-                let i = blk * MR + u;
-                if i < m {
-                    let out = c.as_mut_ptr().add(i * n + panel * NR);
-                    _mm256_storeu_ps(out, row[0]);
-                    _mm256_storeu_ps(out.add(8), row[1]);
+unsafe fn product_avx2(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f32]) {
+    for panel in 0..np / BP {
+        for k0 in (0..k).step_by(KC) {
+            let kc = (k - k0).min(KC);
+            let b = at.as_ptr().add(panel * k * BP + k0 * BP);
+            for r0 in (0..m).step_by(MR) {
+                let c = ht.as_mut_ptr().add(r0 * np + panel * BP);
+                // W's rows r0.. from column k0: panel k0/16 onwards, rows 16 floats apart.
+                let a = w.as_ptr().add((k0 / FP) * m * FP + r0 * FP);
+                match m - r0 {
+                    1 => product_tile::<1>(kc, a, m * FP, b, c, np, k0 > 0),
+                    2 => product_tile::<2>(kc, a, m * FP, b, c, np, k0 > 0),
+                    _ => product_tile::<3>(kc, a, m * FP, b, c, np, k0 > 0),
                 }
             }
         }
     }
 }
 
-/// Eight consecutive columns of one row of the two products of [`dual_product`].
+/// R rows × 32 batch columns of Hᵀ over k steps: W's rows read 16 columns (one panel) at a
+/// time, `a_panel` floats apart; Aᵀ's chunk 32 floats per step. Adds to C when `accumulate`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_tile<const R: usize>(
+    k: usize,
+    a: *const f32,
+    a_panel: usize,
+    b: *const f32,
+    c: *mut f32,
+    rs_c: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 4]; R];
+    for p in 0..k {
+        let ap = a.add((p / FP) * a_panel + p % FP);
+        let bp = b.add(p * BP);
+        let mut x = [_mm256_setzero_ps(); R];
+        for (u, xu) in x.iter_mut().enumerate() {
+            *xu = _mm256_broadcast_ss(&*ap.add(u * FP));
+        }
+        for v in 0..4 {
+            let bv = _mm256_loadu_ps(bp.add(v * 8));
+            for u in 0..R {
+                acc[u][v] = _mm256_fmadd_ps(x[u], bv, acc[u][v]);
+            }
+        }
+    }
+    for (u, row) in acc.iter().enumerate() {
+        for (v, val) in row.iter().enumerate() {
+            let out = c.add(u * rs_c + v * 8);
+            let val = if accumulate {
+                _mm256_add_ps(_mm256_loadu_ps(out), *val)
+            } else {
+                *val
+            };
+            _mm256_storeu_ps(out, val);
+        }
+    }
+}
+
+/// One finished tile row of [`dual_product`]: 16 consecutive columns of one row of Q and S.
 pub trait Epilogue {
-    /// `c1`, `c2`: columns `col..col + 8` of row `row` of C1 and C2.
     #[cfg(target_arch = "x86_64")]
-    fn put8(
+    fn put16(
         &mut self,
         row: usize,
         col: usize,
-        c1: std::arch::x86_64::__m256,
-        c2: std::arch::x86_64::__m256,
+        q: [std::arch::x86_64::__m256; 2],
+        s: [std::arch::x86_64::__m256; 2],
     );
     /// One value of each (the portable path).
-    fn put1(&mut self, row: usize, col: usize, c1: f32, c2: f32);
+    fn put1(&mut self, row: usize, col: usize, q: f32, s: f32);
 }
 
-/// Rows of A per chunk in [`dual_product`]: both A chunks (2 · 256 · k floats, 128 KiB at
-/// k = 64) stay in L2 while B's panels pass.
-const DUAL_ROWS: usize = 256;
-
-/// `C1 = A1·B` and `C2 = A2·B` (A1, A2: m × k in micro-panels of 3; B: k × n in panels; n a
-/// multiple of 16), each tile handed to `out`. Visits rows in chunks of 256, B's panels
-/// within a chunk, so `out` touches a matrix stored in panels of 16 columns in runs of 256
-/// contiguous rows.
+/// `Q = Gᵀ·Z` and `S = Gᵀ·M` (m × n each; Gᵀ: m × k, Z and M: k × n, n a multiple of 16),
+/// each tile handed to `out`. Visits Z and M panel by panel (one panel, 2·16·k floats, stays
+/// in L1 while every row tile of Gᵀ passes), so `out` walks a matrix in [`w_index`] layout
+/// front to back.
 pub fn dual_product<E: Epilogue>(
     m: usize,
     n: usize,
     k: usize,
-    a1: &[f32],
-    a2: &[f32],
-    b: &[f32],
+    gt: &[f32],
+    z: &[f32],
+    mk: &[f32],
     out: &mut E,
 ) {
+    assert!(n % FP == 0, "dual_product: n = {n} is not whole panels");
     assert!(
-        n % NR == 0,
-        "dual_product: n = {n} is not a multiple of {NR}"
-    );
-    let la = MicroPanels::len(m, k, MR_DUAL);
-    assert!(
-        a1.len() >= la && a2.len() >= la && b.len() >= Panels::len(k, n),
+        gt.len() >= gt_len(m, k) && z.len() >= k * n && mk.len() >= k * n,
         "dual_product: operand too short"
     );
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA are present; the asserts bound every index the kernel forms.
-        unsafe { dual_avx2(m, n, k, a1, a2, b, out) };
+        unsafe { dual_avx2(m, n, k, gt, z, mk, out) };
         return;
     }
-    for i in 0..m {
+    for r in 0..m {
         for j in 0..n {
-            let dot = |a: &[f32]| {
+            let dot = |b: &[f32]| {
                 (0..k)
-                    .map(|p| a[MicroPanels::index(k, MR_DUAL, i, p)] * b[Panels::index(k, p, j)])
+                    .map(|i| gt[gt_index(k, r, i)] * b[zm_index(k, i, j)])
                     .sum()
             };
-            out.put1(i, j, dot(a1), dot(a2));
+            out.put1(r, j, dot(z), dot(mk));
         }
     }
 }
@@ -182,45 +216,37 @@ unsafe fn dual_avx2<E: Epilogue>(
     m: usize,
     n: usize,
     k: usize,
-    a1: &[f32],
-    a2: &[f32],
-    b: &[f32],
+    gt: &[f32],
+    z: &[f32],
+    mk: &[f32],
     out: &mut E,
 ) {
     use std::arch::x86_64::*;
-    let blocks = m.div_ceil(MR_DUAL);
-    let per_chunk = DUAL_ROWS / MR_DUAL;
-    for chunk in (0..blocks).step_by(per_chunk) {
-        for panel in 0..n / NR {
-            let bp = b.as_ptr().add(panel * k * NR);
-            for blk in chunk..(chunk + per_chunk).min(blocks) {
-                let (p1, p2) = (
-                    a1.as_ptr().add(blk * k * MR_DUAL),
-                    a2.as_ptr().add(blk * k * MR_DUAL),
-                );
-                let mut c1 = [[_mm256_setzero_ps(); 2]; MR_DUAL];
-                let mut c2 = [[_mm256_setzero_ps(); 2]; MR_DUAL];
-                // 12 accumulators, 2 rows of B and one broadcast: 15 of the 16 registers, so
-                // each broadcast is consumed before the next is loaded.
-                for p in 0..k {
-                    let b0 = _mm256_loadu_ps(bp.add(p * NR));
-                    let b1 = _mm256_loadu_ps(bp.add(p * NR + 8));
-                    for u in 0..MR_DUAL {
-                        let x = _mm256_broadcast_ss(&*p1.add(p * MR_DUAL + u));
-                        c1[u][0] = _mm256_fmadd_ps(x, b0, c1[u][0]);
-                        c1[u][1] = _mm256_fmadd_ps(x, b1, c1[u][1]);
-                        let x = _mm256_broadcast_ss(&*p2.add(p * MR_DUAL + u));
-                        c2[u][0] = _mm256_fmadd_ps(x, b0, c2[u][0]);
-                        c2[u][1] = _mm256_fmadd_ps(x, b1, c2[u][1]);
+    for panel in 0..n / FP {
+        let (zp, mp) = (
+            z.as_ptr().add(panel * k * FP),
+            mk.as_ptr().add(panel * k * FP),
+        );
+        for r0 in (0..m).step_by(MR) {
+            let g = gt.as_ptr().add((r0 / MR) * k * MR);
+            // [row][q0, q1, s0, s1]: 12 accumulators, plus 3 broadcasts and one streaming
+            // vector: all 16 registers.
+            let mut acc = [[_mm256_setzero_ps(); 4]; MR];
+            for i in 0..k {
+                let x = [
+                    _mm256_broadcast_ss(&*g.add(i * MR)),
+                    _mm256_broadcast_ss(&*g.add(i * MR + 1)),
+                    _mm256_broadcast_ss(&*g.add(i * MR + 2)),
+                ];
+                for (v, src) in [zp, zp.add(8), mp, mp.add(8)].into_iter().enumerate() {
+                    let b = _mm256_loadu_ps(src.add(i * FP));
+                    for u in 0..MR {
+                        acc[u][v] = _mm256_fmadd_ps(x[u], b, acc[u][v]);
                     }
                 }
-                for u in 0..MR_DUAL {
-                    let i = blk * MR_DUAL + u;
-                    if i < m {
-                        out.put8(i, panel * NR, c1[u][0], c2[u][0]);
-                        out.put8(i, panel * NR + 8, c1[u][1], c2[u][1]);
-                    }
-                }
+            }
+            for (u, row) in acc.iter().enumerate().take(m - r0) {
+                out.put16(r0 + u, panel * FP, [row[0], row[1]], [row[2], row[3]]);
             }
         }
     }
@@ -245,55 +271,43 @@ mod tests {
         (0..n).map(|_| r.range(-1.0, 1.0) as f32).collect()
     }
 
-    fn micro(a: &[f32], m: usize, k: usize, mr: usize) -> Vec<f32> {
-        let mut out = vec![0.0; MicroPanels::len(m, k, mr)];
-        for i in 0..m {
-            for p in 0..k {
-                out[MicroPanels::index(k, mr, i, p)] = a[i * k + p];
-            }
-        }
-        out
-    }
-
-    fn panels(b: &[f32], k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0.0; Panels::len(k, n)];
-        for p in 0..k {
-            for j in 0..n {
-                out[Panels::index(k, p, j)] = b[p * n + j];
-            }
-        }
-        out
-    }
-
-    fn reference(a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+    fn reference(
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
             for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
-                    .sum();
+                c[i * n + j] = (0..k).map(|p| a(i, p) as f64 * b(p, j) as f64).sum();
             }
         }
         c
     }
 
-    /// Partial micro-panels, one and several panels, k from 0, against a float64 loop.
+    /// Partial row tiles, several panels and k chunks, against a float64 loop.
     #[test]
     fn product_matches_a_plain_triple_loop() {
-        for &(m, n, k) in &[
-            (1, 16, 1),
-            (6, 16, 5),
-            (13, 48, 33),
-            (66, 64, 300),
-            (7, 32, 0),
+        for &(m, np, k) in &[
+            (1, 32, 16),
+            (3, 32, 144),
+            (14, 64, 272),
+            (256, 32, 32),
+            (5, 96, 0),
         ] {
-            let (a, b) = (random(m * k, 1), random(k * n, 2));
-            let mut c = vec![f32::NAN; m * n];
-            product(m, n, k, &micro(&a, m, k, MR), &panels(&b, k, n), &mut c);
-            for (got, want) in c.iter().zip(reference(&a, &b, m, n, k)) {
+            let (w, at) = (random(m * k, 1), random(k * np, 2));
+            let (wm, atm) = (
+                |r: usize, j: usize| w[w_index(m, r, j)],
+                |j: usize, i: usize| at[at_index(k, j, i)],
+            );
+            let mut ht = vec![f32::NAN; m * np];
+            product(m, np, k, &w, &at, &mut ht);
+            for (got, want) in ht.iter().zip(reference(wm, atm, m, np, k)) {
                 assert!(
                     (*got as f64 - want).abs() < 1e-4,
-                    "({m},{n},{k}): {got} vs {want}"
+                    "({m},{np},{k}): {got} vs {want}"
                 );
             }
         }
@@ -301,29 +315,37 @@ mod tests {
 
     struct Collect {
         n: usize,
-        c1: Vec<f32>,
-        c2: Vec<f32>,
+        q: Vec<f32>,
+        s: Vec<f32>,
     }
 
     impl Epilogue for Collect {
         #[cfg(target_arch = "x86_64")]
-        fn put8(
+        fn put16(
             &mut self,
             row: usize,
             col: usize,
-            c1: std::arch::x86_64::__m256,
-            c2: std::arch::x86_64::__m256,
+            q: [std::arch::x86_64::__m256; 2],
+            s: [std::arch::x86_64::__m256; 2],
         ) {
             let at = row * self.n + col;
-            // SAFETY: the slices have 8 floats from `at` (row < m, col + 8 <= n).
-            unsafe {
-                std::arch::x86_64::_mm256_storeu_ps(self.c1[at..at + 8].as_mut_ptr(), c1);
-                std::arch::x86_64::_mm256_storeu_ps(self.c2[at..at + 8].as_mut_ptr(), c2);
+            for h in 0..2 {
+                // SAFETY: the slices have 8 floats from `at + 8h` (row < m, col + 16 <= n).
+                unsafe {
+                    std::arch::x86_64::_mm256_storeu_ps(
+                        self.q[at + 8 * h..at + 8 * h + 8].as_mut_ptr(),
+                        q[h],
+                    );
+                    std::arch::x86_64::_mm256_storeu_ps(
+                        self.s[at + 8 * h..at + 8 * h + 8].as_mut_ptr(),
+                        s[h],
+                    );
+                }
             }
         }
-        fn put1(&mut self, row: usize, col: usize, c1: f32, c2: f32) {
-            self.c1[row * self.n + col] = c1;
-            self.c2[row * self.n + col] = c2;
+        fn put1(&mut self, row: usize, col: usize, q: f32, s: f32) {
+            self.q[row * self.n + col] = q;
+            self.s[row * self.n + col] = s;
         }
     }
 
@@ -332,31 +354,21 @@ mod tests {
         for &(m, n, k) in &[
             (1, 16, 1),
             (3, 16, 64),
-            (260, 32, 17),
-            (1024, 16, 64),
-            (5, 48, 0),
+            (256, 32, 17),
+            (7, 48, 64),
+            (5, 16, 0),
         ] {
-            let (a1, a2, b) = (random(m * k, 3), random(m * k, 4), random(k * n, 5));
+            let (gt, z, mk) = (random(gt_len(m, k), 3), random(k * n, 4), random(k * n, 5));
+            let g = |r: usize, i: usize| gt[gt_index(k, r, i)];
             let mut out = Collect {
                 n,
-                c1: vec![f32::NAN; m * n],
-                c2: vec![f32::NAN; m * n],
+                q: vec![f32::NAN; m * n],
+                s: vec![f32::NAN; m * n],
             };
-            dual_product(
-                m,
-                n,
-                k,
-                &micro(&a1, m, k, MR_DUAL),
-                &micro(&a2, m, k, MR_DUAL),
-                &panels(&b, k, n),
-                &mut out,
-            );
-            for (got, want) in out
-                .c1
-                .iter()
-                .zip(reference(&a1, &b, m, n, k))
-                .chain(out.c2.iter().zip(reference(&a2, &b, m, n, k)))
-            {
+            dual_product(m, n, k, &gt, &z, &mk, &mut out);
+            let want_q = reference(g, |i, j| z[zm_index(k, i, j)], m, n, k);
+            let want_s = reference(g, |i, j| mk[zm_index(k, i, j)], m, n, k);
+            for (got, want) in out.q.iter().zip(want_q).chain(out.s.iter().zip(want_s)) {
                 assert!(
                     (*got as f64 - want).abs() < 1e-4,
                     "({m},{n},{k}): {got} vs {want}"
