@@ -82,6 +82,10 @@ pub fn product(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f
         w.len() >= m * k && at.len() >= k * np && ht.len() >= m * np,
         "product: operand too short"
     );
+    if k == 0 {
+        ht[..m * np].fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA are present; the asserts bound every index the kernel forms.
