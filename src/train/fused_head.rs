@@ -260,27 +260,22 @@ impl FusedHead {
 
     /// Copies W1 from the model into the threads' panel layouts.
     pub fn begin_epoch(&mut self) {
-        // SAFETY: checked contiguous float32 CPU in `new`; only read here.
-        let w1 = unsafe { view(&self.t.w1) };
-        let nf = self.nf;
-        for part in &mut self.rows {
-            let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
-            let rows = p.r1 - p.r0;
-            for r in 0..rows {
-                for j in 0..nf {
-                    p.w1[w_index(rows, r, j)] = w1[(p.r0 + r) * nf + j];
-                }
-            }
-        }
+        self.copy_w1(true);
         self.loaded = true;
     }
 
     /// Writes the threads' rows of W1 back into the model. Safe to call more than once.
     pub fn end_epoch(&mut self) {
-        if !self.loaded {
-            return;
+        if self.loaded {
+            self.copy_w1(false);
+            self.loaded = false;
         }
-        // SAFETY: as in `begin_epoch`; the step is not running (we hold `&mut self`).
+    }
+
+    /// W1 (row-major in the model) to the threads' panel layouts (`into_parts`) or back.
+    fn copy_w1(&mut self, into_parts: bool) {
+        // SAFETY: checked contiguous float32 CPU in `new`; the step is not running (we hold
+        // `&mut self`), so this is the only view.
         let w1 = unsafe { view(&self.t.w1) };
         let nf = self.nf;
         for part in &mut self.rows {
@@ -288,11 +283,15 @@ impl FusedHead {
             let rows = p.r1 - p.r0;
             for r in 0..rows {
                 for j in 0..nf {
-                    w1[(p.r0 + r) * nf + j] = p.w1[w_index(rows, r, j)];
+                    let (model, mine) = ((p.r0 + r) * nf + j, w_index(rows, r, j));
+                    if into_parts {
+                        p.w1[mine] = w1[model];
+                    } else {
+                        w1[model] = p.w1[mine];
+                    }
                 }
             }
         }
-        self.loaded = false;
     }
 
     /// One SGD step on the batch of rows `idx` of `x` (row-major, nf wide) with labels `y`.
@@ -499,15 +498,7 @@ impl FusedHead {
             let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
             let mut a_col = vec![0.0f32; np];
             for q0 in (0..w).step_by(2) {
-                // Dropout 1 keeps element (i, j) by draw (i·nf + j)/2: features j0+q0 and
-                // j0+q0+1 (j0 + q0 is even) share each draw.
-                if let Some(mk) = mask {
-                    for i in 0..n {
-                        let (k0, k1) = mk.pair((i * nf + j0 + q0) / 2);
-                        keep[0][i] = k0;
-                        keep[1][i] = k1;
-                    }
-                }
+                draw_column_pair(mask, nf, j0 + q0, &mut keep);
                 for (u, kq) in keep.iter().enumerate() {
                     let q = q0 + u;
                     let col = &xs[q * n..(q + 1) * n];
@@ -576,15 +567,7 @@ impl FusedHead {
             p.logits.resize(c * n, 0.0);
             let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
             for q0 in (0..rn).step_by(2) {
-                // Dropout 2 keeps element (i, r) by draw (i·nh + r)/2: units r0+q0 and
-                // r0+q0+1 (r0 + q0 is even) share each draw.
-                if let Some(mk) = mask {
-                    for i in 0..n {
-                        let (k0, k1) = mk.pair((i * nh + r0 + q0) / 2);
-                        keep[0][i] = k0;
-                        keep[1][i] = k1;
-                    }
-                }
+                draw_column_pair(mask, nh, r0 + q0, &mut keep);
                 for (u, kq) in keep.iter().enumerate() {
                     let q = q0 + u;
                     let h = &mut p.ht[q * np..q * np + n];
@@ -708,6 +691,22 @@ impl FusedHead {
                 prefetch(&x[r * nf + j0..r * nf + j1]);
             }
         });
+    }
+}
+
+/// The dropout mask of columns `col` and `col + 1` (`col` even) of a row-major
+/// (n × `width`) layer input, `width` even: element (i, j) is kept by draw (i·width + j)/2,
+/// so the two columns share each draw. Without a mask (p = 0) `keep` stays all ones.
+fn draw_column_pair(
+    mask: &Option<DropoutMask>,
+    width: usize,
+    col: usize,
+    keep: &mut [Vec<f32>; 2],
+) {
+    let Some(mk) = mask else { return };
+    let [k0, k1] = keep;
+    for (i, (a, b)) in k0.iter_mut().zip(k1.iter_mut()).enumerate() {
+        (*a, *b) = mk.pair((i * width + col) / 2);
     }
 }
 
