@@ -490,11 +490,12 @@ def test_keyboard_interrupt_from_a_callback(world, precompute):
         learn.precompute = True
 
 
-def test_real_sigint_during_a_long_fit(world):
+@pytest.mark.parametrize("precompute", [False, True])  # image batches; the hand-written head step
+def test_real_sigint_during_a_long_fit(world, precompute):
     """SIGINT from another thread while the Rust loop runs without the GIL: KeyboardInterrupt
     within a few batches, and the learner still works."""
     root, data, learn = world
-    learn.precompute = False
+    learn.precompute = precompute
     # Python's own handler, as in a terminal or notebook: a process started in the background
     # by a non-interactive shell inherits SIGINT ignored, and Python then leaves it ignored.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
