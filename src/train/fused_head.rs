@@ -89,7 +89,7 @@ pub struct FusedHead {
     /// dropout draws).
     row_ranges: Vec<(usize, usize)>,
     rows: Vec<Mutex<RowPart>>,
-    /// Layer 1's input as aᵀ (nf × np) in [`at_index`] layout; z = m·x̂ and the mask m
+    /// Layer 1's input as aᵀ (nf × np) in [`gemm::at_index`] layout; z = m·x̂ and the mask m
     /// (n × nf) in [`zm_index`] layout.
     at: Vec<f32>,
     z: Vec<f32>,
