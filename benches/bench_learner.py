@@ -86,13 +86,13 @@ def ref_epoch(model, opt, x, y, bs, g):
         loss.item()  # as our loop reads the loss of every batch
 
 
-def alternate(rounds, f_ours, f_ref):
-    """Seconds of each side per round, the two interleaved so shared-machine noise hits both."""
-    t_ours, t_ref = [], []
+def alternate(rounds, *sides):
+    """Seconds of each side per round, the sides interleaved so shared-machine noise hits all."""
+    times = [[] for _ in sides]
     for r in range(rounds):
-        t_ours.append(timed(lambda: f_ours(r + 1)))
-        t_ref.append(timed(lambda: f_ref(r + 1)))
-    return t_ours, t_ref
+        for f, t in zip(sides, times):
+            t.append(timed(lambda: f(r + 1)))
+    return times
 
 
 def bench_head(args):
@@ -108,8 +108,7 @@ def bench_head(args):
     run_ref = lambda epoch: ref_epoch(ref, opt, x, y, bs, g)  # noqa: E731
     run_autograd = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch, fused_head=False)  # noqa: E731
     run_ours(0), run_ref(0), run_autograd(0)  # warm-up
-    t_auto, _ = alternate(args.rounds, run_autograd, lambda _: None)
-    t_ours, t_ref = alternate(args.rounds, run_ours, run_ref)
+    t_ours, t_ref, t_auto = alternate(args.rounds, run_ours, run_ref, run_autograd)
     report("(a) head epoch, autograd path", n, t_auto, t_ref, "rows")
     ratio = report(f"(a) head epoch ({n} x {nf}, bs {bs})", n, t_ours, t_ref, "rows")
     o = median(t_ours)

@@ -199,12 +199,12 @@ impl DropoutMask {
     /// 1/(1 − p) for a kept element, 0 for a dropped one.
     #[inline]
     pub fn value(&self, e: usize) -> f32 {
-        let r = self.rng.nth((e / 2) as u64);
-        self.of_half(if e % 2 == 0 {
-            r as u32
+        let (even, odd) = self.pair(e / 2);
+        if e % 2 == 0 {
+            even
         } else {
-            (r >> 32) as u32
-        })
+            odd
+        }
     }
 
     #[inline(always)]
@@ -258,27 +258,16 @@ pub struct OneHidden {
     pub b2: Tensor,
 }
 
-fn share_bn(bn: &BatchNorm) -> BatchNorm {
-    BatchNorm {
-        weight: bn.weight.shallow_clone(),
-        bias: bn.bias.shallow_clone(),
-        running_mean: bn.running_mean.shallow_clone(),
-        running_var: bn.running_var.shallow_clone(),
-        eps: bn.eps,
-        momentum: bn.momentum,
-    }
-}
-
 impl Head {
     /// This head's tensors when it has exactly one hidden layer and ends in LogSoftmax.
     pub fn one_hidden(&self) -> Option<OneHidden> {
         match (self.blocks.as_slice(), self.output) {
             ([h, o], Output::LogSoftmax) if h.relu && !o.relu => Some(OneHidden {
-                bn1: share_bn(&h.bn),
+                bn1: h.bn.share(),
                 p1: h.p,
                 w1: h.weight.shallow_clone(),
                 b1: h.bias.shallow_clone(),
-                bn2: share_bn(&o.bn),
+                bn2: o.bn.share(),
                 p2: o.p,
                 w2: o.weight.shallow_clone(),
                 b2: o.bias.shallow_clone(),

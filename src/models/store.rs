@@ -203,6 +203,18 @@ impl BatchNorm {
         }
     }
 
+    /// The same layer: its tensors share storage with this one's.
+    pub fn share(&self) -> Self {
+        BatchNorm {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            running_mean: self.running_mean.shallow_clone(),
+            running_var: self.running_var.shallow_clone(),
+            eps: self.eps,
+            momentum: self.momentum,
+        }
+    }
+
     /// `train`: use batch statistics and update the running ones (PyTorch's training mode).
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         x.batch_norm(

@@ -657,14 +657,7 @@ impl PyLearner {
 /// The order in which a training epoch visits n in-memory rows (tests replay it in PyTorch).
 #[pyfunction]
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let set = TensorSet {
-        x: Tensor::zeros([n as i64, 1], (tch::Kind::Float, Device::Cpu)),
-        y: Tensor::zeros([n as i64], (tch::Kind::Int64, Device::Cpu)),
-        bs: 1,
-        shuffle: true,
-        seed,
-    };
-    set.order(epoch)
+    crate::train::learner::epoch_order(n, seed, epoch)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

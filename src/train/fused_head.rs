@@ -45,7 +45,6 @@ use tch::{Device, Kind, Tensor};
 
 use super::gemm::{self, gt_index, gt_len, w_index, zm_index, Epilogue, BP, FP};
 use crate::models::head::{draw_seed, DropoutMask, OneHidden};
-use crate::models::BatchNorm;
 use crate::{Error, Result};
 
 /// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit. Per-unit
@@ -155,28 +154,14 @@ impl FusedHead {
         if !gemm::available() {
             return Ok(None);
         }
-        let bn_tensors = |b: &BatchNorm| {
-            [
-                b.weight.shallow_clone(),
-                b.bias.shallow_clone(),
-                b.running_mean.shallow_clone(),
-                b.running_var.shallow_clone(),
-            ]
-        };
-        let all: Vec<Tensor> = bn_tensors(&head.bn1)
-            .into_iter()
-            .chain(bn_tensors(&head.bn2))
-            .chain([
-                head.w1.shallow_clone(),
-                head.b1.shallow_clone(),
-                head.w2.shallow_clone(),
-                head.b2.shallow_clone(),
-            ])
-            .collect();
-        if !all
+        let plain =
+            |t: &&Tensor| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+        let all_plain = [&head.bn1, &head.bn2]
             .iter()
-            .all(|t| t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous())
-        {
+            .flat_map(|b| [&b.weight, &b.bias, &b.running_mean, &b.running_var])
+            .chain([&head.w1, &head.b1, &head.w2, &head.b2])
+            .all(|t| plain(&t));
+        if !all_plain {
             return Ok(None);
         }
         let (nh, nf) = match head.w1.size().as_slice() {
@@ -438,7 +423,7 @@ impl FusedHead {
         rv1: &mut [f32],
     ) {
         let (nf, n) = (self.nf, idx.len());
-        let np = n.div_ceil(BP) * BP;
+        let np = padded(n);
         let (eps, mom) = (self.t.bn1.eps as f32, self.t.bn1.momentum as f32);
         self.at.resize(nf * np, 0.0);
         self.z.resize(n * nf, 0.0);
@@ -502,10 +487,7 @@ impl FusedHead {
                 for (u, kq) in keep.iter().enumerate() {
                     let q = q0 + u;
                     let col = &xs[q * n..(q + 1) * n];
-                    let (mean, var) = mean_var(col);
-                    let scale = 1.0 / (var + eps).sqrt();
-                    rm[q] = (1.0 - mom) * rm[q] + mom * mean;
-                    rv[q] = (1.0 - mom) * rv[q] + mom * var * n as f32 / (n - 1) as f32;
+                    let (mean, scale) = batch_stats(col, eps, mom, &mut rm[q], &mut rv[q]);
                     let (gq, bq) = (g[q], be[q]);
                     // z and m: feature q's batch at stride 16 inside its panel.
                     let base = zm_index(n, 0, q);
@@ -540,7 +522,7 @@ impl FusedHead {
         w2: &[f32],
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
-        let np = n.div_ceil(BP) * BP;
+        let np = padded(n);
         let (eps, mom) = (self.t.bn2.eps as f32, self.t.bn2.momentum as f32);
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
@@ -573,11 +555,8 @@ impl FusedHead {
                     let h = &mut p.ht[q * np..q * np + n];
                     let bias = b1[r0 + q];
                     h.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
-                    let (mean, var) = mean_var(h);
-                    let inv_std = 1.0 / (var + eps).sqrt();
+                    let (mean, inv_std) = batch_stats(h, eps, mom, &mut rm[q], &mut rv[q]);
                     p.inv_std2[q] = inv_std;
-                    rm[q] = (1.0 - mom) * rm[q] + mom * mean;
-                    rv[q] = (1.0 - mom) * rv[q] + mom * var * n as f32 / (n - 1) as f32;
                     let (gq, bq) = (g[q], be[q]);
                     let row = q * n..(q + 1) * n;
                     let (xhat2, m2, d2) = (
@@ -621,7 +600,7 @@ impl FusedHead {
         (x, next): (&[f32], &[usize]),
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
-        let np = n.div_ceil(BP) * BP;
+        let np = padded(n);
         let cols = &self.cols;
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
@@ -723,12 +702,28 @@ fn prefetch(v: &[f32]) {
     }
 }
 
-/// Mean and biased variance, two passes (as stable as PyTorch's for these sizes).
-fn mean_var(v: &[f32]) -> (f32, f32) {
+/// BatchNorm's batch statistics of one channel (its n ≥ 2 values, two passes: as stable as
+/// PyTorch's for these sizes), with PyTorch's update of the running ones (`momentum` weight
+/// on the new value, unbiased variance for the running estimate). Returns
+/// (mean, 1/√(biased variance + eps)).
+fn batch_stats(
+    v: &[f32],
+    eps: f32,
+    momentum: f32,
+    running_mean: &mut f32,
+    running_var: &mut f32,
+) -> (f32, f32) {
     let n = v.len() as f32;
     let mean = lane_sum(v, |x| x) / n;
     let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n;
-    (mean, var)
+    *running_mean = (1.0 - momentum) * *running_mean + momentum * mean;
+    *running_var = (1.0 - momentum) * *running_var + momentum * var * n / (n - 1.0);
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// The batch padded to whole panels of the layer-1 product.
+fn padded(n: usize) -> usize {
+    n.div_ceil(BP) * BP
 }
 
 /// `Σ f(v[i])` over 8 interleaved partial sums (see `lane_dot`).

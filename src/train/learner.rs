@@ -60,11 +60,16 @@ impl TensorSet {
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.x.size().first().copied().unwrap_or(0) as usize;
         if self.shuffle {
-            permutation(n, self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            epoch_order(n, self.seed, epoch)
         } else {
             (0..n).collect()
         }
     }
+}
+
+/// The shuffled order of n rows in `epoch` of a training set seeded with `seed`.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    permutation(n, seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// A reproducible Fisher-Yates permutation (splitmix64 stream), independent of libtorch's RNG.

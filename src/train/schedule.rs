@@ -88,11 +88,8 @@ impl Schedule {
                     let p = (i - 2 * m) as f64 / (n - 2 * m).max(1) as f64;
                     (1.0 - p * (1.0 - 0.01)) / div
                 } else {
-                    let p = if i > m {
-                        1.0 - (i - m) as f64 / m as f64
-                    } else {
-                        i as f64 / m as f64
-                    };
+                    // The symmetric triangle: use_clr's with the cut in the middle.
+                    let p = clr_rise(i, 2 * m, m);
                     (1.0 + p * (div - 1.0)) / div
                 }
             }
@@ -121,10 +118,8 @@ impl Schedule {
                 let (i, _, m) = beta_position(t, cycle, pct);
                 Some(if i > 2 * m {
                     m1
-                } else if i > m {
-                    m2 + (i - m) as f64 / m as f64 * (m1 - m2)
                 } else {
-                    m1 + i as f64 / m as f64 * (m2 - m1)
+                    m1 + clr_rise(i, 2 * m, m) * (m2 - m1)
                 })
             }
             _ => None,
@@ -254,23 +249,9 @@ mod tests {
         assert!(close(lin.multiplier(0), 1.0, 1e-12) && close(lin.multiplier(50), 5.5, 1e-12));
     }
 
-    #[test]
-    fn clr_triangle_and_momentum_by_hand() {
-        // cycle 10, cut = 10 // 4 = 2: up over 2 batches, down over 8.
-        let s = Schedule::Clr {
-            cycle: 10,
-            div: 10.0,
-            cut_div: 4.0,
-            moms: Some((0.95, 0.85)),
-        };
-        for (t, lr, mom) in [
-            (0, 0.1, 0.95),
-            (1, 0.55, 0.90),
-            (2, 1.0, 0.85),
-            (3, 0.8875, 0.8625),
-            (9, 0.2125, 0.9375),
-            (10, 0.1, 0.95),
-        ] {
+    /// (batch, lr multiplier, momentum) computed by hand.
+    fn check_lr_and_momentum(s: &Schedule, cases: &[(usize, f64, f64)]) {
+        for &(t, lr, mom) in cases {
             assert!(
                 close(s.multiplier(t), lr, 1e-12),
                 "t={t}: lr {}",
@@ -282,6 +263,28 @@ mod tests {
                 s.momentum(t)
             );
         }
+    }
+
+    #[test]
+    fn clr_triangle_and_momentum_by_hand() {
+        // cycle 10, cut = 10 // 4 = 2: up over 2 batches, down over 8.
+        let s = Schedule::Clr {
+            cycle: 10,
+            div: 10.0,
+            cut_div: 4.0,
+            moms: Some((0.95, 0.85)),
+        };
+        check_lr_and_momentum(
+            &s,
+            &[
+                (0, 0.1, 0.95),
+                (1, 0.55, 0.90),
+                (2, 1.0, 0.85),
+                (3, 0.8875, 0.8625),
+                (9, 0.2125, 0.9375),
+                (10, 0.1, 0.95),
+            ],
+        );
         assert_eq!(
             Schedule::Clr {
                 cycle: 10,
@@ -303,25 +306,17 @@ mod tests {
             pct: 10.0,
             moms: Some((0.95, 0.85)),
         };
-        for (t, lr, mom) in [
-            (0, 0.1, 0.95),
-            (9, 1.0, 0.85),
-            (13, 0.6, 0.85 + 0.4 / 9.0),
-            (18, 0.1, 0.95),
-            (19, 0.0505, 0.95),
-            (20, 0.1, 0.95),
-        ] {
-            assert!(
-                close(s.multiplier(t), lr, 1e-12),
-                "t={t}: lr {}",
-                s.multiplier(t)
-            );
-            assert!(
-                close(s.momentum(t).unwrap(), mom, 1e-12),
-                "t={t}: mom {:?}",
-                s.momentum(t)
-            );
-        }
+        check_lr_and_momentum(
+            &s,
+            &[
+                (0, 0.1, 0.95),
+                (9, 1.0, 0.85),
+                (13, 0.6, 0.85 + 0.4 / 9.0),
+                (18, 0.1, 0.95),
+                (19, 0.0505, 0.95),
+                (20, 0.1, 0.95),
+            ],
+        );
     }
 
     #[test]
