@@ -43,7 +43,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use super::gemm::{self, gt_index, gt_len, w_index, zm_index, Epilogue, BP, FP};
+use super::gemm::{self, w_index, AlignedBuf, Epilogue, SparseRows, BP, FP};
 use crate::models::head::{draw_seed, DropoutMask, OneHidden};
 use crate::{Error, Result};
 
@@ -53,13 +53,13 @@ struct RowPart {
     r0: usize,
     r1: usize,
     /// W1's rows r0..r1 in [`w_index`] layout, and their momentum.
-    w1: Vec<f32>,
-    v1: Vec<f32>,
+    w1: AlignedBuf,
+    v1: AlignedBuf,
     v_b1: Vec<f32>,
     v_g2: Vec<f32>,
     v_be2: Vec<f32>,
     /// rows × np: layer 1's output, then the ReLU's (its sign is the ReLU's gradient mask).
-    ht: Vec<f32>,
+    ht: AlignedBuf,
     /// rows × n: BatchNorm 2's normalised input, dropout 2's mask, layer 2's input.
     xhat2: Vec<f32>,
     m2: Vec<f32>,
@@ -67,8 +67,8 @@ struct RowPart {
     inv_std2: Vec<f32>,
     /// c × n: this part's share of the logits, class-major.
     logits: Vec<f32>,
-    /// Gᵀ, the gradient at layer 1's output, in [`gt_index`] layout.
-    gt: Vec<f32>,
+    /// Gᵀ, the gradient at layer 1's output (zero wherever the ReLU was off: about half).
+    gt: SparseRows,
     /// nf each: this part's share of BatchNorm 1's γ and β gradients.
     sg: Vec<f32>,
     sb: Vec<f32>,
@@ -82,23 +82,26 @@ pub struct FusedHead {
     nh: usize,
     c: usize,
     t: OneHidden,
-    /// Input features per thread (phase 1), whole panels of 16.
+    /// Input features per thread (phase 1), whole panels of FP.
     cols: Vec<(usize, usize)>,
-    /// Hidden units per thread (phases 2 and 4), multiples of 16 (even: pairs of units share
-    /// dropout draws).
+    /// Hidden units per thread (phases 2 and 4), multiples of [`HU`].
     row_ranges: Vec<(usize, usize)>,
     rows: Vec<Mutex<RowPart>>,
     /// Layer 1's input as aᵀ (nf × np) in [`gemm::at_index`] layout; z = m·x̂ and the mask m
     /// (n × nf) in [`zm_index`] layout.
-    at: Vec<f32>,
-    z: Vec<f32>,
-    m: Vec<f32>,
+    at: AlignedBuf,
+    z: AlignedBuf,
+    m: AlignedBuf,
     v_g1: Vec<f32>,
     v_be1: Vec<f32>,
     v_w2: Vec<f32>,
     v_b2: Vec<f32>,
     loaded: bool,
 }
+
+/// Hidden units are split between the threads in multiples of this (even, because pairs of
+/// units share dropout draws).
+const HU: usize = 16;
 
 /// Runs `f(t)` for every thread index t, on the pool when there is one.
 fn each(pool: &Option<rayon::ThreadPool>, f: impl Fn(usize) + Sync) {
@@ -146,10 +149,122 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What phase 1 reads: the same for every thread.
+struct Bn1Input<'a> {
+    /// The activations, row-major, nf wide; the batch is rows `idx`.
+    x: &'a [f32],
+    nf: usize,
+    idx: &'a [usize],
+    mask: &'a Option<DropoutMask>,
+    eps: f32,
+    momentum: f32,
+}
+
+/// One thread's input features in phase 1 (whole panels of FP from feature j0): its pieces
+/// of aᵀ (one per panel of BP batch columns), of z and m, and of BatchNorm 1's parameters.
+struct Bn1Part<'a> {
+    j0: usize,
+    at: Vec<&'a mut [f32]>,
+    z: &'a mut [f32],
+    m: &'a mut [f32],
+    g: &'a [f32],
+    be: &'a [f32],
+    rm: &'a mut [f32],
+    rv: &'a mut [f32],
+}
+
+impl Bn1Part<'_> {
+    /// Panel by panel of FP features: the batch's rows of the panel (one cache line each,
+    /// scattered over the activations) into a block of n × FP, the statistics of the FP
+    /// features at once down the block, then z and m (whose panel has the block's shape)
+    /// and aᵀ. Every loop runs across FP features, which the compiler makes vector code.
+    fn run(&mut self, input: &Bn1Input) {
+        let Bn1Input {
+            x,
+            nf,
+            idx,
+            mask,
+            eps,
+            momentum,
+        } = *input;
+        let n = idx.len();
+        let mut block = vec![[0.0f32; FP]; n];
+        let mut keep = [1.0f32; FP];
+        for p in 0..self.g.len() / FP {
+            let (f, c0) = (p * FP, self.j0 + p * FP);
+            let mut sum = [0.0f32; FP];
+            for (row, &r) in block.iter_mut().zip(idx) {
+                row.copy_from_slice(&x[r * nf + c0..r * nf + c0 + FP]);
+                sum.iter_mut().zip(row.iter()).for_each(|(s, v)| *s += v);
+            }
+            let mean = sum.map(|s| s / n as f32);
+            let mut sq = [0.0f32; FP];
+            for row in &block {
+                for q in 0..FP {
+                    let d = row[q] - mean[q];
+                    sq[q] += d * d;
+                }
+            }
+            let mut scale = [0.0f32; FP];
+            for q in 0..FP {
+                scale[q] = running_update(
+                    mean[q],
+                    sq[q] / n as f32,
+                    n,
+                    eps,
+                    momentum,
+                    &mut self.rm[f + q],
+                    &mut self.rv[f + q],
+                );
+            }
+            let (g, be) = (&self.g[f..f + FP], &self.be[f..f + FP]);
+            let panel = p * n * FP..(p + 1) * n * FP;
+            let (z, m) = (&mut self.z[panel.clone()], &mut self.m[panel]);
+            let mut a = [0.0f32; FP];
+            for (i, row) in block.iter().enumerate() {
+                if let Some(mk) = mask {
+                    mk.fill(i * nf + c0, &mut keep);
+                }
+                let (zi, mi) = (&mut z[i * FP..(i + 1) * FP], &mut m[i * FP..(i + 1) * FP]);
+                for q in 0..FP {
+                    let xhat = (row[q] - mean[q]) * scale[q];
+                    zi[q] = xhat * keep[q];
+                    mi[q] = keep[q];
+                    a[q] = (g[q] * xhat + be[q]) * keep[q];
+                }
+                // aᵀ: feature f + q's row of this batch panel, column i % BP.
+                let at = &mut self.at[i / BP];
+                for (q, v) in a.iter().enumerate() {
+                    at[(f + q) * BP + i % BP] = *v;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` compiled for AVX2 and FMA, so that the step's element-wise loops become 8-wide
+/// vector code (the crate itself is built for baseline x86-64). `f` is inlined into the
+/// AVX2 function: closures called once always are. No float contraction happens (Rust never
+/// fuses a multiply and an add by itself), so results do not change, only their speed.
+#[inline(always)]
+fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: a FusedHead exists only where `gemm::available()` (AVX2 and FMA present).
+        unsafe { run(f) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f()
+}
+
 impl FusedHead {
     /// The hand-written step for `head`, or None when it does not apply (parameters not
-    /// contiguous float32 on the CPU, an input or hidden width that is not a multiple of 16,
-    /// or no AVX2/FMA).
+    /// contiguous float32 on the CPU, an input width that is not a multiple of 32 or a hidden
+    /// width not a multiple of 16, or no AVX2/FMA).
     pub fn new(head: OneHidden, threads: usize) -> Result<Option<Self>> {
         if !gemm::available() {
             return Ok(None);
@@ -170,13 +285,13 @@ impl FusedHead {
         };
         // Whole panels of features and hidden units (which also makes both even, as the
         // paired dropout draws need): true of every head fastai builds on our bodies.
-        if nh % FP != 0 || nf % FP != 0 || nf == 0 {
+        if nh % HU != 0 || nf % FP != 0 || nf == 0 {
             return Ok(None);
         }
         let c = head.w2.size()[0] as usize;
         // Each thread gets at least two panels of hidden units (below that the hand-off
         // between phases costs more than the work).
-        let threads = threads.clamp(1, (nh / (2 * FP)).max(1));
+        let threads = threads.clamp(1, (nh / (2 * HU)).max(1));
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -192,7 +307,7 @@ impl FusedHead {
         } else {
             None
         };
-        let row_ranges = split(nh, threads, FP);
+        let row_ranges = split(nh, threads, HU);
         let rows = row_ranges
             .iter()
             .map(|&(r0, r1)| {
@@ -200,18 +315,18 @@ impl FusedHead {
                 Mutex::new(RowPart {
                     r0,
                     r1,
-                    w1: vec![0.0; n * nf],
-                    v1: vec![0.0; n * nf],
+                    w1: AlignedBuf::zeroed(n * nf),
+                    v1: AlignedBuf::zeroed(n * nf),
                     v_b1: vec![0.0; n],
                     v_g2: vec![0.0; n],
                     v_be2: vec![0.0; n],
-                    ht: Vec::new(),
+                    ht: AlignedBuf::default(),
                     xhat2: Vec::new(),
                     m2: Vec::new(),
                     d2: Vec::new(),
                     inv_std2: vec![0.0; n],
                     logits: Vec::new(),
-                    gt: Vec::new(),
+                    gt: SparseRows::default(),
                     sg: vec![0.0; nf],
                     sb: vec![0.0; nf],
                     gw2: vec![0.0; c * n],
@@ -226,9 +341,9 @@ impl FusedHead {
             cols: split(nf, threads, FP),
             row_ranges,
             rows,
-            at: Vec::new(),
-            z: Vec::new(),
-            m: Vec::new(),
+            at: AlignedBuf::default(),
+            z: AlignedBuf::default(),
+            m: AlignedBuf::default(),
             v_g1: vec![0.0; nf],
             v_be1: vec![0.0; nf],
             v_w2: vec![0.0; c * nh],
@@ -424,10 +539,17 @@ impl FusedHead {
     ) {
         let (nf, n) = (self.nf, idx.len());
         let np = padded(n);
-        let (eps, mom) = (self.t.bn1.eps as f32, self.t.bn1.momentum as f32);
-        self.at.resize(nf * np, 0.0);
-        self.z.resize(n * nf, 0.0);
-        self.m.resize(n * nf, 0.0);
+        let input = Bn1Input {
+            x,
+            nf,
+            idx,
+            mask,
+            eps: self.t.bn1.eps as f32,
+            momentum: self.t.bn1.momentum as f32,
+        };
+        self.at.resize(nf * np);
+        self.z.resize(n * nf);
+        self.m.resize(n * nf);
         let cols = &self.cols;
         let widths = || cols.iter().map(|&(j0, j1)| j1 - j0);
         // aᵀ: within each panel of 32 batch columns, a thread's features are one run of rows.
@@ -440,7 +562,7 @@ impl FusedHead {
                 at[t].push(piece);
             }
         }
-        // z, m: a thread's features are whole panels of 16.
+        // z, m: a thread's features are whole panels.
         let z = pieces(&mut self.z, widths().map(|w| w * n));
         let m = pieces(&mut self.m, widths().map(|w| w * n));
         let params = pieces(g1, widths())
@@ -453,58 +575,21 @@ impl FusedHead {
             .zip(z)
             .zip(m)
             .zip(params)
-            .map(|(((at, z), m), (((g, be), rm), rv))| Mutex::new((at, z, m, g, be, rm, rv)))
+            .zip(cols)
+            .map(|((((at, z), m), (((g, be), rm), rv)), &(j0, _))| {
+                Mutex::new(Bn1Part {
+                    j0,
+                    at,
+                    z,
+                    m,
+                    g,
+                    be,
+                    rm,
+                    rv,
+                })
+            })
             .collect();
-        each(&self.pool, |t| {
-            let mut guard = lock(&parts[t]);
-            let (at, z, m, g, be, rm, rv) = &mut *guard;
-            // Plain slices (not through the guard) so the compiler keeps their addresses in
-            // registers inside the loops.
-            let (z, m, g, be, rm, rv): (
-                &mut [f32],
-                &mut [f32],
-                &[f32],
-                &[f32],
-                &mut [f32],
-                &mut [f32],
-            ) = (z, m, g, be, rm, rv);
-            let (j0, j1) = cols[t];
-            let w = j1 - j0;
-            // The batch's rows, transposed to feature-major (xs[q·n + i]) 16 features at a
-            // time, so that everything below runs along contiguous memory.
-            let mut xs = vec![0.0f32; w * n];
-            for q0 in (0..w).step_by(FP) {
-                for (i, &r) in idx.iter().enumerate() {
-                    for (q, &v) in (q0..q0 + FP).zip(&x[r * nf + j0 + q0..r * nf + j0 + q0 + FP]) {
-                        xs[q * n + i] = v;
-                    }
-                }
-            }
-            let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
-            let mut a_col = vec![0.0f32; np];
-            for q0 in (0..w).step_by(2) {
-                draw_column_pair(mask, nf, j0 + q0, &mut keep);
-                for (u, kq) in keep.iter().enumerate() {
-                    let q = q0 + u;
-                    let col = &xs[q * n..(q + 1) * n];
-                    let (mean, scale) = batch_stats(col, eps, mom, &mut rm[q], &mut rv[q]);
-                    let (gq, bq) = (g[q], be[q]);
-                    // z and m: feature q's batch at stride 16 inside its panel.
-                    let base = zm_index(n, 0, q);
-                    for i in 0..n {
-                        let xhat = (col[i] - mean) * scale;
-                        let k = kq[i];
-                        z[base + i * FP] = xhat * k;
-                        m[base + i * FP] = k;
-                        a_col[i] = (gq * xhat + bq) * k;
-                    }
-                    // aᵀ: feature q's row, 32 batch columns per panel (the padding stays 0).
-                    for (panel, vals) in at.iter_mut().zip(a_col.chunks_exact(BP)) {
-                        panel[q * BP..(q + 1) * BP].copy_from_slice(vals);
-                    }
-                }
-            }
-        });
+        each(&self.pool, |t| vectorized(|| lock(&parts[t]).run(&input)));
     }
 
     /// Phase 2, by hidden unit: layer 1 (`hᵀ = W1·aᵀ + b1`), ReLU, BatchNorm 2 on batch
@@ -535,50 +620,52 @@ impl FusedHead {
             .collect();
         let (at, rows) = (&self.at, &self.rows);
         each(&self.pool, |t| {
-            let mut p = lock(&rows[t]);
-            let p = &mut *p;
-            let mut guard = lock(&params[t]);
-            let (g, be, rm, rv) = &mut *guard;
-            let (r0, rn) = (p.r0, p.r1 - p.r0);
-            p.ht.resize(rn * np, 0.0);
-            for buf in [&mut p.xhat2, &mut p.m2, &mut p.d2] {
-                buf.resize(rn * n, 0.0);
-            }
-            gemm::product(rn, np, nf, &p.w1, at, &mut p.ht);
-            p.logits.clear();
-            p.logits.resize(c * n, 0.0);
-            let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
-            for q0 in (0..rn).step_by(2) {
-                draw_column_pair(mask, nh, r0 + q0, &mut keep);
-                for (u, kq) in keep.iter().enumerate() {
-                    let q = q0 + u;
-                    let h = &mut p.ht[q * np..q * np + n];
-                    let bias = b1[r0 + q];
-                    h.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
-                    let (mean, inv_std) = batch_stats(h, eps, mom, &mut rm[q], &mut rv[q]);
-                    p.inv_std2[q] = inv_std;
-                    let (gq, bq) = (g[q], be[q]);
-                    let row = q * n..(q + 1) * n;
-                    let (xhat2, m2, d2) = (
-                        &mut p.xhat2[row.clone()],
-                        &mut p.m2[row.clone()],
-                        &mut p.d2[row],
-                    );
-                    for i in 0..n {
-                        let xhat = (h[i] - mean) * inv_std;
-                        xhat2[i] = xhat;
-                        m2[i] = kq[i];
-                        d2[i] = (gq * xhat + bq) * kq[i];
-                    }
-                    for k in 0..c {
-                        let w = w2[k * nh + r0 + q];
-                        p.logits[k * n..(k + 1) * n]
-                            .iter_mut()
-                            .zip(d2.iter())
-                            .for_each(|(l, d)| *l += d * w);
+            vectorized(|| {
+                let mut p = lock(&rows[t]);
+                let p = &mut *p;
+                let mut guard = lock(&params[t]);
+                let (g, be, rm, rv) = &mut *guard;
+                let (r0, rn) = (p.r0, p.r1 - p.r0);
+                p.ht.resize(rn * np);
+                for buf in [&mut p.xhat2, &mut p.m2, &mut p.d2] {
+                    buf.resize(rn * n, 0.0);
+                }
+                gemm::product(rn, np, nf, &p.w1, at, &mut p.ht);
+                p.logits.clear();
+                p.logits.resize(c * n, 0.0);
+                let mut keep = [vec![1.0f32; n], vec![1.0f32; n]];
+                for q0 in (0..rn).step_by(2) {
+                    draw_column_pair(mask, nh, r0 + q0, &mut keep);
+                    for (u, kq) in keep.iter().enumerate() {
+                        let q = q0 + u;
+                        let h = &mut p.ht[q * np..q * np + n];
+                        let bias = b1[r0 + q];
+                        h.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+                        let (mean, inv_std) = batch_stats(h, eps, mom, &mut rm[q], &mut rv[q]);
+                        p.inv_std2[q] = inv_std;
+                        let (gq, bq) = (g[q], be[q]);
+                        let row = q * n..(q + 1) * n;
+                        let (xhat2, m2, d2) = (
+                            &mut p.xhat2[row.clone()],
+                            &mut p.m2[row.clone()],
+                            &mut p.d2[row],
+                        );
+                        for i in 0..n {
+                            let xhat = (h[i] - mean) * inv_std;
+                            xhat2[i] = xhat;
+                            m2[i] = kq[i];
+                            d2[i] = (gq * xhat + bq) * kq[i];
+                        }
+                        for k in 0..c {
+                            let w = w2[k * nh + r0 + q];
+                            p.logits[k * n..(k + 1) * n]
+                                .iter_mut()
+                                .zip(d2.iter())
+                                .for_each(|(l, d)| *l += d * w);
+                        }
                     }
                 }
-            }
+            })
         });
     }
 
@@ -610,65 +697,65 @@ impl FusedHead {
         let params: Vec<_> = params.map(|((g, be), b)| Mutex::new((g, be, b))).collect();
         let (z, m, rows) = (&self.z, &self.m, &self.rows);
         each(&self.pool, |t| {
-            let mut p = lock(&rows[t]);
-            let p = &mut *p;
-            let mut guard = lock(&params[t]);
-            let (g, be, b) = &mut *guard;
-            let (r0, rn) = (p.r0, p.r1 - p.r0);
-            p.gt.clear();
-            p.gt.resize(gt_len(rn, n), 0.0);
-            let mut dy = vec![0.0f32; n];
-            for q in 0..rn {
-                let r = r0 + q;
-                let row = q * n..(q + 1) * n;
-                // Back through layer 2 (old W2) and dropout 2; W2's gradient.
-                dy.fill(0.0);
-                for k in 0..c {
-                    let (dlk, w) = (&dl[k * n..(k + 1) * n], w2[k * nh + r]);
-                    dy.iter_mut().zip(dlk).for_each(|(d, l)| *d += l * w);
-                    p.gw2[k * rn + q] = lane_dot(dlk, &p.d2[row.clone()]);
+            vectorized(|| {
+                let mut p = lock(&rows[t]);
+                let p = &mut *p;
+                let mut guard = lock(&params[t]);
+                let (g, be, b) = &mut *guard;
+                let (r0, rn) = (p.r0, p.r1 - p.r0);
+                p.gt.clear(rn, n);
+                let (mut dy, mut gr) = (vec![0.0f32; n], vec![0.0f32; n]);
+                for q in 0..rn {
+                    let r = r0 + q;
+                    let row = q * n..(q + 1) * n;
+                    // Back through layer 2 (old W2) and dropout 2; W2's gradient.
+                    dy.fill(0.0);
+                    for k in 0..c {
+                        let (dlk, w) = (&dl[k * n..(k + 1) * n], w2[k * nh + r]);
+                        dy.iter_mut().zip(dlk).for_each(|(d, l)| *d += l * w);
+                        p.gw2[k * rn + q] = lane_dot(dlk, &p.d2[row.clone()]);
+                    }
+                    dy.iter_mut()
+                        .zip(&p.m2[row.clone()])
+                        .for_each(|(d, k)| *d *= k);
+                    // BatchNorm 2 backward, then the ReLU's mask.
+                    let xhat = &p.xhat2[row];
+                    let sum_dy = lane_sum(&dy, |v| v);
+                    let sum_dy_xhat = lane_dot(&dy, xhat);
+                    let scale = g[q] * p.inv_std2[q] / n as f32;
+                    let h = &p.ht[q * np..q * np + n];
+                    for i in 0..n {
+                        let dx = scale * (n as f32 * dy[i] - sum_dy - xhat[i] * sum_dy_xhat);
+                        gr[i] = if h[i] > 0.0 { dx } else { 0.0 };
+                    }
+                    let sum_g = lane_sum(&gr, |v| v);
+                    p.gt.push_row(&gr);
+                    gemm::sgd_update(&mut g[q], &mut p.v_g2[q], sum_dy_xhat, lr, wd, mu);
+                    gemm::sgd_update(&mut be[q], &mut p.v_be2[q], sum_dy, lr, wd, mu);
+                    gemm::sgd_update(&mut b[q], &mut p.v_b1[q], sum_g, lr, wd, mu);
                 }
-                dy.iter_mut()
-                    .zip(&p.m2[row.clone()])
-                    .for_each(|(d, k)| *d *= k);
-                // BatchNorm 2 backward, then the ReLU's mask.
-                let xhat = &p.xhat2[row];
-                let sum_dy = lane_sum(&dy, |v| v);
-                let sum_dy_xhat = lane_dot(&dy, xhat);
-                let scale = g[q] * p.inv_std2[q] / n as f32;
-                let h = &p.ht[q * np..q * np + n];
-                let mut sum_g = 0.0f32;
-                for i in 0..n {
-                    let dx = scale * (n as f32 * dy[i] - sum_dy - xhat[i] * sum_dy_xhat);
-                    let gr = if h[i] > 0.0 { dx } else { 0.0 };
-                    p.gt[gt_index(n, q, i)] = gr;
-                    sum_g += gr;
+                p.sg.fill(0.0);
+                p.sb.fill(0.0);
+                let mut step = StepW1 {
+                    rows: rn,
+                    w: &mut p.w1,
+                    v: &mut p.v1,
+                    sg: &mut p.sg,
+                    sb: &mut p.sb,
+                    g1,
+                    be1,
+                    lr,
+                    wd,
+                    mu,
+                };
+                gemm::sparse_dual(rn, nf, n, &p.gt, z, m, &mut step);
+                // This thread's features of the next batch's rows, for phase 1 of the next step
+                // (after the product, whose streaming would evict them from L2 again).
+                let (j0, j1) = cols[t];
+                for &r in next {
+                    prefetch(&x[r * nf + j0..r * nf + j1]);
                 }
-                gemm::sgd_update(&mut g[q], &mut p.v_g2[q], sum_dy_xhat, lr, wd, mu);
-                gemm::sgd_update(&mut be[q], &mut p.v_be2[q], sum_dy, lr, wd, mu);
-                gemm::sgd_update(&mut b[q], &mut p.v_b1[q], sum_g, lr, wd, mu);
-            }
-            p.sg.fill(0.0);
-            p.sb.fill(0.0);
-            let mut step = StepW1 {
-                rows: rn,
-                w: &mut p.w1,
-                v: &mut p.v1,
-                sg: &mut p.sg,
-                sb: &mut p.sb,
-                g1,
-                be1,
-                lr,
-                wd,
-                mu,
-            };
-            gemm::dual_product(rn, nf, n, &p.gt, z, m, &mut step);
-            // This thread's features of the next batch's rows, for phase 1 of the next step
-            // (after the product, whose streaming would evict them from L2 again).
-            let (j0, j1) = cols[t];
-            for &r in next {
-                prefetch(&x[r * nf + j0..r * nf + j1]);
-            }
+            })
         });
     }
 }
@@ -703,8 +790,7 @@ fn prefetch(v: &[f32]) {
 }
 
 /// BatchNorm's batch statistics of one channel (its n ≥ 2 values, two passes: as stable as
-/// PyTorch's for these sizes), with PyTorch's update of the running ones (`momentum` weight
-/// on the new value, unbiased variance for the running estimate). Returns
+/// PyTorch's for these sizes), with the running ones updated ([`running_update`]). Returns
 /// (mean, 1/√(biased variance + eps)).
 fn batch_stats(
     v: &[f32],
@@ -713,12 +799,29 @@ fn batch_stats(
     running_mean: &mut f32,
     running_var: &mut f32,
 ) -> (f32, f32) {
-    let n = v.len() as f32;
-    let mean = lane_sum(v, |x| x) / n;
-    let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n;
+    let n = v.len();
+    let mean = lane_sum(v, |x| x) / n as f32;
+    let var = lane_sum(v, |x| (x - mean) * (x - mean)) / n as f32;
+    let scale = running_update(mean, var, n, eps, momentum, running_mean, running_var);
+    (mean, scale)
+}
+
+/// PyTorch's update of BatchNorm's running statistics from a batch of n values with this
+/// mean and biased variance (`momentum` weight on the new value, unbiased variance for the
+/// running estimate). Returns 1/√(var + eps), the batch's normalising scale.
+fn running_update(
+    mean: f32,
+    var: f32,
+    n: usize,
+    eps: f32,
+    momentum: f32,
+    running_mean: &mut f32,
+    running_var: &mut f32,
+) -> f32 {
+    let n = n as f32;
     *running_mean = (1.0 - momentum) * *running_mean + momentum * mean;
     *running_var = (1.0 - momentum) * *running_var + momentum * var * n / (n - 1.0);
-    (mean, 1.0 / (var + eps).sqrt())
+    1.0 / (var + eps).sqrt()
 }
 
 /// The batch padded to whole panels of the layer-1 product.
@@ -760,7 +863,7 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Epilogue of `Q = Gᵀz`, `S = Gᵀm` for one part's hidden units: at unit r and features
-/// j..j+16, with W1's rows in [`w_index`] layout, `∂γ1[j] += W1·Q`, `∂β1[j] += W1·S`, then
+/// j..j+FP, with W1's rows in [`w_index`] layout, `∂γ1[j] += W1·Q`, `∂β1[j] += W1·S`, then
 /// W1's SGD step with gradient `γ1[j]·Q + β1[j]·S`.
 struct StepW1<'a> {
     rows: usize,
@@ -778,22 +881,22 @@ struct StepW1<'a> {
 impl Epilogue for StepW1<'_> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn put16(
+    fn put(
         &mut self,
         row: usize,
         col: usize,
-        q: [std::arch::x86_64::__m256; 2],
-        s: [std::arch::x86_64::__m256; 2],
+        q: [std::arch::x86_64::__m256; 4],
+        s: [std::arch::x86_64::__m256; 4],
     ) {
         use std::arch::x86_64::*;
         let at = w_index(self.rows, row, col);
         let (w, v) = (&mut self.w[at..at + FP], &mut self.v[at..at + FP]);
         let (sg, sb) = (&mut self.sg[col..col + FP], &mut self.sb[col..col + FP]);
         let (g1, be1) = (&self.g1[col..col + FP], &self.be1[col..col + FP]);
-        for h in 0..2 {
+        for h in 0..4 {
             let o = 8 * h;
             // SAFETY: only reached from the AVX2 kernel (AVX2 present); every slice above
-            // holds the 16 floats read or written.
+            // holds the FP floats read or written.
             unsafe {
                 let wv = _mm256_loadu_ps(w.as_ptr().add(o));
                 _mm256_storeu_ps(
