@@ -207,13 +207,11 @@ impl DropoutMask {
         }
     }
 
+    /// Branch-free (a select, not a jump): whether an element is kept is a coin flip, which
+    /// a branch would mispredict at every p-th element.
     #[inline(always)]
     fn of_half(&self, half: u32) -> f32 {
-        if half < self.threshold {
-            self.scale
-        } else {
-            0.0
-        }
+        self.scale * ((half < self.threshold) as u32 as f32)
     }
 
     /// `(value(2d), value(2d + 1))`: the two elements of draw `d`.
@@ -224,6 +222,7 @@ impl DropoutMask {
     }
 
     /// `out[k] = value(e0 + k)`, one draw per pair of elements.
+    #[inline]
     pub fn fill(&self, e0: usize, out: &mut [f32]) {
         let mut k = 0;
         if e0 % 2 == 1 && !out.is_empty() {

@@ -155,6 +155,8 @@ struct Bn1Input<'a> {
     x: &'a [f32],
     nf: usize,
     idx: &'a [usize],
+    /// The rows of the following batch (fetched into cache a whole step ahead).
+    next: &'a [usize],
     mask: &'a Option<DropoutMask>,
     eps: f32,
     momentum: f32,
@@ -178,11 +180,13 @@ impl Bn1Part<'_> {
     /// scattered over the activations) into a block of n × FP, the statistics of the FP
     /// features at once down the block, then z and m (whose panel has the block's shape)
     /// and aᵀ. Every loop runs across FP features, which the compiler makes vector code.
+    #[inline(always)]
     fn run(&mut self, input: &Bn1Input) {
         let Bn1Input {
             x,
             nf,
             idx,
+            next,
             mask,
             eps,
             momentum,
@@ -220,8 +224,7 @@ impl Bn1Part<'_> {
             let (g, be) = (&self.g[f..f + FP], &self.be[f..f + FP]);
             let panel = p * n * FP..(p + 1) * n * FP;
             let (z, m) = (&mut self.z[panel.clone()], &mut self.m[panel]);
-            let mut a = [0.0f32; FP];
-            for (i, row) in block.iter().enumerate() {
+            for (i, row) in block.iter_mut().enumerate() {
                 if let Some(mk) = mask {
                     mk.fill(i * nf + c0, &mut keep);
                 }
@@ -230,16 +233,95 @@ impl Bn1Part<'_> {
                     let xhat = (row[q] - mean[q]) * scale[q];
                     zi[q] = xhat * keep[q];
                     mi[q] = keep[q];
-                    a[q] = (g[q] * xhat + be[q]) * keep[q];
+                    // The block now holds a, for the transposition into aᵀ below.
+                    row[q] = (g[q] * xhat + be[q]) * keep[q];
                 }
-                // aᵀ: feature f + q's row of this batch panel, column i % BP.
-                let at = &mut self.at[i / BP];
-                for (q, v) in a.iter().enumerate() {
-                    at[(f + q) * BP + i % BP] = *v;
-                }
+            }
+            put_transposed(&block, f, &mut self.at);
+        }
+        // The next batch's rows of these features, to be read at the next step's start: a
+        // step ahead, so they arrive in time (the products' streaming moves them from L2 to
+        // the L3 cache, still much nearer than memory).
+        let (c0, c1) = (self.j0, self.j0 + self.g.len());
+        for &r in next {
+            prefetch(&x[r * nf + c0..r * nf + c1]);
+        }
+    }
+}
+
+/// Rows f..f+FP of aᵀ (one slice per panel of BP batch columns, [`gemm::at_index`] layout
+/// within a part) from `block`, n batch rows × FP features: 8 × 8 squares transposed in
+/// registers (written one float at a time, the stores at a stride of BP cost more than the
+/// rest of phase 1).
+#[inline(always)]
+fn put_transposed(block: &[[f32; FP]], f: usize, at: &mut [&mut [f32]]) {
+    #[cfg(target_arch = "x86_64")]
+    let whole = block.len() / 8 * 8;
+    #[cfg(target_arch = "x86_64")]
+    for i0 in (0..whole).step_by(8) {
+        let panel = &mut at[i0 / BP];
+        for q0 in (0..FP).step_by(8) {
+            let square: [[f32; 8]; 8] =
+                std::array::from_fn(|r| std::array::from_fn(|c| block[i0 + r][q0 + c]));
+            let t = transpose8(&square);
+            for (c, col) in t.iter().enumerate() {
+                let at = (f + q0 + c) * BP + i0 % BP;
+                panel[at..at + 8].copy_from_slice(col);
             }
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let whole = 0;
+    for (i, row) in block.iter().enumerate().skip(whole) {
+        let panel = &mut at[i / BP];
+        for (q, v) in row.iter().enumerate() {
+            panel[(f + q) * BP + i % BP] = *v;
+        }
+    }
+}
+
+/// The transpose of an 8 × 8 square: unpack pairs, shuffle quads, swap 128-bit halves.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn transpose8(m: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    use std::arch::x86_64::*;
+    let mut out = [[0.0f32; 8]; 8];
+    // SAFETY: only called from code compiled for AVX2 (`vectorized`, on CPUs that have
+    // it); every load and store is of a whole [f32; 8].
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(m[k].as_ptr()));
+        let t = [
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+            _mm256_unpacklo_ps(r[4], r[5]),
+            _mm256_unpackhi_ps(r[4], r[5]),
+            _mm256_unpacklo_ps(r[6], r[7]),
+            _mm256_unpackhi_ps(r[6], r[7]),
+        ];
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        for k in 0..4 {
+            _mm256_storeu_ps(
+                out[k].as_mut_ptr(),
+                _mm256_permute2f128_ps::<0x20>(u[k], u[k + 4]),
+            );
+            _mm256_storeu_ps(
+                out[k + 4].as_mut_ptr(),
+                _mm256_permute2f128_ps::<0x31>(u[k], u[k + 4]),
+            );
+        }
+    }
+    out
 }
 
 /// Runs `f` compiled for AVX2 and FMA, so that the step's element-wise loops become 8-wide
@@ -461,7 +543,7 @@ impl FusedHead {
         };
         let (b1, w2, b2) = unsafe { (view(&self.t.b1), view(&self.t.w2), view(&self.t.b2)) };
 
-        self.batchnorm1(x, idx, &mask1, g1, be1, rm1, rv1);
+        self.batchnorm1(x, idx, next, &mask1, g1, be1, rm1, rv1);
         self.forward_hidden(n, &mask2, b1, g2, be2, rm2, rv2, w2);
 
         // ---- main thread: log-softmax, NLL loss and its gradient (dl: c × n, class-major) ----
@@ -491,7 +573,7 @@ impl FusedHead {
             }
         }
 
-        self.backward_hidden(n, &dl, b1, g2, be2, w2, g1, be1, (lr, wd, mu), (x, next));
+        self.backward_hidden(n, &dl, b1, g2, be2, w2, g1, be1, (lr, wd, mu));
 
         // ---- main thread: BatchNorm 1's γ and β, W2 and b2 ----
         let parts: Vec<_> = self.rows.iter().map(lock).collect();
@@ -531,6 +613,7 @@ impl FusedHead {
         &mut self,
         x: &[f32],
         idx: &[usize],
+        next: &[usize],
         mask: &Option<DropoutMask>,
         g1: &mut [f32],
         be1: &mut [f32],
@@ -543,6 +626,7 @@ impl FusedHead {
             x,
             nf,
             idx,
+            next,
             mask,
             eps: self.t.bn1.eps as f32,
             momentum: self.t.bn1.momentum as f32,
@@ -671,7 +755,7 @@ impl FusedHead {
 
     /// Phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping b1,
     /// γ2, β2 and collecting W2's gradient) to G, then `Q = Gᵀz`, `S = Gᵀm` whose epilogue
-    /// steps W1 and collects BatchNorm 1's gradients. Ends by prefetching the next batch.
+    /// steps W1 and collects BatchNorm 1's gradients.
     #[allow(clippy::too_many_arguments)]
     fn backward_hidden(
         &mut self,
@@ -684,11 +768,9 @@ impl FusedHead {
         g1: &[f32],
         be1: &[f32],
         (lr, wd, mu): (f32, f32, f32),
-        (x, next): (&[f32], &[usize]),
     ) {
         let (nf, nh, c) = (self.nf, self.nh, self.c);
         let np = padded(n);
-        let cols = &self.cols;
         let widths = || self.row_ranges.iter().map(|&(r0, r1)| r1 - r0);
         let params = pieces(g2, widths())
             .into_iter()
@@ -749,12 +831,6 @@ impl FusedHead {
                     mu,
                 };
                 gemm::sparse_dual(rn, nf, n, &p.gt, z, m, &mut step);
-                // This thread's features of the next batch's rows, for phase 1 of the next step
-                // (after the product, whose streaming would evict them from L2 again).
-                let (j0, j1) = cols[t];
-                for &r in next {
-                    prefetch(&x[r * nf + j0..r * nf + j1]);
-                }
             })
         });
     }
