@@ -14,18 +14,20 @@
 //! normalised input x̂, dropout 1's mask m (0 or 1/(1 − p1)) and z = m·x̂, layer 1's input is
 //! `a = γ1·z + β1·m` (per feature). So with the gradient G at layer 1's output,
 //! `Q = Gᵀz` and `S = Gᵀm` give both W1's gradient `Gᵀa = γ1·Q + β1·S` and BatchNorm 1's
-//! `∂γ1 = Σ_r W1∘Q`, `∂β1 = Σ_r W1∘S` (no product `G·W1` back to the input).
+//! `∂γ1 = Σ_r W1∘Q`, `∂β1 = Σ_r W1∘S` (no product `G·W1` back to the input). G is zero
+//! wherever the ReLU was off (about half of it), and `Q, S` skip those terms
+//! ([`gemm::sparse_dual`]): the backward pass costs about as much as the forward one.
 //!
 //! How the work is split, for T threads (`torch.get_num_threads()`):
-//! - phase 1, by input feature: gather the batch rows (prefetched into cache during the
-//!   previous step: they are scattered over the whole activation array), BatchNorm 1 with
-//!   batch statistics, dropout 1; write `a`, `zᵀ`, `mᵀ` in the layouts the kernels read;
+//! - phase 1, by input feature: gather the batch rows (asked for a step ahead: they are
+//!   scattered over the whole activation array), BatchNorm 1 with batch statistics, dropout
+//!   1; write `aᵀ`, `z`, `m` in the layouts the kernels read;
 //! - phase 2, by hidden unit: `h = a·W1ᵀ + b1`, ReLU, BatchNorm 2, dropout 2, and each
 //!   thread's share of the logits;
 //! - main thread: log-softmax, NLL loss and its gradient;
 //! - phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping their
-//!   parameters) to G, then `Q, S` in one pass whose epilogue steps W1 and collects
-//!   BatchNorm 1's gradients;
+//!   parameters) to G's nonzero values, then `Q, S` in one pass whose epilogue steps W1 and
+//!   collects BatchNorm 1's gradients;
 //! - main thread: the SGD steps of BatchNorm 1, W2 and b2.
 //!
 //! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in the
