@@ -46,6 +46,7 @@ use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 use super::gemm::{self, w_index, AlignedBuf, Epilogue, SparseRows, BP, FP};
+use super::team::Team;
 use crate::models::head::{draw_seed, DropoutMask, OneHidden};
 use crate::{Error, Result};
 
@@ -79,7 +80,8 @@ struct RowPart {
 }
 
 pub struct FusedHead {
-    pool: Option<rayon::ThreadPool>,
+    /// The calling thread and threads − 1 helpers: member t does part t of every phase.
+    team: Team,
     nf: usize,
     nh: usize,
     c: usize,
@@ -104,16 +106,6 @@ pub struct FusedHead {
 /// Hidden units are split between the threads in multiples of this (even, because pairs of
 /// units share dropout draws).
 const HU: usize = 16;
-
-/// Runs `f(t)` for every thread index t, on the pool when there is one.
-fn each(pool: &Option<rayon::ThreadPool>, f: impl Fn(usize) + Sync) {
-    match pool {
-        Some(pool) => {
-            pool.broadcast(|ctx| f(ctx.index()));
-        }
-        None => f(0),
-    }
-}
 
 /// A mutable float32 view of a contiguous CPU float tensor.
 ///
@@ -240,13 +232,13 @@ impl Bn1Part<'_> {
                 }
             }
             put_transposed(&block, f, &mut self.at);
-        }
-        // The next batch's rows of these features, to be read at the next step's start: a
-        // step ahead, so they arrive in time (the products' streaming moves them from L2 to
-        // the L3 cache, still much nearer than memory).
-        let (c0, c1) = (self.j0, self.j0 + self.g.len());
-        for &r in next {
-            prefetch(&x[r * nf + c0..r * nf + c1]);
+            // The next batch's rows of this panel, to be read at the next step's start: a
+            // step ahead, so they arrive in time (the products' streaming moves them from L2
+            // to the L3 cache, still much nearer than memory), and a panel at a time, so the
+            // requests do not queue up behind each other.
+            for &r in next {
+                prefetch(&x[r * nf + c0..r * nf + c0 + FP]);
+            }
         }
     }
 }
@@ -376,21 +368,11 @@ impl FusedHead {
         // Each thread gets at least two panels of hidden units (below that the hand-off
         // between phases costs more than the work).
         let threads = threads.clamp(1, (nh / (2 * HU)).max(1));
-        let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("fastai-head-{i}"))
-                    .build()
-                    .map_err(|e| {
-                        Error::InvalidArgument(format!(
-                            "cannot start {threads} threads for the head step: {e}"
-                        ))
-                    })?,
-            )
-        } else {
-            None
-        };
+        let team = Team::new(threads, "fastai-head").map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot start {threads} threads for the head step: {e}"
+            ))
+        })?;
         let row_ranges = split(nh, threads, HU);
         let rows = row_ranges
             .iter()
@@ -418,7 +400,7 @@ impl FusedHead {
             })
             .collect();
         Ok(Some(FusedHead {
-            pool,
+            team,
             nf,
             nh,
             c,
@@ -465,13 +447,15 @@ impl FusedHead {
         for part in &mut self.rows {
             let p = part.get_mut().unwrap_or_else(|e| e.into_inner());
             let rows = p.r1 - p.r0;
+            // A panel's piece of a row is FP consecutive floats on both sides.
             for r in 0..rows {
-                for j in 0..nf {
+                for j in (0..nf).step_by(FP) {
                     let (model, mine) = ((p.r0 + r) * nf + j, w_index(rows, r, j));
+                    let (model, mine) = (model..model + FP, mine..mine + FP);
                     if into_parts {
-                        p.w1[mine] = w1[model];
+                        p.w1[mine].copy_from_slice(&w1[model]);
                     } else {
-                        w1[model] = p.w1[mine];
+                        w1[model].copy_from_slice(&p.w1[mine]);
                     }
                 }
             }
@@ -675,7 +659,8 @@ impl FusedHead {
                 })
             })
             .collect();
-        each(&self.pool, |t| vectorized(|| lock(&parts[t]).run(&input)));
+        self.team
+            .run(|t| vectorized(|| lock(&parts[t]).run(&input)));
     }
 
     /// Phase 2, by hidden unit: layer 1 (`hᵀ = W1·aᵀ + b1`), ReLU, BatchNorm 2 on batch
@@ -705,7 +690,7 @@ impl FusedHead {
             .map(|(((g, be), rm), rv)| Mutex::new((g, be, rm, rv)))
             .collect();
         let (at, rows) = (&self.at, &self.rows);
-        each(&self.pool, |t| {
+        self.team.run(|t| {
             vectorized(|| {
                 let mut p = lock(&rows[t]);
                 let p = &mut *p;
@@ -780,7 +765,7 @@ impl FusedHead {
             .zip(pieces(b1, widths()));
         let params: Vec<_> = params.map(|((g, be), b)| Mutex::new((g, be, b))).collect();
         let (z, m, rows) = (&self.z, &self.m, &self.rows);
-        each(&self.pool, |t| {
+        self.team.run(|t| {
             vectorized(|| {
                 let mut p = lock(&rows[t]);
                 let p = &mut *p;

@@ -7,3 +7,4 @@ pub mod image_source;
 pub mod learner;
 pub mod schedule;
 pub mod sgd;
+pub mod team;
