@@ -335,12 +335,25 @@ unsafe fn sparse_dual_avx2<E: Epilogue>(
     out: &mut E,
 ) {
     use std::arch::x86_64::*;
+    // Cache lines of one panel of Z (and of M), and how many of the next panel's to ask
+    // for per row of this one.
+    let lines = k * FP / 16;
+    let per_row = (2 * lines).div_ceil(m.max(1));
     for panel in 0..n / FP {
         let (zp, mp) = (
             z.as_ptr().add(panel * k * FP),
             mk.as_ptr().add(panel * k * FP),
         );
         for r in 0..m {
+            // The next panel into L2 while this one is worked on: Z and M were just written
+            // by all the threads, so half of each panel sits in another core's cache, and
+            // fetched on demand its lines would come one stall at a time.
+            if panel + 1 < n / FP {
+                for l in r * per_row..((r + 1) * per_row).min(2 * lines) {
+                    let (base, l) = if l < lines { (zp, l) } else { (mp, l - lines) };
+                    _mm_prefetch::<_MM_HINT_T1>(base.add(k * FP + l * 16) as *const i8);
+                }
+            }
             // 8 accumulators (the FMA's latency times its two ports), a broadcast and a
             // streaming load: per nonzero of G, 8 loads and 8 FMAs.
             let (mut q, mut s) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
