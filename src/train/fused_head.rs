@@ -41,6 +41,7 @@
 //! dropout masks as [`crate::models::head::dropout`] from the same seeds, and sums in
 //! another order, so results equal the autograd path to float round-off.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
@@ -805,21 +806,120 @@ impl FusedHead {
                 }
                 p.sg.fill(0.0);
                 p.sb.fill(0.0);
-                let mut step = StepW1 {
-                    rows: rn,
-                    w: &mut p.w1,
-                    v: &mut p.v1,
-                    sg: &mut p.sg,
-                    sb: &mut p.sb,
-                    g1,
-                    be1,
-                    lr,
-                    wd,
-                    mu,
-                };
-                gemm::sparse_dual(rn, nf, n, &p.gt, z, m, &mut step);
             })
         });
+
+        // `Q, S` and W1's step in tiles of (part, panel of FP features), shared out as they
+        // come: each member takes its own part's panels from the front, then the other
+        // parts' from the back. The product is most of the step, and the cores of this
+        // machine rarely run at the same speed for long (a static split left one waiting
+        // for the other 5-15% of it).
+        let panels = nf / FP;
+        let mut guards: Vec<_> = self.rows.iter().map(lock).collect();
+        let mut tiles = Vec::with_capacity(guards.len() * panels);
+        for guard in guards.iter_mut() {
+            let RowPart {
+                r0,
+                r1,
+                w1,
+                v1,
+                sg,
+                sb,
+                gt,
+                ..
+            } = &mut **guard;
+            let rn = *r1 - *r0;
+            let (gt, pieces) = (&*gt, rn * FP);
+            let slices = w1
+                .chunks_mut(pieces)
+                .zip(v1.chunks_mut(pieces))
+                .zip(sg.chunks_mut(FP).zip(sb.chunks_mut(FP)));
+            for ((w, v), (sg, sb)) in slices {
+                tiles.push(Mutex::new((rn, gt, w, v, sg, sb)));
+            }
+        }
+        let claims: Vec<Claims> = (0..self.rows.len()).map(|_| Claims::new(panels)).collect();
+        self.team.run(|t| {
+            vectorized(|| {
+                let parts = claims.len();
+                let next = || {
+                    claims[t].front().map(|p| (t, p)).or_else(|| {
+                        (1..parts)
+                            .map(|d| (t + d) % parts)
+                            .find_map(|o| claims[o].back().map(|p| (o, p)))
+                    })
+                };
+                while let Some((part, panel)) = next() {
+                    let mut tile = lock(&tiles[part * panels + panel]);
+                    let (rows, gt, w, v, sg, sb) = &mut *tile;
+                    let (cols, zm) = (
+                        panel * FP..(panel + 1) * FP,
+                        panel * n * FP..(panel + 1) * n * FP,
+                    );
+                    let mut step = StepW1 {
+                        rows: *rows,
+                        w,
+                        v,
+                        sg,
+                        sb,
+                        g1: &g1[cols.clone()],
+                        be1: &be1[cols],
+                        lr,
+                        wd,
+                        mu,
+                    };
+                    // Likely this member's next panel: the following one of its own part,
+                    // the one before of another's.
+                    let after = if part == t {
+                        panel + 1
+                    } else {
+                        panel.wrapping_sub(1)
+                    };
+                    let ahead = (after < panels).then(|| {
+                        let zm = after * n * FP..(after + 1) * n * FP;
+                        (&z[zm.clone()], &m[zm])
+                    });
+                    gemm::sparse_dual(*rows, FP, n, gt, &z[zm.clone()], &m[zm], &mut step, ahead);
+                }
+            })
+        });
+    }
+}
+
+/// The panels 0..n of one part still to do, taken from either end: the front (low 32 bits)
+/// by the part's own member, the back (high 32 bits, exclusive) by the others.
+struct Claims(AtomicU64);
+
+impl Claims {
+    fn new(n: usize) -> Self {
+        Claims(AtomicU64::new((n as u64) << 32))
+    }
+    fn take(&self, from_front: bool) -> Option<usize> {
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+            if front >= back {
+                return None;
+            }
+            let (new, got) = if from_front {
+                (cur + 1, front)
+            } else {
+                (((back - 1) << 32) | front, back - 1)
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(got as usize),
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+    fn front(&self) -> Option<usize> {
+        self.take(true)
+    }
+    fn back(&self) -> Option<usize> {
+        self.take(false)
     }
 }
 

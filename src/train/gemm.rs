@@ -289,7 +289,10 @@ pub trait Epilogue {
 /// `Q = Gᵀ·Z` and `S = Gᵀ·M` (m × n each; Gᵀ: m × k given by its nonzero entries, Z and M:
 /// k × n in [`zm_index`] layout, n a multiple of FP), each row piece handed to `out`. Visits
 /// Z and M panel by panel (one panel, 2·FP·k floats, stays in L1 while every row of Gᵀ
-/// passes), so `out` walks a matrix in [`w_index`] layout front to back.
+/// passes), so `out` walks a matrix in [`w_index`] layout front to back. Each next panel
+/// is fetched into L2 during the one before; `next` is the panel of Z and of M (k × FP
+/// each) that the caller will pass next, fetched during the last one.
+#[allow(clippy::too_many_arguments)]
 pub fn sparse_dual<E: Epilogue>(
     m: usize,
     n: usize,
@@ -298,17 +301,22 @@ pub fn sparse_dual<E: Epilogue>(
     z: &[f32],
     mk: &[f32],
     out: &mut E,
+    next: Option<(&[f32], &[f32])>,
 ) {
     assert!(n % FP == 0, "sparse_dual: n = {n} is not whole panels");
     assert!(
         g.rows() == m && g.cols <= k && z.len() >= k * n && mk.len() >= k * n,
         "sparse_dual: operand of the wrong size"
     );
+    assert!(
+        next.is_none_or(|(a, b)| a.len() >= k * FP && b.len() >= k * FP),
+        "sparse_dual: next panel too short"
+    );
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA are present; the assert bounds every index the kernel forms
         // (every column of `g` is below k).
-        unsafe { sparse_dual_avx2(m, n, k, g, z, mk, out) };
+        unsafe { sparse_dual_avx2(m, n, k, g, z, mk, out, next) };
         return;
     }
     for r in 0..m {
@@ -325,6 +333,7 @@ pub fn sparse_dual<E: Epilogue>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn sparse_dual_avx2<E: Epilogue>(
     m: usize,
     n: usize,
@@ -333,6 +342,7 @@ unsafe fn sparse_dual_avx2<E: Epilogue>(
     z: &[f32],
     mk: &[f32],
     out: &mut E,
+    next: Option<(&[f32], &[f32])>,
 ) {
     use std::arch::x86_64::*;
     // Cache lines of one panel of Z (and of M), and how many of the next panel's to ask
@@ -344,14 +354,19 @@ unsafe fn sparse_dual_avx2<E: Epilogue>(
             z.as_ptr().add(panel * k * FP),
             mk.as_ptr().add(panel * k * FP),
         );
+        // The next panel into L2 while this one is worked on: Z and M were just written
+        // by all the threads, so half of each panel sits in another core's cache, and
+        // fetched on demand its lines would come one stall at a time.
+        let ahead = if panel + 1 < n / FP {
+            Some((zp.add(k * FP), mp.add(k * FP)))
+        } else {
+            next.map(|(a, b)| (a.as_ptr(), b.as_ptr()))
+        };
         for r in 0..m {
-            // The next panel into L2 while this one is worked on: Z and M were just written
-            // by all the threads, so half of each panel sits in another core's cache, and
-            // fetched on demand its lines would come one stall at a time.
-            if panel + 1 < n / FP {
+            if let Some((zn, mn)) = ahead {
                 for l in r * per_row..((r + 1) * per_row).min(2 * lines) {
-                    let (base, l) = if l < lines { (zp, l) } else { (mp, l - lines) };
-                    _mm_prefetch::<_MM_HINT_T1>(base.add(k * FP + l * 16) as *const i8);
+                    let (base, l) = if l < lines { (zn, l) } else { (mn, l - lines) };
+                    _mm_prefetch::<_MM_HINT_T1>(base.add(l * 16) as *const i8);
                 }
             }
             // 8 accumulators (the FMA's latency times its two ports), a broadcast and a
@@ -497,7 +512,7 @@ mod tests {
                 q: vec![f32::NAN; m * n],
                 s: vec![f32::NAN; m * n],
             };
-            sparse_dual(m, n, k, &g, &z, &mk, &mut out);
+            sparse_dual(m, n, k, &g, &z, &mk, &mut out, None);
             let gm = |r: usize, i: usize| gd[r * k + i];
             let want_q = reference(gm, |i, j| z[zm_index(k, i, j)], m, n, k);
             let want_s = reference(gm, |i, j| mk[zm_index(k, i, j)], m, n, k);
