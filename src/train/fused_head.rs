@@ -841,15 +841,7 @@ impl FusedHead {
         let claims: Vec<Claims> = (0..self.rows.len()).map(|_| Claims::new(panels)).collect();
         self.team.run(|t| {
             vectorized(|| {
-                let parts = claims.len();
-                let next = || {
-                    claims[t].front().map(|p| (t, p)).or_else(|| {
-                        (1..parts)
-                            .map(|d| (t + d) % parts)
-                            .find_map(|o| claims[o].back().map(|p| (o, p)))
-                    })
-                };
-                while let Some((part, panel)) = next() {
+                while let Some((part, panel)) = claim_next(&claims, t) {
                     let mut tile = lock(&tiles[part * panels + panel]);
                     let (rows, gt, w, v, sg, sb) = &mut *tile;
                     let (cols, zm) = (
@@ -921,6 +913,16 @@ impl Claims {
     fn back(&self) -> Option<usize> {
         self.take(false)
     }
+}
+
+/// Member t's next tile: its own part's from the front, else another part's from the back.
+fn claim_next(claims: &[Claims], t: usize) -> Option<(usize, usize)> {
+    let parts = claims.len();
+    claims[t].front().map(|i| (t, i)).or_else(|| {
+        (1..parts)
+            .map(|d| (t + d) % parts)
+            .find_map(|o| claims[o].back().map(|i| (o, i)))
+    })
 }
 
 /// The dropout mask of columns `col` and `col + 1` (`col` even) of a row-major
@@ -1101,5 +1103,48 @@ impl Epilogue for StepW1<'_> {
             self.wd,
             self.mu,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three members racing over three parts, one of them slow: every tile is taken exactly
+    /// once, and the slow member's part is partly done by the others.
+    #[test]
+    fn claimed_tiles_are_each_taken_once() {
+        for _ in 0..50 {
+            let claims: Vec<Claims> = [7, 0, 40].iter().map(|&n| Claims::new(n)).collect();
+            let taken: Vec<Vec<(usize, usize)>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3)
+                    .map(|t| {
+                        let claims = &claims;
+                        s.spawn(move || {
+                            let mut mine = Vec::new();
+                            while let Some(tile) = claim_next(claims, t) {
+                                if t == 2 {
+                                    std::thread::sleep(std::time::Duration::from_millis(1));
+                                }
+                                mine.push(tile);
+                            }
+                            mine
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("member"))
+                    .collect()
+            });
+            let mut all: Vec<_> = taken.iter().flatten().copied().collect();
+            all.sort_unstable();
+            let want: Vec<_> = (0..7)
+                .map(|i| (0, i))
+                .chain((0..40).map(|i| (2, i)))
+                .collect();
+            assert_eq!(all, want);
+            assert!(taken[0].iter().chain(&taken[1]).any(|&(part, _)| part == 2));
+        }
     }
 }
