@@ -46,7 +46,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use super::gemm::{self, w_index, AlignedBuf, Epilogue, SparseRows, BP, FP};
+use super::gemm::{self, w_index, zm_panel, AlignedBuf, Epilogue, SparseRows, BP, FP};
 use super::team::Team;
 use crate::models::head::{draw_seed, DropoutMask, OneHidden};
 use crate::{Error, Result};
@@ -93,7 +93,7 @@ pub struct FusedHead {
     row_ranges: Vec<(usize, usize)>,
     rows: Vec<Mutex<RowPart>>,
     /// Layer 1's input as aᵀ (nf × np) in [`gemm::at_index`] layout; z = m·x̂ and the mask m
-    /// (n × nf) in [`zm_index`] layout.
+    /// (n × nf) in [`gemm::zm_index`] layout.
     at: AlignedBuf,
     z: AlignedBuf,
     m: AlignedBuf,
@@ -217,7 +217,7 @@ impl Bn1Part<'_> {
                 );
             }
             let (g, be) = (&self.g[f..f + FP], &self.be[f..f + FP]);
-            let panel = p * n * FP..(p + 1) * n * FP;
+            let panel = zm_panel(n, p);
             let (z, m) = (&mut self.z[panel.clone()], &mut self.m[panel]);
             for (i, row) in block.iter_mut().enumerate() {
                 if let Some(mk) = mask {
@@ -844,10 +844,7 @@ impl FusedHead {
                 while let Some((part, panel)) = claim_next(&claims, t) {
                     let mut tile = lock(&tiles[part * panels + panel]);
                     let (rows, gt, w, v, sg, sb) = &mut *tile;
-                    let (cols, zm) = (
-                        panel * FP..(panel + 1) * FP,
-                        panel * n * FP..(panel + 1) * n * FP,
-                    );
+                    let (cols, zm) = (panel * FP..(panel + 1) * FP, zm_panel(n, panel));
                     let mut step = StepW1 {
                         rows: *rows,
                         w,
@@ -867,10 +864,8 @@ impl FusedHead {
                     } else {
                         panel.wrapping_sub(1)
                     };
-                    let ahead = (after < panels).then(|| {
-                        let zm = after * n * FP..(after + 1) * n * FP;
-                        (&z[zm.clone()], &m[zm])
-                    });
+                    let ahead =
+                        (after < panels).then(|| (&z[zm_panel(n, after)], &m[zm_panel(n, after)]));
                     gemm::sparse_dual(*rows, FP, n, gt, &z[zm.clone()], &m[zm], &mut step, ahead);
                 }
             })

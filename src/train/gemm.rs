@@ -114,6 +114,13 @@ pub fn zm_index(n: usize, i: usize, j: usize) -> usize {
     (j / FP) * n * FP + i * FP + j % FP
 }
 
+/// The floats of panel `p` (features p·FP..(p+1)·FP) of a Z or M with n rows: an n × FP
+/// block, row-major.
+#[inline(always)]
+pub fn zm_panel(n: usize, p: usize) -> std::ops::Range<usize> {
+    zm_index(n, 0, p * FP)..zm_index(n, 0, (p + 1) * FP)
+}
+
 /// The rows of a sparse matrix (Gᵀ: hidden units × batch) as lists of (column, value) for
 /// the nonzero values, filled row by row with [`push_row`](Self::push_row).
 #[derive(Default)]
