@@ -95,6 +95,13 @@ def alternate(rounds, *sides):
     return times
 
 
+def sgemm_round(size=1024, reps=4):
+    """One round of this machine's float32 matrix-product speed: PyTorch's sgemm on size³
+    (the best a well-tuned BLAS gets from these cores right now)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return lambda _: [torch.mm(a, b) for _ in range(reps)]
+
+
 def bench_head(args):
     n, nf, bs = args.head_rows, 1024, 64
     g = torch.Generator().manual_seed(0)
@@ -107,12 +114,24 @@ def bench_head(args):
     run_ours = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch)  # noqa: E731
     run_ref = lambda epoch: ref_epoch(ref, opt, x, y, bs, g)  # noqa: E731
     run_autograd = lambda epoch: ours_epoch(ours, [1e-2], True, x, y, bs, 42, epoch, fused_head=False)  # noqa: E731
-    run_ours(0), run_ref(0), run_autograd(0)  # warm-up
-    t_ours, t_ref, t_auto = alternate(args.rounds, run_ours, run_ref, run_autograd)
+    size, reps = 1024, 4
+    run_sgemm = sgemm_round(size, reps)
+    run_ours(0), run_ref(0), run_autograd(0), run_sgemm(0)  # warm-up
+    t_ours, t_ref, t_auto, t_mm = alternate(args.rounds, run_ours, run_ref, run_autograd, run_sgemm)
     report("(a) head epoch, autograd path", n, t_auto, t_ref, "rows")
     ratio = report(f"(a) head epoch ({n} x {nf}, bs {bs})", n, t_ours, t_ref, "rows")
     o = median(t_ours)
     print(f"    target: our head epoch < 0.5 s: {'MET' if o < 0.5 else 'NOT MET'} ({o:.3f} s)")
+    # The machine's speed in the same run, so that the figure above can be read on another
+    # machine: the epoch's matrix products (layer 1 forward, and W1's gradient with BatchNorm
+    # 1's over the nonzero half of the ReLU's gradient) against PyTorch's sgemm rate.
+    rate = 2 * size**3 * reps / median(t_mm) / 1e9
+    nh = 512
+    products = (2 * n * nf * nh + 2 * 2 * n * nh * nf * 0.5) / 1e9
+    print(f"    this machine: PyTorch sgemm {size}^3 at {rate:.1f} GFLOP/s ({torch.get_num_threads()} threads,"
+          f" rounds {' '.join(f'{2 * size**3 * reps / t / 1e9:.0f}' for t in t_mm)});"
+          f" the epoch's products, {products:.1f} GFLOP, take {products / rate:.3f} s at that rate;"
+          f" our epoch runs at {products / o / rate:.0%} of it (0.5 s needs {products / 0.5 / rate:.0%})")
     return ratio
 
 
