@@ -191,6 +191,14 @@ impl Bn1Part<'_> {
         let mut keep = [1.0f32; FP];
         for p in 0..self.g.len() / FP {
             let (f, c0) = (p * FP, self.j0 + p * FP);
+            // This batch's rows of the next panel into L1 while this one is worked on: the
+            // prefetch a step ahead brought them nearer, but the products since have pushed
+            // many out of L2 again, and the gather below waited on them (a third of phase 1).
+            if (p + 1) * FP < self.g.len() {
+                for &r in idx {
+                    prefetch_l1(&x[r * nf + c0 + FP..r * nf + c0 + 2 * FP]);
+                }
+            }
             let mut sum = [0.0f32; FP];
             for (row, &r) in block.iter_mut().zip(idx) {
                 row.copy_from_slice(&x[r * nf + c0..r * nf + c0 + FP]);
@@ -722,11 +730,13 @@ impl FusedHead {
                             &mut p.m2[row.clone()],
                             &mut p.d2[row],
                         );
-                        for i in 0..n {
-                            let xhat = (h[i] - mean) * inv_std;
-                            xhat2[i] = xhat;
-                            m2[i] = kq[i];
-                            d2[i] = (gq * xhat + bq) * kq[i];
+                        // Zipped (no index, so no bounds checks): vector code.
+                        let outs = xhat2.iter_mut().zip(m2.iter_mut()).zip(d2.iter_mut());
+                        for (((x2, m), d), (&h, &k)) in outs.zip(h.iter().zip(kq)) {
+                            let xhat = (h - mean) * inv_std;
+                            *x2 = xhat;
+                            *m = k;
+                            *d = (gq * xhat + bq) * k;
                         }
                         for k in 0..c {
                             let w = w2[k * nh + r0 + q];
@@ -939,13 +949,21 @@ fn draw_column_pair(
 /// Asks the CPU to bring `v` into its L2 cache (no-op off x86-64).
 fn prefetch(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
+    prefetch_with::<{ std::arch::x86_64::_MM_HINT_T1 }>(v);
+}
+
+/// Asks the CPU to bring `v` into its L1 cache (no-op off x86-64).
+fn prefetch_l1(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    prefetch_with::<{ std::arch::x86_64::_MM_HINT_T0 }>(v);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_with<const HINT: i32>(v: &[f32]) {
     for line in v.chunks(16) {
         // SAFETY: prefetching is a hint with no effect on memory; the address is in `v`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr() as *const i8
-            )
-        };
+        unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line.as_ptr() as *const i8) };
     }
 }
 
