@@ -184,13 +184,25 @@ impl SparseRows {
 }
 
 /// `hᵀ (m × np, row-major) = W (m × k) · Aᵀ (k × np)`, with k a multiple of FP and np of BP.
-pub fn product(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f32]) {
+/// W's m rows are the first rows of a [`w_index`] layout of `w_rows` rows (`w` starts at the
+/// first of them), so a block of rows can be computed on its own.
+pub fn product(
+    m: usize,
+    w_rows: usize,
+    np: usize,
+    k: usize,
+    w: &[f32],
+    at: &[f32],
+    ht: &mut [f32],
+) {
     assert!(
-        k % FP == 0 && np % BP == 0,
-        "product: k = {k} or np = {np} not whole panels"
+        k % FP == 0 && np % BP == 0 && m <= w_rows,
+        "product: k = {k} or np = {np} not whole panels, or {m} rows of {w_rows}"
     );
     assert!(
-        w.len() >= m * k && at.len() >= k * np && ht.len() >= m * np,
+        (k == 0 || w.len() >= (k / FP - 1) * w_rows * FP + m * FP)
+            && at.len() >= k * np
+            && ht.len() >= m * np,
         "product: operand too short"
     );
     if k == 0 {
@@ -200,13 +212,13 @@ pub fn product(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: AVX2 and FMA are present; the asserts bound every index the kernel forms.
-        unsafe { product_avx2(m, np, k, w, at, ht) };
+        unsafe { product_avx2(m, w_rows, np, k, w, at, ht) };
         return;
     }
     for r in 0..m {
         for i in 0..np {
             ht[r * np + i] = (0..k)
-                .map(|j| w[w_index(m, r, j)] * at[at_index(k, j, i)])
+                .map(|j| w[w_index(w_rows, r, j)] * at[at_index(k, j, i)])
                 .sum();
         }
     }
@@ -214,7 +226,15 @@ pub fn product(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn product_avx2(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht: &mut [f32]) {
+unsafe fn product_avx2(
+    m: usize,
+    w_rows: usize,
+    np: usize,
+    k: usize,
+    w: &[f32],
+    at: &[f32],
+    ht: &mut [f32],
+) {
     for panel in 0..np / BP {
         for k0 in (0..k).step_by(KC) {
             let kc = (k - k0).min(KC);
@@ -222,11 +242,12 @@ unsafe fn product_avx2(m: usize, np: usize, k: usize, w: &[f32], at: &[f32], ht:
             for r0 in (0..m).step_by(MR) {
                 let c = ht.as_mut_ptr().add(r0 * np + panel * BP);
                 // W's rows r0.. from column k0: panel k0/FP onwards, rows FP floats apart.
-                let a = w.as_ptr().add((k0 / FP) * m * FP + r0 * FP);
+                let a = w.as_ptr().add((k0 / FP) * w_rows * FP + r0 * FP);
+                let stride = w_rows * FP;
                 match m - r0 {
-                    1 => product_tile::<1>(kc, a, m * FP, b, c, np, k0 > 0),
-                    2 => product_tile::<2>(kc, a, m * FP, b, c, np, k0 > 0),
-                    _ => product_tile::<3>(kc, a, m * FP, b, c, np, k0 > 0),
+                    1 => product_tile::<1>(kc, a, stride, b, c, np, k0 > 0),
+                    2 => product_tile::<2>(kc, a, stride, b, c, np, k0 > 0),
+                    _ => product_tile::<3>(kc, a, stride, b, c, np, k0 > 0),
                 }
             }
         }
@@ -442,12 +463,23 @@ mod tests {
                 |r: usize, j: usize| w[w_index(m, r, j)],
                 |j: usize, i: usize| at[at_index(k, j, i)],
             );
+            let want = reference(wm, atm, m, np, k);
             let mut ht = vec![f32::NAN; m * np];
-            product(m, np, k, &w, &at, &mut ht);
-            for (got, want) in ht.iter().zip(reference(wm, atm, m, np, k)) {
+            product(m, m, np, k, &w, &at, &mut ht);
+            for (got, want) in ht.iter().zip(&want) {
                 assert!(
                     (*got as f64 - want).abs() < 1e-4,
                     "({m},{np},{k}): {got} vs {want}"
+                );
+            }
+            // A block of rows r0..r0 + mb on its own, read inside the whole layout.
+            let (r0, mb) = (m / 3, (m - m / 3).div_ceil(2));
+            let mut block = vec![f32::NAN; mb * np];
+            product(mb, m, np, k, &w[(r0 * FP).min(w.len())..], &at, &mut block);
+            for (got, want) in block.iter().zip(&want[r0 * np..]) {
+                assert!(
+                    (*got as f64 - want).abs() < 1e-4,
+                    "({m},{np},{k}) rows {r0}+{mb}: {got} vs {want}"
                 );
             }
         }
