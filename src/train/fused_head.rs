@@ -48,7 +48,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::gemm::{self, w_index, zm_panel, AlignedBuf, Epilogue, SparseRows, BP, FP};
 use super::team::Team;
-use crate::models::head::{draw_seed, DropoutMask, OneHidden};
+use crate::models::head::{draw_seed, draw_seed_pair, DropoutMask, OneHidden};
 use crate::{Error, Result};
 
 /// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit. Per-unit
@@ -605,8 +605,19 @@ impl FusedHead {
             })
             .collect::<Result<_>>()?;
         // Masks in the order the autograd path draws them (layer 1, then layer 2).
-        let mask1 = (self.t.p1 > 0.0).then(|| DropoutMask::new(draw_seed(), self.t.p1));
-        let mask2 = (self.t.p2 > 0.0).then(|| DropoutMask::new(draw_seed(), self.t.p2));
+        let (p1, p2) = (self.t.p1, self.t.p2);
+        let (mask1, mask2) = match (p1 > 0.0, p2 > 0.0) {
+            (true, true) => {
+                let [s1, s2] = draw_seed_pair();
+                (
+                    Some(DropoutMask::new(s1, p1)),
+                    Some(DropoutMask::new(s2, p2)),
+                )
+            }
+            (true, false) => (Some(DropoutMask::new(draw_seed(), p1)), None),
+            (false, true) => (None, Some(DropoutMask::new(draw_seed(), p2))),
+            (false, false) => (None, None),
+        };
         let (lr, wd, mu) = (lr as f32, wd as f32, mu as f32);
 
         // SAFETY: every tensor was checked contiguous float32 CPU in `new`; these views are
