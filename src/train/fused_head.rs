@@ -22,12 +22,13 @@
 //! - phase 1, by input feature: gather the batch rows (asked for a step ahead: they are
 //!   scattered over the whole activation array), BatchNorm 1 with batch statistics, dropout
 //!   1; write `aᵀ`, `z`, `m` in the layouts the kernels read;
-//! - phase 2, by hidden unit: `h = a·W1ᵀ + b1`, ReLU, BatchNorm 2, dropout 2, and each
-//!   thread's share of the logits;
+//! - phase 2, by hidden unit, in blocks that go to whichever thread is free: `h = a·W1ᵀ +
+//!   b1`, ReLU, BatchNorm 2, dropout 2, and each block's share of the logits;
 //! - main thread: log-softmax, NLL loss and its gradient;
 //! - phase 4, by hidden unit: back through layer 2, BatchNorm 2 and the ReLU (stepping their
-//!   parameters) to G's nonzero values, then `Q, S` in one pass whose epilogue steps W1 and
-//!   collects BatchNorm 1's gradients;
+//!   parameters) to G's nonzero values, then `Q, S` in tiles of (part, feature panel)
+//!   that go to whichever thread is free, whose epilogue steps W1 and collects BatchNorm
+//!   1's gradients;
 //! - main thread: the SGD steps of BatchNorm 1, W2 and b2.
 //!
 //! The thread owning hidden units `r0..r1` keeps those rows of W1 (and their momentum) in the
