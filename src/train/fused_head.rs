@@ -816,7 +816,8 @@ impl FusedHead {
             .zip(pieces(rm2, widths()))
             .zip(pieces(rv2, widths()));
         let mut guards: Vec<_> = self.rows.iter().map(lock).collect();
-        let (mut blocks, mut counts) = (Vec::new(), Vec::new());
+        // Every part's blocks in one list; part k's are first[k]..first[k] + counts[k].
+        let (mut blocks, mut first, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for (guard, (((g, be), rm), rv)) in guards.iter_mut().zip(params) {
             let RowPart {
                 r0,
@@ -838,6 +839,7 @@ impl FusedHead {
             let count = rn.div_ceil(FB);
             logits.clear();
             logits.resize(count * input.c * n, 0.0);
+            first.push(blocks.len());
             counts.push(count);
             let per_unit = ht
                 .chunks_mut(FB * np)
@@ -871,13 +873,6 @@ impl FusedHead {
                 }));
             }
         }
-        let first: Vec<usize> = counts
-            .iter()
-            .scan(0, |at, &k| {
-                *at += k;
-                Some(*at - k)
-            })
-            .collect();
         let claims: Vec<Claims> = counts.iter().map(|&k| Claims::new(k)).collect();
         self.team.run(|t| {
             vectorized(|| {
