@@ -176,12 +176,17 @@ pub fn draw_seed() -> u64 {
     Tensor::randint(i64::MAX, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]) as u64
 }
 
-/// Two draws at once: the same values as two calls of [`draw_seed`] (torch's `randint` takes
+/// `n` draws at once: the same values as `n` calls of [`draw_seed`] (torch's `randint` takes
 /// one generator value per element, in order), for the cost of one (each call is a tensor
 /// and a kernel, 10-15 µs).
-pub fn draw_seed_pair() -> [u64; 2] {
-    let t = Tensor::randint(i64::MAX, [2], (Kind::Int64, Device::Cpu));
-    [0, 1].map(|i| t.int64_value(&[i]) as u64)
+pub fn draw_seeds(n: usize) -> Vec<u64> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let t = Tensor::randint(i64::MAX, [n as i64], (Kind::Int64, Device::Cpu));
+    Vec::<i64>::try_from(&t)
+        .map(|v| v.into_iter().map(|s| s as u64).collect())
+        .unwrap_or_else(|_| (0..n).map(|_| draw_seed()).collect())
 }
 
 /// The dropout mask of one layer call: element `e` (row-major over the layer's input) is

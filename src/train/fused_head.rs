@@ -49,7 +49,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::gemm::{self, w_index, zm_panel, AlignedBuf, Epilogue, SparseRows, BP, FP};
 use super::team::Team;
-use crate::models::head::{draw_seed, draw_seed_pair, DropoutMask, OneHidden};
+use crate::models::head::{draw_seed, draw_seeds, DropoutMask, OneHidden};
 use crate::{Error, Result};
 
 /// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit. Per-unit
@@ -103,6 +103,9 @@ pub struct FusedHead {
     v_w2: Vec<f32>,
     v_b2: Vec<f32>,
     loaded: bool,
+    /// The dropout seeds of the epoch's steps, drawn at its start; `next_seed` is the next.
+    seeds: Vec<u64>,
+    next_seed: usize,
 }
 
 /// Hidden units are split between the threads in multiples of this (even, because pairs of
@@ -519,6 +522,8 @@ impl FusedHead {
             v_b2: vec![0.0; c],
             t: head,
             loaded: false,
+            seeds: Vec::new(),
+            next_seed: 0,
         }))
     }
 
@@ -527,10 +532,25 @@ impl FusedHead {
         self.nf
     }
 
-    /// Copies W1 from the model into the threads' panel layouts.
-    pub fn begin_epoch(&mut self) {
+    /// Copies W1 from the model into the threads' panel layouts, and draws the dropout seeds
+    /// of the epoch's `steps` steps from torch's generator in one call: the same values in
+    /// the same order as the autograd path's one draw per dropout layer and step (layer 1,
+    /// then layer 2), for one call instead of one per step. An epoch that stops early has
+    /// taken its remaining steps' seeds too.
+    pub fn begin_epoch(&mut self, steps: usize) {
         self.copy_w1(true);
         self.loaded = true;
+        let per_step = [self.t.p1, self.t.p2].iter().filter(|&&p| p > 0.0).count();
+        self.seeds = draw_seeds(steps * per_step);
+        self.next_seed = 0;
+    }
+
+    /// The next dropout seed of the epoch (drawn now if the epoch has more steps than
+    /// `begin_epoch` was told).
+    fn seed(&mut self) -> u64 {
+        let s = self.seeds.get(self.next_seed).copied();
+        self.next_seed += 1;
+        s.unwrap_or_else(draw_seed)
     }
 
     /// Writes the threads' rows of W1 back into the model. Safe to call more than once.
@@ -607,18 +627,8 @@ impl FusedHead {
             .collect::<Result<_>>()?;
         // Masks in the order the autograd path draws them (layer 1, then layer 2).
         let (p1, p2) = (self.t.p1, self.t.p2);
-        let (mask1, mask2) = match (p1 > 0.0, p2 > 0.0) {
-            (true, true) => {
-                let [s1, s2] = draw_seed_pair();
-                (
-                    Some(DropoutMask::new(s1, p1)),
-                    Some(DropoutMask::new(s2, p2)),
-                )
-            }
-            (true, false) => (Some(DropoutMask::new(draw_seed(), p1)), None),
-            (false, true) => (None, Some(DropoutMask::new(draw_seed(), p2))),
-            (false, false) => (None, None),
-        };
+        let mask1 = (p1 > 0.0).then(|| DropoutMask::new(self.seed(), p1));
+        let mask2 = (p2 > 0.0).then(|| DropoutMask::new(self.seed(), p2));
         let (lr, wd, mu) = (lr as f32, wd as f32, mu as f32);
 
         // SAFETY: every tensor was checked contiguous float32 CPU in `new`; these views are

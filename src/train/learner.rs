@@ -376,9 +376,9 @@ impl Learner {
         let y =
             unsafe { std::slice::from_raw_parts(rows.y.data_ptr() as *const i64, rows.y.numel()) };
         let order = rows.order(epoch);
-        fused.begin_epoch();
+        let batches: Vec<&[usize]> = order.chunks(rows.bs.max(1)).collect();
+        fused.begin_epoch(batches.len());
         let result = (|| -> Result<EpochResult> {
-            let batches: Vec<&[usize]> = order.chunks(rows.bs.max(1)).collect();
             for (b, idx) in batches.iter().enumerate() {
                 let (lrs, mom) = fit.batch_rates();
                 let next = batches.get(b + 1).copied().unwrap_or(&[]);
