@@ -8,6 +8,7 @@ pub mod error;
 pub mod folder;
 pub mod loader;
 pub mod models;
+pub mod resize;
 pub mod rng;
 pub mod train;
 pub mod transforms;

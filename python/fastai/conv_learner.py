@@ -292,6 +292,11 @@ class ConvLearner(Learner):
         # A custom head caches raw feature maps, not pooled vectors: another file, so the two
         # kinds of learner on the same data do not keep invalidating each other's cache.
         kind = "_maps" if self._native.has_custom_head else ""
+        # Resized copies (`data.resize`) have their own caches beside the originals' (the
+        # keys would tell them apart, but one file for both would be rebuilt at each switch).
+        img = os.path.relpath(os.fspath(getattr(d, "img_path", d.path)), os.fspath(d.path))
+        if img != ".":
+            kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
         for split, prefix, dl in splits:
             path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
             bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")

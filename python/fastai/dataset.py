@@ -11,7 +11,9 @@ Decisions where the original had rough edges (spec §13):
 * unlabelled test targets are zeros of shape (N,) (17); `get_cv_idxs` leaves numpy's global
   random state alone (15); `from_csv` also requires transforms (14);
 * `denorm` of a single (3, H, W) image returns (H, W, 3) (39);
-* shuffling and augmentation follow `seed` (exposed as `data.seed`), whatever `num_workers`.
+* shuffling and augmentation follow `seed` (exposed as `data.seed`), whatever `num_workers`;
+* `data.resize` checks every copy against its source, and keeps `data.path` (so `models/` and
+  `tmp/` stay where the user put them); the copies' folder is `data.img_path` (18).
 """
 import itertools
 import os
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from . import _native
+from . import _progress
 from . import core
 
 __all__ = ["ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
@@ -236,10 +239,14 @@ class ImageClassifierData:
     """Training, validation (and optional test) images with their six loaders (spec §2.4)."""
 
     def __init__(self, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad,
-                 kind="class", skipped=None):
+                 kind="class", skipped=None, img_path=None):
         if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
             raise AssertionError("please provide transformations for your train and validation sets")
         self.path, self.bs, self.num_workers = path, bs, num_workers
+        # Where the images are read from: `path`, or the copies made by `resize`.
+        self.img_path = path if img_path is None else img_path
+        # What `resize` needs to build the same data on the copies.
+        self._splits, self._tfms, self._skip_bad, self._kind = (trn, val, test), tfms, skip_bad, kind
         self.classes, self.seed = classes, seed
         self.skipped = skipped or {}
         self._pool = _native.ThreadPool(num_workers if num_workers else 1)
@@ -251,11 +258,11 @@ class ImageClassifierData:
             fnames, y = files_y
             tk = kind if y is not None else "none"
             native = _native.DataLoader(
-                os.fspath(path), list(fnames), tk,
+                os.fspath(self.img_path), list(fnames), tk,
                 None if y is None else np.asarray(y, dtype=np.float64), tfm._spec(), bs, shuffle,
                 seed, self._pool, _PREFETCH, skip_bad)
             ds = cls(fnames, y if y is not None else np.zeros(len(fnames), dtype=np.float32),
-                     tfm, path, native, classes)
+                     tfm, self.img_path, native, classes)
             return DataLoader(ds, native, bs, shuffle, num_workers)
 
         self.trn_dl = make(trn, trn_tfm, True)
@@ -307,6 +314,44 @@ class ImageClassifierData:
     @property
     def is_reg(self):
         return self.trn_ds.is_reg
+
+    # --- resized copies ------------------------------------------------------------------
+    def resize(self, targ_sz, new_path="tmp"):
+        """Copies of every image with its smaller side `targ_sz` (the other side scaled
+        alike; antialiased bilinear; JPEG at quality 75) under `path/new_path/targ_sz/` at the
+        same relative paths, and a new data object that reads them: same files, labels,
+        classes, transforms, `bs`, `num_workers` and seed (spec §2.10).
+
+        Each copy is checked against its source, and redone when the source changed or the
+        copy is missing (the original skipped everything once the first copy existed). A run
+        that is interrupted leaves only whole copies; the next one finishes the job. `path`
+        stays as it was, so `models/` and `tmp/` stay in the folder you chose (the original
+        moved them under `path/tmp/<sz>/`); the copies' folder is the new data's `img_path`."""
+        targ = int(targ_sz)
+        if targ < 1:
+            raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
+        dst = os.path.join(os.fspath(self.path), os.fspath(new_path), str(targ))
+        trn, val, test = self._splits
+        files = list(dict.fromkeys(f for split in (trn, val, test) if split is not None for f in split[0]))
+        failed = []
+        bar = _progress.ProgressBar(len(files), desc=f"resize {targ}", leave=False, unit="img")
+        try:
+            # Chunks, so the bar moves and Ctrl-C is seen between them (each copies in parallel).
+            chunk = max(64, 8 * (self.num_workers or 1))
+            for i in range(0, len(files), chunk):
+                _, _, bad = _native.resize_images(os.fspath(self.img_path), dst, files[i:i + chunk],
+                                                  targ, self._pool, self._skip_bad)
+                failed += bad
+                bar.update(min(i + chunk, len(files)))
+        finally:
+            bar.close()
+        if failed:
+            shown = "; ".join(f"{f}: {why}" for f, why in failed[:5])
+            warnings.warn(f"resize: {len(failed)} image(s) could not be read and have no copy "
+                          f"(skip_bad=True skips them in the loaders too): {shown}", stacklevel=2)
+        return self.__class__(self.path, self.bs, self.num_workers, self.classes, self.seed, trn, val,
+                              test, self._tfms, self._skip_bad, kind=self._kind, skipped=self.skipped,
+                              img_path=dst)
 
     # --- constructors --------------------------------------------------------------------
     @classmethod

@@ -483,6 +483,33 @@ fn check_files_exist(
     })
 }
 
+/// `data.resize`'s work on one chunk of files (the Python side draws the progress bar
+/// between chunks): copies of `files` (relative to `src_root`) under `dst_root`, smaller side
+/// `targ`, on `pool`'s threads. Returns (written, already current, [(file, reason)] of files
+/// that could not be decoded, only with `skip_bad`).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn resize_images(
+    py: Python<'_>,
+    src_root: PathBuf,
+    dst_root: PathBuf,
+    files: Vec<String>,
+    targ: usize,
+    pool: PyRef<'_, PyThreadPool>,
+    skip_bad: bool,
+) -> PyResult<(usize, usize, Vec<(String, String)>)> {
+    let pool = pool.inner.clone();
+    let report = run_detached(py, move || {
+        pool.install(|| crate::resize::resize_files(&src_root, &dst_root, &files, targ, skip_bad))
+    })?;
+    let failed = report
+        .failed
+        .into_iter()
+        .map(|(p, why)| (p.to_string_lossy().into_owned(), why))
+        .collect();
+    Ok((report.written, report.current, failed))
+}
+
 /// Decodes a file to uint8 (H, W, 3) RGB.
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
@@ -601,6 +628,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_label_csv, m)?)?;
     m.add_function(wrap_pyfunction!(check_files_exist, m)?)?;
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
+    m.add_function(wrap_pyfunction!(resize_images, m)?)?;
     m.add_function(wrap_pyfunction!(transform_image, m)?)?;
     Ok(())
 }
