@@ -62,6 +62,19 @@ pub enum Aug {
         zoom_min: f64,
         border: Border,
     },
+    /// Widen (or, with probability 1/2, heighten) by 1 + U(0, max), then crop the centre back
+    /// to the original size (fastai's `RandomStretch`).
+    Stretch { max: f64 },
+    /// Exactly one of: rotate by U(−deg, deg) (always applied once picked), zoom by
+    /// 1 + U(0, zoom), stretch by 1 + U(0, stretch), or nothing, with probabilities `ps`
+    /// (fastai's `RandomRotateZoom`).
+    RotateZoom {
+        deg: f64,
+        zoom: f64,
+        stretch: f64,
+        ps: [f64; 4],
+        border: Border,
+    },
 }
 
 /// `RandomScale(sz, max_zoom, p)`: with probability `p`, the short side becomes
@@ -131,6 +144,13 @@ pub enum AugDraw {
         flip: bool,
     },
     Zoom(f64),
+    /// Factor − 1, and whether the height (not the width) grows.
+    Stretch {
+        s: f64,
+        tall: bool,
+    },
+    /// `RandomRotateZoom` picked nothing.
+    Pass,
 }
 
 /// Every random value of one image; enough to reproduce it exactly.
@@ -185,6 +205,34 @@ impl Pipeline {
                 Aug::Zoom {
                     zoom_max, zoom_min, ..
                 } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
+                Aug::Stretch { max } => draw_stretch(rng, *max),
+                Aug::RotateZoom {
+                    deg,
+                    zoom,
+                    stretch,
+                    ps,
+                    ..
+                } => {
+                    // Every candidate's values are drawn whatever the pick, so the number of
+                    // draws per image stays fixed.
+                    let u = rng.uniform() * ps.iter().sum::<f64>();
+                    let angle = rng.range(-deg, *deg);
+                    let z = rng.range(0.0, *zoom);
+                    let st = draw_stretch(rng, *stretch);
+                    let pick = ps
+                        .iter()
+                        .scan(0.0, |acc, p| {
+                            *acc += p;
+                            Some(*acc)
+                        })
+                        .position(|cum| u < cum);
+                    match pick {
+                        Some(0) => AugDraw::Rotate(Some(angle)),
+                        Some(1) => AugDraw::Zoom(z),
+                        Some(2) => st,
+                        _ => AugDraw::Pass,
+                    }
+                }
             })
             .collect();
         let crop_u = (rng.uniform(), rng.uniform());
@@ -930,6 +978,25 @@ mod simd {
     }
 }
 
+/// `RandomStretch`'s draws: the factor − 1, then the direction.
+fn draw_stretch(rng: &mut Rng, max: f64) -> AugDraw {
+    let s = max * rng.uniform();
+    AugDraw::Stretch {
+        s,
+        tall: rng.below(2) == 1,
+    }
+}
+
+/// The stretch as an inverse map along one axis of length n, about the centre `c` that
+/// reproduces the original's pixels: it resized the axis to `round(n·(1 + s))` and cropped
+/// from `(that − n) / 2` (floor), so output x reads source `(x + off + 0.5)/(1 + s) − 0.5`,
+/// which is `(x − c)/(1 + s) + c` for `c = off/s − 0.5`.
+fn stretch_centre(n: usize, s: f64) -> f32 {
+    let grown = (n as f64 * (1.0 + s)).round() as usize;
+    let off = (grown.saturating_sub(n) / 2) as f64;
+    (off / s - 0.5) as f32
+}
+
 impl Pipeline {
     /// Runs the pipeline on `src` with drawn `params`, writing a normalised CHW image of
     /// `3 × sz × sz` floats into `out`. Errors are reasons without a path; the caller adds it.
@@ -980,7 +1047,10 @@ impl Pipeline {
         }
         for (aug, d) in self.augs.iter().zip(&params.augs) {
             match (aug, d) {
-                (Aug::Rotate { border, .. }, AugDraw::Rotate(Some(deg))) => {
+                (
+                    Aug::Rotate { border, .. } | Aug::RotateZoom { border, .. },
+                    AugDraw::Rotate(Some(deg)),
+                ) => {
                     // Forward (OpenCV getRotationMatrix2D, y down): [[c, s], [−s, c]]; inverse is
                     // its transpose.
                     let t = deg.to_radians();
@@ -994,7 +1064,26 @@ impl Pipeline {
                         border: *border,
                     });
                 }
-                (Aug::Zoom { border, .. }, AugDraw::Zoom(z)) => {
+                (Aug::Stretch { .. } | Aug::RotateZoom { .. }, AugDraw::Stretch { s, tall })
+                    if *s > 0.0 =>
+                {
+                    // Inside the image by construction (it only enlarges): no border reached.
+                    let f = (1.0 / (1.0 + s)) as f32;
+                    let (a, cx, cy) = if *tall {
+                        ([1.0, 0.0, 0.0, f], 0.0, stretch_centre(rows, *s))
+                    } else {
+                        ([f, 0.0, 0.0, 1.0], stretch_centre(cols, *s), 0.0)
+                    };
+                    geo.push(Geo::Affine {
+                        a,
+                        cx,
+                        cy,
+                        rows,
+                        cols,
+                        border: Border::Reflect,
+                    });
+                }
+                (Aug::Zoom { border, .. } | Aug::RotateZoom { border, .. }, AugDraw::Zoom(z)) => {
                     let f = (1.0 / (1.0 + z)) as f32;
                     geo.push(Geo::Affine {
                         a: [f, 0.0, 0.0, f],

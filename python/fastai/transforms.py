@@ -10,7 +10,11 @@ Differences from the April 2018 original (its rough edges, spec §13):
   whatever the number of threads (24);
 * `RandomZoom` honours its `mode` (20); `pad_mode` also applies to the validation transform
   (22); transform objects are immutable descriptions, so the preset lists can be shared (23);
-* the lighting step's mean is that of the decoded image (resampling preserves it up to borders).
+* the lighting step's mean is that of the decoded image (resampling preserves it up to borders);
+* `RandomStretch` (and the stretch of `RandomRotateZoom`) resamples bilinearly like every other
+  geometric step, so it joins the one resampling pass (the original enlarged with OpenCV's
+  INTER_AREA, which on enlargement is nearest-neighbour with blended pixel edges); the crop back
+  to the original size starts where the original's did.
 """
 import enum
 import itertools
@@ -24,7 +28,7 @@ __all__ = [
     "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
     "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
     "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
-    "RandomFlip", "RandomDihedral", "RandomZoom", "Normalize", "Denormalize", "ChannelOrder",
+    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Normalize", "Denormalize", "ChannelOrder",
     "Transforms", "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
     "transforms_side_on", "transforms_top_down", "scale_min", "center_crop",
 ]
@@ -184,6 +188,41 @@ class RandomZoom(Transform):
     def _spec(self):
         return {"kind": "zoom", "zoom_max": float(self.zoom_max), "zoom_min": float(self.zoom_min),
                 "mode": _border(self.mode)}
+
+
+class RandomStretch(Transform):
+    """Widen (or, with probability 1/2, heighten) by 1 + U(0, max_stretch), then crop the
+    centre back to the original size."""
+
+    def __init__(self, max_stretch, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        if max_stretch < 0:
+            raise ValueError(f"RandomStretch: max_stretch must be >= 0, not {max_stretch}")
+        self.max_stretch = max_stretch
+
+    def _spec(self):
+        return {"kind": "stretch", "max_stretch": float(self.max_stretch)}
+
+
+class RandomRotateZoom(Transform):
+    """Exactly one of: `RandomRotate(deg, p=1, mode)`, `RandomZoom(zoom, mode=mode)`,
+    `RandomStretch(stretch)` or nothing, with probabilities `ps` (default 0.25 each)."""
+
+    def __init__(self, deg, zoom, stretch, ps=None, mode=BORDER_REFLECT, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        ps = [0.25] * 4 if ps is None else [float(p) for p in ps]
+        if len(ps) != 4:
+            raise ValueError(f"RandomRotateZoom: ps needs 4 probabilities (rotate, zoom, stretch, "
+                             f"nothing), got {len(ps)}")
+        if min(ps) < 0 or abs(sum(ps) - 1) > 1e-6:
+            raise ValueError(f"RandomRotateZoom: ps must be 4 probabilities summing to 1, got {ps}")
+        if stretch < 0:
+            raise ValueError(f"RandomRotateZoom: stretch must be >= 0, not {stretch}")
+        self.deg, self.zoom, self.stretch, self.ps, self.mode = deg, zoom, stretch, ps, mode
+
+    def _spec(self):
+        return {"kind": "rotate_zoom", "deg": float(self.deg), "zoom": float(self.zoom),
+                "stretch": float(self.stretch), "ps": tuple(self.ps), "mode": _border(self.mode)}
 
 
 class Normalize:

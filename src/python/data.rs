@@ -95,6 +95,16 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
                 zoom_min: req(a, "zoom_min")?,
                 border: border(&req::<String>(a, "mode")?)?,
             },
+            "stretch" => Aug::Stretch {
+                max: req(a, "max_stretch")?,
+            },
+            "rotate_zoom" => Aug::RotateZoom {
+                deg: req(a, "deg")?,
+                zoom: req(a, "zoom")?,
+                stretch: req(a, "stretch")?,
+                ps: req(a, "ps")?,
+                border: border(&req::<String>(a, "mode")?)?,
+            },
             other => {
                 return Err(PyValueError::new_err(format!(
                     "unknown augmentation {other:?}"
@@ -126,6 +136,8 @@ fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>
             AugDraw::Flip(f) => ("flip", *f).into_pyobject(py)?,
             AugDraw::Dihedral { k, flip } => ("dihedral", *k, *flip).into_pyobject(py)?,
             AugDraw::Zoom(z) => ("zoom", *z).into_pyobject(py)?,
+            AugDraw::Stretch { s, tall } => ("stretch", *s, *tall).into_pyobject(py)?,
+            AugDraw::Pass => ("pass",).into_pyobject(py)?,
         };
         augs.append(t)?;
     }

@@ -1,0 +1,134 @@
+"""`RandomStretch` and `RandomRotateZoom` (spec §3.5) against scipy.ndimage references built
+from the parameters the pipeline reports, and the pick frequencies of `RandomRotateZoom`."""
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from fastai import _native
+from fastai.transforms import (BORDER_CONSTANT, CropType, RandomRotateZoom, RandomStretch,
+                               imagenet_stats, tfms_from_stats)
+from _fixtures import IMAGENET_MEAN, IMAGENET_STD, noise_image, smooth_image
+
+
+def run(tfm, img, index=0, seed=7):
+    return _native.transform_image(np.ascontiguousarray(img), tfm._spec(), seed, 0, index)
+
+
+def center_tfm(sz, augs):
+    trn, _ = tfms_from_stats(imagenet_stats, sz, aug_tfms=augs, crop_type=CropType.CENTER)
+    return trn
+
+
+def denorm_hwc(x):
+    return np.moveaxis(x, 0, -1) * IMAGENET_STD + IMAGENET_MEAN
+
+
+def stretch_reference(img, s, tall):
+    """The original's stretch_cv, as a map: the axis is resized to round(n·(1+s)) and the crop
+    back to n starts at floor((that − n)/2); output x reads (x + start + 0.5)/(1+s) − 0.5."""
+    axis = 0 if tall else 1
+    n = img.shape[axis]
+    start = (int(round(n * (1 + s))) - n) // 2
+    m, off = np.eye(2), np.zeros(2)
+    m[axis, axis] = 1 / (1 + s)
+    off[axis] = (start + 0.5) / (1 + s) - 0.5
+    return np.stack([ndi.affine_transform(img[..., ch] / 255.0, m, offset=off, order=1, mode="nearest")
+                     for ch in range(3)], -1)
+
+
+def rotate_reference(img, deg, mode):
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    m = np.array([[c, s], [-s, c]])
+    ctr = np.array(img.shape[:2], dtype=float) / 2
+    return np.stack([ndi.affine_transform(img[..., ch] / 255.0, m, offset=ctr - m @ ctr, order=1,
+                                          mode=mode) for ch in range(3)], -1)
+
+
+def zoom_reference(img, z, mode):
+    f = 1 / (1 + z)
+    ctr = np.array(img.shape[:2], dtype=float) / 2
+    return np.stack([ndi.affine_transform(img[..., ch] / 255.0, np.diag([f, f]), offset=ctr - f * ctr,
+                                          order=1, mode=mode) for ch in range(3)], -1)
+
+
+def test_stretch_matches_the_originals_resize_and_crop():
+    img = noise_image(37, 37, seed=3)  # odd size: the crop's floor matters
+    tfm = center_tfm(37, [RandomStretch(0.6)])
+    seen = set()
+    for i in range(12):
+        x, p = run(tfm, img, index=i)
+        (kind, s, tall), = p["augs"]
+        assert kind == "stretch" and 0 <= s <= 0.6
+        np.testing.assert_allclose(denorm_hwc(x), stretch_reference(img, s, tall), atol=2e-4,
+                                   err_msg=f"s={s} tall={tall}")
+        seen.add(tall)
+    assert seen == {False, True}  # both directions drawn
+
+
+def test_stretch_direction_widens_or_heightens():
+    """A centred vertical bar gets wider (tall=False) or stays as wide (tall=True)."""
+    img = np.zeros((41, 41, 3), np.uint8)
+    img[:, 18:23] = 255
+    tfm = center_tfm(41, [RandomStretch(1.0)])
+    for i in range(20):
+        x, p = run(tfm, img, index=i)
+        (_, s, tall), = p["augs"]
+        width = (denorm_hwc(x).mean(-1)[20] > 0.5).sum()
+        if tall:
+            assert width == 5
+        elif s > 0.5:
+            assert width >= 7, (s, width)
+
+
+def test_rotate_zoom_picks_with_its_probabilities():
+    img = smooth_image(16, 16, seed=1)
+    tfm = center_tfm(16, [RandomRotateZoom(20, 0.5, 0.4, ps=[0.1, 0.2, 0.3, 0.4])])
+    counts = {"rotate": 0, "zoom": 0, "stretch": 0, "pass": 0}
+    n = 2000
+    for i in range(n):
+        _, p = run(tfm, img, index=i)
+        (draw,) = p["augs"]
+        counts[draw[0]] += 1
+    for kind, want in zip(counts, [0.1, 0.2, 0.3, 0.4]):
+        assert abs(counts[kind] / n - want) < 0.035, counts
+
+
+@pytest.mark.parametrize("mode", ["reflect", "constant"])
+def test_rotate_zoom_applies_the_picked_transform(mode):
+    img = smooth_image(40, 40, seed=8)
+    border = 2 if mode == "reflect" else BORDER_CONSTANT
+    tfm = center_tfm(40, [RandomRotateZoom(25, 0.4, 0.5, mode=border)])
+    done = set()
+    for i in range(40):
+        x, p = run(tfm, img, index=i)
+        (draw,) = p["augs"]
+        kind = draw[0]
+        if kind == "rotate":
+            assert -25 <= draw[1] <= 25
+            ref = rotate_reference(img, draw[1], mode)
+        elif kind == "zoom":
+            assert 0 <= draw[1] <= 0.4
+            ref = zoom_reference(img, draw[1], mode)
+        elif kind == "stretch":
+            assert 0 <= draw[1] <= 0.5
+            ref = stretch_reference(img, draw[1], draw[2])
+        else:
+            ref = img / 255.0
+        got = denorm_hwc(x)
+        if mode == "constant" and kind == "rotate":
+            # Near the edge scipy and we may disagree on in/out by half a pixel: compare the
+            # middle, whose sources are inside.
+            got, ref = got[8:32, 8:32], ref[8:32, 8:32]
+        np.testing.assert_allclose(got, ref, atol=2e-4, err_msg=f"{draw}")
+        done.add(kind)
+    assert done == {"rotate", "zoom", "stretch", "pass"}
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="4 probabilities"):
+        RandomRotateZoom(10, 0.1, 0.1, ps=[0.5, 0.5])
+    with pytest.raises(ValueError, match="summing to 1"):
+        RandomRotateZoom(10, 0.1, 0.1, ps=[0.5, 0.5, 0.5, 0.5])
+    with pytest.raises(ValueError, match="max_stretch"):
+        RandomStretch(-0.1)
