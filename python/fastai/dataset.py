@@ -323,8 +323,8 @@ class ImageClassifierData:
         classes, transforms, `bs`, `num_workers` and seed (spec §2.10).
 
         Each copy is checked against its source, and redone when the source changed or the
-        copy is missing (the original skipped everything once the first copy existed). A run
-        that is interrupted leaves only whole copies; the next one finishes the job. `path`
+        copy is missing or was cut short (the original skipped everything once the first copy
+        existed), so after an interrupt the next call finishes the job. `path`
         stays as it was, so `models/` and `tmp/` stay in the folder you chose (the original
         moved them under `path/tmp/<sz>/`); the copies' folder is the new data's `img_path`."""
         targ = int(targ_sz)
