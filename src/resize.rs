@@ -176,7 +176,11 @@ fn write_whole(dst: &Path, bytes: &[u8], time: SystemTime) -> Result<()> {
         std::io::Write::write_all(&mut file, bytes)?;
         file.set_modified(time)
     })();
-    written.map_err(|e| Error::io(dst, e))
+    written.map_err(|e| {
+        // Nothing half-written stays behind (a full disk, a folder made read-only meanwhile).
+        let _ = fs::remove_file(dst);
+        Error::io(dst, e)
+    })
 }
 
 #[cfg(test)]
