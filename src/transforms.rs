@@ -75,6 +75,10 @@ pub enum Aug {
         ps: [f64; 4],
         border: Border,
     },
+    /// Black squares of side `length` at `n_holes` uniformly drawn centres, clipped to the
+    /// image, in the image as it is at this step (fastai's `Cutout` as intended: the original
+    /// read the size from the wrong axes, rough edge 19).
+    Cutout { n_holes: usize, length: usize },
 }
 
 /// `RandomScale(sz, max_zoom, p)`: with probability `p`, the short side becomes
@@ -151,6 +155,9 @@ pub enum AugDraw {
     },
     /// `RandomRotateZoom` picked nothing.
     Pass,
+    /// Each hole's centre as fractions of the height and width (whole pixels once the size of
+    /// the image at that step is known).
+    Cutout(Vec<(f64, f64)>),
 }
 
 /// Every random value of one image; enough to reproduce it exactly.
@@ -206,6 +213,11 @@ impl Pipeline {
                     zoom_max, zoom_min, ..
                 } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
                 Aug::Stretch { max } => draw_stretch(rng, *max),
+                Aug::Cutout { n_holes, .. } => AugDraw::Cutout(
+                    (0..*n_holes)
+                        .map(|_| (rng.uniform(), rng.uniform()))
+                        .collect(),
+                ),
                 Aug::RotateZoom {
                     deg,
                     zoom,
@@ -978,6 +990,29 @@ mod simd {
     }
 }
 
+/// The holes of one `Cutout` step: half-open pixel boxes (top, bottom, left, right) in the
+/// image as it is at that step, which the geometric steps from `after` on then move.
+struct Holes {
+    after: usize,
+    /// Lighting steps before the cutout (the ones after it also act on the black).
+    lit: usize,
+    boxes: Vec<(f32, f32, f32, f32)>,
+}
+
+/// fastai's box for a hole centred at pixel (y, x) of an `rows × cols` image: rows
+/// `int(clip(y − L/2, 0, rows))` to `int(clip(y + L/2, 0, rows))` (exclusive), columns alike.
+fn hole_box(u: f64, v: f64, rows: usize, cols: usize, length: usize) -> (f32, f32, f32, f32) {
+    let half = length as f64 / 2.0;
+    let span = |c: f64, n: usize| {
+        let lo = (c - half).clamp(0.0, n as f64).floor();
+        let hi = (c + half).clamp(0.0, n as f64).floor();
+        (lo as f32, hi as f32)
+    };
+    let (y, x) = ((u * rows as f64).floor(), (v * cols as f64).floor());
+    let ((t, b), (l, r)) = (span(y, rows), span(x, cols));
+    (t, b, l, r)
+}
+
 /// `RandomStretch`'s draws: the factor − 1, then the direction.
 fn draw_stretch(rng: &mut Rng, max: f64) -> AugDraw {
     let s = max * rng.uniform();
@@ -1034,6 +1069,7 @@ impl Pipeline {
         let mut geo = Vec::new();
         // (k, b) of each lighting step, in order: v ← clip((v − μ)·k + μ + b, 0, 1).
         let mut lighting = Vec::new();
+        let mut holes = Vec::new();
         let (mut rows, mut cols) = (wr, wc);
         if self.pad > 0 && !googlenet {
             geo.push(Geo::Pad {
@@ -1094,6 +1130,14 @@ impl Pipeline {
                         border: *border,
                     });
                 }
+                (Aug::Cutout { length, .. }, AugDraw::Cutout(centres)) => holes.push(Holes {
+                    after: geo.len(),
+                    lit: lighting.len(),
+                    boxes: centres
+                        .iter()
+                        .map(|&(u, v)| hole_box(u, v, rows, cols, *length))
+                        .collect(),
+                }),
                 (Aug::Flip { .. }, AugDraw::Flip(true)) => geo.push(Geo::Flip { cols }),
                 (Aug::Dihedral, AugDraw::Dihedral { k, flip }) => {
                     if *k != 0 || *flip {
@@ -1146,7 +1190,20 @@ impl Pipeline {
             mean: self.mean,
             inv_std: [1.0 / self.std[0], 1.0 / self.std[1], 1.0 / self.std[2]],
         };
-        SCRATCH.with(|w| {
+        // The cutout's holes are painted over the finished output (below): each output pixel
+        // is traced back through the geometric steps after the cutout, nearest pixel.
+        let hole_plans: Vec<(Plan, &Holes)> = holes
+            .iter()
+            .map(|h| {
+                let plan = Plan {
+                    geo: geo[h.after..].to_vec(),
+                    crop_off: (crop_off.0 as f32, crop_off.1 as f32),
+                    crop_scale: (crop_scale.0 as f32, crop_scale.1 as f32),
+                };
+                (plan, h)
+            })
+            .collect();
+        SCRATCH.with(|w| -> std::result::Result<(), String> {
             let mut work = w.borrow_mut();
             if only_flips && unit_crop && !googlenet {
                 // Fast path: resize only the crop window, straight from the source.
@@ -1218,7 +1275,40 @@ impl Pipeline {
                 ),
             }
             Ok(())
-        })
+        })?;
+        for (plan, h) in &hole_plans {
+            fin.paint_holes(plan, h, sz, out);
+        }
+        Ok(())
+    }
+}
+
+impl Finish<'_> {
+    /// Sets the output pixels that trace back into one of `h`'s boxes to black, as the
+    /// lighting steps after the cutout leave it, normalised.
+    fn paint_holes(&self, plan: &Plan, h: &Holes, sz: usize, out: &mut [f32]) {
+        let mut v = 0.0f32;
+        for &(k, b) in &self.lighting[h.lit..] {
+            v = ((v - self.mu) * k + self.mu + b).clamp(0.0, 1.0);
+        }
+        let black = [0, 1, 2].map(|c| (v - self.mean[c]) * self.inv_std[c]);
+        for i in 0..sz {
+            for j in 0..sz {
+                // None: on a constant border, black already.
+                let Some((y, x)) = plan.map(i, j) else {
+                    continue;
+                };
+                let (y, x) = (y.round(), x.round());
+                if h.boxes
+                    .iter()
+                    .any(|&(t, b, l, r)| y >= t && y < b && x >= l && x < r)
+                {
+                    for (c, value) in black.iter().enumerate() {
+                        out[(c * sz + i) * sz + j] = *value;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -14,7 +14,9 @@ Differences from the April 2018 original (its rough edges, spec §13):
 * `RandomStretch` (and the stretch of `RandomRotateZoom`) resamples bilinearly like every other
   geometric step, so it joins the one resampling pass (the original enlarged with OpenCV's
   INTER_AREA, which on enlargement is nearest-neighbour with blended pixel edges); the crop back
-  to the original size starts where the original's did.
+  to the original size starts where the original's did;
+* `Cutout` blacks out its squares in the image as it is at its step, as intended (the original
+  took the height and width from the wrong axes of HWC images, 19).
 """
 import enum
 import itertools
@@ -28,7 +30,7 @@ __all__ = [
     "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
     "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
     "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
-    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Normalize", "Denormalize", "ChannelOrder",
+    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Cutout", "Normalize", "Denormalize", "ChannelOrder",
     "Transforms", "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
     "transforms_side_on", "transforms_top_down", "scale_min", "center_crop",
 ]
@@ -223,6 +225,21 @@ class RandomRotateZoom(Transform):
     def _spec(self):
         return {"kind": "rotate_zoom", "deg": float(self.deg), "zoom": float(self.zoom),
                 "stretch": float(self.stretch), "ps": tuple(self.ps), "mode": _border(self.mode)}
+
+
+class Cutout(Transform):
+    """Black squares of side `length` at `n_holes` random centres (clipped to the image), in
+    the image as it is at this step of `aug_tfms`."""
+
+    def __init__(self, n_holes, length, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        if int(n_holes) != n_holes or n_holes < 0 or int(length) != length or length < 0:
+            raise ValueError(f"Cutout: n_holes and length must be whole numbers >= 0, "
+                             f"not {n_holes!r} and {length!r}")
+        self.n_holes, self.length = int(n_holes), int(length)
+
+    def _spec(self):
+        return {"kind": "cutout", "n_holes": self.n_holes, "length": self.length}
 
 
 class Normalize:

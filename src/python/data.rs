@@ -98,6 +98,10 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
             "stretch" => Aug::Stretch {
                 max: req(a, "max_stretch")?,
             },
+            "cutout" => Aug::Cutout {
+                n_holes: req(a, "n_holes")?,
+                length: req(a, "length")?,
+            },
             "rotate_zoom" => Aug::RotateZoom {
                 deg: req(a, "deg")?,
                 zoom: req(a, "zoom")?,
@@ -138,6 +142,7 @@ fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>
             AugDraw::Zoom(z) => ("zoom", *z).into_pyobject(py)?,
             AugDraw::Stretch { s, tall } => ("stretch", *s, *tall).into_pyobject(py)?,
             AugDraw::Pass => ("pass",).into_pyobject(py)?,
+            AugDraw::Cutout(centres) => ("cutout", centres.clone()).into_pyobject(py)?,
         };
         augs.append(t)?;
     }

@@ -132,3 +132,60 @@ def test_bad_arguments_are_clear_errors():
         RandomRotateZoom(10, 0.1, 0.1, ps=[0.5, 0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match="max_stretch"):
         RandomStretch(-0.1)
+
+
+def cutout_mask(h, w, centres, length):
+    """The intended Cutout (fastai's later fix), written out: hole rows
+    int(clip(y − L/2, 0, h)) .. int(clip(y + L/2, 0, h)), y = randint(h) ~ floor(u·h)."""
+    mask = np.ones((h, w), np.float64)
+    for u, v in centres:
+        y, x = int(np.floor(u * h)), int(np.floor(v * w))
+        y1, y2 = int(np.clip(y - length / 2, 0, h)), int(np.clip(y + length / 2, 0, h))
+        x1, x2 = int(np.clip(x - length / 2, 0, w)), int(np.clip(x + length / 2, 0, w))
+        mask[y1:y2, x1:x2] = 0
+    return mask
+
+
+def normalize(img01):
+    return np.moveaxis((img01 - IMAGENET_MEAN) / IMAGENET_STD, -1, 0)
+
+
+@pytest.mark.parametrize("length", [5, 8])
+def test_cutout_blacks_out_its_boxes(length):
+    from fastai.transforms import Cutout
+    img = noise_image(30, 30, seed=4)
+    tfm = center_tfm(30, [Cutout(3, length)])
+    for i in range(6):
+        x, p = run(tfm, img, index=i)
+        (kind, centres), = p["augs"]
+        assert kind == "cutout" and len(centres) == 3
+        ref = img / 255.0 * cutout_mask(30, 30, centres, length)[..., None]
+        np.testing.assert_allclose(x, normalize(ref), atol=1e-5)
+    x, _ = run(center_tfm(30, [Cutout(0, length)]), img)
+    np.testing.assert_allclose(x, normalize(img / 255.0), atol=1e-5)
+
+
+def test_cutout_holes_move_with_later_steps_and_take_later_lighting():
+    """Cutout, then a flip and lighting: the holes are flipped, and lighting acts on their
+    black as on every other pixel (clip((0 − μ)k + μ + b, 0, 1))."""
+    from fastai.transforms import Cutout, RandomFlip, RandomLighting
+    img = noise_image(24, 24, seed=5)
+    tfm = center_tfm(24, [Cutout(2, 6), RandomFlip(p=1.0), RandomLighting(0.2, 0.2)])
+    for i in range(4):
+        x, p = run(tfm, img, index=i)
+        (_, centres), (_, flipped), (_, b, c) = p["augs"]
+        assert flipped
+        v = img / 255.0
+        mu = v.mean()  # the lighting step's mean is the decoded image's (module docs)
+        cut = (v * cutout_mask(24, 24, centres, 6)[..., None])[:, ::-1]
+        k = 1 + c if c >= 0 else 1 / (1 - c)
+        ref = np.clip((cut - mu) * k + mu + b, 0, 1)
+        np.testing.assert_allclose(x, normalize(ref), atol=1e-5)
+
+
+def test_cutout_arguments_are_checked():
+    from fastai.transforms import Cutout
+    with pytest.raises(ValueError, match="whole numbers"):
+        Cutout(1.5, 4)
+    with pytest.raises(ValueError, match="whole numbers"):
+        Cutout(1, -4)
