@@ -83,9 +83,78 @@ pub struct LoaderConfig {
     pub skip_bad: bool,
 }
 
+/// Images held in memory (`ImageClassifierData.from_arrays`): `n` images of `rows × cols × 3`,
+/// HWC, either bytes (0-255) or floats in [0, 1], one after the other.
+pub struct ImageArray {
+    data: ArrayData,
+    rows: usize,
+    cols: usize,
+    /// A digest of the shape and every value: what the activation cache is keyed by, in
+    /// place of files' sizes and times.
+    digest: String,
+}
+
+pub enum ArrayData {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+impl ImageArray {
+    pub fn new(data: ArrayData, rows: usize, cols: usize) -> Self {
+        let mut array = ImageArray {
+            data,
+            rows,
+            cols,
+            digest: String::new(),
+        };
+        array.digest = array.compute_digest();
+        array
+    }
+    pub fn len(&self) -> usize {
+        let per = (self.rows * self.cols * 3).max(1);
+        match &self.data {
+            ArrayData::U8(v) => v.len() / per,
+            ArrayData::F32(v) => v.len() / per,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn item(&self, i: usize) -> Src<'_> {
+        let per = self.rows * self.cols * 3;
+        let data = match &self.data {
+            ArrayData::U8(v) => SrcRef::U8(&v[i * per..(i + 1) * per]),
+            ArrayData::F32(v) => SrcRef::F32(&v[i * per..(i + 1) * per]),
+        };
+        Src {
+            data,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+    fn compute_digest(&self) -> String {
+        let mut h = crate::train::cache::KeyHasher::default();
+        h.str(&format!("array {}x{}x{}", self.len(), self.rows, self.cols));
+        match &self.data {
+            ArrayData::U8(v) => h.str("u8").bytes(v),
+            ArrayData::F32(v) => {
+                h.str("f32");
+                for chunk in v.chunks(1 << 16) {
+                    let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    h.bytes(&bytes);
+                }
+                &mut h
+            }
+        };
+        h.hex()
+    }
+}
+
 struct Inner {
     root: PathBuf,
     files: Vec<String>,
+    /// The images themselves when they are in memory (then `files` only names them).
+    images: Option<(Arc<ImageArray>, String)>,
     targets: Targets,
     pipeline: Arc<Pipeline>,
     cfg: LoaderConfig,
@@ -124,6 +193,18 @@ impl DataLoader {
         cfg: LoaderConfig,
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self> {
+        Self::build(root, files, None, targets, pipeline, cfg, pool)
+    }
+
+    fn build(
+        root: PathBuf,
+        files: Vec<String>,
+        images: Option<(Arc<ImageArray>, String)>,
+        targets: Targets,
+        pipeline: Arc<Pipeline>,
+        cfg: LoaderConfig,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
         if cfg.batch_size == 0 {
             return Err(Error::InvalidArgument(
                 "batch size must be at least 1".into(),
@@ -147,6 +228,7 @@ impl DataLoader {
             inner: Arc::new(Inner {
                 root,
                 files,
+                images,
                 targets,
                 pipeline,
                 cfg,
@@ -155,6 +237,46 @@ impl DataLoader {
                 fresh: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// A loader over images held in memory (`from_arrays`); items are named `item <i>` in
+    /// errors.
+    pub fn from_array(
+        images: Arc<ImageArray>,
+        targets: Targets,
+        pipeline: Arc<Pipeline>,
+        cfg: LoaderConfig,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
+        if images.rows == 0 || images.cols == 0 {
+            return Err(Error::InvalidArgument(
+                "from_arrays: images must have a height and a width".into(),
+            ));
+        }
+        let names = (0..images.len()).map(|i| format!("item {i}")).collect();
+        let digest = images.digest.clone();
+        let images = Some((images, digest));
+        Self::build(
+            PathBuf::from("<array>"),
+            names,
+            images,
+            targets,
+            pipeline,
+            cfg,
+            pool,
+        )
+    }
+
+    /// Adds what identifies the items' content to a cache key: each file's path, size and
+    /// time, or the digest of images held in memory.
+    pub fn hash_content(&self, h: &mut crate::train::cache::KeyHasher) -> Result<()> {
+        match &self.inner.images {
+            Some((_, digest)) => {
+                h.str(digest);
+                Ok(())
+            }
+            None => crate::train::cache::hash_files(h, self.root(), &self.files()),
+        }
     }
 
     /// Batches per epoch: ceil(items / bs).
@@ -222,6 +344,14 @@ impl DataLoader {
     pub fn fill_item(&self, index: usize, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
         let path = inner.root.join(&inner.files[index]);
+        if let Some((images, _)) = &inner.images {
+            let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
+            let params = inner.pipeline.draw(&mut rng);
+            return inner
+                .pipeline
+                .apply(&images.item(index), &params, out)
+                .map_err(|reason| Error::InvalidArgument(format!("{}: {reason}", path.display())));
+        }
         let img = decode_file(&path)?;
         let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
         let params = inner.pipeline.draw(&mut rng);

@@ -181,6 +181,9 @@ class ConvLearner(Learner):
                    pretrained=True, weights=None, device=None, channels_last=None, **kwargs):
         from ._native import Learner as NativeLearner
         arch = arch_from(f)
+        if getattr(data.trn_dl, "_native", None) is None:
+            raise ValueError("ConvLearner needs images it can transform: this data has no transforms "
+                             "(from_arrays without tfms); pass tfms=tfms_from_model(arch, sz)")
         if isinstance(xtra_cut, bool) or not isinstance(xtra_cut, (int, np.integer)) or xtra_cut < 0:
             raise ValueError(f"xtra_cut must be a non-negative integer (body children to drop), got {xtra_cut!r}")
         output = "sigmoid" if data.is_multi else ("identity" if data.is_reg else "log_softmax")
@@ -292,11 +295,16 @@ class ConvLearner(Learner):
         # A custom head caches raw feature maps, not pooled vectors: another file, so the two
         # kinds of learner on the same data do not keep invalidating each other's cache.
         kind = "_maps" if self._native.has_custom_head else ""
-        # Resized copies (`data.resize`) have their own caches beside the originals' (the
-        # keys would tell them apart, but one file for both would be rebuilt at each switch).
-        img = os.path.relpath(os.fspath(getattr(d, "img_path", d.path)), os.fspath(d.path))
-        if img != ".":
-            kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
+        # Resized copies (`data.resize`) and arrays (`from_arrays`) have their own caches beside
+        # the originals' (the keys would tell them apart, but one file for both would be
+        # rebuilt at each switch).
+        img_path = getattr(d, "img_path", d.path)
+        if img_path is None:
+            kind += "_arrays"
+        else:
+            img = os.path.relpath(os.fspath(img_path), os.fspath(d.path))
+            if img != ".":
+                kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
         for split, prefix, dl in splits:
             path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
             bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")

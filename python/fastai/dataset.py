@@ -12,6 +12,8 @@ Decisions where the original had rough edges (spec §13):
   random state alone (15); `from_csv` also requires transforms (14);
 * `denorm` of a single (3, H, W) image returns (H, W, 3) (39);
 * shuffling and augmentation follow `seed` (exposed as `data.seed`), whatever `num_workers`;
+* `from_arrays` refuses uint8 images without transforms at once (the original failed at batch
+  time), counts classes over every split and checks the labels (14);
 * `data.resize` checks every copy against its source, and keeps `data.path` (so `models/` and
   `tmp/` stay where the user put them); the copies' folder is `data.img_path` (18).
 """
@@ -27,7 +29,7 @@ from . import _progress
 from . import core
 
 __all__ = ["ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
-           "FilesArrayDataset", "DataLoader", "get_cv_idxs", "open_image", "read_dir", "folder_source",
+           "FilesArrayDataset", "ArraysDataset", "ArraysIndexDataset", "DataLoader", "get_cv_idxs", "open_image", "read_dir", "folder_source",
            "csv_source", "parse_csv_labels"]
 
 _PREFETCH = 4
@@ -189,6 +191,96 @@ class _TestDataset(FilesDataset):
         return 0
 
 
+class ArraysDataset:
+    """In-memory items (`from_arrays`): `ds[i] -> (x, y)`, x transformed (in Rust) when the
+    dataset has a transform, else `x[i]` as float32."""
+
+    is_multi = False
+    is_reg = False
+
+    def __init__(self, x, y, transform, native, classes=None, c=None):
+        self.x, self.y, self.transform, self.classes = x, y, transform, classes
+        self._native, self._c = native, c
+        self._draws = itertools.count(1 << 32)
+
+    def __len__(self):
+        return len(self.x)
+
+    @property
+    def n(self):
+        return len(self.x)
+
+    def get_n(self):
+        return self.n
+
+    @property
+    def sz(self):
+        return self.transform.sz if self.transform is not None else self.x.shape[1]
+
+    def get_sz(self):
+        return self.sz
+
+    @property
+    def c(self):
+        return self.get_c()
+
+    def get_c(self):
+        if self.classes:
+            return len(self.classes)
+        if self._c is not None:
+            return self._c
+        return int(self.y.max()) + 1 if len(self.y) else 0
+
+    def get_x(self, i):
+        return self.x[i]
+
+    def get_y(self, i):
+        return self.y[i]
+
+    def _item(self, i):
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
+        if self._native is None:
+            return np.asarray(self.x[i], dtype=np.float32), self.get_y(i)
+        return self._native.item(i, next(self._draws)), self.get_y(i)
+
+    __getitem__ = FilesDataset.__getitem__
+
+    def denorm(self, arr):
+        if self.transform is None:
+            raise ValueError("denorm: this dataset has no transform (from_arrays without tfms)")
+        return FilesDataset.denorm(self, arr)
+
+
+class ArraysIndexDataset(ArraysDataset):
+    """Single-label: `y` is int64 class indices."""
+
+
+class _ArrayLoader:
+    """Batches of untransformed in-memory items (`from_arrays` without transforms): x float32
+    `x[idx]`, y int64; a new order every pass when shuffling (from the data seed)."""
+
+    def __init__(self, dataset, batch_size, shuffle, seed):
+        self.dataset, self.batch_size, self.shuffle, self._seed = dataset, batch_size, shuffle, seed
+        self._native = None
+        self._epoch = 0
+
+    def __len__(self):
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        n = len(self.dataset)
+        order = np.random.default_rng([self._seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(self.dataset.x[idx], dtype=np.float32))
+            yield x, torch.from_numpy(np.asarray(self.dataset.y[idx]))
+
+
 class DataLoader:
     """Batches of a dataset as torch tensors: x float32 (bs, 3, sz, sz), y int64 (bs,) (float
     for multi-label/regression). Iterable any number of times; each pass is a new epoch (a new
@@ -327,6 +419,8 @@ class ImageClassifierData:
         existed), so after an interrupt the next call finishes the job. `path`
         stays as it was, so `models/` and `tmp/` stay in the folder you chose (the original
         moved them under `path/tmp/<sz>/`); the copies' folder is the new data's `img_path`."""
+        if self._splits is None:
+            raise ValueError("resize: this data holds arrays (from_arrays), not image files")
         targ = int(targ_sz)
         if targ < 1:
             raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
@@ -376,6 +470,77 @@ class ImageClassifierData:
             skipped[test_name] = sk
         return cls(path, bs, num_workers, classes, _seed_or_random(seed), (trn_f, trn_y),
                    (val_f, val_y), test, tfms, skip_bad, skipped=skipped)
+
+    @classmethod
+    def from_arrays(cls, path, trn, val, bs=64, tfms=(None, None), classes=None, num_workers=4,
+                    test=None, seed=None):
+        """Data held in numpy arrays (spec §2.9): `trn=(x, y)`, `val=(x, y)`, `test` an x array
+        or an `(x, y)` pair; y integer class indices. With transforms, x holds images
+        (N, H, W, 3), uint8 (0-255) or float32 (0-1), which the Rust pipeline transforms like
+        decoded files (a learner can train on them, precompute included; the activation cache
+        is keyed by the arrays' values). Without transforms, items are `x[i]` as float32, any
+        shape, for iteration only (the original then failed at batch time on uint8 data, rough
+        edge 14: here uint8 without transforms is refused at once)."""
+        has_tfms = tfms is not None and len(tfms) == 2 and tfms[0] is not None and tfms[1] is not None
+        if tfms is not None and len(tfms) == 2 and (tfms[0] is None) != (tfms[1] is None):
+            raise ValueError("from_arrays: pass both transforms (train, validation) or neither")
+        self = cls.__new__(cls)
+        self.path, self.bs, self.num_workers = path, bs, num_workers
+        self.img_path, self.classes, self.seed = None, classes, _seed_or_random(seed)
+        self.skipped, self._splits, self._tfms = {}, None, tfms
+        self._pool = _native.ThreadPool(num_workers if num_workers else 1)
+
+        def split(xy, what, labelled=True):
+            x, y = (xy if labelled else (xy, None))
+            x = np.asarray(x)
+            if not has_tfms and x.dtype == np.uint8:
+                raise TypeError(f"from_arrays: {what} images are uint8 and there are no transforms; "
+                                "pass tfms (which scale to [0, 1] and normalise) or float32 data")
+            if y is not None:
+                y = np.asarray(y)
+                if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+                    raise ValueError(f"from_arrays: {what} labels must be {len(x)} integer class "
+                                     f"indices, got {y.dtype} of shape {y.shape}")
+                y = y.astype(np.int64)
+            images = _native.ImageArray(np.ascontiguousarray(x)) if has_tfms else None
+            return x, y, images
+
+        trn_p, val_p = split(trn, "training"), split(val, "validation")
+        test_p = None
+        if test is not None:
+            test_p = split(test, "test", labelled=isinstance(test, (tuple, list)) and len(test) == 2)
+        # One class count for every split (the original took the training labels' max + 1,
+        # and a validation label above it failed inside the loss).
+        labelled = [p[1] for p in (trn_p, val_p) + ((test_p,) if test_p is not None else ()) if p[1] is not None]
+        n_classes = len(classes) if classes else max((int(y.max()) + 1 for y in labelled if len(y)), default=0)
+        for y in labelled:
+            if len(y) and (y.min() < 0 or y.max() >= n_classes):
+                raise ValueError(f"from_arrays: labels must be class indices in 0..{n_classes - 1} "
+                                 f"(found {int(y.min())}..{int(y.max())})")
+
+        def make(parts, tfm, shuffle, cls_=ArraysIndexDataset):
+            x, y, images = parts
+            yy = y if y is not None else np.zeros(len(x), dtype=np.float32)
+            if not has_tfms:
+                return _ArrayLoader(cls_(x, yy, None, None, classes, n_classes), bs, shuffle, self.seed)
+            native = _native.DataLoader.from_array(
+                images, "class" if y is not None else "none",
+                None if y is None else y.astype(np.float64), tfm._spec(), bs, shuffle, self.seed,
+                self._pool, _PREFETCH)
+            return DataLoader(cls_(x, yy, tfm, native, classes, n_classes), native, bs, shuffle,
+                              num_workers)
+
+        trn_tfm, val_tfm = tfms if has_tfms else (None, None)
+        self.trn_dl = make(trn_p, trn_tfm, True)
+        self.val_dl = make(val_p, val_tfm, False)
+        self.fix_dl = make(trn_p, val_tfm, False)
+        self.aug_dl = make(val_p, trn_tfm, False)
+        if test is not None:
+            self.test_dl = make(test_p, val_tfm, False)
+            self.test_aug_dl = make(test_p, trn_tfm, False)
+        else:
+            self.test_dl = self.test_aug_dl = None
+        return self
 
     @classmethod
     def from_csv(cls, path, folder, csv_fname, bs=64, tfms=(None, None), val_idxs=None, suffix="",

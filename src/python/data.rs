@@ -13,7 +13,9 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::run_detached;
 use crate::folder;
-use crate::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, Targets};
+use crate::loader::{
+    thread_pool, ArrayData, BatchIter, DataLoader, ImageArray, LoaderConfig, Targets,
+};
 use crate::transforms::{
     Aug, AugDraw, Border, CropKind, Params, Pipeline, RandomScale, Rng, Src, SrcRef, STREAM_AUG,
 };
@@ -175,6 +177,56 @@ impl PyThreadPool {
     }
 }
 
+/// Images held in memory for `from_arrays`: (N, H, W, 3), uint8 (0-255) or float32 (0-1),
+/// copied once into Rust memory and shared by the loaders of a split.
+#[pyclass(name = "ImageArray", module = "fastai._native", frozen)]
+pub struct PyImageArray {
+    inner: Arc<ImageArray>,
+}
+
+#[pymethods]
+impl PyImageArray {
+    #[new]
+    fn new(py: Python<'_>, images: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let arr = images.downcast::<numpy::PyUntypedArray>()?;
+        let shape = arr.shape().to_vec();
+        if shape.len() != 4 || shape[3] != 3 {
+            return Err(PyValueError::new_err(format!(
+                "from_arrays: images must be an (N, H, W, 3) array, got shape {shape:?}"
+            )));
+        }
+        if shape[1] == 0 || shape[2] == 0 {
+            return Err(PyValueError::new_err(format!(
+                "from_arrays: images have no pixels (shape {shape:?})"
+            )));
+        }
+        let data = if let Ok(a) = images.downcast::<PyArrayDyn<u8>>() {
+            let r = a.readonly();
+            ArrayData::U8(match r.as_slice() {
+                Ok(s) => s.to_vec(),
+                Err(_) => r.as_array().iter().copied().collect(),
+            })
+        } else if let Ok(a) = images.downcast::<PyArrayDyn<f32>>() {
+            let r = a.readonly();
+            ArrayData::F32(match r.as_slice() {
+                Ok(s) => s.to_vec(),
+                Err(_) => r.as_array().iter().copied().collect(),
+            })
+        } else {
+            return Err(PyTypeError::new_err(
+                "from_arrays: images must be uint8 (0-255) or float32 (0-1) numpy arrays",
+            ));
+        };
+        let (rows, cols) = (shape[1], shape[2]);
+        // The digest reads every value: without the GIL.
+        let inner = py.allow_threads(move || Arc::new(ImageArray::new(data, rows, cols)));
+        Ok(PyImageArray { inner })
+    }
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
+
 #[pyclass(name = "DataLoader", module = "fastai._native", frozen)]
 pub struct PyDataLoader {
     pub inner: DataLoader,
@@ -275,6 +327,37 @@ impl PyDataLoader {
             skip_bad,
         };
         let inner = DataLoader::new(root, files, targets, pipeline, cfg, pool.inner.clone())
+            .map_err(super::to_pyerr)?;
+        Ok(PyDataLoader { inner })
+    }
+
+    /// A loader over in-memory images (`from_arrays`), shared with the split's other
+    /// loaders.
+    #[staticmethod]
+    #[pyo3(signature = (images, targets_kind, targets, spec, bs, shuffle, seed, pool, prefetch=4))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_array(
+        images: &PyImageArray,
+        targets_kind: &str,
+        targets: Option<PyReadonlyArrayDyn<'_, f64>>,
+        spec: &Bound<'_, PyDict>,
+        bs: usize,
+        shuffle: bool,
+        seed: u64,
+        pool: &PyThreadPool,
+        prefetch: usize,
+    ) -> PyResult<Self> {
+        let array = images.inner.clone();
+        let targets = targets_from_py(targets_kind, targets, array.len())?;
+        let pipeline = Arc::new(pipeline_from_spec(spec)?);
+        let cfg = LoaderConfig {
+            batch_size: bs,
+            shuffle,
+            seed,
+            prefetch,
+            skip_bad: false,
+        };
+        let inner = DataLoader::from_array(array, targets, pipeline, cfg, pool.inner.clone())
             .map_err(super::to_pyerr)?;
         Ok(PyDataLoader { inner })
     }
@@ -638,6 +721,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(time_pipeline, m)?)?;
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
+    m.add_class::<PyImageArray>()?;
     m.add_class::<PyBatchIter>()?;
     m.add_class::<PyBatchMemory>()?;
     m.add_function(wrap_pyfunction!(scan_labelled, m)?)?;

@@ -552,7 +552,7 @@ impl PyLearner {
             .allow_threads(|| -> Result<String> {
                 let mut h = cache::KeyHasher::default();
                 h.str(body_hash).str(&loader.pipeline_key());
-                cache::hash_files(&mut h, loader.root(), &loader.files())?;
+                loader.hash_content(&mut h)?;
                 Ok(h.hex())
             })
             .map_err(to_pyerr)?;
