@@ -154,7 +154,7 @@ struct Inner {
     root: PathBuf,
     files: Vec<String>,
     /// The images themselves when they are in memory (then `files` only names them).
-    images: Option<(Arc<ImageArray>, String)>,
+    images: Option<Arc<ImageArray>>,
     targets: Targets,
     pipeline: Arc<Pipeline>,
     cfg: LoaderConfig,
@@ -199,7 +199,7 @@ impl DataLoader {
     fn build(
         root: PathBuf,
         files: Vec<String>,
-        images: Option<(Arc<ImageArray>, String)>,
+        images: Option<Arc<ImageArray>>,
         targets: Targets,
         pipeline: Arc<Pipeline>,
         cfg: LoaderConfig,
@@ -254,12 +254,10 @@ impl DataLoader {
             ));
         }
         let names = (0..images.len()).map(|i| format!("item {i}")).collect();
-        let digest = images.digest.clone();
-        let images = Some((images, digest));
         Self::build(
             PathBuf::from("<array>"),
             names,
-            images,
+            Some(images),
             targets,
             pipeline,
             cfg,
@@ -271,8 +269,8 @@ impl DataLoader {
     /// time, or the digest of images held in memory.
     pub fn hash_content(&self, h: &mut crate::train::cache::KeyHasher) -> Result<()> {
         match &self.inner.images {
-            Some((_, digest)) => {
-                h.str(digest);
+            Some(images) => {
+                h.str(&images.digest);
                 Ok(())
             }
             None => crate::train::cache::hash_files(h, self.root(), &self.files()),
@@ -344,7 +342,7 @@ impl DataLoader {
     pub fn fill_item(&self, index: usize, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
         let path = inner.root.join(&inner.files[index]);
-        if let Some((images, _)) = &inner.images {
+        if let Some(images) = &inner.images {
             let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
             let params = inner.pipeline.draw(&mut rng);
             return inner

@@ -113,7 +113,7 @@ class FilesDataset:
 
     @property
     def n(self):
-        return len(self.fnames)
+        return len(self)
 
     def get_n(self):
         return self.n
@@ -191,12 +191,9 @@ class _TestDataset(FilesDataset):
         return 0
 
 
-class ArraysDataset:
+class ArraysDataset(FilesDataset):
     """In-memory items (`from_arrays`): `ds[i] -> (x, y)`, x transformed (in Rust) when the
-    dataset has a transform, else `x[i]` as float32."""
-
-    is_multi = False
-    is_reg = False
+    dataset has a transform, else `x[i]` as float32. No files: no `path` or `fnames`."""
 
     def __init__(self, x, y, transform, native, classes=None, c=None):
         self.x, self.y, self.transform, self.classes = x, y, transform, classes
@@ -207,52 +204,24 @@ class ArraysDataset:
         return len(self.x)
 
     @property
-    def n(self):
-        return len(self.x)
-
-    def get_n(self):
-        return self.n
-
-    @property
     def sz(self):
         return self.transform.sz if self.transform is not None else self.x.shape[1]
 
-    def get_sz(self):
-        return self.sz
-
-    @property
-    def c(self):
-        return self.get_c()
-
     def get_c(self):
-        if self.classes:
-            return len(self.classes)
-        if self._c is not None:
-            return self._c
-        return int(self.y.max()) + 1 if len(self.y) else 0
+        return self._c if self._c is not None and not self.classes else super().get_c()
 
     def get_x(self, i):
         return self.x[i]
 
-    def get_y(self, i):
-        return self.y[i]
-
     def _item(self, i):
-        i = int(i)
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
         if self._native is None:
-            return np.asarray(self.x[i], dtype=np.float32), self.get_y(i)
-        return self._native.item(i, next(self._draws)), self.get_y(i)
-
-    __getitem__ = FilesDataset.__getitem__
+            return np.asarray(self.x[int(i)], dtype=np.float32), self.get_y(int(i))
+        return super()._item(i)
 
     def denorm(self, arr):
         if self.transform is None:
             raise ValueError("denorm: this dataset has no transform (from_arrays without tfms)")
-        return FilesDataset.denorm(self, arr)
+        return super().denorm(arr)
 
 
 class ArraysIndexDataset(ArraysDataset):

@@ -177,6 +177,29 @@ impl PyThreadPool {
     }
 }
 
+/// The values of a uint8 (0-255) or float32 (0-1) numpy array, copied into Rust memory.
+/// Contiguous arrays are copied as one slice (element-wise iteration over a dynamic-rank view
+/// is an order of magnitude slower).
+fn pixels_from_py(arr: &Bound<'_, PyAny>, what: &str) -> PyResult<ArrayData> {
+    if let Ok(a) = arr.downcast::<PyArrayDyn<u8>>() {
+        let r = a.readonly();
+        Ok(ArrayData::U8(match r.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => r.as_array().iter().copied().collect(),
+        }))
+    } else if let Ok(a) = arr.downcast::<PyArrayDyn<f32>>() {
+        let r = a.readonly();
+        Ok(ArrayData::F32(match r.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => r.as_array().iter().copied().collect(),
+        }))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a uint8 (0-255) or float32 (0-1) numpy array"
+        )))
+    }
+}
+
 /// Images held in memory for `from_arrays`: (N, H, W, 3), uint8 (0-255) or float32 (0-1),
 /// copied once into Rust memory and shared by the loaders of a split.
 #[pyclass(name = "ImageArray", module = "fastai._native", frozen)]
@@ -200,23 +223,7 @@ impl PyImageArray {
                 "from_arrays: images have no pixels (shape {shape:?})"
             )));
         }
-        let data = if let Ok(a) = images.downcast::<PyArrayDyn<u8>>() {
-            let r = a.readonly();
-            ArrayData::U8(match r.as_slice() {
-                Ok(s) => s.to_vec(),
-                Err(_) => r.as_array().iter().copied().collect(),
-            })
-        } else if let Ok(a) = images.downcast::<PyArrayDyn<f32>>() {
-            let r = a.readonly();
-            ArrayData::F32(match r.as_slice() {
-                Ok(s) => s.to_vec(),
-                Err(_) => r.as_array().iter().copied().collect(),
-            })
-        } else {
-            return Err(PyTypeError::new_err(
-                "from_arrays: images must be uint8 (0-255) or float32 (0-1) numpy arrays",
-            ));
-        };
+        let data = pixels_from_py(images, "from_arrays: images")?;
         let (rows, cols) = (shape[1], shape[2]);
         // The digest reads every value: without the GIL.
         let inner = py.allow_threads(move || Arc::new(ImageArray::new(data, rows, cols)));
@@ -639,37 +646,15 @@ fn transform_image<'py>(
         )));
     }
     let (rows, cols) = (shape[0], shape[1]);
-    enum Owned {
-        U8(Vec<u8>),
-        F32(Vec<f32>),
-    }
-    // Contiguous arrays are copied as one slice (element-wise iteration over a dynamic-rank
-    // view is an order of magnitude slower).
-    let owned = if let Ok(a) = img.downcast::<PyArrayDyn<u8>>() {
-        let r = a.readonly();
-        Owned::U8(match r.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => r.as_array().iter().copied().collect(),
-        })
-    } else if let Ok(a) = img.downcast::<PyArrayDyn<f32>>() {
-        let r = a.readonly();
-        Owned::F32(match r.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => r.as_array().iter().copied().collect(),
-        })
-    } else {
-        return Err(PyTypeError::new_err(
-            "image must be a uint8 or float32 numpy array",
-        ));
-    };
+    let owned = pixels_from_py(img, "image")?;
     let params = pipeline.draw(&mut Rng::for_item(seed, STREAM_AUG, epoch, index));
     let sz = pipeline.sz;
     let p2 = params.clone();
     let out = py
         .allow_threads(move || {
             let data = match &owned {
-                Owned::U8(v) => SrcRef::U8(v),
-                Owned::F32(v) => SrcRef::F32(v),
+                ArrayData::U8(v) => SrcRef::U8(v),
+                ArrayData::F32(v) => SrcRef::F32(v),
             };
             let mut out = vec![0f32; 3 * sz * sz];
             pipeline
