@@ -79,6 +79,10 @@ pub enum Aug {
     /// image, in the image as it is at this step (fastai's `Cutout` as intended: the original
     /// read the size from the wrong axes, rough edge 19).
     Cutout { n_holes: usize, length: usize },
+    /// With probability `p`, a Gaussian blur of a kernel size drawn from `sizes` (odd;
+    /// OpenCV's `GaussianBlur` with sigma from the size), fastai's `RandomBlur` as intended
+    /// (the original never blurred, rough edge 19).
+    Blur { sizes: Vec<usize>, p: f64 },
 }
 
 /// `RandomScale(sz, max_zoom, p)`: with probability `p`, the short side becomes
@@ -158,6 +162,8 @@ pub enum AugDraw {
     /// Each hole's centre as fractions of the height and width (whole pixels once the size of
     /// the image at that step is known).
     Cutout(Vec<(f64, f64)>),
+    /// The kernel size, `None` when the step was skipped (probability).
+    Blur(Option<usize>),
 }
 
 /// Every random value of one image; enough to reproduce it exactly.
@@ -213,6 +219,12 @@ impl Pipeline {
                     zoom_max, zoom_min, ..
                 } => AugDraw::Zoom(rng.range(*zoom_min, *zoom_max)),
                 Aug::Stretch { max } => draw_stretch(rng, *max),
+                Aug::Blur { sizes, p } => {
+                    let hit = rng.uniform() < *p;
+                    let pick = rng.below(sizes.len().max(1) as u64) as usize;
+                    let k = sizes.get(pick).copied().unwrap_or(1);
+                    AugDraw::Blur(hit.then_some(k))
+                }
                 Aug::Cutout { n_holes, .. } => AugDraw::Cutout(
                     (0..*n_holes)
                         .map(|_| (rng.uniform(), rng.uniform()))
@@ -1070,6 +1082,8 @@ impl Pipeline {
         // (k, b) of each lighting step, in order: v ← clip((v − μ)·k + μ + b, 0, 1).
         let mut lighting = Vec::new();
         let mut holes = Vec::new();
+        // Blurs of the finished output: (holes painted before it, kernel size).
+        let mut blurs: Vec<(usize, usize)> = Vec::new();
         let (mut rows, mut cols) = (wr, wc);
         if self.pad > 0 && !googlenet {
             geo.push(Geo::Pad {
@@ -1129,6 +1143,9 @@ impl Pipeline {
                         cols,
                         border: *border,
                     });
+                }
+                (Aug::Blur { .. }, AugDraw::Blur(Some(k))) if *k > 1 => {
+                    blurs.push((holes.len(), *k))
                 }
                 (Aug::Cutout { length, .. }, AugDraw::Cutout(centres)) => holes.push(Holes {
                     after: geo.len(),
@@ -1276,7 +1293,18 @@ impl Pipeline {
             }
             Ok(())
         })?;
-        for (plan, h) in &hole_plans {
+        // Holes and blurs in the order of their steps. A blur acts on the finished crop (its
+        // edges reflected): the same as blurring the image at its step wherever the kernel
+        // stays inside the crop and no rotation or zoom follows it.
+        let mut painted = 0;
+        for &(before, k) in &blurs {
+            for (plan, h) in &hole_plans[painted..before] {
+                fin.paint_holes(plan, h, sz, out);
+            }
+            painted = before;
+            gaussian_blur(out, sz, k);
+        }
+        for (plan, h) in &hole_plans[painted..] {
             fin.paint_holes(plan, h, sz, out);
         }
         Ok(())
@@ -1307,6 +1335,68 @@ impl Finish<'_> {
                         out[(c * sz + i) * sz + j] = *value;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// OpenCV's `getGaussianKernel(k, 0)`: its fixed tables up to 7 taps, else sampled with
+/// sigma = 0.3·((k − 1)/2 − 1) + 0.8; normalised.
+fn gaussian_kernel(k: usize) -> Vec<f32> {
+    match k {
+        1 => vec![1.0],
+        3 => vec![0.25, 0.5, 0.25],
+        5 => vec![0.0625, 0.25, 0.375, 0.25, 0.0625],
+        7 => vec![
+            0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125,
+        ],
+        _ => {
+            let sigma = 0.3 * ((k as f64 - 1.0) * 0.5 - 1.0) + 0.8;
+            let c = (k as f64 - 1.0) / 2.0;
+            let g: Vec<f64> = (0..k)
+                .map(|i| (-(i as f64 - c).powi(2) / (2.0 * sigma * sigma)).exp())
+                .collect();
+            let total: f64 = g.iter().sum();
+            g.iter().map(|v| (v / total) as f32).collect()
+        }
+    }
+}
+
+/// Index `i` (which may fall outside 0..n) reflected without repeating the edge pixel
+/// (OpenCV's default border, BORDER_REFLECT_101).
+fn reflect101(i: isize, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n as isize - 1);
+    let m = i.rem_euclid(period);
+    (if m < n as isize { m } else { period - m }) as usize
+}
+
+/// A separable Gaussian blur of `k` taps over each `sz × sz` channel of `out` (CHW). Blur
+/// is linear and its weights sum to one, so blurring normalised values equals normalising
+/// blurred ones.
+fn gaussian_blur(out: &mut [f32], sz: usize, k: usize) {
+    let w = gaussian_kernel(k);
+    let r = (k / 2) as isize;
+    let mut tmp = vec![0.0f32; sz * sz];
+    for plane in out.chunks_mut(sz * sz) {
+        for i in 0..sz {
+            for j in 0..sz {
+                tmp[i * sz + j] = w
+                    .iter()
+                    .enumerate()
+                    .map(|(t, wt)| wt * plane[i * sz + reflect101(j as isize + t as isize - r, sz)])
+                    .sum();
+            }
+        }
+        for i in 0..sz {
+            for j in 0..sz {
+                plane[i * sz + j] = w
+                    .iter()
+                    .enumerate()
+                    .map(|(t, wt)| wt * tmp[reflect101(i as isize + t as isize - r, sz) * sz + j])
+                    .sum();
             }
         }
     }

@@ -16,7 +16,10 @@ Differences from the April 2018 original (its rough edges, spec §13):
   INTER_AREA, which on enlargement is nearest-neighbour with blended pixel edges); the crop back
   to the original size starts where the original's did;
 * `Cutout` blacks out its squares in the image as it is at its step, as intended (the original
-  took the height and width from the wrong axes of HWC images, 19).
+  took the height and width from the wrong axes of HWC images, 19);
+* `RandomBlur` blurs, as intended (the original tested the wrong flag and never did, 19): on the
+  finished crop, with its edges reflected (the same as at its step wherever the kernel stays
+  inside the crop and no rotation or zoom follows it).
 """
 import enum
 import itertools
@@ -30,7 +33,7 @@ __all__ = [
     "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
     "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
     "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
-    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Cutout", "Normalize", "Denormalize", "ChannelOrder",
+    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Cutout", "RandomBlur", "Normalize", "Denormalize", "ChannelOrder",
     "Transforms", "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
     "transforms_side_on", "transforms_top_down", "scale_min", "center_crop",
 ]
@@ -240,6 +243,22 @@ class Cutout(Transform):
 
     def _spec(self):
         return {"kind": "cutout", "n_holes": self.n_holes, "length": self.length}
+
+
+class RandomBlur(Transform):
+    """With probability `probability`, OpenCV's Gaussian blur with a kernel of 2k - 1 pixels,
+    k drawn from `blur_strengths` (a number or a list)."""
+
+    def __init__(self, blur_strengths=5, probability=0.5, tfm_y=TfmType.NO):
+        _check_tfm_y(tfm_y)
+        strengths = np.array(blur_strengths, ndmin=1)
+        if strengths.size == 0 or (strengths != strengths.astype(int)).any() or (strengths < 1).any():
+            raise ValueError(f"RandomBlur: blur_strengths must be whole numbers >= 1, not {blur_strengths!r}")
+        self.blur_strengths = strengths.astype(int) * 2 - 1  # kernel sizes, as the original stores them
+        self.probability = probability
+
+    def _spec(self):
+        return {"kind": "blur", "sizes": [int(k) for k in self.blur_strengths], "p": float(self.probability)}
 
 
 class Normalize:

@@ -100,6 +100,18 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
             "stretch" => Aug::Stretch {
                 max: req(a, "max_stretch")?,
             },
+            "blur" => {
+                let sizes: Vec<usize> = req(a, "sizes")?;
+                if sizes.is_empty() || sizes.iter().any(|k| k % 2 == 0) {
+                    return Err(PyValueError::new_err(format!(
+                        "blur kernel sizes must be odd, got {sizes:?}"
+                    )));
+                }
+                Aug::Blur {
+                    sizes,
+                    p: req(a, "p")?,
+                }
+            }
             "cutout" => Aug::Cutout {
                 n_holes: req(a, "n_holes")?,
                 length: req(a, "length")?,
@@ -144,6 +156,7 @@ fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>
             AugDraw::Zoom(z) => ("zoom", *z).into_pyobject(py)?,
             AugDraw::Stretch { s, tall } => ("stretch", *s, *tall).into_pyobject(py)?,
             AugDraw::Pass => ("pass",).into_pyobject(py)?,
+            AugDraw::Blur(k) => ("blur", *k).into_pyobject(py)?,
             AugDraw::Cutout(centres) => ("cutout", centres.clone()).into_pyobject(py)?,
         };
         augs.append(t)?;

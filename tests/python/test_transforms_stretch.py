@@ -189,3 +189,44 @@ def test_cutout_arguments_are_checked():
         Cutout(1.5, 4)
     with pytest.raises(ValueError, match="whole numbers"):
         Cutout(1, -4)
+
+
+def cv_gaussian_kernel(k):
+    """OpenCV's getGaussianKernel(k, sigma=0), from its documentation: fixed tables up to 7
+    taps, else sampled with sigma = 0.3*((k-1)*0.5 - 1) + 0.8, normalised."""
+    tables = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16],
+              7: [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125]}
+    if k in tables:
+        return np.array(tables[k])
+    sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+    g = np.exp(-((np.arange(k) - (k - 1) / 2) ** 2) / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+@pytest.mark.parametrize("strength", [2, 3, 5])
+def test_blur_is_opencvs_gaussian_with_reflect101(strength):
+    from fastai.transforms import RandomBlur
+    img = noise_image(26, 26, seed=6)
+    tfm = center_tfm(26, [RandomBlur(strength, probability=1.0)])
+    x, p = run(tfm, img)
+    assert p["augs"] == [("blur", 2 * strength - 1)]
+    w = cv_gaussian_kernel(2 * strength - 1)
+    v = img / 255.0
+    # scipy's 'mirror' is OpenCV's BORDER_REFLECT_101 (the edge pixel is not repeated).
+    ref = ndi.correlate1d(ndi.correlate1d(v, w, axis=1, mode="mirror"), w, axis=0, mode="mirror")
+    np.testing.assert_allclose(x, normalize(ref), atol=1e-5)
+
+
+def test_blur_probability_and_strength_choice():
+    from fastai.transforms import RandomBlur
+    img = smooth_image(12, 12, seed=2)
+    tfm = center_tfm(12, [RandomBlur([1, 2, 4], probability=0.3)])
+    draws = [run(tfm, img, index=i)[1]["augs"][0][1] for i in range(600)]
+    hits = [k for k in draws if k is not None]
+    assert abs(len(hits) / 600 - 0.3) < 0.06
+    assert set(hits) == {1, 3, 7}
+    x, p = run(center_tfm(12, [RandomBlur(3, probability=0.0)]), img)
+    assert p["augs"] == [("blur", None)]
+    np.testing.assert_allclose(x, normalize(img / 255.0), atol=1e-5)
+    with pytest.raises(ValueError, match="blur_strengths"):
+        RandomBlur(0)
