@@ -75,6 +75,16 @@ impl Error {
             reason: reason.into(),
         }
     }
+    /// The file, when the error is that file's own fault (unreadable, undecodable, too
+    /// large): what `skip_bad` skips and reports.
+    pub fn bad_source(&self) -> Option<&std::path::Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::Decode { path, .. }
+            | Error::ImageTooLarge { path, .. } => Some(path),
+            _ => None,
+        }
+    }
     pub fn torch(op: impl Into<String>) -> impl FnOnce(tch::TchError) -> Self {
         let op = op.into();
         move |source| Error::Torch { op, source }

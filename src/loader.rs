@@ -137,14 +137,7 @@ impl ImageArray {
         h.str(&format!("array {}x{}x{}", self.len(), self.rows, self.cols));
         match &self.data {
             ArrayData::U8(v) => h.str("u8").bytes(v),
-            ArrayData::F32(v) => {
-                h.str("f32");
-                for chunk in v.chunks(1 << 16) {
-                    let bytes: Vec<u8> = chunk.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    h.bytes(&bytes);
-                }
-                &mut h
-            }
+            ArrayData::F32(v) => h.str("f32").bytes(crate::transforms::f32_bytes(v)),
         };
         h.hex()
     }
@@ -342,22 +335,20 @@ impl DataLoader {
     pub fn fill_item(&self, index: usize, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
         let path = inner.root.join(&inner.files[index]);
-        if let Some(images) = &inner.images {
-            let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
-            let params = inner.pipeline.draw(&mut rng);
-            return inner
-                .pipeline
-                .apply(&images.item(index), &params, out)
-                .map_err(|reason| Error::InvalidArgument(format!("{}: {reason}", path.display())));
-        }
-        let img = decode_file(&path)?;
+        let decoded;
+        let src = match &inner.images {
+            Some(images) => images.item(index),
+            None => {
+                decoded = decode_file(&path)?;
+                Src {
+                    data: SrcRef::U8(&decoded.data),
+                    rows: decoded.height,
+                    cols: decoded.width,
+                }
+            }
+        };
         let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
         let params = inner.pipeline.draw(&mut rng);
-        let src = Src {
-            data: SrcRef::U8(&img.data),
-            rows: img.height,
-            cols: img.width,
-        };
         inner
             .pipeline
             .apply(&src, &params, out)
@@ -447,17 +438,9 @@ impl DataLoader {
         for (k, r) in results.into_iter().enumerate() {
             match r {
                 Ok(()) => keep.push(k),
-                Err(
-                    e @ (Error::Decode { .. } | Error::ImageTooLarge { .. } | Error::Io { .. }),
-                ) if self.inner.cfg.skip_bad => {
-                    let path = match &e {
-                        Error::Decode { path, .. }
-                        | Error::ImageTooLarge { path, .. }
-                        | Error::Io { path, .. } => path.clone(),
-                        _ => PathBuf::new(),
-                    };
-                    if let Ok(mut b) = bad.lock() {
-                        b.push(path);
+                Err(e) if self.inner.cfg.skip_bad && e.bad_source().is_some() => {
+                    if let (Some(path), Ok(mut b)) = (e.bad_source(), bad.lock()) {
+                        b.push(path.to_path_buf());
                     }
                 }
                 Err(e) => return Err(e),

@@ -16,7 +16,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::ImageFormat;
 use rayon::prelude::*;
 
@@ -71,11 +70,9 @@ pub fn resize_files(
             Ok(Outcome::Written) => report.written += 1,
             Ok(Outcome::Current) => report.current += 1,
             // The source's own fault (not the destination's): skipped when asked.
-            Err(Error::Decode { path, reason }) if skip_bad => report.failed.push((path, reason)),
-            Err(e @ Error::ImageTooLarge { .. }) if skip_bad => {
-                if let Error::ImageTooLarge { path, .. } = &e {
-                    report.failed.push((path.clone(), e.to_string()));
-                }
+            Err(e) if skip_bad && e.bad_source().is_some() => {
+                let path = e.bad_source().map(Path::to_path_buf).unwrap_or_default();
+                report.failed.push((path, e.to_string()));
             }
             Err(e) => return Err(e),
         }
@@ -102,39 +99,29 @@ fn resize_one(src: &Path, dst: &Path, targ: usize) -> Result<Outcome> {
     }
     let img = decode_file(src)?;
     let (w, h) = target_size(img.width, img.height, targ);
-    let small = resize_rgb(&img, w, h).map_err(|e| Error::decode(src, e))?;
-    let bytes = encode(&small, dst)?;
+    let small = resize_rgb(img, w, h).map_err(|e| Error::decode(src, e))?;
+    let bytes = encode(small, dst)?;
     write_whole(dst, &bytes, src_time)?;
     Ok(Outcome::Written)
 }
 
-/// `img` resized to `w × h` with antialiased bilinear filtering (what PIL's `resize(...,
-/// BILINEAR)` does: the filter widens with the reduction, so no source pixel is skipped).
-fn resize_rgb(img: &RgbImage, w: usize, h: usize) -> std::result::Result<RgbImage, String> {
+/// `img` resized to `w × h` with the pipeline's antialiased bilinear filter (what PIL's
+/// `resize(..., BILINEAR)` does: the filter widens with the reduction, so no source pixel is
+/// skipped).
+fn resize_rgb(img: RgbImage, w: usize, h: usize) -> std::result::Result<RgbImage, String> {
     if (w, h) == (img.width, img.height) {
-        return Ok(img.clone());
+        return Ok(img);
     }
-    let src = fast_image_resize::images::ImageRef::new(
-        img.width as u32,
-        img.height as u32,
-        &img.data,
-        PixelType::U8x3,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
-    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(&src, &mut dst, &opts)
-        .map_err(|e| e.to_string())?;
+    let data = crate::transforms::resize_rgb8(&img.data, img.height, img.width, h, w)?;
     Ok(RgbImage {
         width: w,
         height: h,
-        data: dst.into_vec(),
+        data,
     })
 }
 
 /// The copy's bytes, in the format its extension names.
-fn encode(img: &RgbImage, dst: &Path) -> Result<Vec<u8>> {
+fn encode(img: RgbImage, dst: &Path) -> Result<Vec<u8>> {
     let format = ImageFormat::from_path(dst).map_err(|_| {
         Error::InvalidArgument(format!(
             "{}: resize cannot tell which image format to write from the extension",
@@ -155,7 +142,7 @@ fn encode(img: &RgbImage, dst: &Path) -> Result<Vec<u8>> {
             })?;
         return Ok(buf.to_vec());
     }
-    let rgb = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data.clone())
+    let rgb = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
         .ok_or_else(|| Error::InvalidArgument(format!("{}: bad image buffer", dst.display())))?;
     let mut out = std::io::Cursor::new(Vec::new());
     rgb.write_to(&mut out, format).map_err(|e| {
@@ -166,8 +153,8 @@ fn encode(img: &RgbImage, dst: &Path) -> Result<Vec<u8>> {
 
 /// Writes `bytes` to `dst`, then gives it the source's modification time: that time is the
 /// mark of a finished copy, so a copy cut short (interrupt, full disk) keeps the time of its
-/// writing and is redone by the next run. (Not a temporary file and a rename: on ext4 those
-/// cost a journal entry each, and doubled the time of a run.)
+/// writing and is redone by the next run. That mark makes a temporary file and a rename
+/// unnecessary.
 fn write_whole(dst: &Path, bytes: &[u8], time: SystemTime) -> Result<()> {
     let folder = dst.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;

@@ -507,7 +507,8 @@ thread_local! {
     static SCRATCH: RefCell<Work> = const { RefCell::new(Work::U8(Vec::new())) };
 }
 
-fn f32_bytes(v: &[f32]) -> &[u8] {
+/// The bytes of a float slice (native byte order), without copying.
+pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no invalid bit patterns and u8 has alignment 1; same memory, same length
     // in bytes, lifetime tied to `v`.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
@@ -570,6 +571,29 @@ impl Texels for [f32] {
     }
     fn len(&self) -> usize {
         <[f32]>::len(self)
+    }
+}
+
+/// An 8-bit RGB image (HWC) of `rows × cols` resized to `to_rows × to_cols` with the
+/// pipeline's PIL-style antialiased bilinear filter (and the thread's resizer).
+pub(crate) fn resize_rgb8(
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    to_rows: usize,
+    to_cols: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let src = Src {
+        data: SrcRef::U8(data),
+        rows,
+        cols,
+    };
+    let mut work = Work::U8(Vec::new());
+    let win = (0.0, 0.0, rows as f64, cols as f64);
+    resize_window(&src, win, to_rows, to_cols, &mut work)?;
+    match work {
+        Work::U8(v) => Ok(v),
+        Work::F32(_) => Err("8-bit input resized to floats".into()),
     }
 }
 
@@ -1375,28 +1399,32 @@ fn reflect101(i: isize, n: usize) -> usize {
 
 /// A separable Gaussian blur of `k` taps over each `sz × sz` channel of `out` (CHW). Blur
 /// is linear and its weights sum to one, so blurring normalised values equals normalising
-/// blurred ones.
+/// blurred ones. Rows through a copy padded with the reflected edges, then columns as a
+/// weighted sum of whole rows: plain loops over contiguous floats, no index arithmetic per tap.
 fn gaussian_blur(out: &mut [f32], sz: usize, k: usize) {
     let w = gaussian_kernel(k);
     let r = (k / 2) as isize;
-    let mut tmp = vec![0.0f32; sz * sz];
+    let mut padded = vec![0.0f32; sz + 2 * r as usize];
+    let mut rows = vec![0.0f32; sz * sz];
     for plane in out.chunks_mut(sz * sz) {
-        for i in 0..sz {
-            for j in 0..sz {
-                tmp[i * sz + j] = w
-                    .iter()
-                    .enumerate()
-                    .map(|(t, wt)| wt * plane[i * sz + reflect101(j as isize + t as isize - r, sz)])
-                    .sum();
+        for (row, blurred) in plane.chunks(sz).zip(rows.chunks_mut(sz)) {
+            for (p, v) in padded.iter_mut().enumerate() {
+                *v = row[reflect101(p as isize - r, sz)];
+            }
+            blurred.fill(0.0);
+            for (t, &wt) in w.iter().enumerate() {
+                for (b, &v) in blurred.iter_mut().zip(&padded[t..t + sz]) {
+                    *b += wt * v;
+                }
             }
         }
-        for i in 0..sz {
-            for j in 0..sz {
-                plane[i * sz + j] = w
-                    .iter()
-                    .enumerate()
-                    .map(|(t, wt)| wt * tmp[reflect101(i as isize + t as isize - r, sz) * sz + j])
-                    .sum();
+        for (i, dst) in plane.chunks_mut(sz).enumerate() {
+            dst.fill(0.0);
+            for (t, &wt) in w.iter().enumerate() {
+                let src = reflect101(i as isize + t as isize - r, sz);
+                for (d, &v) in dst.iter_mut().zip(&rows[src * sz..(src + 1) * sz]) {
+                    *d += wt * v;
+                }
             }
         }
     }

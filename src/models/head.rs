@@ -186,7 +186,8 @@ pub fn draw_seeds(n: usize) -> Vec<u64> {
     let t = Tensor::randint(i64::MAX, [n as i64], (Kind::Int64, Device::Cpu));
     Vec::<i64>::try_from(&t)
         .map(|v| v.into_iter().map(|s| s as u64).collect())
-        .unwrap_or_else(|_| (0..n).map(|_| draw_seed()).collect())
+        // Element by element from the same tensor (drawing again would take other values).
+        .unwrap_or_else(|_| (0..n).map(|i| t.int64_value(&[i as i64]) as u64).collect())
 }
 
 /// The dropout mask of one layer call: element `e` (row-major over the layer's input) is
