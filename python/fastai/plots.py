@@ -104,9 +104,10 @@ def plot_confusion_matrix(cm, classes, normalize=False, title="Confusion matrix"
         text = f"{cm[i, j]:.2f}" if normalize else str(cm[i, j])
         plt.text(j, i, text, horizontalalignment="center",
                  color="white" if cm[i, j] > thresh else "black")
-    plt.tight_layout()
     plt.ylabel("True label")
     plt.xlabel("Predicted label")
+    # After the labels (the original laid out first and cut the x label off).
+    plt.tight_layout()
     return fig
 
 

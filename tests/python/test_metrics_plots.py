@@ -48,6 +48,18 @@ def test_plot_confusion_matrix_prints_and_labels(capsys):
     assert ax.get_ylabel() == "True label" and ax.get_xlabel() == "Predicted label"
 
 
+def test_plot_confusion_matrix_axis_labels_inside_the_figure(capsys):
+    # The original laid the figure out before adding the axis labels, which cut the x label
+    # off at the bottom of a saved or inline figure.
+    fig = plot_confusion_matrix(CM, ["cats", "dogs"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    for label in (fig.axes[0].xaxis.label, fig.axes[0].yaxis.label):
+        ext = label.get_window_extent(renderer)
+        assert ext.y0 >= box.y0 and ext.x0 >= box.x0 and ext.y1 <= box.y1 and ext.x1 <= box.x1, ext
+
+
 def test_plot_confusion_matrix_normalized(capsys):
     fig = plot_confusion_matrix(CM, ["cats", "dogs"], normalize=True)
     assert capsys.readouterr().out == "[[0.99 0.01]\n [0.01 0.99]]\n"
