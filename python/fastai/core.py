@@ -63,10 +63,9 @@ def to_gpu(x):
     return x.cuda() if USE_GPU and torch.cuda.is_available() else x
 
 
-def children(m):
-    """Direct sub-modules of a torch module as a list; a list or tuple is returned unchanged."""
-    return m if isinstance(m, (list, tuple)) else list(m.children())
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+from .torch_imports import children  # noqa: E402,F401
 
-
-__all__ = ["USE_GPU", "is_listy", "to_np", "T", "V", "VV", "A", "sum_geom", "num_cpus",
-           "to_gpu", "children"]
+__all__, __getattr__ = _exports.reexport(
+    __name__, ["USE_GPU", "is_listy", "to_np", "T", "V", "VV", "A", "sum_geom", "num_cpus",
+               "to_gpu", "children"], [_imports, _torch_imports])

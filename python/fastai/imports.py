@@ -2,8 +2,9 @@
 
 As in fastai 0.7 this module does not import torch (that arrives with `fastai.torch_imports`),
 and it sets numpy's print options, which is why arrays print as in the lesson.
-Heavy optional packages of the original (bcolz, cv2, pandas, seaborn, graphviz) are not
-imported: nothing in the lesson needs them and they would slow every import.
+Heavy packages of the original load lazily (`pd`, sklearn's `metrics`) or not at all
+(bcolz, cv2, seaborn, graphviz: nothing in the lessons needs them, and they would slow every
+import).
 """
 import collections
 import itertools
@@ -29,15 +30,28 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import PIL
-from matplotlib import rcParams
 from PIL import Image, ImageEnhance, ImageOps
 
+from ._exports import LazyModule
+
 np.set_printoptions(precision=5, linewidth=110, suppress=True)
-matplotlib.rc("animation", html="html5")
+
+
+def __getattr__(name):
+    """matplotlib (half a second) is imported when a star import or a plot asks for it, not
+    when another fastai module imports this one: `import fastai.conv_learner` stays light,
+    while `from fastai.imports import *` gives the real `plt` as before."""
+    if name not in ("matplotlib", "plt", "rcParams"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import matplotlib
+    import matplotlib.pyplot
+
+    if "matplotlib" not in globals():
+        matplotlib.rc("animation", html="html5")
+    globals().update(matplotlib=matplotlib, plt=matplotlib.pyplot, rcParams=matplotlib.rcParams)
+    return globals()[name]
 
 
 def in_notebook():
@@ -52,10 +66,15 @@ def in_notebook():
 
 in_ipynb = in_notebook
 
+# fastai 0.7 imported pandas and sklearn's metrics here (lesson 2 reads its labels with
+# `pd.read_csv` and scores with `metrics.log_loss`); they load on first use.
+pd = LazyModule("pandas", "pandas")
+metrics = LazyModule("sklearn.metrics", "scikit-learn")
+
 __all__ = [
     "collections", "itertools", "json", "math", "os", "pickle", "random", "re", "shutil",
     "string", "sys", "threading", "time", "warnings", "abstractmethod", "Counter",
     "OrderedDict", "Iterable", "ProcessPoolExecutor", "ThreadPoolExecutor", "partial", "glob",
     "iglob", "chain", "attrgetter", "itemgetter", "Path", "matplotlib", "plt", "np", "PIL",
-    "rcParams", "Image", "ImageEnhance", "ImageOps", "in_notebook", "in_ipynb",
+    "rcParams", "Image", "ImageEnhance", "ImageOps", "in_notebook", "in_ipynb", "pd", "metrics",
 ]

@@ -30,4 +30,9 @@ class Lambda(nn.Module):
         return self.f(x)
 
 
-__all__ = ["AdaptiveConcatPool2d", "Flatten", "Lambda"]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "AdaptiveConcatPool2d", "Flatten", "Lambda"
+    ], [_imports, _torch_imports])

@@ -116,3 +116,11 @@ class Learner:
 
     def bn_freeze(self, do_freeze):
         self._native.bn_freeze = bool(do_freeze)
+
+
+from . import _exports, core as _core, transforms as _transforms, model as _model  # noqa: E402
+from . import dataset as _dataset, sgdr as _sgdr, layers as _layers, metrics as _metrics  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(
+    __name__, ["Learner"], [_core, _transforms, _model, _dataset, _sgdr, _layers, _metrics])

@@ -31,4 +31,9 @@ def accuracy_multi_np(preds, targs, thresh):
     return float(((np.asarray(preds) > thresh) == np.asarray(targs)).mean())
 
 
-__all__ = ["accuracy", "accuracy_np", "accuracy_thresh", "accuracy_multi", "accuracy_multi_np"]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "accuracy", "accuracy_np", "accuracy_thresh", "accuracy_multi", "accuracy_multi_np"
+    ], [_imports, _torch_imports])

@@ -22,4 +22,10 @@ def predict_batch(learner, x):
     return learner.predict_array(np.asarray(x))
 
 
-__all__ = ["num_features", "cut_model", "predict_batch", "AdaptiveConcatPool2d", "Flatten"]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+from . import core as _core  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "num_features", "cut_model", "predict_batch", "AdaptiveConcatPool2d", "Flatten"
+    ], [_imports, _torch_imports, _core])

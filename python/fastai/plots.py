@@ -111,5 +111,10 @@ def plot_confusion_matrix(cm, classes, normalize=False, title="Confusion matrix"
     return fig
 
 
-__all__ = ["plots", "plots_from_files", "plots_raw", "load_img_id", "plot_confusion_matrix",
-           "ceildiv", "confusion_matrix"]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "plots", "plots_from_files", "plots_raw", "load_img_id", "plot_confusion_matrix",
+        "ceildiv", "confusion_matrix"
+    ], [_imports, _torch_imports])

@@ -25,8 +25,14 @@ def _subplots(*args, **kwargs):
     from ._figures import subplots
     return subplots(*args, **kwargs)
 
-__all__ = ["Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
-           "sum_geom", "cos_anneal_lrs", "lr_find_lrs"]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+from . import core as _core  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
+        "sum_geom", "cos_anneal_lrs", "lr_find_lrs"
+    ], [_imports, _torch_imports, _core])
 
 
 class Callback:

@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import optim
 from torch.utils.data import Dataset, TensorDataset
 
-from .core import children
+
+
+def children(m):
+    """Direct sub-modules of a torch module as a list; a list or tuple is returned unchanged."""
+    return m if isinstance(m, (list, tuple)) else list(m.children())
+
 
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 # EfficientNet-Lite0's packaged ImageNet weights expect inputs scaled to [-1, 1].
@@ -91,5 +96,5 @@ def load_model(m, p):
 
 __all__ = ["torch", "nn", "F", "optim", "Dataset", "TensorDataset", "os", "children", "Arch",
            "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "efficientnet_lite0",
-           "imagenet_stats", "cuda", "backends", "FloatTensor", "LongTensor", "Variable",
+           "cuda", "backends", "FloatTensor", "LongTensor", "Variable",
            "save_model", "load_model", "arch_from"]

@@ -29,14 +29,19 @@ import numpy as np
 
 from . import _native
 
-__all__ = [
-    "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
-    "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
-    "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
-    "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom", "Cutout", "RandomBlur", "Normalize", "Denormalize", "ChannelOrder",
-    "Transforms", "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
-    "transforms_side_on", "transforms_top_down", "scale_min", "center_crop",
-]
+from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
+from . import core as _core  # noqa: E402
+
+# Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
+__all__, __getattr__ = _exports.reexport(__name__, [
+        "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
+        "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
+        "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
+        "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom",
+        "Cutout", "RandomBlur", "Normalize", "Denormalize", "ChannelOrder", "Transforms",
+        "image_gen", "tfms_from_stats", "tfms_from_model", "transforms_basic",
+        "transforms_side_on", "transforms_top_down", "scale_min", "center_crop"
+    ], [_imports, _torch_imports, _core])
 
 # OpenCV's border constants, so code written for the original keeps working without cv2.
 BORDER_CONSTANT = 0

@@ -148,3 +148,62 @@ def test_import_time():
     extra = min(float(_run(code).strip().splitlines()[-1]) for _ in range(3))
     print(f"import fastai.conv_learner adds {extra:.3f} s after import torch")
     assert extra < 1.0, f"import fastai.conv_learner adds {extra:.2f} s after import torch"
+
+
+# What one star import of each module brings, by fastai 0.7's import graph (spec 1.1): every
+# module re-exported `fastai.imports` (np, plt, os, PIL, glob, ...) and the torch names, and
+# `conv_learner` everything of the learner's (data, transforms, callbacks, metrics). Lesson 2
+# and later notebooks start with `from fastai.conv_learner import *` alone.
+ONE_STAR = {
+    "transforms": ["np", "os", "PIL", "plt", "torch", "nn", "children", "tfms_from_model"],
+    "dataset": ["np", "os", "glob", "torch", "tfms_from_model", "transforms_side_on",
+                "ImageClassifierData", "get_cv_idxs", "open_image"],
+    "model": ["np", "torch", "nn", "to_np"],
+    "sgdr": ["np", "plt", "torch", "Callback", "CosAnneal"],
+    "plots": ["np", "plt", "os", "torch", "plot_confusion_matrix"],
+    "metrics": ["np", "torch", "accuracy_np"],
+    "conv_learner": ["np", "plt", "os", "PIL", "glob", "partial", "Path", "torch", "nn", "optim",
+                     "F", "resnet34", "ImageClassifierData", "tfms_from_model",
+                     "transforms_side_on", "transforms_top_down", "get_cv_idxs", "open_image",
+                     "ConvLearner", "accuracy_np", "accuracy", "Callback", "CosAnneal",
+                     "children", "to_np", "metrics", "pd"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(ONE_STAR))
+def test_one_star_import_brings_what_the_original_did(module):
+    code = textwrap.dedent(f'''
+        import json
+        ns = {{}}
+        exec("from fastai.{module} import *", ns)
+        import numpy, matplotlib.pyplot, torch
+        print(json.dumps({{"missing": [n for n in {ONE_STAR[module]!r} if n not in ns],
+                          "np": ns.get("np") is numpy, "torch": ns.get("torch") is torch,
+                          "plt": ns.get("plt", matplotlib.pyplot) is matplotlib.pyplot}}))
+    ''')
+    out = json.loads(_run(code).strip().splitlines()[-1])
+    assert out == {"missing": [], "np": True, "torch": True, "plt": True}
+
+
+def test_lesson2_names_work_after_conv_learner_alone(tmp_path):
+    """`pd.read_csv` and sklearn's `metrics.log_loss`, as lesson 2 calls them, after only
+    `from fastai.conv_learner import *`; the values against pandas and sklearn imported
+    directly."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,breed\na,husky\nb,pug\n")
+    code = textwrap.dedent(f'''
+        import json
+        ns = {{}}
+        exec("from fastai.conv_learner import *", ns)
+        import pandas, sklearn.metrics
+        y, probs = [0, 1, 1], [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]
+        df = ns["pd"].read_csv({str(csv)!r})
+        print(json.dumps({{
+            "log_loss": [ns["metrics"].log_loss(y, probs), sklearn.metrics.log_loss(y, probs)],
+            "frame": [type(df) is pandas.DataFrame, list(df["breed"])],
+            "same_fn": ns["metrics"].confusion_matrix is sklearn.metrics.confusion_matrix}}))
+    ''')
+    out = json.loads(_run(code).strip().splitlines()[-1])
+    assert out["log_loss"][0] == out["log_loss"][1]
+    assert out["frame"] == [True, ["husky", "pug"]]
+    assert out["same_fn"] is True
