@@ -149,15 +149,17 @@ class ProgressBar:
     an optional postfix (a string or a dict shown as `k=v`). `leave=False` erases the bar on
     `close()` (epoch and TTA bars); `leave=True` keeps its final state on screen. `file` forces
     the stream of text bars (e.g. stderr for downloads); `enabled=False` draws nothing.
+    `start` (a `time.monotonic()` value) is when the work began, for a bar created only once
+    the first step is done; the rate and the time left count from it.
     """
 
     def __init__(self, total, desc="", leave=True, unit="it", file=None, mininterval=0.2,
-                 enabled=True):
+                 enabled=True, start=None):
         self.total, self.desc, self.leave, self.unit = total, desc, leave, unit
         self.mininterval = mininterval
         self.n, self.postfix = 0, None
         self.mode, self.stream = _choose_mode(file) if enabled else ("none", None)
-        self._start = time.monotonic()
+        self._start = time.monotonic() if start is None else start
         self._last_draw = None
         self._last_len = 0
         self._closed = False
@@ -249,6 +251,9 @@ class FitProgress:
         self._header_done = False
         self._batch_bar = None
         self._epoch = None
+        # The batch bar appears with the epoch's first batch done; its rate counts from here
+        # (the call's start) or from the previous epoch's end.
+        self._epoch_start = time.monotonic()
         # A second live text line would need cursor movement, so only notebooks get an epoch
         # bar; terminals see the epoch in the batch bar's description instead.
         self._epoch_bar = None
@@ -260,7 +265,8 @@ class FitProgress:
             self._close_batch_bar()
             self._epoch = epoch
             desc = "" if self._epoch_bar else f"Epoch {epoch + 1}/{self.n_epoch}"
-            self._batch_bar = ProgressBar(self.n_batches, desc=desc, leave=False)
+            self._batch_bar = ProgressBar(self.n_batches, desc=desc, leave=False,
+                                          start=self._epoch_start)
         self._batch_bar.update(batch_idx + 1, {"loss": float(smoothed_loss)})
 
     def on_epoch_end(self, epoch, values):
@@ -272,6 +278,7 @@ class FitProgress:
         print(format_row(epoch, values), file=out, flush=True)
         if self._epoch_bar:
             self._epoch_bar.update(epoch + 1)
+        self._epoch_start = time.monotonic()
 
     def close(self):
         self._close_batch_bar()

@@ -19,6 +19,7 @@ cover them, and `save` writes them as `<cut>.<key>` after the body (what
 import contextlib
 import math
 import os
+import time
 import warnings
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 
 from . import _progress
 from ._weights import load_pretrained
-from .core import sum_geom, to_np
+from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _group_values
 from .metrics import accuracy, accuracy_np, accuracy_thresh
@@ -303,17 +304,26 @@ class ConvLearner(Learner):
                 kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
         for split, prefix, dl in splits:
             path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
-            bar = _progress.ProgressBar(len(dl), desc=f"precompute {split}")
+            # The bar appears with the first computed batch: a cache that is read draws none.
+            bar, start = None, time.monotonic()
+
+            def progress(i, split=split, n=len(dl)):
+                nonlocal bar
+                if bar is None:
+                    bar = _progress.ProgressBar(n, desc=f"precompute {split}", start=start)
+                bar.update(i + 1)
             try:
                 with self._autocast():
-                    x, status = self._native.precompute_loader(dl._native, path, key,
-                                                               lambda i: bar.update(i + 1))
+                    x, status = self._native.precompute_loader(dl._native, path, key, progress)
             finally:
-                bar.close()
+                if bar is not None:
+                    bar.close()
             if status.startswith("stale"):
-                warnings.warn(f"{path}: recomputed the activation cache ({status[7:]})")
+                warnings.warn(f"{path}: recomputed the activation cache ({status[7:]})",
+                              stacklevel=user_stacklevel())
             elif status.startswith("uncached"):
-                warnings.warn(f"{path}: activations computed but not cached ({status[10:]})")
+                warnings.warn(f"{path}: activations computed but not cached ({status[10:]})",
+                              stacklevel=user_stacklevel())
             acts[split] = self._unflatten_acts(x)
         self._acts = acts
 
@@ -479,11 +489,12 @@ class ConvLearner(Learner):
             vals.append(total / max(n, 1))
         return vals
 
-    def _predict_raw(self, is_test=False, precompute=None, with_loss=False):
+    def _predict_raw(self, is_test=False, precompute=None, with_loss=False, caller="predict"):
         precompute = self.precompute if precompute is None else precompute
         d = self.data_
         if is_test and getattr(d, "test_dl", None) is None:
-            raise ValueError("predict(is_test=True): the data has no test set (pass test_name= to from_paths)")
+            raise ValueError(f"{caller}(is_test=True): the data has no test set (give from_paths or "
+                             "from_csv a test_name=, or from_arrays a test=)")
         with self._autocast():
             if precompute:
                 split = "test" if is_test else "val"
@@ -509,10 +520,10 @@ class ConvLearner(Learner):
     # ---- prediction ------------------------------------------------------------------------
     def predict(self, is_test=False):
         """(N, c) float32 log-probabilities for the validation (or test) set, in `val_y` order."""
-        return to_np(self._predict_raw(is_test)[0])
+        return to_np(self._predict_raw(is_test, caller="predict")[0])
 
     def predict_with_targs(self, is_test=False):
-        p, y, _ = self._predict_raw(is_test)
+        p, y, _ = self._predict_raw(is_test, caller="predict_with_targs")
         return to_np(p), to_np(y)
 
     def predict_array(self, arr):
@@ -536,7 +547,7 @@ class ConvLearner(Learner):
         then `n_aug` passes of the training augmentation (always real images, even with
         precompute on)."""
         d = self.data_
-        p0, targs, _ = self._predict_raw(is_test, precompute=False)
+        p0, targs, _ = self._predict_raw(is_test, precompute=False, caller="TTA")
         p0, targs = to_np(p0), to_np(targs)
         dl = d.test_aug_dl if is_test else d.aug_dl
         outs = [p0] * math.ceil(n_aug / 4)

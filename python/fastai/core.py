@@ -1,6 +1,7 @@
 """Small helpers of fastai 0.7's `core` module that user code and the notebook reach for."""
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -57,6 +58,16 @@ def num_cpus():
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count()
+
+
+def user_stacklevel():
+    """The `stacklevel` for `warnings.warn` that points at the user's code: the first caller
+    outside this package (a warning from deep inside `fit` is reported at the `fit` line)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def to_gpu(x):

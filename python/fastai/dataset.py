@@ -291,7 +291,7 @@ class DataLoader:
                 shown = ", ".join(str(p) for p in skipped[:10])
                 more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
                 warnings.warn(f"skipped {len(skipped)} undecodable image(s) this epoch: {shown}{more}",
-                              RuntimeWarning, stacklevel=2)
+                              RuntimeWarning, stacklevel=core.user_stacklevel())
         finally:
             it.close()
 
@@ -417,7 +417,8 @@ class ImageClassifierData:
         if failed:
             shown = "; ".join(f"{f}: {why}" for f, why in failed[:5])
             warnings.warn(f"resize: {len(failed)} image(s) could not be read and have no copy "
-                          f"(skip_bad=True skips them in the loaders too): {shown}", stacklevel=2)
+                          f"(skip_bad=True skips them in the loaders too): {shown}",
+                          stacklevel=core.user_stacklevel())
         return self.__class__(self.path, self.bs, self.num_workers, self.classes, self.seed, trn, val,
                               test, self._tfms, self._skip_bad, kind=self._kind, skipped=self.skipped,
                               img_path=dst)

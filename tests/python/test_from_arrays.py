@@ -1,7 +1,9 @@
 """`ImageClassifierData.from_arrays` (spec §2.9): in-memory images through the Rust pipeline
 (against PIL), labels and order, the untransformed mode, bad input, and a precomputed learner
 whose activation cache follows the arrays' values."""
+import io
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -110,3 +112,32 @@ def test_precompute_on_arrays_keys_its_cache_by_their_values(tmp_path, hub):
     with pytest.warns(UserWarning, match="recomputed the activation cache"):
         ConvLearner.pretrained(resnet18, data(changed), precompute=True)
     learn.fit(0.01, 1)
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_precompute_bars_only_while_computing_and_warnings_point_at_the_caller(tmp_path, hub,
+                                                                              monkeypatch):
+    from fastai.conv_learner import ConvLearner, resnet18
+    (x, y), val = arrays(8, 1), arrays(4, 60)
+    tfms = tfms_from_model(resnet18, 32)
+    data = lambda xs: ImageClassifierData.from_arrays(str(tmp_path), (xs, y), val, bs=4, tfms=tfms)
+    err = _TTY()
+    monkeypatch.setattr(sys, "stderr", err)
+    learn = ConvLearner.pretrained(resnet18, data(x), precompute=True)
+    assert "precompute trn" in err.getvalue() and "precompute val" in err.getvalue()
+    err.seek(0)
+    err.truncate()
+    learn = ConvLearner.pretrained(resnet18, data(x), precompute=True)  # read from the cache
+    assert err.getvalue() == ""  # no bars stuck at 0%
+    changed = x.copy()
+    changed[0] = 255 - changed[0]
+    with pytest.warns(UserWarning, match="recomputed the activation cache") as rec:
+        ConvLearner.pretrained(resnet18, data(changed), precompute=True)
+    assert {w.filename for w in rec} == {__file__}  # this line, not the library's
+    with pytest.raises(ValueError, match=r"TTA\(is_test=True\): the data has no test set"):
+        learn.TTA(is_test=True)
+

@@ -5,6 +5,7 @@ import types
 
 import pytest
 
+import fastai._progress
 import fastai.imports
 from fastai._progress import (ProgressBar, fit_progress, format_header, format_meter,
                               format_row, no_bar)
@@ -56,6 +57,27 @@ def test_text_bar_on_tty(monkeypatch):
     last = err.getvalue().rsplit("\r", 1)[-1]
     assert last.startswith("  0%|") and "1/360" in last and last.endswith("\n")
     assert last.rstrip().endswith("loss=0.402]")  # (spaces wipe a longer previous line)
+
+
+def test_batch_rate_counts_from_the_epochs_start(monkeypatch):
+    # The batch bar appears with the first batch done; its rate must count from the start of
+    # the call (epoch 1) or the end of the previous epoch's validation, not from its own
+    # creation (which showed e.g. 114324.96it/s after one batch).
+    clock = [100.0]
+    monkeypatch.setattr(fastai._progress, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    err, out = TTY(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    p = fit_progress(2, 8, [])
+    clock[0] = 102.0  # first batch: 2 s
+    p.on_batch(0, 0, 0.7)
+    assert "1/8 [00:02<00:14, 2.00s/it" in err.getvalue()
+    clock[0] = 110.0
+    p.on_epoch_end(0, [0.7, 0.6])
+    clock[0] = 111.0  # the second epoch's first batch: 1 s after the first epoch ended
+    p.on_batch(1, 0, 0.7)
+    assert "1/8 [00:01<00:07, 1.00it/s" in err.getvalue()
+    p.close()
 
 
 def test_throttled_redraws(monkeypatch):
