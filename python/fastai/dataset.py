@@ -105,7 +105,9 @@ class FilesDataset:
 
     def __init__(self, fnames, y, transform, path, native, classes=None):
         self.path = path
-        self.fnames = np.array(fnames)
+        # As in fastai 0.7: a list for folder data (`from_paths`, test folders), the numpy
+        # array of the split for `from_csv` / `from_names_and_array`.
+        self.fnames = fnames if isinstance(fnames, np.ndarray) else list(fnames)
         self.y = y
         self.transform = transform
         self.classes = classes
@@ -559,8 +561,8 @@ class ImageClassifierData:
         else:
             kind, y = "multihot", y.astype(np.float32)
         fn = np.array(fnames)
-        trn = (list(fn[~mask]), y[~mask])
-        val = (list(fn[mask]), y[mask])
+        trn = (fn[~mask], y[~mask])
+        val = (fn[mask], y[mask])
         test = None
         if test_name:
             tf, _ = _native.scan_flat(os.fspath(path), test_name)

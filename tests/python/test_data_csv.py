@@ -34,6 +34,7 @@ def test_single_label(tmp_path):
     assert not data.is_multi and not data.is_reg
     # ids sorted, then split by position (order kept in both splits)
     assert list(data.val_ds.fnames) == ["imgs/f1.png", "imgs/f3.png"]
+    assert isinstance(data.val_ds.fnames, np.ndarray)  # the split of an array, as the original
     assert list(data.trn_ds.fnames) == ["imgs/f0.png", "imgs/f2.png", "imgs/f4.png"]
     assert data.trn_y.tolist() == [2, 0, 1] and data.val_y.tolist() == [1, 2]
     assert data.trn_y.dtype == np.int64

@@ -56,6 +56,8 @@ def test_labels_order_and_fnames(tree):
     assert data.classes == ["Cats", "dogs"]  # code-point order: uppercase first
     assert data.c == 2 and data.sz == SZ and not data.is_multi and not data.is_reg
     assert data.path == path and data.bs == 3
+    # A plain list of str, as in fastai 0.7 (`.index`, json, `PATH + fnames[i]`).
+    assert type(data.trn_ds.fnames) is list and type(data.val_ds.fnames[0]) is str
     assert list(data.trn_ds.fnames) == [f"train/Cats/c{i}.png" for i in range(3)] + \
         [f"train/dogs/d{i:02d}.png" for i in range(4)]
     assert list(data.val_ds.fnames) == ["valid/Cats/w0.png", "valid/Cats/w1.png"] + \
