@@ -29,7 +29,7 @@ from . import _progress
 from ._weights import load_pretrained
 from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
-from .learner import Learner, _group_values
+from .learner import Learner, _group_values, _opt_spec
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
 from .torch_imports import arch_from
@@ -425,7 +425,8 @@ class ConvLearner(Learner):
         B = self._n_train_batches()
         # The hand-written head step is float32: mixed precision keeps the autograd path.
         self._native.begin_fit(lrs, wds, schedule, precompute, lr_find,
-                               fused_head=self.fused_head and self._amp_dtype is None)
+                               fused_head=self.fused_head and self._amp_dtype is None,
+                               opt=_opt_spec(self.opt_fn))
         progress = _progress.fit_progress(n_epoch, B, names[3:])
         result, best = None, None
         cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0

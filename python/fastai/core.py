@@ -1,4 +1,5 @@
 """Small helpers of fastai 0.7's `core` module that user code and the notebook reach for."""
+import functools
 import math
 import os
 import sys
@@ -70,6 +71,11 @@ def user_stacklevel():
     return level
 
 
+def SGD_Momentum(momentum):
+    """fastai 0.7's `opt_fn` for SGD with momentum (its default is `SGD_Momentum(0.9)`)."""
+    return functools.partial(torch.optim.SGD, momentum=momentum)
+
+
 def to_gpu(x):
     return x.cuda() if USE_GPU and torch.cuda.is_available() else x
 
@@ -79,4 +85,4 @@ from .torch_imports import children  # noqa: E402,F401
 
 __all__, __getattr__ = _exports.reexport(
     __name__, ["USE_GPU", "is_listy", "to_np", "T", "V", "VV", "A", "sum_geom", "num_cpus",
-               "to_gpu", "children"], [_imports, _torch_imports])
+               "to_gpu", "children", "SGD_Momentum"], [_imports, _torch_imports])

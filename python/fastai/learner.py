@@ -4,6 +4,7 @@ Python drives the epochs (so the table, callbacks and checkpoints happen between
 epoch's batch loop, validation and prediction run in Rust without the GIL. Progress is drawn by
 `fastai._progress`; the schedule recorded during a call is left in `learn.sched`.
 """
+import functools
 import os
 
 import numpy as np
@@ -27,6 +28,42 @@ def _group_values(v, n_groups, what):
     return vals
 
 
+def _opt_spec(opt_fn):
+    """The optimiser the Rust loop runs for fastai's `opt_fn`: ('sgd', momentum) or
+    ('adam', beta1, beta2, eps). `opt_fn` is `torch.optim.SGD` or `torch.optim.Adam`, or a
+    `functools.partial` of one with its hyper-parameters (fastai's `SGD_Momentum(0.9)`, the
+    default, is one); `lr` and `weight_decay` come from `fit`, per layer group."""
+    fn, kw = opt_fn, {}
+    if isinstance(fn, functools.partial):
+        if fn.args:
+            raise TypeError(f"opt_fn: give the optimiser's settings as keywords, got {opt_fn!r}")
+        fn, kw = fn.func, dict(fn.keywords)
+    kw.pop("lr", None)
+    kw.pop("weight_decay", None)
+    # Implementation switches of torch's optimisers that do not change the numbers.
+    for k in ("foreach", "fused", "capturable", "differentiable"):
+        kw.pop(k, None)
+    if fn is torch.optim.SGD:
+        momentum = float(kw.pop("momentum", 0.0))
+        if kw.pop("dampening", 0) != 0 or kw.pop("nesterov", False) or kw.pop("maximize", False):
+            raise ValueError("opt_fn: SGD with dampening, nesterov or maximize is not implemented "
+                             "by the Rust training loop")
+        spec = ("sgd", momentum)
+    elif fn is torch.optim.Adam:
+        b1, b2 = (float(b) for b in kw.pop("betas", (0.9, 0.999)))
+        eps = float(kw.pop("eps", 1e-8))
+        if kw.pop("amsgrad", False) or kw.pop("maximize", False) or kw.pop("decoupled_weight_decay", False):
+            raise ValueError("opt_fn: Adam with amsgrad, maximize or decoupled weight decay is not "
+                             "implemented by the Rust training loop")
+        spec = ("adam", b1, b2, eps)
+    else:
+        raise TypeError(f"opt_fn: the Rust training loop runs torch.optim.SGD and torch.optim.Adam "
+                        f"(or a functools.partial of either with its settings), got {opt_fn!r}")
+    if kw:
+        raise TypeError(f"opt_fn: unsupported setting(s) {sorted(kw)} for {fn.__name__}")
+    return spec
+
+
 def _remove_quietly(path):
     try:
         os.remove(path)
@@ -37,11 +74,15 @@ def _remove_quietly(path):
 class Learner:
     """State shared by every learner: data, paths, metrics, the last schedule."""
 
-    def __init__(self, data, native, metrics=None, tmp_name="tmp", models_name="models", clip=None):
+    def __init__(self, data, native, metrics=None, tmp_name="tmp", models_name="models", clip=None,
+                 opt_fn=None):
         self.data_ = data
         self._native = native
         self.sched = None
         self.clip = clip
+        # fastai 0.7's default: SGD with momentum 0.9. Checked now; read again at each fit.
+        self.opt_fn = opt_fn or functools.partial(torch.optim.SGD, momentum=0.9)
+        _opt_spec(self.opt_fn)
         self._epochs_seen = 0
         self.tmp_path = os.path.join(data.path, tmp_name)
         self.models_path = os.path.join(data.path, models_name)

@@ -14,7 +14,8 @@ use super::data::PyDataLoader;
 use super::head::PyHead;
 use super::to_pyerr;
 use crate::models::{ConvNet, EntryKind, HeadChoice, Output};
-use crate::train::learner::{BatchSource, Learner, TensorSet};
+use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
+use crate::train::optim::Algo;
 use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -367,7 +368,10 @@ impl PyLearner {
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
     /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
     /// `fused_head`: precompute epochs on the CPU may use the hand-written head step.
-    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true))]
+    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps).
+    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true,
+                        opt=None))]
+    #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
         lrs: Vec<f64>,
@@ -376,7 +380,26 @@ impl PyLearner {
         precompute: bool,
         stop_on_divergence: bool,
         fused_head: bool,
+        opt: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let algo = match opt {
+            None => Algo::Sgd { momentum: 0.9 },
+            Some(o) => match o.get_item(0)?.extract::<String>()?.as_str() {
+                "sgd" => Algo::Sgd {
+                    momentum: o.get_item(1)?.extract()?,
+                },
+                "adam" => Algo::Adam {
+                    beta1: o.get_item(1)?.extract()?,
+                    beta2: o.get_item(2)?.extract()?,
+                    eps: o.get_item(3)?.extract()?,
+                },
+                k => {
+                    return Err(to_pyerr(Error::InvalidArgument(format!(
+                        "unknown optimiser {k:?}"
+                    ))))
+                }
+            },
+        };
         let lrs = group_vec(lrs, "learning rates").map_err(to_pyerr)?;
         let wds = group_vec(wds, "weight decays").map_err(to_pyerr)?;
         let kind: String = schedule.get_item(0)?.extract()?;
@@ -419,14 +442,15 @@ impl PyLearner {
                 ))))
             }
         };
-        self.lock()?.begin_fit(
+        self.lock()?.begin_fit(FitConfig {
             lrs,
             wds,
             schedule,
             precompute,
             stop_on_divergence,
             fused_head,
-        );
+            algo,
+        });
         Ok(())
     }
 

@@ -6,8 +6,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::fused_head::FusedHead;
+use super::optim::{Algo, Optimizer};
 use super::schedule::{Schedule, SmoothedLoss};
-use super::sgd::Sgd;
 use crate::models::{BnMode, ConvNet, EntryKind, Output};
 use crate::{Error, Result};
 
@@ -90,9 +90,25 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     v
 }
 
+/// The settings of one `fit` / `lr_find` call.
+pub struct FitConfig {
+    /// Per layer group, earliest first.
+    pub lrs: [f64; 3],
+    pub wds: [f64; 3],
+    pub schedule: Schedule,
+    /// Train the head on the cached activations.
+    pub precompute: bool,
+    /// lr_find: stop when the loss diverges.
+    pub stop_on_divergence: bool,
+    /// Let precompute fits on the CPU use the hand-written head step (`fused_head.rs`) when
+    /// the head is fastai's default one and the optimiser SGD; false keeps libtorch autograd.
+    pub fused_head: bool,
+    pub algo: Algo,
+}
+
 /// What the batch loop of one `fit` / `lr_find` call keeps between epochs.
 struct FitState {
-    sgd: Sgd,
+    opt: Optimizer,
     lrs: [f64; 3],
     wds: [f64; 3],
     schedule: Schedule,
@@ -118,7 +134,7 @@ impl FitState {
         let m = self.schedule.multiplier(self.t);
         let mom = self.schedule.momentum(self.t);
         if let Some(mu) = mom {
-            self.sgd.set_momentum(mu);
+            self.opt.set_momentum(mu);
         }
         (self.lrs.map(|lr| lr * m), mom)
     }
@@ -252,17 +268,17 @@ impl Learner {
         BnMode([0, 1, 2].map(|g| self.trainable[g] && !self.bn_freeze))
     }
 
-    /// `fused_head`: let precompute fits on the CPU use the hand-written head step
-    /// (`fused_head.rs`) when the head is fastai's default one; false keeps libtorch autograd.
-    pub fn begin_fit(
-        &mut self,
-        lrs: [f64; 3],
-        wds: [f64; 3],
-        schedule: Schedule,
-        precompute: bool,
-        stop_on_divergence: bool,
-        fused_head: bool,
-    ) {
+    /// Starts a `fit` / `lr_find` call: a new optimiser for the groups trainable now.
+    pub fn begin_fit(&mut self, cfg: FitConfig) {
+        let FitConfig {
+            lrs,
+            wds,
+            schedule,
+            precompute,
+            stop_on_divergence,
+            fused_head,
+            algo,
+        } = cfg;
         // With precompute only the head sees data, so only its parameters may step.
         let trainable = if precompute {
             [false, false, true]
@@ -270,7 +286,7 @@ impl Learner {
             self.trainable
         };
         self.fit = Some(FitState {
-            sgd: Sgd::new(&self.net.store, trainable, 0.9),
+            opt: Optimizer::new(&self.net.store, trainable, algo),
             lrs,
             wds,
             schedule,
@@ -338,7 +354,13 @@ impl Learner {
         let plain = |t: &Tensor, kind: Kind, dim: usize| {
             t.device() == Device::Cpu && t.kind() == kind && t.is_contiguous() && t.dim() == dim
         };
-        if !(fit.fused_allowed && fit.precompute && !self.bn_freeze && self.device == Device::Cpu)
+        // The hand-written step does SGD only.
+        let sgd = fit.opt.sgd_momentum().is_some();
+        if !(fit.fused_allowed
+            && sgd
+            && fit.precompute
+            && !self.bn_freeze
+            && self.device == Device::Cpu)
             || !plain(&rows.x, Kind::Float, 2)
             || !plain(&rows.y, Kind::Int64, 1)
             || rows.y.size()[0] != rows.x.size()[0]
@@ -382,7 +404,10 @@ impl Learner {
             for (b, idx) in batches.iter().enumerate() {
                 let (lrs, mom) = fit.batch_rates();
                 let next = batches.get(b + 1).copied().unwrap_or(&[]);
-                let raw = fused.step(x, y, idx, next, lrs[2], fit.wds[2], fit.sgd.momentum())?;
+                let Some(mu) = fit.opt.sgd_momentum() else {
+                    return Err(Error::InvalidArgument("the head step is SGD's".into()));
+                };
+                let raw = fused.step(x, y, idx, next, lrs[2], fit.wds[2], mu)?;
                 if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                     return Ok(stop);
                 }
@@ -422,9 +447,9 @@ impl Learner {
                 self.net.forward(&x, true, bn)?
             };
             let loss = self.loss(&out, &y)?;
-            fit.sgd.zero_grad();
+            fit.opt.zero_grad();
             loss.f_backward().map_err(Error::torch("backward pass"))?;
-            fit.sgd.step(&lrs, &fit.wds)?;
+            fit.opt.step(&lrs, &fit.wds)?;
             let raw = loss.double_value(&[]);
             if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                 return Ok(stop);

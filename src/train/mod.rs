@@ -5,6 +5,6 @@ pub mod fused_head;
 pub mod gemm;
 pub mod image_source;
 pub mod learner;
+pub mod optim;
 pub mod schedule;
-pub mod sgd;
 pub mod team;

@@ -262,3 +262,29 @@ def test_use_clr_needs_cycle_len_and_two_or_four_values(hub, folder):
         learn.fit(1e-2, 1, use_clr=(10, 4))
     with pytest.raises(ValueError, match="use_clr_beta"):
         learn.fit(1e-2, 1, cycle_len=1, use_clr_beta=(10, 20, 0.95))
+
+
+def test_opt_fn_adam_and_sgd_momentum(hub, folder):
+    """`opt_fn` (spec 4.1, 4.8): Adam trains (a precompute fit too, which then goes through
+    autograd), SGD_Momentum is the default's form, and an optimiser the Rust loop does not
+    implement is refused at construction, naming it."""
+    from functools import partial
+
+    from fastai.core import SGD_Momentum
+    learn = make(folder, precompute=True, opt_fn=torch.optim.Adam)
+    assert learn.opt_fn is torch.optim.Adam
+    before = state(learn)
+    learn.fit(1e-3, 1)
+    after = state(learn)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all(int(k.split(".")[0]) >= 10 for k in moved)  # the head only
+    learn.precompute = False
+    learn.opt_fn = partial(torch.optim.Adam, betas=(0.7, 0.99))
+    learn.fit(1e-3, 1)
+    sgd = SGD_Momentum(0.9)
+    assert sgd.func is torch.optim.SGD and sgd.keywords == {"momentum": 0.9}
+    assert make(folder).opt_fn.keywords == {"momentum": 0.9}
+    with pytest.raises(TypeError, match="RMSprop"):
+        make(folder, opt_fn=torch.optim.RMSprop)
+    with pytest.raises(ValueError, match="amsgrad"):
+        make(folder, opt_fn=partial(torch.optim.Adam, amsgrad=True))
