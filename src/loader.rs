@@ -158,7 +158,14 @@ struct Inner {
     /// Batch buffers allocated fresh so far: with a consumer that lets batches go, this stays
     /// at the prefetch bound however many batches pass (tests read it to check the bound).
     fresh: AtomicUsize,
+    /// The items skipped as undecodable by the latest pass ([`DataLoader::iter`]), for
+    /// consumers that see only the batches (the learner's loops) and must line their outputs
+    /// up with the dataset's files and labels.
+    last_bad: Mutex<Skipped>,
 }
+
+/// Items skipped by one pass: (dataset index, path), in the order found.
+type Skipped = Arc<Mutex<Vec<(usize, PathBuf)>>>;
 
 /// A loader over one dataset with one pipeline. Cheap to clone (shared internals).
 #[derive(Clone)]
@@ -228,6 +235,7 @@ impl DataLoader {
                 pool,
                 free: Mutex::new(Vec::new()),
                 fresh: AtomicUsize::new(0),
+                last_bad: Mutex::new(Arc::default()),
             }),
         })
     }
@@ -409,7 +417,7 @@ impl DataLoader {
         idx: &[usize],
         epoch: u64,
         stop: &AtomicBool,
-        bad: &Mutex<Vec<PathBuf>>,
+        bad: &Mutex<Vec<(usize, PathBuf)>>,
     ) -> Result<Batch> {
         let sz = self.sz();
         let per = 3 * sz * sz;
@@ -440,7 +448,7 @@ impl DataLoader {
                 Ok(()) => keep.push(k),
                 Err(e) if self.inner.cfg.skip_bad && e.bad_source().is_some() => {
                     if let (Some(path), Ok(mut b)) = (e.bad_source(), bad.lock()) {
-                        b.push(path.to_path_buf());
+                        b.push((idx[k], path.to_path_buf()));
                     }
                 }
                 Err(e) => return Err(e),
@@ -464,11 +472,25 @@ impl DataLoader {
         })
     }
 
+    /// The items that the latest pass ([`iter`](Self::iter)) skipped as undecodable so far
+    /// (only with `skip_bad`): (dataset index, path), in the order found.
+    pub fn last_skipped(&self) -> Vec<(usize, PathBuf)> {
+        let last = match self.inner.last_bad.lock() {
+            Ok(l) => l.clone(),
+            Err(_) => return Vec::new(),
+        };
+        let v = last.lock().map(|b| b.clone()).unwrap_or_default();
+        v
+    }
+
     /// Starts producing the batches of `epoch` in the background.
     pub fn iter(&self, epoch: u64) -> BatchIter {
         let (tx, rx) = sync_channel::<Msg>(self.inner.cfg.prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
-        let bad = Arc::new(Mutex::new(Vec::new()));
+        let bad: Skipped = Arc::new(Mutex::new(Vec::new()));
+        if let Ok(mut last) = self.inner.last_bad.lock() {
+            *last = bad.clone();
+        }
         let me = self.clone();
         let (stop2, bad2) = (stop.clone(), bad.clone());
         let spawned = std::thread::Builder::new()
@@ -531,7 +553,7 @@ enum Msg {
 pub struct BatchIter {
     rx: Option<Receiver<Msg>>,
     stop: Arc<AtomicBool>,
-    bad: Arc<Mutex<Vec<PathBuf>>>,
+    bad: Skipped,
     handle: Option<JoinHandle<()>>,
     finished: bool,
 }
@@ -539,7 +561,10 @@ pub struct BatchIter {
 impl BatchIter {
     /// Files skipped as undecodable so far (only with `skip_bad`).
     pub fn skipped(&self) -> Vec<PathBuf> {
-        self.bad.lock().map(|b| b.clone()).unwrap_or_default()
+        self.bad
+            .lock()
+            .map(|b| b.iter().map(|(_, p)| p.clone()).collect())
+            .unwrap_or_default()
     }
     /// Whether the epoch has ended (all batches delivered, or an error).
     pub fn finished(&self) -> bool {

@@ -125,7 +125,8 @@ class ConvLearner(Learner):
         super().__init__(data, native, **kwargs)
         self.arch = arch
         self._precompute = False
-        self._acts = None          # {'trn': tensor, 'val': tensor, 'test': tensor|None}
+        self._acts = None          # {'trn': tensor, 'val': tensor, 'test': tensor|None, ...}
+        self._skipped_reported = set()
         self._amp_dtype = None     # torch.bfloat16 when mixed precision is on
         # With precompute on the CPU, train fastai's default head with the hand-written step
         # (src/train/fused_head.rs: same numbers as autograd up to round-off, 2x+ faster);
@@ -324,8 +325,36 @@ class ConvLearner(Learner):
             elif status.startswith("uncached"):
                 warnings.warn(f"{path}: activations computed but not cached ({status[10:]})",
                               stacklevel=user_stacklevel())
+            # Items skipped as undecodable (skip_bad) have NaN rows: left out of training and
+            # validation, NaN in predictions.
+            ok = torch.isfinite(x).all(1)
+            acts[split + "_ok"] = None if bool(ok.all()) else ok
+            if acts[split + "_ok"] is not None:
+                self._warn_skipped(_item_names(dl.dataset, (~ok).nonzero().flatten().tolist()))
             acts[split] = self._unflatten_acts(x)
         self._acts = acts
+
+    def _warn_skipped(self, paths):
+        """One warning per call naming the undecodable images (skip_bad=True) not reported by
+        this learner before (an epoch loop would otherwise repeat it every epoch)."""
+        new = [p for p in map(str, paths) if p not in self._skipped_reported]
+        if not new:
+            return
+        self._skipped_reported.update(new)
+        shown = ", ".join(new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+        warnings.warn(f"skipped {len(new)} undecodable image(s) (skip_bad=True): {shown}; they are "
+                      "left out of training and validation, and their rows of predict()/TTA() "
+                      "are NaN", RuntimeWarning, stacklevel=user_stacklevel())
+
+    def _loader_skips(self, dl):
+        """The bool mask of the items `dl`'s latest pass kept (None: all), warning about the rest."""
+        skipped = dl._native.last_skipped()
+        if not skipped:
+            return None
+        self._warn_skipped([p for _, p in skipped])
+        keep = torch.ones(len(dl.dataset), dtype=torch.bool)
+        keep[[i for i, _ in skipped]] = False
+        return keep
 
     def _unflatten_acts(self, x):
         """The cache stores rows; a custom head's maps come back as (N, C*h*w) and are
@@ -340,6 +369,14 @@ class ConvLearner(Learner):
         d = self.data_
         y = d.trn_y if split == "trn" else d.val_y
         return torch.as_tensor(np.asarray(y))
+
+    def _act_rows(self, split):
+        """(activations, targets) of the items of `split` that were decoded."""
+        key = split + "_rows"
+        if key not in self._acts:
+            x, y, ok = self._acts[split], self._act_targets(split), self._acts[split + "_ok"]
+            self._acts[key] = (x, y) if ok is None else (x[ok], y[ok])
+        return self._acts[key]
 
     def set_data(self, data, precompute=False):
         """Swaps the data (e.g. bigger images for progressive resizing); re-freezes as
@@ -382,7 +419,7 @@ class ConvLearner(Learner):
 
     def _n_train_batches(self):
         if self.precompute:
-            return math.ceil(len(self._acts["trn"]) / self.data_.bs)
+            return math.ceil(len(self._act_rows("trn")[0]) / self.data_.bs)
         return len(self.data_.trn_dl)
 
     def fit(self, lrs, n_cycle, wds=None, cycle_len=None, cycle_mult=1, cycle_save_name=None,
@@ -445,11 +482,12 @@ class ConvLearner(Learner):
                 with self._autocast():
                     if precompute:
                         trn_loss, stopped = self._native.train_epoch_tensors(
-                            self._acts["trn"], self._act_targets("trn"), self.data_.bs,
+                            *self._act_rows("trn"), self.data_.bs,
                             int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
                     else:
                         trn_loss, stopped = self._native.train_epoch_loader(
                             self.data_.trn_dl._native, seed_epoch, on_batch)
+                        self._loader_skips(self.data_.trn_dl)
                 if stopped:
                     return None
                 vals = self._validate(metrics, precompute)
@@ -472,13 +510,19 @@ class ConvLearner(Learner):
                 cb.on_train_end()
             return result
         finally:
-            lrs_rec, losses, moms = self._native.end_fit()
+            lrs_rec, losses, moms, one_row = self._native.end_fit()
+            if one_row:
+                warnings.warn(f"left out {one_row} training batch(es) of a single image: BatchNorm "
+                              "cannot train on one row (the training set is one more than a "
+                              f"multiple of bs={self.data_.bs}, or skip_bad left one image in a "
+                              "batch); each epoch leaves out a different image",
+                              RuntimeWarning, stacklevel=user_stacklevel())
             self.sched = rec_cls(iterations=list(range(1, len(losses) + 1)), lrs=lrs_rec, losses=losses,
                                  momentums=moms)
             progress.close()
 
     def _validate(self, metrics, precompute):
-        preds, targs, loss = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
+        preds, targs, loss, _ = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
         vals = [loss]
         bs = self.data_.bs
         n = len(preds)
@@ -496,14 +540,30 @@ class ConvLearner(Learner):
         if is_test and getattr(d, "test_dl", None) is None:
             raise ValueError(f"{caller}(is_test=True): the data has no test set (give from_paths or "
                              "from_csv a test_name=, or from_arrays a test=)")
+        # (outputs, targets, loss) of the decoded items, and the mask of those (None: all).
         with self._autocast():
             if precompute:
                 split = "test" if is_test else "val"
-                x = self._acts[split]
+                x, keep = self._acts[split], self._acts[split + "_ok"]
                 y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
-                return self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test)
+                if keep is not None:
+                    x, y = x[keep], y[keep]
+                return (*self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test), keep)
             dl = d.test_dl if is_test else d.val_dl
-            return self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
+            out = self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
+            return (*out, self._loader_skips(dl))
+
+    def _all_rows(self, p, y, keep, is_test):
+        """Outputs with one row per item (NaN for skipped ones) and the split's targets."""
+        if keep is None:
+            return p, y
+        full = torch.full((len(keep), *p.shape[1:]), float("nan"), dtype=p.dtype)
+        full[keep] = p
+        if is_test:
+            y_all = torch.zeros((len(keep), *y.shape[1:]), dtype=y.dtype)
+        else:
+            y_all = torch.as_tensor(np.asarray(self.data_.val_y)).to(y.dtype)
+        return full, y_all
 
     def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):
         """The learning-rate range test over at most one epoch; weights are restored after,
@@ -521,10 +581,12 @@ class ConvLearner(Learner):
     # ---- prediction ------------------------------------------------------------------------
     def predict(self, is_test=False):
         """(N, c) float32 log-probabilities for the validation (or test) set, in `val_y` order."""
-        return to_np(self._predict_raw(is_test, caller="predict")[0])
+        p, y, _, keep = self._predict_raw(is_test, caller="predict")
+        return to_np(self._all_rows(p, y, keep, is_test)[0])
 
     def predict_with_targs(self, is_test=False):
-        p, y, _ = self._predict_raw(is_test, caller="predict_with_targs")
+        p, y, _, keep = self._predict_raw(is_test, caller="predict_with_targs")
+        p, y = self._all_rows(p, y, keep, is_test)
         return to_np(p), to_np(y)
 
     def predict_array(self, arr):
@@ -547,22 +609,33 @@ class ConvLearner(Learner):
         """(log_preds of shape (ceil(n_aug/4) + n_aug, N, c), targets): the centre-crop view,
         then `n_aug` passes of the training augmentation (always real images, even with
         precompute on)."""
+        if int(n_aug) < 1:
+            raise ValueError(f"TTA: n_aug must be at least 1 (got {n_aug}); predict() gives the "
+                             "centre-crop view alone")
         d = self.data_
-        p0, targs, _ = self._predict_raw(is_test, precompute=False, caller="TTA")
-        p0, targs = to_np(p0), to_np(targs)
+        p0, targs, _, keep = self._predict_raw(is_test, precompute=False, caller="TTA")
+        p0, targs = (to_np(t) for t in self._all_rows(p0, targs, keep, is_test))
         dl = d.test_aug_dl if is_test else d.aug_dl
         outs = [p0] * math.ceil(n_aug / 4)
         bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)
         try:
             for i in range(n_aug):
                 with self._autocast():
-                    p, _, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i,
+                    p, y, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i,
                                                           False, None)
-                outs.append(to_np(p))
+                outs.append(to_np(self._all_rows(p, y, self._loader_skips(dl), is_test)[0]))
                 bar.update(i + 1)
         finally:
             bar.close()
         return np.stack(outs), targs
+
+
+def _item_names(dataset, idx):
+    """Names of items `idx` of a dataset for messages: their paths, or `item i` for arrays."""
+    fnames, path = getattr(dataset, "fnames", None), getattr(dataset, "path", None)
+    if fnames is None:
+        return [f"item {i}" for i in idx]
+    return [os.path.join(os.fspath(path), fnames[i]) if path is not None else fnames[i] for i in idx]
 
 
 class ConvnetBuilder:

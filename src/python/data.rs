@@ -377,6 +377,14 @@ impl PyDataLoader {
         Ok(PyDataLoader { inner })
     }
 
+    /// (dataset index, path) of the items that the loader's latest pass skipped as
+    /// undecodable (with skip_bad), sorted by index: the learner lines its outputs up with them.
+    fn last_skipped(&self) -> Vec<(usize, PathBuf)> {
+        let mut v = self.inner.last_skipped();
+        v.sort();
+        v
+    }
+
     fn __len__(&self) -> usize {
         self.inner.len()
     }

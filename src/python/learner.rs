@@ -455,11 +455,12 @@ impl PyLearner {
     }
 
     /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch, momentum per
-    /// batch or None when the schedule did not cycle it).
-    fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>, Option<Vec<f64>>)> {
+    /// batch or None when the schedule did not cycle it, training batches of one row left out).
+    #[allow(clippy::type_complexity)]
+    fn end_fit(&self) -> PyResult<(Vec<f64>, Vec<f64>, Option<Vec<f64>>, usize)> {
         let r = self.lock()?.end_fit();
         let moms = (!r.moms.is_empty()).then_some(r.moms);
-        Ok((r.lrs, r.losses, moms))
+        Ok((r.lrs, r.losses, moms, r.one_row_batches))
     }
 
     /// One training epoch over in-memory rows (precomputed activations).
@@ -561,6 +562,8 @@ impl PyLearner {
     /// key (body weights, transform, files with sizes and mtimes) matches, else computed and
     /// written there. Returns (activations, status): 'hit', 'computed', 'stale: <why>' (it
     /// existed but no longer fits), or 'uncached: <why>' (could not be written; still usable).
+    /// One row per item of `dl`: an item skipped as undecodable (`skip_bad`) has a row of NaN,
+    /// so rows stay in line with the dataset's files and labels, cached or not.
     #[pyo3(signature = (dl, path, body_hash, on_batch=None))]
     fn precompute_loader(
         &self,
@@ -588,8 +591,10 @@ impl PyLearner {
         // The cache stores rows: a custom head's (N, C, h, w) maps are written flattened and
         // the caller reshapes them (`feature_shape`).
         let acts = self
-            .features(py, Box::new(loader), on_batch)?
+            .features(py, Box::new(loader.clone()), on_batch)?
             .flatten(1, -1);
+        let acts = with_skipped_rows(acts, loader.num_items(), &loader.last_skipped())
+            .map_err(to_pyerr)?;
         let status = match (cache::write(&path, &key, &acts), previous) {
             (Err(e), _) => format!("uncached: {e}"),
             (Ok(()), Some(why)) => format!("stale: {why}"),
@@ -689,4 +694,34 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(epoch_order, m)?)?;
     m.add("ARCHS", crate::models::arch_names())?;
     Ok(())
+}
+
+/// `rows` (one per kept item, in order) spread over `n` rows, with NaN rows at the `skipped`
+/// items' dataset indices.
+fn with_skipped_rows(
+    rows: Tensor,
+    n: usize,
+    skipped: &[(usize, std::path::PathBuf)],
+) -> Result<Tensor> {
+    if skipped.is_empty() {
+        return Ok(rows);
+    }
+    let bad: std::collections::BTreeSet<usize> = skipped.iter().map(|(i, _)| *i).collect();
+    let kept: Vec<i64> = (0..n)
+        .filter(|i| !bad.contains(i))
+        .map(|i| i as i64)
+        .collect();
+    if kept.len() as i64 != rows.size()[0] {
+        return Err(Error::InvalidArgument(format!(
+            "{} activation rows for {} decodable items",
+            rows.size()[0],
+            kept.len()
+        )));
+    }
+    let e = || Error::torch("placing the skipped items' rows");
+    let mut size = rows.size();
+    size[0] = n as i64;
+    let full = Tensor::f_full(&size, f64::NAN, (rows.kind(), rows.device())).map_err(e())?;
+    full.f_index_copy(0, &Tensor::from_slice(&kept), &rows)
+        .map_err(e())
 }

@@ -139,6 +139,16 @@ impl FitState {
         (self.lrs.map(|lr| lr * m), mom)
     }
 
+    /// A training batch of one row is left out: BatchNorm cannot take batch statistics of a
+    /// single value (its unbiased variance would be 0/0, making the running variance NaN for
+    /// good; PyTorch raises there). It happens when the training set is one more than a
+    /// multiple of bs (a different image each epoch, as the order is shuffled) or when
+    /// skip_bad leaves one image in a batch. The schedule still moves on by one batch.
+    fn skip_one_row(&mut self) {
+        self.t += 1;
+        self.record.one_row_batches += 1;
+    }
+
     /// Bookkeeping after a step with raw loss `raw`: smoothing, lr_find's divergence rule,
     /// the record, the batch callback. Some(result) ends the epoch early.
     fn after_step(
@@ -184,6 +194,8 @@ pub struct Record {
     pub losses: Vec<f64>,
     /// One per batch when the schedule cycles momentum, else empty.
     pub moms: Vec<f64>,
+    /// Training batches of a single row left out (see [`FitState::skip_one_row`]).
+    pub one_row_batches: usize,
 }
 
 pub struct EpochResult {
@@ -399,9 +411,14 @@ impl Learner {
             unsafe { std::slice::from_raw_parts(rows.y.data_ptr() as *const i64, rows.y.numel()) };
         let order = rows.order(epoch);
         let batches: Vec<&[usize]> = order.chunks(rows.bs.max(1)).collect();
-        fused.begin_epoch(batches.len());
+        // Dropout seeds for the steps that will run (as many as the autograd path draws).
+        fused.begin_epoch(batches.iter().filter(|b| b.len() > 1).count());
         let result = (|| -> Result<EpochResult> {
             for (b, idx) in batches.iter().enumerate() {
+                if idx.len() == 1 {
+                    fit.skip_one_row();
+                    continue;
+                }
                 let (lrs, mom) = fit.batch_rates();
                 let next = batches.get(b + 1).copied().unwrap_or(&[]);
                 let Some(mu) = fit.opt.sgd_momentum() else {
@@ -436,8 +453,13 @@ impl Learner {
         } else {
             self.train_bn_mode()
         };
+        let batch_stats = bn.0.iter().any(|&b| b);
         for (b, batch) in src.batches(epoch).enumerate() {
             let (x, y) = batch?;
+            if batch_stats && x.size()[0] == 1 {
+                fit.skip_one_row();
+                continue;
+            }
             let (lrs, mom) = fit.batch_rates();
             let x = self.upload(x)?;
             let y = self.upload(y)?;

@@ -217,6 +217,43 @@ def test_bad_files_in_a_class_folder_fail_the_loader_naming_them_then_skip_bad(t
     assert all(n in msg for n in bad), msg
 
 
+@pytest.mark.parametrize("precompute", [True, False])
+def test_skip_bad_learner_keeps_labels_and_rows_in_line(hub, tmp_path, precompute):
+    """With skip_bad, an undecodable photo is left out of training with its own label (the
+    labels after it are not shifted), predict()/TTA() keep one row per listed file (NaN for
+    the skipped one), and the learner warns naming it. Reference: the same weights on a copy
+    of the folder without the broken files."""
+    root = write_tree(tmp_path / "with", n_train=3, n_valid=2)
+    bad_trn = os.path.join(root, "train", "cats", "c0.jpg")
+    bad_val = os.path.join(root, "valid", "cats", "c1.jpg")
+    clean = shutil.copytree(root, tmp_path / "clean")
+    for f in (bad_trn, bad_val):
+        data_bytes = open(f, "rb").read()
+        h.write_bytes(f, data_bytes[:len(data_bytes) // 3])
+        os.remove(os.path.join(clean, os.path.relpath(f, root)))
+    data = data_of(root, skip_bad=True)
+    with pytest.warns(RuntimeWarning) as rec:
+        learn = ConvLearner.pretrained(resnet18, data, precompute=precompute)
+        learn.fit(1e-3, 1)
+    msg = " ".join(str(r.message) for r in rec)
+    assert bad_trn in msg and bad_val in msg, msg
+    ref = ConvLearner.pretrained(resnet18, data_of(str(clean)), precompute=precompute)
+    ref._native.load_state_dict(list(learn._native.state_dict()), "test")
+    if precompute:  # training rows: the decodable files' own labels
+        x, y = learn._act_rows("trn")
+        rx, ry = ref._act_rows("trn")
+        assert y.tolist() == ry.tolist() == [0, 0, 1, 1, 1]
+        torch.testing.assert_close(x, rx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported once already
+        p, y = learn.predict_with_targs()
+        tta, ty = learn.TTA(n_aug=2)
+    assert p.shape == (4, 2) and y.tolist() == [0, 0, 1, 1] and ty.tolist() == [0, 0, 1, 1]
+    assert np.isnan(p[1]).all() and np.isfinite(np.delete(p, 1, 0)).all()
+    np.testing.assert_allclose(np.delete(p, 1, 0), ref.predict(), rtol=1e-5, atol=1e-5)
+    assert tta.shape == (3, 4, 2) and np.isnan(tta[:, 1]).all() and np.isfinite(np.delete(tta, 1, 1)).all()
+
+
 def test_ds_store_thumbs_db_and_a_directory_in_class_folders_are_skipped(tmp_path):
     root = write_tree(tmp_path)
     h.write_bytes(tmp_path / "train" / "cats" / ".DS_Store", b"\x00\x00\x00\x01Bud1" + b"\x00" * 200)

@@ -288,3 +288,17 @@ def test_opt_fn_adam_and_sgd_momentum(hub, folder):
         make(folder, opt_fn=torch.optim.RMSprop)
     with pytest.raises(ValueError, match="amsgrad"):
         make(folder, opt_fn=partial(torch.optim.Adam, amsgrad=True))
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_a_last_training_batch_of_one_image_is_left_out_not_nan(hub, tmp_path, precompute):
+    """9 training images at bs 4: the last batch of each epoch holds one image. BatchNorm
+    cannot train on one row (the running variance would turn NaN and every later prediction
+    with it); the batch is left out with a warning, and the model stays finite."""
+    write_images(tmp_path, n_train=5)
+    os.remove(tmp_path / "train" / "dogs" / "dog.4.jpg")
+    learn = make(tmp_path, precompute=precompute)
+    with pytest.warns(RuntimeWarning, match="left out 2 training batch"):
+        learn.fit(1e-2, 2)
+    assert all(torch.isfinite(v).all() for v in state(learn).values())
+    assert np.isfinite(learn.predict()).all()
