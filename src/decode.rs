@@ -27,7 +27,9 @@ pub const MAX_SIDE: u32 = 16_384;
 pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// File extensions (lower case) the folder scanner treats as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "jpe", "jfif", "png", "bmp", "gif", "webp", "tif", "tiff",
+];
 
 /// Whether `path` has one of `IMAGE_EXTENSIONS` (case-insensitive).
 pub fn has_image_extension(path: &Path) -> bool {
@@ -48,6 +50,16 @@ pub struct RgbImage {
 /// Reads and decodes `path`. Errors name the file; a panic inside a codec (they do happen on
 /// hostile input) is caught and reported as a decode error rather than killing the process.
 pub fn decode_file(path: &Path) -> Result<RgbImage> {
+    // Only a regular file: reading a named pipe would block with no way to interrupt it, and
+    // a device (`/dev/zero`) would never end.
+    match std::fs::metadata(path) {
+        // (A folder goes on to fail in `read` as IsADirectoryError.)
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            return Err(Error::decode(path, "not a regular file"))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let owned: PathBuf = path.to_path_buf();
     match std::panic::catch_unwind(|| decode_bytes(&bytes, &owned)) {

@@ -17,8 +17,21 @@ use crate::{Error, Result};
 pub struct Skipped {
     /// Entries whose name starts with a dot (`.DS_Store`, `.ipynb_checkpoints`, ...).
     pub hidden: usize,
-    /// Files without an image extension (`Thumbs.db`, `labels.csv`, ...).
+    /// Files without an image extension (`Thumbs.db`, `labels.csv`, ...), sub-folders of
+    /// class folders, and entries that are not regular files (pipes, sockets, devices).
     pub non_image: usize,
+    /// The first few of those, relative to the scanned root, for messages.
+    pub examples: Vec<String>,
+}
+
+impl Skipped {
+    fn non_image(&mut self, path: &Path, root: &Path) {
+        self.non_image += 1;
+        if self.examples.len() < 5 {
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            self.examples.push(rel.to_string_lossy().into_owned());
+        }
+    }
 }
 
 /// A labelled split: paths relative to the data root, one class index per file.
@@ -34,17 +47,26 @@ fn is_hidden(name: &str) -> bool {
     name.starts_with('.')
 }
 
-/// Sorted names of the entries of `dir` (as UTF-8), or an error naming `dir`.
+/// Sorted names of the entries of `dir` (as UTF-8), or an error naming `dir`. A name that is
+/// not UTF-8 is an error only where it would be used: hidden entries (macOS's `._café.jpg`)
+/// and names without an image extension are passed on lossily, to be skipped.
 fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry
-            .file_name()
-            .into_string()
-            .map_err(|n| Error::layout(dir.join(&n), "file name is not valid UTF-8"))?;
-        out.push((name, entry.path()));
+        let path = entry.path();
+        let name = match entry.file_name().into_string() {
+            Ok(name) => name,
+            Err(raw) => {
+                let lossy = raw.to_string_lossy().into_owned();
+                if !is_hidden(&lossy) && (has_image_extension(&path) || path.is_dir()) {
+                    return Err(Error::layout(path, "file name is not valid UTF-8"));
+                }
+                lossy
+            }
+        };
+        out.push((name, path));
     }
     // String order on UTF-8 is code-point order, i.e. Python's sorted().
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -60,18 +82,22 @@ fn require_dir(dir: &Path, what: &str) -> Result<()> {
 }
 
 /// Image files directly inside `dir`, sorted, as (name, path); counts what it skips.
-fn image_files(dir: &Path, skipped: &mut Skipped) -> Result<Vec<(String, PathBuf)>> {
+/// Only regular files (or links to them) are images: a folder, a named pipe (reading one
+/// blocks until a writer comes, and Ctrl-C cannot interrupt that), a socket or a device is
+/// skipped. An entry whose type cannot be read (a dangling link) is kept, so that reading it
+/// fails with an error naming it.
+fn image_files(dir: &Path, root: &Path, skipped: &mut Skipped) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for (name, p) in sorted_entries(dir)? {
         if is_hidden(&name) {
             skipped.hidden += 1;
-        } else if p.is_dir() {
-            // A nested folder inside a class folder is not an image; count it as skipped.
-            skipped.non_image += 1;
-        } else if has_image_extension(&p) {
+            continue;
+        }
+        let regular = std::fs::metadata(&p).map(|m| m.is_file()).unwrap_or(true);
+        if regular && has_image_extension(&p) {
             files.push((name, p));
         } else {
-            skipped.non_image += 1;
+            skipped.non_image(&p, root);
         }
     }
     Ok(files)
@@ -95,7 +121,7 @@ pub fn scan_labelled(
             found.push((name, p));
         } else {
             // A stray file (README, labels.csv) next to the class folders is not a class.
-            skipped.non_image += 1;
+            skipped.non_image(&p, root);
         }
     }
     if found.is_empty() {
@@ -136,9 +162,25 @@ pub fn scan_labelled(
     let mut labels = Vec::new();
     for class in &classes {
         let cdir = by_name[class.as_str()];
-        let files = image_files(cdir, &mut skipped)?;
+        let before = skipped.non_image;
+        let files = image_files(cdir, root, &mut skipped)?;
         if files.is_empty() {
-            return Err(Error::layout(cdir, "class folder has no image files"));
+            let mut why = String::from("class folder has no image files");
+            if skipped.non_image > before {
+                let shown: Vec<&String> = skipped.examples.iter().rev().take(3).collect();
+                let n = skipped.non_image - before;
+                let what = if n == 1 {
+                    "entry is not an image"
+                } else {
+                    "entries are not images"
+                };
+                why += &format!(
+                    " ({n} {what} by extension or type, e.g. {shown:?}; \
+                     image extensions: {})",
+                    crate::decode::IMAGE_EXTENSIONS.join(", ")
+                );
+            }
+            return Err(Error::layout(cdir, why));
         }
         for (name, _) in files {
             fnames.push(format!("{split}/{class}/{name}"));
@@ -169,7 +211,7 @@ pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, Skipped)> {
         return Err(not_found());
     }
     let mut skipped = Skipped::default();
-    let files = image_files(&dir, &mut skipped)?;
+    let files = image_files(&dir, root, &mut skipped)?;
     if files.is_empty() {
         return Err(not_found());
     }

@@ -428,8 +428,11 @@ class ConvLearner(Learner):
         cosine annealing with warm restarts. Returns `[val_loss, *metrics]` of the last epoch."""
         if kwargs:
             raise TypeError(f"fit() got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
-        lrs_v = self._lr_vector(lrs, "lrs")
-        wds_v = self._lr_vector(wds, "wds")
+        lrs_v = _non_negative(self._lr_vector(lrs, "lrs"), "lrs")
+        wds_v = _non_negative(self._lr_vector(wds, "wds"), "wds")
+        n_cycle = _whole(n_cycle, "n_cycle")
+        cycle_len = None if cycle_len is None else _whole(cycle_len, "cycle_len", zero_ok=True)
+        cycle_mult = _whole(cycle_mult, "cycle_mult")
         n_epoch = sum_geom(cycle_len or 1, cycle_mult, n_cycle)
         B = self._n_train_batches()
         if use_clr is not None and use_clr_beta is not None:
@@ -460,6 +463,7 @@ class ConvLearner(Learner):
         names = ["epoch", "trn_loss", "val_loss"] + [m.__name__ for m in metrics]
         precompute = self.precompute
         B = self._n_train_batches()
+        self._check_not_empty(precompute)
         # The hand-written head step is float32: mixed precision keeps the autograd path.
         self._native.begin_fit(lrs, wds, schedule, precompute, lr_find,
                                fused_head=self.fused_head and self._amp_dtype is None,
@@ -521,6 +525,17 @@ class ConvLearner(Learner):
                                  momentums=moms)
             progress.close()
 
+    def _check_not_empty(self, precompute):
+        """Before the first step: an empty split would otherwise 'train' on nothing (NaN loss)
+        or fail only after a whole epoch."""
+        d = self.data_
+        n_trn = len(self._act_rows("trn")[0]) if precompute else len(d.trn_ds)
+        n_val = len(self._act_rows("val")[0]) if precompute else len(d.val_ds)
+        for n, what in ((n_trn, "training"), (n_val, "validation")):
+            if n == 0:
+                raise ValueError(f"fit: the {what} set is empty (check val_idxs, or the folders "
+                                 "and skip_bad)")
+
     def _validate(self, metrics, precompute):
         preds, targs, loss, _ = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
         vals = [loss]
@@ -568,7 +583,12 @@ class ConvLearner(Learner):
     def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):
         """The learning-rate range test over at most one epoch; weights are restored after,
         also when interrupted. Leaves `learn.sched` (a `LR_Finder`) to plot."""
-        starts = self._lr_vector(start_lr, "start_lr")
+        starts = _non_negative(self._lr_vector(start_lr, "start_lr"), "start_lr")
+        if not linear and min(starts) <= 0:
+            raise ValueError(f"lr_find: start_lr must be above 0 (the rates grow by a constant "
+                             f"factor), got {start_lr}")
+        if not float(end_lr) > starts[-1]:
+            raise ValueError(f"lr_find: end_lr ({end_lr}) must be above start_lr ({starts[-1]})")
         ratio = float(end_lr) / starts[-1]
         B = self._n_train_batches()
         snap = self._native.snapshot()
@@ -628,6 +648,23 @@ class ConvLearner(Learner):
         finally:
             bar.close()
         return np.stack(outs), targs
+
+
+def _non_negative(values, what):
+    """Learning rates and weight decays: finite and not negative (a NaN one ruins the weights
+    for good, silently)."""
+    for v in values:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{what}: every value must be a finite number >= 0, got {v}")
+    return values
+
+
+def _whole(v, what, zero_ok=False):
+    """A count of cycles or epochs: a whole number >= 1 (or 0 where `zero_ok`)."""
+    ok = isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
+    if not ok or int(v) < (0 if zero_ok else 1):
+        raise ValueError(f"fit: {what} must be a whole number >= {0 if zero_ok else 1}, got {v!r}")
+    return int(v)
 
 
 def _item_names(dataset, idx):

@@ -41,6 +41,27 @@ __all__, __getattr__ = _exports.reexport(__name__, [
 _PREFETCH = 4
 
 
+def _check_loader_args(bs, num_workers):
+    for v, what, least in ((bs, "bs", 1), (num_workers, "num_workers", 0)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < least:
+            raise ValueError(f"{what} must be a whole number >= {least}, got {v!r}")
+
+
+def _warn_non_images(skipped):
+    """One warning for the entries the folder scan left out as not images (files without an
+    image extension, sub-folders of class folders, pipes): the original read them and failed
+    later; silently leaving out, say, a class's `.heic` photos would be worse. Hidden files
+    (`.DS_Store`, `._x.jpg`) are left out without a word."""
+    n = sum(sk["non_image"] for sk in skipped.values())
+    if not n:
+        return
+    examples = [e for sk in skipped.values() for e in sk["examples"]][:5]
+    what = "entry that is not an image" if n == 1 else "entries that are not images"
+    warnings.warn(f"left out {n} {what} by its extension or type, e.g. "
+                  f"{', '.join(examples)} (image extensions: {', '.join(_native.IMAGE_EXTENSIONS)})",
+                  stacklevel=core.user_stacklevel())
+
+
 def get_cv_idxs(n, cv_idx=0, val_pct=0.2, seed=42):
     """Validation indices: a slice of a permutation of range(n) drawn with `seed`.
 
@@ -311,6 +332,7 @@ class ImageClassifierData:
                  kind="class", skipped=None, img_path=None):
         if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
             raise AssertionError("please provide transformations for your train and validation sets")
+        _check_loader_args(bs, num_workers)
         self.path, self.bs, self.num_workers = path, bs, num_workers
         # Where the images are read from: `path`, or the copies made by `resize`.
         self.img_path = path if img_path is None else img_path
@@ -446,6 +468,7 @@ class ImageClassifierData:
                 tf, sk = _native.scan_flat(root, test_name)
                 test = (tf, None)
             skipped[test_name] = sk
+        _warn_non_images(skipped)
         return cls(path, bs, num_workers, classes, _seed_or_random(seed), (trn_f, trn_y),
                    (val_f, val_y), test, tfms, skip_bad, skipped=skipped)
 
@@ -462,6 +485,7 @@ class ImageClassifierData:
         has_tfms = tfms is not None and len(tfms) == 2 and tfms[0] is not None and tfms[1] is not None
         if tfms is not None and len(tfms) == 2 and (tfms[0] is None) != (tfms[1] is None):
             raise ValueError("from_arrays: pass both transforms (train, validation) or neither")
+        _check_loader_args(bs, num_workers)
         self = cls.__new__(cls)
         self.path, self.bs, self.num_workers = path, bs, num_workers
         self.img_path, self.classes, self.seed = None, classes, _seed_or_random(seed)
@@ -480,6 +504,15 @@ class ImageClassifierData:
                     raise ValueError(f"from_arrays: {what} labels must be {len(x)} integer class "
                                      f"indices, got {y.dtype} of shape {y.shape}")
                 y = y.astype(np.int64)
+            if has_tfms and x.dtype.kind == "f" and x.size:
+                # The transforms scale floats as [0, 1]: 0-255 floats would come out 255x too
+                # bright, and a NaN would spread through every layer.
+                lo, hi = float(np.min(x)), float(np.max(x))
+                if not (np.isfinite(lo) and np.isfinite(hi)):
+                    raise ValueError(f"from_arrays: {what} images hold NaN or infinite values")
+                if lo < -1e-3 or hi > 1 + 1e-3:
+                    raise ValueError(f"from_arrays: {what} float images must be in [0, 1], found "
+                                     f"{lo:g}..{hi:g} (divide by 255, or pass uint8)")
             images = _native.ImageArray(np.ascontiguousarray(x)) if has_tfms else None
             return x, y, images
 
@@ -537,6 +570,14 @@ class ImageClassifierData:
             classes = []
         else:
             y = _nhot(fnames, csv_labels, classes)
+            n_labels = y.sum(axis=1)
+            if len(y) and n_labels.max() <= 1 and n_labels.min() == 0:
+                # Single-label data with a few blank labels: the original turned the whole
+                # set multi-label (sigmoid, BCE, thresholded accuracy) without a word.
+                blank = [f for f, k in zip(fnames, n_labels) if k == 0]
+                raise ValueError(f"{csv_fname}: {len(blank)} row(s) have no label, e.g. {blank[:5]}, "
+                                 "while every other row has exactly one; give them a label or remove "
+                                 "them (blank labels make sense only in multi-label data)")
         return cls.from_names_and_array(path, full, y, classes, val_idxs, test_name,
                                         num_workers=num_workers, tfms=tfms, bs=bs,
                                         continuous=continuous, seed=seed, skip_bad=skip_bad)
@@ -549,8 +590,13 @@ class ImageClassifierData:
         y = np.asarray(y)
         if val_idxs is None:
             val_idxs = get_cv_idxs(len(fnames))
+        idxs = np.asarray(val_idxs)
+        if idxs.size and (idxs.dtype.kind not in "iu" or idxs.min() < 0 or idxs.max() >= len(fnames)):
+            raise ValueError(f"val_idxs: expected row indices in 0..{len(fnames) - 1} of the "
+                             f"{len(fnames)} listed files, got {idxs.dtype} values "
+                             f"{idxs.min()}..{idxs.max()}")
         mask = np.zeros(len(fnames), dtype=bool)
-        mask[np.asarray(val_idxs, dtype=np.int64)] = True
+        mask[idxs.astype(np.int64)] = True
         if continuous:
             kind = "continuous"
             y = y.astype(np.float32).reshape(len(fnames), -1)

@@ -109,6 +109,9 @@ class Learner:
         folder = os.path.dirname(path)
         tmp = f"{path}.tmp{os.getpid()}"
         try:
+            # `save('stage1/best')` makes the sub-folder, as a user would expect.
+            if os.path.dirname(name):
+                os.makedirs(folder, exist_ok=True)
             # Opened here rather than by torch.save(path): its zip writer reports an unwritable
             # place as a bare RuntimeError, while open() gives the OSError kind (permission,
             # read-only file system, not a directory) to re-raise naming the folder.
@@ -118,7 +121,7 @@ class Learner:
         except OSError as e:
             _remove_quietly(tmp)
             raise type(e)(e.errno, f"{folder}: cannot write the model file {os.path.basename(path)} "
-                          f"({e.strerror or e}); make the models folder writable or pass "
+                          f"({e.strerror or e}); make that folder writable or pass "
                           f"models_name= a writable folder", folder) from e
         except BaseException:
             _remove_quietly(tmp)

@@ -548,6 +548,7 @@ fn skipped_dict<'py>(py: Python<'py>, s: &folder::Skipped) -> PyResult<Bound<'py
     let d = PyDict::new(py);
     d.set_item("hidden", s.hidden)?;
     d.set_item("non_image", s.non_image)?;
+    d.set_item("examples", s.examples.clone())?;
     Ok(d)
 }
 
@@ -725,6 +726,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyImageArray>()?;
     m.add_class::<PyBatchIter>()?;
     m.add_class::<PyBatchMemory>()?;
+    m.add("IMAGE_EXTENSIONS", crate::decode::IMAGE_EXTENSIONS.to_vec())?;
     m.add_function(wrap_pyfunction!(scan_labelled, m)?)?;
     m.add_function(wrap_pyfunction!(scan_flat, m)?)?;
     m.add_function(wrap_pyfunction!(read_label_csv, m)?)?;

@@ -260,15 +260,55 @@ def test_ds_store_thumbs_db_and_a_directory_in_class_folders_are_skipped(tmp_pat
     h.write_bytes(tmp_path / "train" / "dogs" / "Thumbs.db", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 200)
     (tmp_path / "train" / "dogs" / "x.jpg").mkdir()
     h.write_bytes(tmp_path / "valid" / ".DS_Store", b"junk")
-    data = data_of(root)
+    with pytest.warns(UserWarning, match="left out 2 entries that are not images"):
+        data = data_of(root)
     assert list(data.trn_ds.fnames) == ["train/cats/c0.jpg", "train/cats/c1.jpg",
                                         "train/dogs/d0.jpg", "train/dogs/d1.jpg"]
     assert data.classes == ["cats", "dogs"]
-    assert data.skipped["train"] == {"hidden": 1, "non_image": 2}
-    assert data.skipped["valid"] == {"hidden": 1, "non_image": 0}
+    assert data.skipped["train"] == {"hidden": 1, "non_image": 2,
+                                     "examples": ["train/dogs/Thumbs.db", "train/dogs/x.jpg"]}
+    assert data.skipped["valid"] == {"hidden": 1, "non_image": 0, "examples": []}
     for _ in range(2):
         x, y = all_batches(data.trn_dl)
         assert x.shape == (4, 3, SZ, SZ) and sorted(y.tolist()) == [0, 0, 1, 1]
+
+
+def test_a_named_pipe_is_skipped_and_open_image_refuses_it_without_blocking(tmp_path):
+    """Reading a FIFO blocks until a writer comes, and Ctrl-C cannot interrupt that: the scan
+    leaves it out, and open_image refuses anything that is not a regular file."""
+    root = write_tree(tmp_path)
+    fifo = tmp_path / "train" / "cats" / "zz.jpg"
+    os.mkfifo(fifo)
+    with pytest.warns(UserWarning, match="train/cats/zz.jpg"):
+        data = data_of(root)
+    assert "train/cats/zz.jpg" not in data.trn_ds.fnames
+    assert all_batches(data.trn_dl)[0].shape == (4, 3, SZ, SZ)
+    with pytest.raises(ImageDecodeError, match="zz.jpg.*not a regular file"):
+        open_image(str(fifo))
+
+
+def test_jfif_and_jpe_are_images_and_odd_names_of_skipped_entries_do_not_fail(tmp_path):
+    root = write_tree(tmp_path)
+    img = h.pattern(24, 30, seed=3)
+    for name in ("a.jfif", "b.JPE"):
+        h.write_bytes(tmp_path / "train" / "cats" / name, h.jpeg_bytes(img))
+    # A macOS resource fork with a Latin-1 name (not UTF-8) and a non-image: skipped, not fatal.
+    h.write_bytes(os.path.join(os.fsencode(tmp_path / "train" / "cats"), b"._caf\xe9.jpg"), b"junk")
+    h.write_bytes(os.path.join(os.fsencode(tmp_path / "train" / "dogs"), b"notes-caf\xe9.txt"), b"x")
+    with pytest.warns(UserWarning, match="left out 1 entry that is not an image"):
+        data = data_of(root)
+    assert [f for f in data.trn_ds.fnames if "/cats/" in f] == [
+        "train/cats/a.jfif", "train/cats/b.JPE", "train/cats/c0.jpg", "train/cats/c1.jpg"]
+    path = tmp_path / "train" / "cats" / "a.jfif"
+    np.testing.assert_allclose(open_image(str(path)) * 255, np.asarray(Image.open(path).convert("RGB")), atol=1e-3)
+
+
+def test_a_class_of_only_unrecognised_files_says_what_it_left_out(tmp_path):
+    root = write_tree(tmp_path)
+    for f in os.listdir(tmp_path / "valid" / "dogs"):
+        os.rename(tmp_path / "valid" / "dogs" / f, tmp_path / "valid" / "dogs" / (f + ".heic"))
+    with pytest.raises(DatasetLayoutError, match=r"valid/dogs: class folder has no image files \(1 entry is not an image.*d0.jpg.heic"):
+        data_of(root)
 
 
 def test_one_pixel_image_through_the_loader(tmp_path):

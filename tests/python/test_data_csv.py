@@ -91,3 +91,13 @@ def test_tfms_required(tmp_path):
     path, csv = write(tmp_path, [("a", "x"), ("b", "y")])
     with pytest.raises(AssertionError):
         ImageClassifierData.from_csv(path, "imgs", csv, suffix=".png")
+
+
+def test_a_blank_label_in_single_label_data_is_an_error_naming_it(tmp_path):
+    path, csv = write(tmp_path, [("a", "cat"), ("b", ""), ("c", "dog"), ("d", "dog")])
+    with pytest.raises(ValueError, match=r"labels.csv: 1 row\(s\) have no label, e.g. \['b'\]"):
+        make(path, csv, val_idxs=[0])
+    # In multi-label data a row without tags is an image with none of them.
+    path, csv = write(tmp_path / "multi", [("a", "sky water"), ("b", ""), ("c", "tree")])
+    data = make(path, csv, val_idxs=[0])
+    assert data.is_multi and data.trn_y.tolist() == [[0, 0, 0], [0, 1, 0]]

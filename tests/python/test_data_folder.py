@@ -52,7 +52,8 @@ def test_labels_order_and_fnames(tree):
     open(os.path.join(path, "train/dogs/Thumbs.db"), "w").close()
     open(os.path.join(path, "train/labels.csv"), "w").close()
     os.makedirs(os.path.join(path, "valid/.ipynb_checkpoints"))
-    data = data_of(path)
+    with pytest.warns(UserWarning, match=r"left out 2 entries that are not images.*train/dogs/Thumbs.db"):
+        data = data_of(path)
     assert data.classes == ["Cats", "dogs"]  # code-point order: uppercase first
     assert data.c == 2 and data.sz == SZ and not data.is_multi and not data.is_reg
     assert data.path == path and data.bs == 3
@@ -64,7 +65,8 @@ def test_labels_order_and_fnames(tree):
         [f"valid/dogs/v{i}.png" for i in range(3)]
     assert data.trn_y.dtype == np.int64 and data.trn_y.tolist() == [0] * 3 + [1] * 4
     assert data.val_y.tolist() == [0, 0, 1, 1, 1]
-    assert data.skipped["train"] == {"hidden": 1, "non_image": 2}
+    assert data.skipped["train"] == {"hidden": 1, "non_image": 2,
+                                     "examples": ["train/labels.csv", "train/dogs/Thumbs.db"]}
     assert data.skipped["valid"]["hidden"] == 1
     # PATH + fnames[i] is a real file, and ds[i] is that file's image
     for i, f in enumerate(data.val_ds.fnames):
@@ -184,7 +186,8 @@ def test_test_folder(tree):
     for name in ("b.png", "a.png", "c.jpeg"):
         save(smooth_image(30, 30), os.path.join(path, "test1", name))
     open(os.path.join(path, "test1", "notes.txt"), "w").close()
-    data = data_of(path, test_name="test1")
+    with pytest.warns(UserWarning, match="test1/notes.txt"):
+        data = data_of(path, test_name="test1")
     assert list(data.test_ds.fnames) == ["test1/a.png", "test1/b.png", "test1/c.jpeg"]
     batches = list(data.test_dl)
     assert batches[0][1].shape == (3,) and batches[0][1].dtype == torch.float32

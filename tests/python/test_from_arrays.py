@@ -86,6 +86,13 @@ def test_bad_arrays_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"0..1 \(found 0..2\)"):
         ImageClassifierData.from_arrays(str(tmp_path), (x, y), val, classes=["a", "b"],
                                         tfms=tfms_from_model(resnet34, SZ))
+    tf = tfms_from_model(resnet34, SZ)
+    with pytest.raises(ValueError, match=r"training float images must be in \[0, 1\], found 13..242 \(divide by 255"):
+        ImageClassifierData.from_arrays(str(tmp_path), (x.astype(np.float32), y), val, tfms=tf)
+    nan = (x / np.float32(255)).astype(np.float32)
+    nan[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="training images hold NaN"):
+        ImageClassifierData.from_arrays(str(tmp_path), (nan, y), val, tfms=tf)
     with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
         ImageClassifierData.from_arrays(str(tmp_path), (x[..., 0], y), val, tfms=tfms_from_model(resnet34, SZ))
     with pytest.raises(ValueError, match="arrays"):

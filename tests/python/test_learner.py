@@ -302,3 +302,54 @@ def test_a_last_training_batch_of_one_image_is_left_out_not_nan(hub, tmp_path, p
         learn.fit(1e-2, 2)
     assert all(torch.isfinite(v).all() for v in state(learn).values())
     assert np.isfinite(learn.predict()).all()
+
+
+def test_bad_arguments_are_clear_errors_before_any_step(hub, folder):
+    learn = make(folder)
+    before = state(learn)
+    for kw, match in [(dict(lrs=0.01, n_cycle=0), "n_cycle must be a whole number >= 1, got 0"),
+                      (dict(lrs=0.01, n_cycle=1.5), "n_cycle must be a whole number"),
+                      (dict(lrs=0.01, n_cycle=1, cycle_len=-1), "cycle_len must be a whole number >= 0"),
+                      (dict(lrs=float("nan"), n_cycle=1), "lrs: every value must be a finite number"),
+                      (dict(lrs=-0.1, n_cycle=1), "lrs: every value must be a finite number >= 0"),
+                      (dict(lrs=0.01, n_cycle=1, wds=float("inf")), "wds: every value")]:
+        with pytest.raises(ValueError, match=match):
+            learn.fit(**kw)
+    with pytest.raises(ValueError, match="start_lr must be above 0"):
+        learn.lr_find(start_lr=0)
+    with pytest.raises(ValueError, match="end_lr .* must be above start_lr"):
+        learn.lr_find(start_lr=1e-2, end_lr=1e-3)
+    with pytest.raises(ValueError, match="TTA: n_aug must be at least 1"):
+        learn.TTA(n_aug=0)
+    after = state(learn)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    tfms = tfms_from_model(resnet18, SZ)
+    for kw, match in [(dict(bs=-1), "bs must be a whole number >= 1, got -1"),
+                      (dict(bs=0), "bs must be"), (dict(num_workers=-1), "num_workers must be")]:
+        with pytest.raises(ValueError, match=match):
+            ImageClassifierData.from_paths(str(folder), tfms=tfms, **kw)
+
+
+def test_save_into_a_sub_folder_of_models(hub, folder):
+    learn = make(folder)
+    learn.save("stage1/best")
+    assert os.path.isfile(folder / "models" / "stage1" / "best.h5")
+    learn.load("stage1/best")
+
+
+def test_an_empty_validation_split_fails_before_training(hub, folder):
+    import csv
+    rows = [(f"{c}/{f}", c) for c in ("cats", "dogs") for f in sorted(os.listdir(folder / "train" / c))]
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("id", "label")] + rows)
+    tfms = tfms_from_model(resnet18, SZ)
+    with pytest.raises(ValueError, match=r"val_idxs: expected row indices in 0..15"):
+        ImageClassifierData.from_csv(str(folder), "train", str(folder / "labels.csv"), tfms=tfms,
+                                     val_idxs=[0, 16])
+    data = ImageClassifierData.from_csv(str(folder), "train", str(folder / "labels.csv"), tfms=tfms,
+                                        val_idxs=[], bs=BS, num_workers=1)
+    learn = ConvLearner.pretrained(resnet18, data)
+    before = state(learn)
+    with pytest.raises(ValueError, match="the validation set is empty"):
+        learn.fit(1e-2, 1)
+    assert all(torch.equal(before[k], v) for k, v in state(learn).items())
