@@ -108,12 +108,12 @@ def test_checkpoint_for_another_arch_is_a_clear_error():
         learner.load_backbone(list(tv.state_dict().items()), "resnet18-ckpt")
 
 
-@pytest.mark.parametrize("schedule", ["constant", "clr"])
-def test_adam_matches_torch_optim_adam(schedule):
-    """3 steps of our Adam (`opt_fn=optim.Adam`) on the head equal torch.optim.Adam's with L2
-    weight decay, also when use_clr cycles the learning rate and β1 (fastai 0.7 cycled Adam's
-    β1 as SGD's momentum)."""
-    torch.manual_seed(1)
+def _steps_against_torch_optim(schedule, make_opt, set_momentum, native_opt, lr, wd, seed):
+    """3 steps of the Rust optimiser `native_opt` on resnet18's head (precomputed activations,
+    one batch per epoch) and 3 of `make_opt(params)` on a PyTorch copy of the head, with the
+    same learning rates and momentum per step (use_clr cycles both). Returns (ours, theirs,
+    initial) head tensors by the PyTorch copy's keys."""
+    torch.manual_seed(seed)
     learner = _native.Learner("resnet18", 3, ps=[0.0])
     nf = learner.nf
     x = torch.randn(32, nf)
@@ -121,65 +121,53 @@ def test_adam_matches_torch_optim_adam(schedule):
     seq = nn.Sequential(*reference_head(nf, 3, ps=(0.0, 0.0)))
     head = {k: v for k, v in learner.state_dict() if int(k.split(".")[0]) >= 10}
     seq.load_state_dict({f"{int(k.split('.')[0]) - 10}.{k.split('.', 1)[1]}": v for k, v in head.items()})
-    lr, wd, betas, eps = 1e-3, 1e-2, (0.8, 0.99), 1e-6
-    opt = torch.optim.Adam(seq.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=wd)
+    opt = make_opt(seq.parameters())
     seq.train()
-    steps = clr_reference(3, 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else [(1.0, betas[0])] * 3
+    steps = clr_reference(3, 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else [(1.0, None)] * 3
     for m, mom in steps:
         for g in opt.param_groups:
-            g["lr"], g["betas"] = lr * m, (mom, betas[1])
+            g["lr"] = lr * m
+            if mom is not None:
+                set_momentum(g, mom)
         opt.zero_grad()
         nn.functional.nll_loss(seq(x), y).backward()
         opt.step()
     native_schedule = ("clr", 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else ("constant",)
-    learner.begin_fit([lr], [wd], native_schedule, True, opt=("adam", betas[0], betas[1], eps))
-    for epoch in range(3):
+    learner.begin_fit([lr], [wd], native_schedule, True, opt=native_opt)
+    for epoch in range(3):  # one batch per epoch: bs = N, so order does not matter
         learner.train_epoch_tensors(x, y, 32, 0, epoch)
     learner.end_fit()
     got = {k: v for k, v in learner.state_dict() if int(k.split(".")[0]) >= 10}
-    moved = 0
-    for k, v in seq.state_dict().items():
-        i, rest = k.split(".", 1)
-        if rest.endswith("num_batches_tracked"):
-            continue
+    keys = [k for k in seq.state_dict() if not k.endswith("num_batches_tracked")]
+    ours = {k: got[f"{int(k.split('.')[0]) + 10}.{k.split('.', 1)[1]}"] for k in keys}
+    initial = {k: head[f"{int(k.split('.')[0]) + 10}.{k.split('.', 1)[1]}"] for k in keys}
+    return ours, {k: seq.state_dict()[k] for k in keys}, initial
+
+
+@pytest.mark.parametrize("schedule", ["constant", "clr"])
+def test_adam_matches_torch_optim_adam(schedule):
+    """3 steps of our Adam (`opt_fn=optim.Adam`) on the head equal torch.optim.Adam's with L2
+    weight decay, also when use_clr cycles the learning rate and β1 (fastai 0.7 cycled Adam's
+    β1 as SGD's momentum)."""
+    lr, wd, betas, eps = 1e-3, 1e-2, (0.8, 0.99), 1e-6
+    ours, theirs, initial = _steps_against_torch_optim(
+        schedule, lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd),
+        lambda g, mom: g.update(betas=(mom, betas[1])), ("adam", *betas, eps), lr, wd, seed=1)
+    for k, v in theirs.items():
         # Adam divides by √v: where a gradient is near zero, its float round-off (the two
         # libtorch graphs sum in other orders) moves the step by up to a few ‰ of lr (1e-3). A
         # wrong rule (bias corrections, β order, decay) moves it by a large part of lr.
-        torch.testing.assert_close(got[f"{int(i) + 10}.{rest}"], v, rtol=1e-4, atol=2e-5)
-        moved += not torch.equal(v, head[f"{int(i) + 10}.{rest}"])
-    assert moved > 0
+        torch.testing.assert_close(ours[k], v, rtol=1e-4, atol=2e-5)
+    assert any(not torch.equal(theirs[k], initial[k]) for k in theirs)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "clr"])
 def test_sgd_matches_torch_optim_sgd(schedule):
     """3 steps of our SGD on the head (precomputed activations) equal torch.optim.SGD's, also
     when use_clr cycles the learning rate and the momentum every step."""
-    torch.manual_seed(0)
-    learner = _native.Learner("resnet18", 3, ps=[0.0])
-    nf = learner.nf
-    x = torch.randn(32, nf)
-    y = torch.randint(0, 3, (32,))
-    seq = nn.Sequential(*reference_head(nf, 3, ps=(0.0, 0.0)))
-    head = {k: v for k, v in learner.state_dict() if int(k.split(".")[0]) >= 10}
-    seq.load_state_dict({f"{int(k.split('.')[0]) - 10}.{k.split('.', 1)[1]}": v for k, v in head.items()})
     lr, wd = 0.05, 1e-3
-    opt = torch.optim.SGD(seq.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
-    seq.train()
-    steps = clr_reference(3, 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else [(1.0, 0.9)] * 3
-    for m, mom in steps:
-        for g in opt.param_groups:
-            g["lr"], g["momentum"] = lr * m, mom
-        opt.zero_grad()
-        nn.functional.nll_loss(seq(x), y).backward()
-        opt.step()
-    native_schedule = ("clr", 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else ("constant",)
-    learner.begin_fit([lr], [wd], native_schedule, True)
-    for epoch in range(3):  # one batch per epoch: bs = N, so order does not matter
-        learner.train_epoch_tensors(x, y, 32, 0, epoch)
-    learner.end_fit()
-    got = {k: v for k, v in learner.state_dict() if int(k.split(".")[0]) >= 10}
-    for k, v in seq.state_dict().items():
-        i, rest = k.split(".", 1)
-        if rest.endswith("num_batches_tracked"):
-            continue
-        torch.testing.assert_close(got[f"{int(i) + 10}.{rest}"], v, rtol=1e-5, atol=1e-6)
+    ours, theirs, _ = _steps_against_torch_optim(
+        schedule, lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9, weight_decay=wd),
+        lambda g, mom: g.update(momentum=mom), ("sgd", 0.9), lr, wd, seed=0)
+    for k, v in theirs.items():
+        torch.testing.assert_close(ours[k], v, rtol=1e-5, atol=1e-6)
