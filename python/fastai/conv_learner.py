@@ -287,9 +287,9 @@ class ConvLearner(Learner):
             return
         d = self.data_
         acts = {"body": key}
-        splits = [("trn", "x_act", d.fix_dl), ("val", "x_act_val", d.val_dl)]
+        splits = [("trn", "x_act", d.fix_dl, "train"), ("val", "x_act_val", d.val_dl, "valid")]
         if getattr(d, "test_dl", None) is not None:
-            splits.append(("test", "x_act_test", d.test_dl))
+            splits.append(("test", "x_act_test", d.test_dl, "test"))
         # A custom head caches raw feature maps, not pooled vectors: another file, so the two
         # kinds of learner on the same data do not keep invalidating each other's cache.
         kind = "_maps" if self._native.has_custom_head else ""
@@ -303,8 +303,14 @@ class ConvLearner(Learner):
             img = os.path.relpath(os.fspath(img_path), os.fspath(d.path))
             if img != ".":
                 kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
-        for split, prefix, dl in splits:
-            path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}.bin")
+        for split, prefix, dl, usual in splits:
+            # Splits read from other folders than the usual ones (trn_name='sample_train')
+            # get their own file, so switching between two data objects on one PATH does not
+            # rebuild the cache each time (the key would tell them apart either way).
+            fnames = getattr(dl.dataset, "fnames", None)
+            top = str(fnames[0]).split("/")[0] if fnames is not None and len(fnames) else usual
+            tag = "" if top == usual else "_" + "".join(ch if ch.isalnum() else "-" for ch in top)
+            path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}{tag}.bin")
             # The bar appears with the first computed batch: a cache that is read draws none.
             bar, start = None, time.monotonic()
 

@@ -353,3 +353,27 @@ def test_an_empty_validation_split_fails_before_training(hub, folder):
     with pytest.raises(ValueError, match="the validation set is empty"):
         learn.fit(1e-2, 1)
     assert all(torch.equal(before[k], v) for k, v in state(learn).items())
+
+
+def test_other_split_folders_have_their_own_cache_files(hub, folder):
+    """trn_name='sample_train' on the same PATH: its own cache file, so switching back and
+    forth between the two data objects reuses both caches."""
+    import shutil
+    shutil.copytree(folder / "train", folder / "sample_train")
+    os.remove(folder / "sample_train" / "dogs" / "dog.7.jpg")
+    tfms = tfms_from_model(resnet18, SZ)
+    sample = lambda: ImageClassifierData.from_paths(str(folder), bs=BS, tfms=tfms, num_workers=1,
+                                                    seed=0, trn_name="sample_train")
+    make(folder, precompute=True)
+    ConvLearner.pretrained(resnet18, sample(), precompute=True)
+    tmp = folder / "tmp"
+    assert sorted(os.listdir(tmp)) == sorted([f"x_act_resnet18_0_{SZ}.bin", f"x_act_val_resnet18_0_{SZ}.bin",
+                                              f"x_act_resnet18_0_{SZ}_sample-train.bin"])
+    stamps = {f: os.stat(tmp / f).st_mtime_ns for f in os.listdir(tmp)}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "recomputed" warning: both caches are reused
+        make(folder, precompute=True)
+        learn = ConvLearner.pretrained(resnet18, sample(), precompute=True)
+    assert {f: os.stat(tmp / f).st_mtime_ns for f in os.listdir(tmp)} == stamps
+    assert len(learn._act_rows("trn")[0]) == 15
