@@ -47,19 +47,21 @@ pub struct RgbImage {
     pub data: Vec<u8>,
 }
 
+/// Refuses a path that is neither a regular file nor a folder (a folder goes on to fail in
+/// `read` as IsADirectoryError): reading a named pipe would block with no way to interrupt
+/// it, and a device (`/dev/zero`) would never end. The loaders' file lists are checked when
+/// they are made (the folder scan, the CSV check), so only a path given by hand needs this.
+pub fn require_regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(Error::decode(path, "not a regular file")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Reads and decodes `path`. Errors name the file; a panic inside a codec (they do happen on
 /// hostile input) is caught and reported as a decode error rather than killing the process.
 pub fn decode_file(path: &Path) -> Result<RgbImage> {
-    // Only a regular file: reading a named pipe would block with no way to interrupt it, and
-    // a device (`/dev/zero`) would never end.
-    match std::fs::metadata(path) {
-        // (A folder goes on to fail in `read` as IsADirectoryError.)
-        Ok(m) if !m.is_file() && !m.is_dir() => {
-            return Err(Error::decode(path, "not a regular file"))
-        }
-        Ok(_) => {}
-        Err(e) => return Err(Error::io(path, e)),
-    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let owned: PathBuf = path.to_path_buf();
     match std::panic::catch_unwind(|| decode_bytes(&bytes, &owned)) {

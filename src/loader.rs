@@ -475,12 +475,11 @@ impl DataLoader {
     /// The items that the latest pass ([`iter`](Self::iter)) skipped as undecodable so far
     /// (only with `skip_bad`): (dataset index, path), in the order found.
     pub fn last_skipped(&self) -> Vec<(usize, PathBuf)> {
-        let last = match self.inner.last_bad.lock() {
-            Ok(l) => l.clone(),
-            Err(_) => return Vec::new(),
+        let Ok(last) = self.inner.last_bad.lock().map(|l| l.clone()) else {
+            return Vec::new();
         };
-        let v = last.lock().map(|b| b.clone()).unwrap_or_default();
-        v
+        let skipped = last.lock().map(|b| b.clone()).unwrap_or_default();
+        skipped
     }
 
     /// Starts producing the batches of `epoch` in the background.

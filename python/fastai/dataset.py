@@ -29,14 +29,14 @@ from . import _progress
 from . import core
 
 from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
-from . import core as _core, transforms as _transforms  # noqa: E402
+from . import transforms as _transforms  # noqa: E402
 
 # Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
 __all__, __getattr__ = _exports.reexport(__name__, [
         "ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
         "FilesArrayDataset", "ArraysDataset", "ArraysIndexDataset", "DataLoader", "get_cv_idxs",
         "open_image", "read_dir", "folder_source", "csv_source", "parse_csv_labels"
-    ], [_imports, _torch_imports, _core, _transforms])
+    ], [_imports, _torch_imports, core, _transforms])
 
 _PREFETCH = 4
 

@@ -48,8 +48,8 @@ def __getattr__(name):
     import matplotlib
     import matplotlib.pyplot
 
-    if "matplotlib" not in globals():
-        matplotlib.rc("animation", html="html5")
+    # Runs once: afterwards the three names are found in the module itself.
+    matplotlib.rc("animation", html="html5")
     globals().update(matplotlib=matplotlib, plt=matplotlib.pyplot, rcParams=matplotlib.rcParams)
     return globals()[name]
 

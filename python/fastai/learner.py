@@ -10,6 +10,7 @@ import os
 import numpy as np
 import torch
 
+from .core import SGD_Momentum
 from .exceptions import WeightsError
 from .metrics import accuracy, accuracy_thresh
 
@@ -81,7 +82,7 @@ class Learner:
         self.sched = None
         self.clip = clip
         # fastai 0.7's default: SGD with momentum 0.9. Checked now; read again at each fit.
-        self.opt_fn = opt_fn or functools.partial(torch.optim.SGD, momentum=0.9)
+        self.opt_fn = opt_fn or SGD_Momentum(0.9)
         _opt_spec(self.opt_fn)
         self._epochs_seen = 0
         self.tmp_path = os.path.join(data.path, tmp_name)

@@ -637,7 +637,10 @@ fn resize_images(
 /// Decodes a file to uint8 (H, W, 3) RGB.
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-    let img = run_detached(py, move || crate::decode::decode_file(&path))?;
+    let img = run_detached(py, move || {
+        crate::decode::require_regular_file(&path)?;
+        crate::decode::decode_file(&path)
+    })?;
     let a = Array3::from_shape_vec((img.height, img.width, 3), img.data)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(a.into_pyarray_any(py))
