@@ -6,7 +6,7 @@
 (a) head epoch: one epoch of fastai's head (BN, Dropout .25, Linear 1024->512, ReLU, BN,
     Dropout .5, Linear 512->2, LogSoftmax) on 23,000 random rows of width 1024 (resnet34's
     nf), bs 64, SGD momentum 0.9: `Learner.train_epoch_tensors` (the hand-written head step,
-    src/train/fused_head.rs; also timed: the same learner through libtorch's autograd,
+    src/train/fused_head/; also timed: the same learner through libtorch's autograd,
     `fused_head=False`) against the same head in PyTorch with `torch.optim.SGD(momentum=0.9)`
     over the same shuffled batches. Target: our epoch under 0.5 s.
 (b) resnet34 + head at 224 px, batch `--batch`: forward (eval, no_grad; `predict_array`) and

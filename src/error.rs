@@ -1,5 +1,5 @@
 //! One error type for the whole core. Every variant that concerns a file carries its path, so
-//! the Python exception built from it (src/python/errors.rs) can name the file and the problem.
+//! the Python exception built from it (src/py/errors.rs) can name the file and the problem.
 
 use std::path::PathBuf;
 

@@ -129,7 +129,7 @@ class ConvLearner(Learner):
         self._skipped_reported = set()
         self._amp_dtype = None     # torch.bfloat16 when mixed precision is on
         # With precompute on the CPU, train fastai's default head with the hand-written step
-        # (src/train/fused_head.rs: same numbers as autograd up to round-off, 2x+ faster);
+        # (src/train/fused_head/: same numbers as autograd up to round-off, 2x+ faster);
         # False trains it through libtorch's autograd like every other model.
         self.fused_head = True
         self.crit = {"log_softmax": "nll_loss", "sigmoid": "binary_cross_entropy",

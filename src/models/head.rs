@@ -5,7 +5,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{BatchNorm, ParamStore};
-use crate::rng::Rng;
+use crate::util::rng::Rng;
 use crate::{Error, Result};
 
 /// What the last layer turns the scores into (and so which loss goes with it).

@@ -100,7 +100,7 @@ pub struct FitConfig {
     pub precompute: bool,
     /// lr_find: stop when the loss diverges.
     pub stop_on_divergence: bool,
-    /// Let precompute fits on the CPU use the hand-written head step (`fused_head.rs`) when
+    /// Let precompute fits on the CPU use the hand-written head step (`fused_head/mod.rs`) when
     /// the head is fastai's default one and the optimiser SGD; false keeps libtorch autograd.
     pub fused_head: bool,
     pub algo: Algo,

@@ -1,10 +1,9 @@
-//! Training: schedules, the optimiser, the learner's loops, and the precompute cache.
+//! Training (fastai.learner, fastai.sgdr): schedules, the optimisers, the fit and predict loops,
+//! and the batch sources they read. `fused_head` is a private CPU speed path for the
+//! precomputed head; nothing outside `train` depends on it.
 
-pub mod cache;
+pub mod batches;
 pub mod fused_head;
-pub mod gemm;
-pub mod image_source;
 pub mod learner;
 pub mod optim;
 pub mod schedule;
-pub mod team;

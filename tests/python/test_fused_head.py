@@ -1,4 +1,4 @@
-"""The hand-written head step (src/train/fused_head.rs), which trains fastai's default head
+"""The hand-written head step (src/train/fused_head/), which trains fastai's default head
 on precomputed activations, against two independent references: the same head trained
 through libtorch's autograd (our other path, `fused_head=False`: same dropout masks, so the
 results must agree to round-off), and, without dropout, a plain PyTorch `nn.Sequential` with

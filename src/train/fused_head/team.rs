@@ -1,5 +1,5 @@
 //! A fixed team of threads for the phases of the hand-written head step
-//! (`fused_head.rs`): the calling thread is member 0, and T − 1 helper threads wait for the
+//! (`fused_head/mod.rs`): the calling thread is member 0, and T − 1 helper threads wait for the
 //! next job by spinning for a while, then sleeping.
 //!
 //! Why not a rayon pool's `broadcast`: each phase is only 0.1-1 ms of work, three times a

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::run_detached;
-use crate::folder;
-use crate::loader::{
+use crate::data::folder;
+use crate::data::loader::{
     thread_pool, ArrayData, BatchIter, DataLoader, ImageArray, LoaderConfig, Targets,
 };
 use crate::transforms::{
@@ -624,7 +624,9 @@ fn resize_images(
 ) -> PyResult<(usize, usize, Vec<(String, String)>)> {
     let pool = pool.inner.clone();
     let report = run_detached(py, move || {
-        pool.install(|| crate::resize::resize_files(&src_root, &dst_root, &files, targ, skip_bad))
+        pool.install(|| {
+            crate::data::resize::resize_files(&src_root, &dst_root, &files, targ, skip_bad)
+        })
     })?;
     let failed = report
         .failed
@@ -638,8 +640,8 @@ fn resize_images(
 #[pyfunction]
 fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let img = run_detached(py, move || {
-        crate::decode::require_regular_file(&path)?;
-        crate::decode::decode_file(&path)
+        crate::image::decode::require_regular_file(&path)?;
+        crate::image::decode::decode_file(&path)
     })?;
     let a = Array3::from_shape_vec((img.height, img.width, 3), img.data)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -729,7 +731,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyImageArray>()?;
     m.add_class::<PyBatchIter>()?;
     m.add_class::<PyBatchMemory>()?;
-    m.add("IMAGE_EXTENSIONS", crate::decode::IMAGE_EXTENSIONS.to_vec())?;
+    m.add(
+        "IMAGE_EXTENSIONS",
+        crate::image::decode::IMAGE_EXTENSIONS.to_vec(),
+    )?;
     m.add_function(wrap_pyfunction!(scan_labelled, m)?)?;
     m.add_function(wrap_pyfunction!(scan_flat, m)?)?;
     m.add_function(wrap_pyfunction!(read_label_csv, m)?)?;

@@ -338,7 +338,7 @@ impl PyLearner {
     /// Hash of the body's weights (part of the activation-cache key).
     fn body_hash(&self, py: Python<'_>) -> PyResult<String> {
         self.detached(py, |l| {
-            let mut h = crate::train::cache::KeyHasher::default();
+            let mut h = crate::cache::KeyHasher::default();
             h.str(l.net.arch.name);
             // A cut body, and raw maps (custom head) instead of pooled vectors, are other
             // activations from the same weights.
@@ -351,7 +351,7 @@ impl PyLearner {
                     "concat pool"
                 }
             ));
-            crate::train::cache::hash_tensors(
+            crate::cache::hash_tensors(
                 &mut h,
                 l.net
                     .store
@@ -573,7 +573,7 @@ impl PyLearner {
         body_hash: &str,
         on_batch: Option<PyObject>,
     ) -> PyResult<(PyTensor, String)> {
-        use crate::train::cache;
+        use crate::cache;
         let loader = dl.inner.clone();
         let key = py
             .allow_threads(|| -> Result<String> {

@@ -6,7 +6,7 @@
 //! Why: with `precompute=True` (the lesson's first fits) this is all the training there is,
 //! and through libtorch's autograd each batch spends as long in allocation, dispatch and
 //! OpenMP hand-offs as in its matrix products. Here the products run on our own kernels
-//! ([`super::gemm`]) split between the cores by hand, the SGD update of the big weight matrix
+//! ([`gemm`]) split between the cores by hand, the SGD update of the big weight matrix
 //! is folded into the product that computes its gradient, and everything else is a few
 //! loops over the batch.
 //!
@@ -42,15 +42,18 @@
 //! dropout masks as [`crate::models::head::dropout`] from the same seeds, and sums in
 //! another order, so results equal the autograd path to float round-off.
 
+mod gemm;
+mod team;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
-use super::gemm::{self, w_index, zm_panel, AlignedBuf, Epilogue, SparseRows, BP, FP};
-use super::team::Team;
 use crate::models::head::{draw_seed, draw_seeds, DropoutMask, OneHidden};
 use crate::{Error, Result};
+use gemm::{w_index, zm_panel, AlignedBuf, Epilogue, SparseRows, BP, FP};
+use team::Team;
 
 /// Hidden units `r0..r1`: that share of W1 and everything computed per hidden unit. Per-unit
 /// arrays are unit-major (`[q·n + i]` for unit r0 + q and batch row i).

@@ -113,7 +113,7 @@ impl Pipeline {
     pub fn key(&self) -> String {
         format!(
             "pipeline-v2 decoder {} {self:?}",
-            crate::decode::DECODER_VERSION
+            crate::image::decode::DECODER_VERSION
         )
     }
 
@@ -128,7 +128,7 @@ impl Pipeline {
 // ---------------------------------------------------------------------------------------------
 // Random numbers
 
-pub use crate::rng::Rng;
+pub use crate::util::rng::Rng;
 
 /// Stream ids so shuffling and augmentation never share random numbers.
 pub const STREAM_AUG: u64 = 1;

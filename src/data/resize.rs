@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use image::ImageFormat;
 use rayon::prelude::*;
 
-use crate::decode::{decode_file, RgbImage};
+use crate::image::decode::{decode_file, RgbImage};
 use crate::{Error, Result};
 
 /// Pillow's default JPEG quality (what the original's `im.save(dest)` used).

@@ -1,5 +1,5 @@
 //! The two single-threaded float32 matrix products of the fused head step
-//! (`fused_head.rs`), on operands that the step writes directly in the layouts the kernels
+//! (`fused_head/mod.rs`), on operands that the step writes directly in the layouts the kernels
 //! read front to back, so nothing is packed at run time.
 //!
 //! Why not libtorch's `mm`: the head step splits each product between the cores by hand, and
@@ -175,6 +175,7 @@ impl SparseRows {
         self.start.len().saturating_sub(1)
     }
     /// Nonzero values in all.
+    #[cfg(test)]
     pub fn nonzeros(&self) -> usize {
         self.len
     }
@@ -425,7 +426,7 @@ pub fn sgd_update(w: &mut f32, v: &mut f32, g: f32, lr: f32, wd: f32, mu: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use crate::util::rng::Rng;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);

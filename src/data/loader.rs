@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use crate::decode::decode_file;
+use crate::image::decode::decode_file;
 use crate::transforms::{Pipeline, Rng, Src, SrcRef, STREAM_AUG, STREAM_SHUFFLE};
 use crate::{Error, Result};
 
@@ -133,7 +133,7 @@ impl ImageArray {
         }
     }
     fn compute_digest(&self) -> String {
-        let mut h = crate::train::cache::KeyHasher::default();
+        let mut h = crate::cache::KeyHasher::default();
         h.str(&format!("array {}x{}x{}", self.len(), self.rows, self.cols));
         match &self.data {
             ArrayData::U8(v) => h.str("u8").bytes(v),
@@ -268,13 +268,13 @@ impl DataLoader {
 
     /// Adds what identifies the items' content to a cache key: each file's path, size and
     /// time, or the digest of images held in memory.
-    pub fn hash_content(&self, h: &mut crate::train::cache::KeyHasher) -> Result<()> {
+    pub fn hash_content(&self, h: &mut crate::cache::KeyHasher) -> Result<()> {
         match &self.inner.images {
             Some(images) => {
                 h.str(&images.digest);
                 Ok(())
             }
-            None => crate::train::cache::hash_files(h, self.root(), &self.files()),
+            None => crate::cache::hash_files(h, self.root(), &self.files()),
         }
     }
 

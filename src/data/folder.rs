@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::decode::has_image_extension;
+use crate::image::decode::has_image_extension;
 use crate::{Error, Result};
 
 /// What the scanner left out, so the Python layer can report it.
@@ -177,7 +177,7 @@ pub fn scan_labelled(
                 why += &format!(
                     " ({n} {what} by extension or type, e.g. {shown:?}; \
                      image extensions: {})",
-                    crate::decode::IMAGE_EXTENSIONS.join(", ")
+                    crate::image::decode::IMAGE_EXTENSIONS.join(", ")
                 );
             }
             return Err(Error::layout(cdir, why));

@@ -1,0 +1,3 @@
+//! Small pieces every layer uses.
+
+pub mod rng;
