@@ -618,12 +618,17 @@ fn resize_window(
         Work::U8(v) => v.resize(n, 0),
         Work::F32(v) => v.resize(n, 0.0),
     }
-    let exact = h == rows as f64 && w == cols as f64 && top.fract() == 0.0 && left.fract() == 0.0;
+    let exact = h == rows as f64
+        && w == cols as f64
+        && top.fract() == 0.0
+        && left.fract() == 0.0
+        && top + h <= src.rows as f64
+        && left + w <= src.cols as f64;
+    // A window that pokes out of the image (a crop larger than an image scaled below `sz`)
+    // goes through the resizer below, which stretches what there is, as for every other such
+    // window.
     if exact {
         let (t, l) = (top as usize, left as usize);
-        if t + rows > src.rows || l + cols > src.cols {
-            return Err("crop window outside the image".into());
-        }
         for r in 0..rows {
             let a = ((t + r) * src.cols + l) * 3;
             let o = r * cols * 3;
@@ -839,7 +844,10 @@ fn write_mapped<T: Texels + ?Sized>(
             let at = |j: usize| (ry + j as f32 * dj.0, rx + j as f32 * dj.1);
             let (lo_y, hi_y) = interval(ry, dj.0, ymax, sz);
             let (lo_x, hi_x) = interval(rx, dj.1, xmax, sz);
-            (jlo, jhi) = (lo_y.max(lo_x), hi_y.min(hi_x));
+            // Where the two intervals do not overlap (a row that misses the image, as in the
+            // padding), the intersection is empty, never jlo > jhi.
+            jlo = lo_y.max(lo_x);
+            jhi = hi_y.min(hi_x).max(jlo);
             while jlo < jhi && !inside(at(jlo).0, at(jlo).1) {
                 jlo += 1;
             }
@@ -1509,3 +1517,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod sweep_tests;
