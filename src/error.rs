@@ -41,6 +41,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// The image pipeline failed on an image it accepted: a bug, not the file's fault, so
+    /// `skip_bad` never skips it.
+    #[error("image pipeline: {reason}")]
+    Pipeline { reason: String },
+
     /// An error raised inside libtorch, with the operation that raised it.
     #[error("{op}: {source}")]
     Torch { op: String, source: tch::TchError },

@@ -26,4 +26,10 @@ class CacheError(FastaiError, OSError):
     """The precomputed-activation cache is unusable."""
 
 
-__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError"]
+class PipelineError(FastaiError, RuntimeError):
+    """The image pipeline failed on an image it had accepted: a bug in fastai-rs, not a bad
+    file, so `skip_bad` does not skip it."""
+
+
+__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError",
+           "PipelineError"]

@@ -16,7 +16,9 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::image::decode::decode_file;
-use crate::transforms::{Pipeline, Rng, Src, SrcRef, STREAM_AUG, STREAM_SHUFFLE};
+use crate::image::resample::f32_bytes;
+use crate::transforms::{Pipeline, Src, SrcRef};
+use crate::util::rng::{Rng, Stream};
 use crate::{Error, Result};
 
 /// One batch: `x` is `n × 3 × sz × sz` normalised floats, CHW, row-major.
@@ -137,7 +139,7 @@ impl ImageArray {
         h.str(&format!("array {}x{}x{}", self.len(), self.rows, self.cols));
         match &self.data {
             ArrayData::U8(v) => h.str("u8").bytes(v),
-            ArrayData::F32(v) => h.str("f32").bytes(crate::transforms::f32_bytes(v)),
+            ArrayData::F32(v) => h.str("f32").bytes(f32_bytes(v)),
         };
         h.hex()
     }
@@ -208,11 +210,6 @@ impl DataLoader {
         if cfg.batch_size == 0 {
             return Err(Error::InvalidArgument(
                 "batch size must be at least 1".into(),
-            ));
-        }
-        if pipeline.sz == 0 {
-            return Err(Error::InvalidArgument(
-                "image size sz must be at least 1".into(),
             ));
         }
         if let Some(n) = targets.len() {
@@ -292,7 +289,7 @@ impl DataLoader {
         self.inner.cfg.batch_size
     }
     pub fn sz(&self) -> usize {
-        self.inner.pipeline.sz
+        self.inner.pipeline.sz()
     }
     pub fn seed(&self) -> u64 {
         self.inner.cfg.seed
@@ -330,7 +327,7 @@ impl DataLoader {
         let n = self.inner.files.len();
         let mut idx: Vec<usize> = (0..n).collect();
         if self.inner.cfg.shuffle {
-            let mut rng = Rng::for_item(self.inner.cfg.seed, STREAM_SHUFFLE, epoch, 0);
+            let mut rng = Rng::for_item(self.inner.cfg.seed, Stream::Shuffle, epoch, 0);
             for i in (1..n).rev() {
                 let j = rng.below(i as u64 + 1) as usize;
                 idx.swap(i, j);
@@ -355,12 +352,12 @@ impl DataLoader {
                 }
             }
         };
-        let mut rng = Rng::for_item(inner.cfg.seed, STREAM_AUG, epoch, index as u64);
+        let mut rng = Rng::for_item(inner.cfg.seed, Stream::Aug, epoch, index as u64);
         let params = inner.pipeline.draw(&mut rng);
         inner
             .pipeline
             .apply(&src, &params, out)
-            .map_err(|reason| Error::decode(&path, format!("transform failed: {reason}")))
+            .map_err(crate::transforms::naming_image(&path))
     }
 
     /// Hands a batch's `x` back for reuse once the consumer is done with it (optional; the

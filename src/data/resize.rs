@@ -20,18 +20,12 @@ use image::ImageFormat;
 use rayon::prelude::*;
 
 use crate::image::decode::{decode_file, RgbImage};
+use crate::image::resample::{resize_rgb8, scale_min};
+use crate::transforms::naming_image;
 use crate::{Error, Result};
 
 /// Pillow's default JPEG quality (what the original's `im.save(dest)` used).
 const JPEG_QUALITY: i32 = 75;
-
-/// The size of the copy of a `width × height` image: the smaller side becomes `targ`, the
-/// other `max(floor(side · targ / smaller), targ)` (fastai's `scale_to`).
-pub fn target_size(width: usize, height: usize, targ: usize) -> (usize, usize) {
-    let ratio = targ as f64 / width.min(height) as f64;
-    let scale = |side: usize| ((side as f64 * ratio).floor() as usize).max(targ);
-    (scale(width), scale(height))
-}
 
 /// What [`resize_files`] did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -98,8 +92,8 @@ fn resize_one(src: &Path, dst: &Path, targ: usize) -> Result<Outcome> {
         return Ok(Outcome::Current);
     }
     let img = decode_file(src)?;
-    let (w, h) = target_size(img.width, img.height, targ);
-    let small = resize_rgb(img, w, h).map_err(|e| Error::decode(src, e))?;
+    let (h, w) = scale_min(img.height, img.width, targ);
+    let small = resize_rgb(img, w, h).map_err(naming_image(src))?;
     let bytes = encode(small, dst)?;
     write_whole(dst, &bytes, src_time)?;
     Ok(Outcome::Written)
@@ -108,11 +102,11 @@ fn resize_one(src: &Path, dst: &Path, targ: usize) -> Result<Outcome> {
 /// `img` resized to `w × h` with the pipeline's antialiased bilinear filter (what PIL's
 /// `resize(..., BILINEAR)` does: the filter widens with the reduction, so no source pixel is
 /// skipped).
-fn resize_rgb(img: RgbImage, w: usize, h: usize) -> std::result::Result<RgbImage, String> {
+fn resize_rgb(img: RgbImage, w: usize, h: usize) -> Result<RgbImage> {
     if (w, h) == (img.width, img.height) {
         return Ok(img);
     }
-    let data = crate::transforms::resize_rgb8(&img.data, img.height, img.width, h, w)?;
+    let data = resize_rgb8(&img.data, img.height, img.width, h, w)?;
     Ok(RgbImage {
         width: w,
         height: h,
@@ -168,18 +162,4 @@ fn write_whole(dst: &Path, bytes: &[u8], time: SystemTime) -> Result<()> {
         let _ = fs::remove_file(dst);
         Error::io(dst, e)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::target_size;
-
-    #[test]
-    fn the_smaller_side_becomes_the_target() {
-        // fastai's scale_to: max(floor(side * targ / smaller), targ).
-        assert_eq!(target_size(500, 375, 340), (453, 340));
-        assert_eq!(target_size(375, 500, 340), (340, 453));
-        assert_eq!(target_size(100, 50, 340), (680, 340));
-        assert_eq!(target_size(64, 64, 32), (32, 32));
-    }
 }

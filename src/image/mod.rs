@@ -1,3 +1,4 @@
-//! Images: decoding files into 8-bit RGB pixels.
+//! Images: decoding files into 8-bit RGB pixels, and resampling them.
 
 pub mod decode;
+pub mod resample;

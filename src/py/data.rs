@@ -17,8 +17,9 @@ use crate::data::loader::{
     thread_pool, ArrayData, BatchIter, DataLoader, ImageArray, LoaderConfig, Targets,
 };
 use crate::transforms::{
-    Aug, AugDraw, Border, CropKind, Params, Pipeline, RandomScale, Rng, Src, SrcRef, STREAM_AUG,
+    Aug, AugDraw, Border, CropKind, Params, Pipeline, PipelineSpec, RandomScale, Src, SrcRef,
 };
+use crate::util::rng::{Rng, Stream};
 
 // ---------------------------------------------------------------------------------------------
 // Pipeline specs (built by fastai/transforms.py `Transforms._spec()`)
@@ -52,11 +53,6 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
     let crop_name: String = req(spec, "crop")?;
     let mean: [f32; 3] = req(spec, "mean")?;
     let std: [f32; 3] = req(spec, "std")?;
-    if std.iter().any(|&s| s == 0.0 || !s.is_finite()) {
-        return Err(PyValueError::new_err(format!(
-            "std must be finite and non-zero, got {std:?}"
-        )));
-    }
     let crop = match crop_name.as_str() {
         "random" => CropKind::Random,
         "center" => CropKind::Center,
@@ -100,18 +96,10 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
             "stretch" => Aug::Stretch {
                 max: req(a, "max_stretch")?,
             },
-            "blur" => {
-                let sizes: Vec<usize> = req(a, "sizes")?;
-                if sizes.is_empty() || sizes.iter().any(|k| k % 2 == 0) {
-                    return Err(PyValueError::new_err(format!(
-                        "blur kernel sizes must be odd, got {sizes:?}"
-                    )));
-                }
-                Aug::Blur {
-                    sizes,
-                    p: req(a, "p")?,
-                }
-            }
+            "blur" => Aug::Blur {
+                sizes: req(a, "sizes")?,
+                p: req(a, "p")?,
+            },
             "cutout" => Aug::Cutout {
                 n_holes: req(a, "n_holes")?,
                 length: req(a, "length")?,
@@ -130,7 +118,7 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
             }
         });
     }
-    Ok(Pipeline {
+    Pipeline::new(PipelineSpec {
         sz,
         scale: scale.map(|(lo, hi, p)| RandomScale { lo, hi, p }),
         pad,
@@ -140,6 +128,7 @@ fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
         mean,
         std,
     })
+    .map_err(super::to_pyerr)
 }
 
 fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>> {
@@ -669,8 +658,8 @@ fn transform_image<'py>(
     }
     let (rows, cols) = (shape[0], shape[1]);
     let owned = pixels_from_py(img, "image")?;
-    let params = pipeline.draw(&mut Rng::for_item(seed, STREAM_AUG, epoch, index));
-    let sz = pipeline.sz;
+    let params = pipeline.draw(&mut Rng::for_item(seed, Stream::Aug, epoch, index));
+    let sz = pipeline.sz();
     let p2 = params.clone();
     let out = py
         .allow_threads(move || {
@@ -683,7 +672,7 @@ fn transform_image<'py>(
                 .apply(&Src { data, rows, cols }, &p2, &mut out)
                 .map(|_| out)
         })
-        .map_err(PyValueError::new_err)?;
+        .map_err(super::to_pyerr)?;
     let a = Array3::from_shape_vec((3, sz, sz), out)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
@@ -708,7 +697,7 @@ fn time_pipeline(
     let data: Vec<u8> = img.as_array().iter().copied().collect();
     let (rows, cols) = (shape[0], shape[1]);
     py.allow_threads(move || {
-        let mut out = vec![0f32; 3 * pipeline.sz * pipeline.sz];
+        let mut out = vec![0f32; 3 * pipeline.sz() * pipeline.sz()];
         let src = Src {
             data: SrcRef::U8(&data),
             rows,
@@ -716,12 +705,12 @@ fn time_pipeline(
         };
         let t = std::time::Instant::now();
         for i in 0..n.max(1) {
-            let params = pipeline.draw(&mut Rng::for_item(0, STREAM_AUG, 0, i as u64));
+            let params = pipeline.draw(&mut Rng::for_item(0, Stream::Aug, 0, i as u64));
             pipeline.apply(&src, &params, &mut out)?;
         }
         Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
     })
-    .map_err(|e: String| PyValueError::new_err(e))
+    .map_err(super::to_pyerr)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

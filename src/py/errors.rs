@@ -68,6 +68,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::Weights { .. } => fastai_exception("WeightsError", msg),
         Error::Cache { .. } => fastai_exception("CacheError", msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
+        Error::Pipeline { .. } => fastai_exception("PipelineError", msg),
         Error::Torch { .. } => PyRuntimeError::new_err(msg),
         Error::Callback => PyRuntimeError::new_err(msg),
         Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),

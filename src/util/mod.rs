@@ -1,3 +1,4 @@
 //! Small pieces every layer uses.
 
+pub mod cpu;
 pub mod rng;

@@ -39,14 +39,7 @@ const KC: usize = 128;
 
 /// Whether this CPU can run the kernels.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::util::cpu::has_avx2_fma()
 }
 
 /// One cache line of floats: the unit of [`AlignedBuf`].
