@@ -4,8 +4,8 @@
 //!
 //! | module       | concern                                                            |
 //! |--------------|--------------------------------------------------------------------|
-//! | `util`       | seeded random streams                                              |
-//! | `image`      | decoding files into RGB pixels                                     |
+//! | `util`       | seeded random streams, the CPU-feature probe                       |
+//! | `image`      | decoding files into RGB pixels, resampling them                    |
 //! | `transforms` | the fused augmentation pipeline (fastai.transforms)                |
 //! | `data`       | folder/CSV scanning, the batch loader, `data.resize` (fastai.dataset) |
 //! | `models`     | architectures, the parameter store, fastai's head                  |

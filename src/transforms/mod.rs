@@ -127,8 +127,8 @@ pub struct PipelineSpec {
 }
 
 /// A complete transform (one of the two that `tfms_from_model` returns), checked: every
-/// parameter is in the range its step is defined for, so running it on any image gives finite
-/// values. Built only by [`Pipeline::new`].
+/// parameter is in the range its step is defined for, so running it on any image of finite
+/// values gives finite values. Built only by [`Pipeline::new`].
 //
 // The field names and the type's name are part of `key()` (through Debug): renaming one
 // changes every cache key.

@@ -214,7 +214,7 @@ fn stretch(s: f64, tall: bool, rows: usize, cols: usize) -> Geo {
 
 /// Centre-crop offset: ceil((n − s) / 2).
 fn center_offset(n: usize, s: usize) -> usize {
-    (n.saturating_sub(s) + 1) / 2
+    n.saturating_sub(s).div_ceil(2)
 }
 
 /// Random-crop offset: floor(u · (n − s)).
