@@ -22,8 +22,14 @@ class WeightsError(FastaiError, ValueError):
     """A weights file does not fit the model (missing, unexpected or mis-shaped keys)."""
 
 
+class TransformsRequiredError(FastaiError, ValueError, AssertionError):
+    """Image data was built without a training and a validation transform (fastai 0.7
+    asserted it, so this is also an AssertionError)."""
+
+
 class CacheError(FastaiError, OSError):
     """The precomputed-activation cache is unusable."""
 
 
-__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError"]
+__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError",
+           "TransformsRequiredError"]
