@@ -540,7 +540,6 @@ class ImageClassifierData:
         has_tfms = _has_tfms(tfms)
         if tfms is not None and len(tfms) == 2 and (tfms[0] is None) != (tfms[1] is None):
             raise ValueError("from_arrays: pass both transforms (train, validation) or neither")
-        _check_loader_args(bs, num_workers)
 
         def split(xy, what, labelled=True):
             x, y = (xy if labelled else (xy, None))
