@@ -647,8 +647,8 @@ class ConvLearner(Learner):
         try:
             for i in range(n_aug):
                 with self._autocast():
-                    p, y, _ = self._native.predict_loader(dl._native, 1000 + self._epochs_seen * 16 + i,
-                                                          False, None)
+                    # Pass i's draws: the aug loaders draw from the test-time stream.
+                    p, y, _ = self._native.predict_loader(dl._native, i, False, None)
                 outs.append(to_np(self._all_rows(p, y, self._loader_skips(dl), is_test)[0]))
                 bar.update(i + 1)
         finally:

@@ -27,6 +27,7 @@ import torch
 from . import _native
 from . import _progress
 from . import core
+from .exceptions import TransformsRequiredError
 
 from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
 from . import transforms as _transforms  # noqa: E402
@@ -38,7 +39,15 @@ __all__, __getattr__ = _exports.reexport(__name__, [
         "open_image", "read_dir", "folder_source", "csv_source", "parse_csv_labels"
     ], [_imports, _torch_imports, core, _transforms])
 
-_PREFETCH = 4
+def _has_tfms(tfms):
+    return tfms is not None and len(tfms) == 2 and tfms[0] is not None and tfms[1] is not None
+
+
+def _require_tfms(tfms):
+    """Image files need a training and a validation transform (fastai 0.7 asserted it; the
+    error is still an AssertionError for code that catches that, and a ValueError)."""
+    if not _has_tfms(tfms):
+        raise TransformsRequiredError("please provide transformations for your train and validation sets")
 
 
 def _check_loader_args(bs, num_workers):
@@ -119,23 +128,30 @@ def _nhot(fnames, csv_labels, classes):
 
 
 class FilesDataset:
-    """Files under `path` with labels `y` and a transform; `ds[i] -> (x, y)`."""
+    """Files under `path` with labels `y` and a transform; `ds[i] -> (x, y)`. The files and
+    labels live in the Rust dataset that this split's loaders share; `_native` is the loader
+    that applies this dataset's transform."""
 
     is_multi = False
     is_reg = False
 
-    def __init__(self, fnames, y, transform, path, native, classes=None):
+    def __init__(self, fnames, transform, path, native, classes=None):
         self.path = path
         # As in fastai 0.7: a list for folder data (`from_paths`, test folders), the numpy
         # array of the split for `from_csv` / `from_names_and_array`.
         self.fnames = fnames if isinstance(fnames, np.ndarray) else list(fnames)
-        self.y = y
         self.transform = transform
         self.classes = classes
         self._native = native
         # Random transforms are re-drawn on every access (as the original); the draws follow
-        # the data seed, on a stream separate from the loaders' epochs.
-        self._draws = itertools.count(1 << 32)
+        # the data seed, on the dataset-item stream (apart from the loaders' epochs).
+        self._draws = itertools.count()
+
+    @property
+    def y(self):
+        """The labels, as the loaders and precompute read them: int64 class indices, float32
+        n-hot or regression rows, float32 zeros (N,) for an unlabelled test set."""
+        return self._native.dataset.y
 
     def __len__(self):
         return len(self.fnames)
@@ -225,9 +241,15 @@ class ArraysDataset(FilesDataset):
     dataset has a transform, else `x[i]` as float32. No files: no `path` or `fnames`."""
 
     def __init__(self, x, y, transform, native, classes=None, c=None):
-        self.x, self.y, self.transform, self.classes = x, y, transform, classes
+        self.x, self.transform, self.classes = x, transform, classes
+        # The labels when no Rust dataset holds them (untransformed arrays, no loader).
+        self._y = y
         self._native, self._c = native, c
-        self._draws = itertools.count(1 << 32)
+        self._draws = itertools.count()
+
+    @property
+    def y(self):
+        return self._y if self._native is None else self._native.dataset.y
 
     def __len__(self):
         return len(self.x)
@@ -259,7 +281,8 @@ class ArraysIndexDataset(ArraysDataset):
 
 class _ArrayLoader:
     """Batches of untransformed in-memory items (`from_arrays` without transforms): x float32
-    `x[idx]`, y int64; a new order every pass when shuffling (from the data seed)."""
+    `x[idx]`, y int64; a new order every pass when shuffling, the same `epoch_order` as the
+    Rust loaders."""
 
     def __init__(self, dataset, batch_size, shuffle, seed):
         self.dataset, self.batch_size, self.shuffle, self._seed = dataset, batch_size, shuffle, seed
@@ -272,7 +295,8 @@ class _ArrayLoader:
     def __iter__(self):
         epoch, self._epoch = self._epoch, self._epoch + 1
         n = len(self.dataset)
-        order = np.random.default_rng([self._seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        order = np.asarray(_native.epoch_order(n, self._seed, epoch) if self.shuffle else range(n),
+                           dtype=np.int64)
         for i in range(0, n, self.batch_size):
             idx = order[i:i + self.batch_size]
             x = torch.from_numpy(np.ascontiguousarray(self.dataset.x[idx], dtype=np.float32))
@@ -325,45 +349,77 @@ def _seed_or_random(seed):
     return int(seed)
 
 
+class _Split:
+    """One split as a constructor hands it to the builder: image files (`fnames`, relative to
+    the image folder) or images held in memory (`x`), and labels `y` (None: unlabelled)."""
+
+    __slots__ = ("fnames", "x", "y")
+
+    def __init__(self, fnames=None, y=None, x=None):
+        self.fnames, self.y, self.x = fnames, y, x
+
+
 class ImageClassifierData:
     """Training, validation (and optional test) images with their six loaders (spec §2.4)."""
 
-    def __init__(self, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad,
-                 kind="class", skipped=None, img_path=None):
-        if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
-            raise AssertionError("please provide transformations for your train and validation sets")
+    def __init__(self, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad=False,
+                 kind="class", skipped=None, img_path=None, c=None):
+        """The one builder behind every constructor: `trn`, `val` and `test` (or None) are
+        `_Split`s, all of files or all of arrays; `kind` says what labels are ('class',
+        'multihot', 'continuous'); `c` is the class count of arrays without class names."""
+        arrays = trn.x is not None
+        if not arrays:
+            _require_tfms(tfms)
         _check_loader_args(bs, num_workers)
+        has_tfms = _has_tfms(tfms)
         self.path, self.bs, self.num_workers = path, bs, num_workers
-        # Where the images are read from: `path`, or the copies made by `resize`.
-        self.img_path = path if img_path is None else img_path
+        # Where the images are read from: `path`, or the copies made by `resize` (None: arrays).
+        self.img_path = None if arrays else (path if img_path is None else img_path)
         # What `resize` needs to build the same data on the copies.
-        self._splits, self._tfms, self._skip_bad, self._kind = (trn, val, test), tfms, skip_bad, kind
+        self._splits = None if arrays else (trn, val, test)
+        self._tfms, self._skip_bad, self._kind = tfms, skip_bad, kind
         self.classes, self.seed = classes, seed
         self.skipped = skipped or {}
         self._pool = _native.ThreadPool(num_workers if num_workers else 1)
-        trn_tfm, val_tfm = tfms
+        trn_tfm, val_tfm = tfms if has_tfms else (None, None)
         ds_cls = {"class": FilesIndexArrayDataset, "multihot": FilesNhotArrayDataset,
                   "continuous": FilesArrayDataset}[kind]
 
-        def make(files_y, tfm, shuffle, cls=ds_cls, kind=kind):
-            fnames, y = files_y
-            tk = kind if y is not None else "none"
-            native = _native.DataLoader(
-                os.fspath(self.img_path), list(fnames), tk,
-                None if y is None else np.asarray(y, dtype=np.float64), tfm._spec(), bs, shuffle,
-                seed, self._pool, _PREFETCH, skip_bad)
-            ds = cls(fnames, y if y is not None else np.zeros(len(fnames), dtype=np.float32),
-                     tfm, self.img_path, native, classes)
+        def dataset(split):
+            """The split's Rust dataset (items and labels), shared by its two loaders."""
+            if split is None or not has_tfms:
+                return None
+            tk = kind if split.y is not None else "none"
+            y = None if split.y is None else np.ascontiguousarray(
+                split.y, dtype=np.int64 if tk == "class" else np.float32)
+            if arrays:
+                return _native.Dataset.from_images(np.ascontiguousarray(split.x), tk, y)
+            return _native.Dataset.from_files(os.fspath(self.img_path), list(split.fnames), tk, y)
+
+        def make(split, nds, tfm, shuffle, tta=False):
+            if nds is None:  # arrays without transforms: no Rust loader
+                y = split.y if split.y is not None else np.zeros(len(split.x), dtype=np.float32)
+                return _ArrayLoader(ArraysIndexDataset(split.x, y, None, None, classes, c), bs,
+                                    shuffle, seed)
+            native = _native.DataLoader(nds, tfm._spec(), self._pool, bs=bs, shuffle=shuffle,
+                                        seed=seed, skip_bad=skip_bad, tta=tta)
+            if arrays:
+                ds = ArraysIndexDataset(split.x, None, tfm, native, classes, c)
+            else:
+                cls = ds_cls if split.y is not None else _TestDataset
+                ds = cls(split.fnames, tfm, self.img_path, native, classes)
             return DataLoader(ds, native, bs, shuffle, num_workers)
 
-        self.trn_dl = make(trn, trn_tfm, True)
-        self.val_dl = make(val, val_tfm, False)
-        self.fix_dl = make(trn, val_tfm, False)
-        self.aug_dl = make(val, trn_tfm, False)
+        trn_ds, val_ds = dataset(trn), dataset(val)
+        self.trn_dl = make(trn, trn_ds, trn_tfm, True)
+        self.val_dl = make(val, val_ds, val_tfm, False)
+        self.fix_dl = make(trn, trn_ds, val_tfm, False)
+        # Test-time augmentation: the training transform, drawing on its own stream.
+        self.aug_dl = make(val, val_ds, trn_tfm, False, tta=True)
         if test is not None:
-            tcls = ds_cls if test[1] is not None else _TestDataset
-            self.test_dl = make(test, val_tfm, False, cls=tcls)
-            self.test_aug_dl = make(test, trn_tfm, False, cls=tcls)
+            test_ds = dataset(test)
+            self.test_dl = make(test, test_ds, val_tfm, False)
+            self.test_aug_dl = make(test, test_ds, trn_tfm, False, tta=True)
         else:
             self.test_dl = self.test_aug_dl = None
 
@@ -425,7 +481,7 @@ class ImageClassifierData:
             raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
         dst = os.path.join(os.fspath(self.path), os.fspath(new_path), str(targ))
         trn, val, test = self._splits
-        files = list(dict.fromkeys(f for split in (trn, val, test) if split is not None for f in split[0]))
+        files = list(dict.fromkeys(f for split in (trn, val, test) if split is not None for f in split.fnames))
         failed = []
         bar = _progress.ProgressBar(len(files), desc=f"resize {targ}", leave=False, unit="img")
         try:
@@ -453,8 +509,7 @@ class ImageClassifierData:
                    test_name=None, test_with_labels=False, num_workers=8, seed=None,
                    skip_bad=False):
         """Images in `path/trn_name/<class>/*` and `path/val_name/<class>/*` (spec §2.2)."""
-        if tfms is None or len(tfms) != 2 or tfms[0] is None or tfms[1] is None:
-            raise AssertionError("please provide transformations for your train and validation sets")
+        _require_tfms(tfms)  # before scanning: the missing transforms are the first thing to say
         root = os.fspath(path)
         trn_f, trn_y, classes, sk_t = _native.scan_labelled(root, trn_name, None)
         val_f, val_y, _, sk_v = _native.scan_labelled(root, val_name, classes)
@@ -463,14 +518,14 @@ class ImageClassifierData:
         if test_name:
             if test_with_labels:
                 tf, ty, _, sk = _native.scan_labelled(root, test_name, classes)
-                test = (tf, ty)
+                test = _Split(tf, ty)
             else:
                 tf, sk = _native.scan_flat(root, test_name)
-                test = (tf, None)
+                test = _Split(tf)
             skipped[test_name] = sk
         _warn_non_images(skipped)
-        return cls(path, bs, num_workers, classes, _seed_or_random(seed), (trn_f, trn_y),
-                   (val_f, val_y), test, tfms, skip_bad, skipped=skipped)
+        return cls(path, bs, num_workers, classes, _seed_or_random(seed), _Split(trn_f, trn_y),
+                   _Split(val_f, val_y), test, tfms, skip_bad, skipped=skipped)
 
     @classmethod
     def from_arrays(cls, path, trn, val, bs=64, tfms=(None, None), classes=None, num_workers=4,
@@ -482,15 +537,9 @@ class ImageClassifierData:
         is keyed by the arrays' values). Without transforms, items are `x[i]` as float32, any
         shape, for iteration only (the original then failed at batch time on uint8 data, rough
         edge 14: here uint8 without transforms is refused at once)."""
-        has_tfms = tfms is not None and len(tfms) == 2 and tfms[0] is not None and tfms[1] is not None
+        has_tfms = _has_tfms(tfms)
         if tfms is not None and len(tfms) == 2 and (tfms[0] is None) != (tfms[1] is None):
             raise ValueError("from_arrays: pass both transforms (train, validation) or neither")
-        _check_loader_args(bs, num_workers)
-        self = cls.__new__(cls)
-        self.path, self.bs, self.num_workers = path, bs, num_workers
-        self.img_path, self.classes, self.seed = None, classes, _seed_or_random(seed)
-        self.skipped, self._splits, self._tfms = {}, None, tfms
-        self._pool = _native.ThreadPool(num_workers if num_workers else 1)
 
         def split(xy, what, labelled=True):
             x, y = (xy if labelled else (xy, None))
@@ -513,8 +562,7 @@ class ImageClassifierData:
                 if lo < -1e-3 or hi > 1 + 1e-3:
                     raise ValueError(f"from_arrays: {what} float images must be in [0, 1], found "
                                      f"{lo:g}..{hi:g} (divide by 255, or pass uint8)")
-            images = _native.ImageArray(np.ascontiguousarray(x)) if has_tfms else None
-            return x, y, images
+            return _Split(y=y, x=x)
 
         trn_p, val_p = split(trn, "training"), split(val, "validation")
         test_p = None
@@ -522,36 +570,14 @@ class ImageClassifierData:
             test_p = split(test, "test", labelled=isinstance(test, (tuple, list)) and len(test) == 2)
         # One class count for every split (the original took the training labels' max + 1,
         # and a validation label above it failed inside the loss).
-        labelled = [p[1] for p in (trn_p, val_p) + ((test_p,) if test_p is not None else ()) if p[1] is not None]
+        labelled = [p.y for p in (trn_p, val_p, test_p) if p is not None and p.y is not None]
         n_classes = len(classes) if classes else max((int(y.max()) + 1 for y in labelled if len(y)), default=0)
         for y in labelled:
             if len(y) and (y.min() < 0 or y.max() >= n_classes):
                 raise ValueError(f"from_arrays: labels must be class indices in 0..{n_classes - 1} "
                                  f"(found {int(y.min())}..{int(y.max())})")
-
-        def make(parts, tfm, shuffle, cls_=ArraysIndexDataset):
-            x, y, images = parts
-            yy = y if y is not None else np.zeros(len(x), dtype=np.float32)
-            if not has_tfms:
-                return _ArrayLoader(cls_(x, yy, None, None, classes, n_classes), bs, shuffle, self.seed)
-            native = _native.DataLoader.from_array(
-                images, "class" if y is not None else "none",
-                None if y is None else y.astype(np.float64), tfm._spec(), bs, shuffle, self.seed,
-                self._pool, _PREFETCH)
-            return DataLoader(cls_(x, yy, tfm, native, classes, n_classes), native, bs, shuffle,
-                              num_workers)
-
-        trn_tfm, val_tfm = tfms if has_tfms else (None, None)
-        self.trn_dl = make(trn_p, trn_tfm, True)
-        self.val_dl = make(val_p, val_tfm, False)
-        self.fix_dl = make(trn_p, val_tfm, False)
-        self.aug_dl = make(val_p, trn_tfm, False)
-        if test is not None:
-            self.test_dl = make(test_p, val_tfm, False)
-            self.test_aug_dl = make(test_p, trn_tfm, False)
-        else:
-            self.test_dl = self.test_aug_dl = None
-        return self
+        return cls(path, bs, num_workers, classes, _seed_or_random(seed), trn_p, val_p, test_p,
+                   tfms, c=n_classes)
 
     @classmethod
     def from_csv(cls, path, folder, csv_fname, bs=64, tfms=(None, None), val_idxs=None, suffix="",
@@ -607,11 +633,11 @@ class ImageClassifierData:
         else:
             kind, y = "multihot", y.astype(np.float32)
         fn = np.array(fnames)
-        trn = (fn[~mask], y[~mask])
-        val = (fn[mask], y[mask])
+        trn = _Split(fn[~mask], y[~mask])
+        val = _Split(fn[mask], y[mask])
         test = None
         if test_name:
             tf, _ = _native.scan_flat(os.fspath(path), test_name)
-            test = (tf, None)
+            test = _Split(tf)
         return cls(path, bs, num_workers, list(classes), _seed_or_random(seed), trn, val, test,
                    tfms, skip_bad, kind=kind)

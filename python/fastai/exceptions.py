@@ -22,6 +22,11 @@ class WeightsError(FastaiError, ValueError):
     """A weights file does not fit the model (missing, unexpected or mis-shaped keys)."""
 
 
+class TransformsRequiredError(FastaiError, ValueError, AssertionError):
+    """Image data was built without a training and a validation transform (fastai 0.7
+    asserted it, so this is also an AssertionError)."""
+
+
 class CacheError(FastaiError, OSError):
     """The precomputed-activation cache is unusable."""
 
@@ -32,4 +37,4 @@ class PipelineError(FastaiError, RuntimeError):
 
 
 __all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError",
-           "PipelineError"]
+           "PipelineError", "TransformsRequiredError"]

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::image::decode::has_image_extension;
 use crate::{Error, Result};
 
-/// What the scanner left out, so the Python layer can report it.
+/// What a folder scan left out, so the Python layer can report it.
 #[derive(Clone, Debug, Default)]
-pub struct Skipped {
+pub struct ScanReport {
     /// Entries whose name starts with a dot (`.DS_Store`, `.ipynb_checkpoints`, ...).
     pub hidden: usize,
     /// Files without an image extension (`Thumbs.db`, `labels.csv`, ...), sub-folders of
@@ -24,7 +24,7 @@ pub struct Skipped {
     pub examples: Vec<String>,
 }
 
-impl Skipped {
+impl ScanReport {
     fn non_image(&mut self, path: &Path, root: &Path) {
         self.non_image += 1;
         if self.examples.len() < 5 {
@@ -40,7 +40,7 @@ pub struct LabelledFiles {
     pub fnames: Vec<String>,
     pub labels: Vec<i64>,
     pub classes: Vec<String>,
-    pub skipped: Skipped,
+    pub skipped: ScanReport,
 }
 
 fn is_hidden(name: &str) -> bool {
@@ -86,7 +86,11 @@ fn require_dir(dir: &Path, what: &str) -> Result<()> {
 /// blocks until a writer comes, and Ctrl-C cannot interrupt that), a socket or a device is
 /// skipped. An entry whose type cannot be read (a dangling link) is kept, so that reading it
 /// fails with an error naming it.
-fn image_files(dir: &Path, root: &Path, skipped: &mut Skipped) -> Result<Vec<(String, PathBuf)>> {
+fn image_files(
+    dir: &Path,
+    root: &Path,
+    skipped: &mut ScanReport,
+) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for (name, p) in sorted_entries(dir)? {
         if is_hidden(&name) {
@@ -112,7 +116,7 @@ pub fn scan_labelled(
 ) -> Result<LabelledFiles> {
     let dir = root.join(split);
     require_dir(&dir, "split folder")?;
-    let mut skipped = Skipped::default();
+    let mut skipped = ScanReport::default();
     let mut found: Vec<(String, PathBuf)> = Vec::new();
     for (name, p) in sorted_entries(&dir)? {
         if is_hidden(&name) {
@@ -196,7 +200,7 @@ pub fn scan_labelled(
 }
 
 /// Scans a flat, unlabelled test folder (sorted; every image extension, not only `*.*`).
-pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, Skipped)> {
+pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, ScanReport)> {
     let dir = root.join(name);
     let not_found = || {
         Error::io(
@@ -210,7 +214,7 @@ pub fn scan_flat(root: &Path, name: &str) -> Result<(Vec<String>, Skipped)> {
     if !dir.is_dir() {
         return Err(not_found());
     }
-    let mut skipped = Skipped::default();
+    let mut skipped = ScanReport::default();
     let files = image_files(&dir, root, &mut skipped)?;
     if files.is_empty() {
         return Err(not_found());

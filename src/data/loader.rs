@@ -1,24 +1,24 @@
-//! The batch loader (ffcv-style): a background producer thread builds batches in order on a
+//! The batch loader (ffcv-style): a loader serves a shared [`Dataset`] through one pipeline in
+//! one order. A background producer thread builds batches in order on a
 //! dedicated thread pool and hands them over through a bounded channel, so at most
 //! `prefetch + 2` batches exist at any time whatever the dataset size.
 //!
 //! Each item is decoded, transformed and written straight into its slot of the batch buffer
 //! (which becomes the numpy/torch tensor memory without a copy). The order of an epoch comes
-//! from (seed, epoch) and each item's augmentation from (seed, epoch, index), so batches do not
+//! from (seed, epoch) (`epoch_order`) and each item's augmentation from (seed, epoch, index), so batches do not
 //! depend on the number of threads. No Python is involved: workers never touch the GIL.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use crate::image::decode::decode_file;
-use crate::image::resample::f32_bytes;
-use crate::transforms::{Pipeline, Src, SrcRef};
-use crate::util::rng::{Rng, Stream};
+use super::dataset::{Dataset, Targets};
+use crate::transforms::Pipeline;
+use crate::util::rng::{epoch_order, Stream};
 use crate::{Error, Result};
 
 /// One batch: `x` is `n × 3 × sz × sz` normalised floats, CHW, row-major.
@@ -28,129 +28,57 @@ pub struct Batch {
     pub y: Targets,
     pub n: usize,
     pub sz: usize,
+    /// The items of this batch left out as undecodable (`skip_bad`): (dataset index, path).
+    pub skipped: Vec<(usize, PathBuf)>,
 }
 
-/// The targets of a batch (or of a whole dataset).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Targets {
-    Class(Vec<i64>),
-    MultiHot { data: Vec<f32>, c: usize },
-    Continuous { data: Vec<f32>, dim: usize },
-    Unlabelled,
-}
+/// Batches produced ahead of the consumer when the caller does not say.
+pub const DEFAULT_PREFETCH: usize = 4;
 
-impl Targets {
-    /// Number of items these targets describe (`None` for unlabelled).
-    pub fn len(&self) -> Option<usize> {
-        match self {
-            Targets::Class(v) => Some(v.len()),
-            Targets::MultiHot { data, c } => Some(if *c == 0 { 0 } else { data.len() / c }),
-            Targets::Continuous { data, dim } => Some(if *dim == 0 { 0 } else { data.len() / dim }),
-            Targets::Unlabelled => None,
-        }
-    }
-
-    /// Targets of the items at `idx`, in that order.
-    pub fn select(&self, idx: &[usize]) -> Targets {
-        match self {
-            Targets::Class(v) => Targets::Class(idx.iter().map(|&i| v[i]).collect()),
-            Targets::MultiHot { data, c } => Targets::MultiHot {
-                data: idx
-                    .iter()
-                    .flat_map(|&i| data[i * c..(i + 1) * c].iter().copied())
-                    .collect(),
-                c: *c,
-            },
-            Targets::Continuous { data, dim } => Targets::Continuous {
-                data: idx
-                    .iter()
-                    .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
-                    .collect(),
-                dim: *dim,
-            },
-            Targets::Unlabelled => Targets::Unlabelled,
-        }
-    }
-}
-
-/// How a loader is built; see `DataLoader::new`.
+/// How a loader serves its dataset.
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub batch_size: usize,
+    /// A new order every epoch (`epoch_order`), else dataset order.
     pub shuffle: bool,
+    /// Leave out the last batch when it is smaller than `batch_size`.
+    pub drop_last: bool,
+    /// Seeds the order and the augmentation draws.
     pub seed: u64,
     /// Batches produced ahead of the consumer.
     pub prefetch: usize,
-    /// Skip undecodable files (reported by `BatchIter::skipped`) instead of failing the batch.
+    /// Skip undecodable files (reported with each batch and by `last_skipped`) instead of
+    /// failing the batch.
     pub skip_bad: bool,
+    /// The stream the augmentation draws from: `Aug` for training-style passes, `Tta` for the
+    /// test-time loaders, so their draws never repeat a training epoch's.
+    pub stream: Stream,
 }
 
-/// Images held in memory (`ImageClassifierData.from_arrays`): `n` images of `rows × cols × 3`,
-/// HWC, either bytes (0-255) or floats in [0, 1], one after the other.
-pub struct ImageArray {
-    data: ArrayData,
-    rows: usize,
-    cols: usize,
-    /// A digest of the shape and every value: what the activation cache is keyed by, in
-    /// place of files' sizes and times.
-    digest: String,
-}
-
-pub enum ArrayData {
-    U8(Vec<u8>),
-    F32(Vec<f32>),
-}
-
-impl ImageArray {
-    pub fn new(data: ArrayData, rows: usize, cols: usize) -> Self {
-        let mut array = ImageArray {
-            data,
-            rows,
-            cols,
-            digest: String::new(),
-        };
-        array.digest = array.compute_digest();
-        array
-    }
-    pub fn len(&self) -> usize {
-        let per = (self.rows * self.cols * 3).max(1);
-        match &self.data {
-            ArrayData::U8(v) => v.len() / per,
-            ArrayData::F32(v) => v.len() / per,
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            batch_size: 64,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            prefetch: DEFAULT_PREFETCH,
+            skip_bad: false,
+            stream: Stream::Aug,
         }
     }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    fn item(&self, i: usize) -> Src<'_> {
-        let per = self.rows * self.cols * 3;
-        let data = match &self.data {
-            ArrayData::U8(v) => SrcRef::U8(&v[i * per..(i + 1) * per]),
-            ArrayData::F32(v) => SrcRef::F32(&v[i * per..(i + 1) * per]),
-        };
-        Src {
-            data,
-            rows: self.rows,
-            cols: self.cols,
-        }
-    }
-    fn compute_digest(&self) -> String {
-        let mut h = crate::cache::KeyHasher::default();
-        h.str(&format!("array {}x{}x{}", self.len(), self.rows, self.cols));
-        match &self.data {
-            ArrayData::U8(v) => h.str("u8").bytes(v),
-            ArrayData::F32(v) => h.str("f32").bytes(f32_bytes(v)),
-        };
-        h.hex()
-    }
+}
+
+/// The items the latest pass of a loader skipped, tagged with that pass, so a pass that was
+/// superseded (a second `iter` before the first ended) cannot write into the newer one's.
+#[derive(Default)]
+struct LatestPass {
+    id: u64,
+    skipped: Vec<(usize, PathBuf)>,
 }
 
 struct Inner {
-    root: PathBuf,
-    files: Vec<String>,
-    /// The images themselves when they are in memory (then `files` only names them).
-    images: Option<Arc<ImageArray>>,
-    targets: Targets,
+    dataset: Arc<Dataset>,
     pipeline: Arc<Pipeline>,
     cfg: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
@@ -160,16 +88,15 @@ struct Inner {
     /// Batch buffers allocated fresh so far: with a consumer that lets batches go, this stays
     /// at the prefetch bound however many batches pass (tests read it to check the bound).
     fresh: AtomicUsize,
-    /// The items skipped as undecodable by the latest pass ([`DataLoader::iter`]), for
-    /// consumers that see only the batches (the learner's loops) and must line their outputs
-    /// up with the dataset's files and labels.
-    last_bad: Mutex<Skipped>,
+    /// Passes started so far; each `iter` takes the next number.
+    passes: AtomicU64,
+    /// For consumers that see only the batches (the learner's loops) and must line their
+    /// outputs up with the dataset's files and labels.
+    latest: Mutex<LatestPass>,
 }
 
-/// Items skipped by one pass: (dataset index, path), in the order found.
-type Skipped = Arc<Mutex<Vec<(usize, PathBuf)>>>;
-
-/// A loader over one dataset with one pipeline. Cheap to clone (shared internals).
+/// A loader: one dataset (shared with the split's other loaders), one pipeline, one order.
+/// Cheap to clone (shared internals).
 #[derive(Clone)]
 pub struct DataLoader {
     inner: Arc<Inner>,
@@ -186,23 +113,8 @@ pub fn thread_pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
 }
 
 impl DataLoader {
-    /// `files` are relative to `root`; `targets` has one entry per file (or is `Unlabelled`).
     pub fn new(
-        root: PathBuf,
-        files: Vec<String>,
-        targets: Targets,
-        pipeline: Arc<Pipeline>,
-        cfg: LoaderConfig,
-        pool: Arc<rayon::ThreadPool>,
-    ) -> Result<Self> {
-        Self::build(root, files, None, targets, pipeline, cfg, pool)
-    }
-
-    fn build(
-        root: PathBuf,
-        files: Vec<String>,
-        images: Option<Arc<ImageArray>>,
-        targets: Targets,
+        dataset: Arc<Dataset>,
         pipeline: Arc<Pipeline>,
         cfg: LoaderConfig,
         pool: Arc<rayon::ThreadPool>,
@@ -212,78 +124,40 @@ impl DataLoader {
                 "batch size must be at least 1".into(),
             ));
         }
-        if let Some(n) = targets.len() {
-            if n != files.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "{} files but {} targets",
-                    files.len(),
-                    n
-                )));
-            }
-        }
         Ok(DataLoader {
             inner: Arc::new(Inner {
-                root,
-                files,
-                images,
-                targets,
+                dataset,
                 pipeline,
                 cfg,
                 pool,
                 free: Mutex::new(Vec::new()),
                 fresh: AtomicUsize::new(0),
-                last_bad: Mutex::new(Arc::default()),
+                passes: AtomicU64::new(0),
+                latest: Mutex::new(LatestPass::default()),
             }),
         })
     }
 
-    /// A loader over images held in memory (`from_arrays`); items are named `item <i>` in
-    /// errors.
-    pub fn from_array(
-        images: Arc<ImageArray>,
-        targets: Targets,
-        pipeline: Arc<Pipeline>,
-        cfg: LoaderConfig,
-        pool: Arc<rayon::ThreadPool>,
-    ) -> Result<Self> {
-        if images.rows == 0 || images.cols == 0 {
-            return Err(Error::InvalidArgument(
-                "from_arrays: images must have a height and a width".into(),
-            ));
-        }
-        let names = (0..images.len()).map(|i| format!("item {i}")).collect();
-        Self::build(
-            PathBuf::from("<array>"),
-            names,
-            Some(images),
-            targets,
-            pipeline,
-            cfg,
-            pool,
-        )
-    }
-
-    /// Adds what identifies the items' content to a cache key: each file's path, size and
-    /// time, or the digest of images held in memory.
-    pub fn hash_content(&self, h: &mut crate::cache::KeyHasher) -> Result<()> {
-        match &self.inner.images {
-            Some(images) => {
-                h.str(&images.digest);
-                Ok(())
-            }
-            None => crate::cache::hash_files(h, self.root(), &self.files()),
-        }
-    }
-
-    /// Batches per epoch: ceil(items / bs).
+    /// Batches per epoch: ceil(items / bs), or floor with `drop_last`.
     pub fn len(&self) -> usize {
-        self.inner.files.len().div_ceil(self.inner.cfg.batch_size)
+        let (n, bs) = (self.num_items(), self.inner.cfg.batch_size);
+        if self.inner.cfg.drop_last {
+            n / bs
+        } else {
+            n.div_ceil(bs)
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.inner.files.is_empty()
+        self.len() == 0
     }
     pub fn num_items(&self) -> usize {
-        self.inner.files.len()
+        self.inner.dataset.len()
+    }
+    pub fn dataset(&self) -> &Arc<Dataset> {
+        &self.inner.dataset
+    }
+    pub fn config(&self) -> &LoaderConfig {
+        &self.inner.cfg
     }
     pub fn batch_size(&self) -> usize {
         self.inner.cfg.batch_size
@@ -297,67 +171,43 @@ impl DataLoader {
     pub fn shuffle(&self) -> bool {
         self.inner.cfg.shuffle
     }
-    pub fn root(&self) -> &std::path::Path {
-        &self.inner.root
-    }
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
     }
     pub fn targets(&self) -> &Targets {
-        &self.inner.targets
-    }
-    pub fn relative_files(&self) -> &[String] {
-        &self.inner.files
+        self.inner.dataset.targets()
     }
     /// Absolute (root-joined) paths in dataset order.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.inner
-            .files
-            .iter()
-            .map(|f| self.inner.root.join(f))
-            .collect()
+        self.inner.dataset.files()
     }
     /// Stable text describing everything that changes pixel values.
     pub fn pipeline_key(&self) -> String {
         self.inner.pipeline.key()
     }
 
-    /// The dataset order of an epoch: identity, or a permutation from (seed, epoch).
+    /// The dataset order of an epoch: `epoch_order` when shuffling, else identity.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let n = self.inner.files.len();
-        let mut idx: Vec<usize> = (0..n).collect();
+        let n = self.num_items();
         if self.inner.cfg.shuffle {
-            let mut rng = Rng::for_item(self.inner.cfg.seed, Stream::Shuffle, epoch, 0);
-            for i in (1..n).rev() {
-                let j = rng.below(i as u64 + 1) as usize;
-                idx.swap(i, j);
-            }
+            epoch_order(n, self.inner.cfg.seed, epoch)
+        } else {
+            (0..n).collect()
         }
-        idx
     }
 
-    /// Decodes and transforms item `index` with the draws of `epoch` into `out` (3·sz·sz).
-    pub fn fill_item(&self, index: usize, epoch: u64, out: &mut [f32]) -> Result<()> {
+    /// Decodes item `index` and transforms it with the draws of (`stream`, `epoch`) into
+    /// `out` (3·sz·sz).
+    fn fill_item(&self, index: usize, stream: Stream, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
-        let path = inner.root.join(&inner.files[index]);
-        let decoded;
-        let src = match &inner.images {
-            Some(images) => images.item(index),
-            None => {
-                decoded = decode_file(&path)?;
-                Src {
-                    data: SrcRef::U8(&decoded.data),
-                    rows: decoded.height,
-                    cols: decoded.width,
-                }
-            }
-        };
-        let mut rng = Rng::for_item(inner.cfg.seed, Stream::Aug, epoch, index as u64);
-        let params = inner.pipeline.draw(&mut rng);
-        inner
-            .pipeline
-            .apply(&src, &params, out)
-            .map_err(crate::transforms::naming_image(&path))
+        inner.dataset.with_pixels(index, |src| {
+            let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
+            let params = inner.pipeline.draw(&mut rng);
+            inner
+                .pipeline
+                .apply(src, &params, out)
+                .map_err(|e| crate::transforms::naming_image(&inner.dataset.path(index))(e))
+        })
     }
 
     /// Hands a batch's `x` back for reuse once the consumer is done with it (optional; the
@@ -391,33 +241,29 @@ impl DataLoader {
         self.inner.fresh.load(Ordering::Relaxed)
     }
 
-    /// One item, transformed: (3·sz·sz floats, its index).
-    pub fn item(&self, index: usize, epoch: u64) -> Result<Vec<f32>> {
-        if index >= self.inner.files.len() {
+    /// Item `index` transformed (3·sz·sz floats) with the draws of its `access`-th reading
+    /// outside the loaders (`ds[i]` in Python), on the dataset-item stream.
+    pub fn item(&self, index: usize, access: u64) -> Result<Vec<f32>> {
+        if index >= self.num_items() {
             return Err(Error::InvalidArgument(format!(
                 "index {index} out of range for a dataset of {} items",
-                self.inner.files.len()
+                self.num_items()
             )));
         }
         let sz = self.sz();
         let mut out = vec![0f32; 3 * sz * sz];
         self.inner
             .pool
-            .install(|| self.fill_item(index, epoch, &mut out))?;
+            .install(|| self.fill_item(index, Stream::DatasetItem, access, &mut out))?;
         Ok(out)
     }
 
     /// Builds the batch of dataset indices `idx` on the pool. With `skip_bad`, undecodable
-    /// items are left out and their paths pushed to `bad`.
-    fn build_batch(
-        &self,
-        idx: &[usize],
-        epoch: u64,
-        stop: &AtomicBool,
-        bad: &Mutex<Vec<(usize, PathBuf)>>,
-    ) -> Result<Batch> {
+    /// items are left out and listed in the batch's `skipped`.
+    fn build_batch(&self, idx: &[usize], epoch: u64, stop: &AtomicBool) -> Result<Batch> {
         let sz = self.sz();
         let per = 3 * sz * sz;
+        let stream = self.inner.cfg.stream;
         let mut x = self.take_buffer(idx.len() * per);
         let results: Vec<Result<()>> = self.inner.pool.install(|| {
             x.par_chunks_mut(per)
@@ -428,11 +274,11 @@ impl DataLoader {
                     }
                     // A panic in a codec or transform must become an error, not a dead pool.
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.fill_item(i, epoch, slot)
+                        self.fill_item(i, stream, epoch, slot)
                     })) {
                         Ok(r) => r,
                         Err(_) => Err(Error::decode(
-                            self.inner.root.join(&self.inner.files[i]),
+                            self.inner.dataset.path(i),
                             "internal error while loading",
                         )),
                     }
@@ -440,12 +286,13 @@ impl DataLoader {
                 .collect()
         });
         let mut keep: Vec<usize> = Vec::with_capacity(idx.len());
+        let mut skipped = Vec::new();
         for (k, r) in results.into_iter().enumerate() {
             match r {
                 Ok(()) => keep.push(k),
                 Err(e) if self.inner.cfg.skip_bad && e.bad_source().is_some() => {
-                    if let (Some(path), Ok(mut b)) = (e.bad_source(), bad.lock()) {
-                        b.push((idx[k], path.to_path_buf()));
+                    if let Some(path) = e.bad_source() {
+                        skipped.push((idx[k], path.to_path_buf()));
                     }
                 }
                 Err(e) => return Err(e),
@@ -463,47 +310,62 @@ impl DataLoader {
         let kept: Vec<usize> = keep.iter().map(|&k| idx[k]).collect();
         Ok(Batch {
             x,
-            y: self.inner.targets.select(&kept),
+            y: self.inner.dataset.targets().select(&kept),
             n: kept.len(),
             sz,
+            skipped,
         })
     }
 
     /// The items that the latest pass ([`iter`](Self::iter)) skipped as undecodable so far
-    /// (only with `skip_bad`): (dataset index, path), in the order found.
+    /// (only with `skip_bad`): (dataset index, path), sorted by index.
     pub fn last_skipped(&self) -> Vec<(usize, PathBuf)> {
-        let Ok(last) = self.inner.last_bad.lock().map(|l| l.clone()) else {
-            return Vec::new();
+        let mut v = match self.inner.latest.lock() {
+            Ok(latest) => latest.skipped.clone(),
+            Err(_) => Vec::new(),
         };
-        let skipped = last.lock().map(|b| b.clone()).unwrap_or_default();
-        skipped
+        v.sort();
+        v
+    }
+
+    /// Records what pass `id` skipped, unless a newer pass has started since.
+    fn note_skipped(&self, id: u64, skipped: &[(usize, PathBuf)]) {
+        if let Ok(mut latest) = self.inner.latest.lock() {
+            if latest.id == id {
+                latest.skipped.extend_from_slice(skipped);
+            }
+        }
     }
 
     /// Starts producing the batches of `epoch` in the background.
     pub fn iter(&self, epoch: u64) -> BatchIter {
         let (tx, rx) = sync_channel::<Msg>(self.inner.cfg.prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
-        let bad: Skipped = Arc::new(Mutex::new(Vec::new()));
-        if let Ok(mut last) = self.inner.last_bad.lock() {
-            *last = bad.clone();
+        let pass = self.inner.passes.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut latest) = self.inner.latest.lock() {
+            *latest = LatestPass {
+                id: pass,
+                skipped: Vec::new(),
+            };
         }
         let me = self.clone();
-        let (stop2, bad2) = (stop.clone(), bad.clone());
+        let stop2 = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("fastai-loader-producer".into())
             .spawn(move || {
                 let order = me.order(epoch);
                 let bs = me.batch_size();
-                for chunk in order.chunks(bs) {
+                let full = if me.inner.cfg.drop_last {
+                    order.len() / bs * bs
+                } else {
+                    order.len()
+                };
+                for chunk in order[..full].chunks(bs) {
                     if stop2.load(Ordering::Relaxed) {
                         return;
                     }
-                    let res = me.build_batch(chunk, epoch, &stop2, &bad2);
+                    let res = me.build_batch(chunk, epoch, &stop2);
                     let failed = res.is_err();
-                    // Skip batches that lost every item (all bad) rather than yield empty ones.
-                    if matches!(&res, Ok(b) if b.n == 0) {
-                        continue;
-                    }
                     // Blocks while `prefetch` batches wait; fails at once when the consumer is dropped.
                     if tx.send(Msg::Batch(res)).is_err() {
                         return;
@@ -514,27 +376,32 @@ impl DataLoader {
                 }
                 let _ = tx.send(Msg::Done);
             });
-        match spawned {
-            Ok(handle) => BatchIter {
-                rx: Some(rx),
-                stop,
-                bad,
-                handle: Some(handle),
-                finished: false,
-            },
+        let handle = match spawned {
+            Ok(handle) => Some(handle),
             Err(e) => {
                 let (tx, rx) = sync_channel::<Msg>(1);
                 let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!(
                     "cannot start the loader thread: {e}"
                 )))));
-                BatchIter {
+                return BatchIter {
                     rx: Some(rx),
                     stop,
-                    bad,
                     handle: None,
                     finished: false,
-                }
+                    loader: self.clone(),
+                    pass,
+                    skipped: Vec::new(),
+                };
             }
+        };
+        BatchIter {
+            rx: Some(rx),
+            stop,
+            handle,
+            finished: false,
+            loader: self.clone(),
+            pass,
+            skipped: Vec::new(),
         }
     }
 }
@@ -549,48 +416,59 @@ enum Msg {
 pub struct BatchIter {
     rx: Option<Receiver<Msg>>,
     stop: Arc<AtomicBool>,
-    bad: Skipped,
     handle: Option<JoinHandle<()>>,
     finished: bool,
+    loader: DataLoader,
+    /// This pass's number (see `LatestPass`).
+    pass: u64,
+    /// Items skipped as undecodable in the batches received so far.
+    skipped: Vec<(usize, PathBuf)>,
 }
 
 impl BatchIter {
-    /// Files skipped as undecodable so far (only with `skip_bad`).
-    pub fn skipped(&self) -> Vec<PathBuf> {
-        self.bad
-            .lock()
-            .map(|b| b.iter().map(|(_, p)| p.clone()).collect())
-            .unwrap_or_default()
-    }
-    /// Whether the epoch has ended (all batches delivered, or an error).
-    pub fn finished(&self) -> bool {
-        self.finished
+    /// Items skipped as undecodable so far (only with `skip_bad`): (dataset index, path), in
+    /// the order their batches came.
+    pub fn skipped(&self) -> &[(usize, PathBuf)] {
+        &self.skipped
     }
 }
 
 impl Iterator for BatchIter {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        let rx = self.rx.as_ref()?;
-        match rx.recv() {
-            Ok(Msg::Batch(Ok(b))) => Some(Ok(b)),
-            Ok(Msg::Batch(Err(e))) => {
-                self.finished = true;
-                Some(Err(e))
+        loop {
+            if self.finished {
+                return None;
             }
-            Ok(Msg::Done) => {
-                self.finished = true;
-                None
-            }
-            Err(_) => {
-                // The producer vanished without saying it was done.
-                self.finished = true;
-                Some(Err(Error::InvalidArgument(
-                    "the loader thread stopped unexpectedly".into(),
-                )))
+            let rx = self.rx.as_ref()?;
+            match rx.recv() {
+                Ok(Msg::Batch(Ok(b))) => {
+                    if !b.skipped.is_empty() {
+                        self.skipped.extend_from_slice(&b.skipped);
+                        self.loader.note_skipped(self.pass, &b.skipped);
+                    }
+                    // A batch that lost every item (all bad) is not yielded empty.
+                    if b.n == 0 {
+                        self.loader.recycle(b.x);
+                        continue;
+                    }
+                    return Some(Ok(b));
+                }
+                Ok(Msg::Batch(Err(e))) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                Ok(Msg::Done) => {
+                    self.finished = true;
+                    return None;
+                }
+                Err(_) => {
+                    // The producer vanished without saying it was done.
+                    self.finished = true;
+                    return Some(Err(Error::InvalidArgument(
+                        "the loader thread stopped unexpectedly".into(),
+                    )));
+                }
             }
         }
     }

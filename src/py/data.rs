@@ -9,13 +9,13 @@ use numpy::ndarray::{Array1, Array2, Array3, Array4};
 use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::run_detached;
+use crate::data::dataset::{ArrayData, Dataset, ImageArray, Targets};
 use crate::data::folder;
-use crate::data::loader::{
-    thread_pool, ArrayData, BatchIter, DataLoader, ImageArray, LoaderConfig, Targets,
-};
+use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
 use crate::transforms::{
     Aug, AugDraw, Border, CropKind, Params, Pipeline, PipelineSpec, RandomScale, Src, SrcRef,
 };
@@ -202,69 +202,39 @@ fn pixels_from_py(arr: &Bound<'_, PyAny>, what: &str) -> PyResult<ArrayData> {
     }
 }
 
-/// Images held in memory for `from_arrays`: (N, H, W, 3), uint8 (0-255) or float32 (0-1),
-/// copied once into Rust memory and shared by the loaders of a split.
-#[pyclass(name = "ImageArray", module = "fastai._native", frozen)]
-pub struct PyImageArray {
-    inner: Arc<ImageArray>,
-}
-
-#[pymethods]
-impl PyImageArray {
-    #[new]
-    fn new(py: Python<'_>, images: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let arr = images.downcast::<numpy::PyUntypedArray>()?;
-        let shape = arr.shape().to_vec();
-        if shape.len() != 4 || shape[3] != 3 {
-            return Err(PyValueError::new_err(format!(
-                "from_arrays: images must be an (N, H, W, 3) array, got shape {shape:?}"
-            )));
-        }
-        let data = pixels_from_py(images, "from_arrays: images")?;
-        let (rows, cols) = (shape[1], shape[2]);
-        // The digest reads every value: without the GIL.
-        let inner = py.allow_threads(move || Arc::new(ImageArray::new(data, rows, cols)));
-        Ok(PyImageArray { inner })
-    }
-    fn __len__(&self) -> usize {
-        self.inner.len()
-    }
-}
-
-#[pyclass(name = "DataLoader", module = "fastai._native", frozen)]
-pub struct PyDataLoader {
-    pub inner: DataLoader,
-}
-
-fn targets_from_py(
-    kind: &str,
-    arr: Option<PyReadonlyArrayDyn<'_, f64>>,
-    n: usize,
-) -> PyResult<Targets> {
-    let shape_err = |what: &str| PyValueError::new_err(format!("targets ({kind}): {what}"));
-    match (kind, arr) {
+fn targets_from_py(kind: &str, y: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Targets> {
+    let shape_err = |what: String| PyValueError::new_err(format!("targets ({kind}): {what}"));
+    match (kind, y) {
         ("none", _) => Ok(Targets::Unlabelled),
-        (_, None) => Err(shape_err("missing array")),
-        ("class", Some(a)) => {
-            let v = a.as_array();
+        (_, None) => Err(shape_err("missing array".into())),
+        ("class", Some(y)) => {
+            let a = y.downcast::<PyArrayDyn<i64>>().map_err(|_| {
+                PyTypeError::new_err("targets (class): class indices must be an int64 array")
+            })?;
+            let r = a.readonly();
+            let v = r.as_array();
             if v.ndim() != 1 || v.len() != n {
-                return Err(shape_err(&format!(
+                return Err(shape_err(format!(
                     "expected shape ({n},), got {:?}",
                     v.shape()
                 )));
             }
-            Ok(Targets::Class(v.iter().map(|&x| x as i64).collect()))
+            Ok(Targets::Class(v.iter().copied().collect()))
         }
-        ("multihot" | "continuous", Some(a)) => {
-            let v = a.as_array();
+        ("multihot" | "continuous", Some(y)) => {
+            let a = y.downcast::<PyArrayDyn<f32>>().map_err(|_| {
+                PyTypeError::new_err(format!("targets ({kind}): rows must be a float32 array"))
+            })?;
+            let r = a.readonly();
+            let v = r.as_array();
             if v.ndim() != 2 || v.shape()[0] != n {
-                return Err(shape_err(&format!(
+                return Err(shape_err(format!(
                     "expected shape ({n}, k), got {:?}",
                     v.shape()
                 )));
             }
             let c = v.shape()[1];
-            let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            let data: Vec<f32> = v.iter().copied().collect();
             Ok(if kind == "multihot" {
                 Targets::MultiHot { data, c }
             } else {
@@ -286,9 +256,93 @@ fn targets_to_py<'py>(py: Python<'py>, t: Targets, n: usize) -> PyResult<Bound<'
         Targets::Continuous { data, dim } => Array2::from_shape_vec((n, dim), data)
             .map_err(|e| PyValueError::new_err(e.to_string()))?
             .into_pyarray_any(py),
-        // Unlabelled: zeros of shape (n,) (rough edge 17: not (n, 1)).
+        // Unlabelled: zeros of shape (n,), not (n, 1), as fastai 0.7's test sets.
         Targets::Unlabelled => Array1::<f32>::zeros(n).into_pyarray_any(py),
     })
+}
+
+/// The items of one split and their labels, made once and shared by the split's loaders.
+#[pyclass(name = "Dataset", module = "fastai._native", frozen)]
+pub struct PyDataset {
+    pub inner: Arc<Dataset>,
+    /// `y` as numpy, built on first use and then the same array for every reader.
+    y: GILOnceCell<PyObject>,
+}
+
+impl PyDataset {
+    fn wrap(inner: Dataset) -> Self {
+        PyDataset {
+            inner: Arc::new(inner),
+            y: GILOnceCell::new(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyDataset {
+    /// Files `names` under `root`, labelled by `y`: int64 class indices (`kind='class'`),
+    /// float32 rows (`'multihot'`, `'continuous'`), or none (`'none'`).
+    #[staticmethod]
+    #[pyo3(signature = (root, names, kind="none", y=None))]
+    fn from_files(
+        root: PathBuf,
+        names: Vec<String>,
+        kind: &str,
+        y: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let targets = targets_from_py(kind, y, names.len())?;
+        let ds = Dataset::from_files(root, names, targets).map_err(super::to_pyerr)?;
+        Ok(Self::wrap(ds))
+    }
+
+    /// Images held in memory (`from_arrays`): (N, H, W, 3), uint8 (0-255) or float32 (0-1),
+    /// copied once into Rust memory; labels as in `from_files`.
+    #[staticmethod]
+    #[pyo3(signature = (images, kind="none", y=None))]
+    fn from_images(
+        py: Python<'_>,
+        images: &Bound<'_, PyAny>,
+        kind: &str,
+        y: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let arr = images.downcast::<numpy::PyUntypedArray>()?;
+        let shape = arr.shape().to_vec();
+        if shape.len() != 4 || shape[3] != 3 {
+            return Err(PyValueError::new_err(format!(
+                "from_arrays: images must be an (N, H, W, 3) array, got shape {shape:?}"
+            )));
+        }
+        let targets = targets_from_py(kind, y, shape[0])?;
+        let data = pixels_from_py(images, "from_arrays: images")?;
+        let (rows, cols) = (shape[1], shape[2]);
+        // The digest reads every value: without the GIL.
+        let ds = run_detached(py, move || {
+            Dataset::from_array(ImageArray::new(data, rows, cols), targets)
+        })?;
+        Ok(Self::wrap(ds))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// The labels: int64 (n,) class indices, float32 (n, k) rows, or float32 zeros (n,) when
+    /// unlabelled.
+    #[getter]
+    fn y(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.y
+            .get_or_try_init(py, || {
+                targets_to_py(py, self.inner.targets().clone(), self.inner.len())
+                    .map(|a| a.unbind())
+            })
+            .map(|y| y.clone_ref(py))
+    }
+}
+
+#[pyclass(name = "DataLoader", module = "fastai._native", frozen)]
+pub struct PyDataLoader {
+    pub inner: DataLoader,
+    dataset: Py<PyDataset>,
 }
 
 trait IntoPyArrayAny {
@@ -305,73 +359,53 @@ impl<T: numpy::Element, D: numpy::ndarray::Dimension> IntoPyArrayAny
 
 #[pymethods]
 impl PyDataLoader {
+    /// A loader over `dataset` through the pipeline `spec`, on `pool`'s threads. With `tta`,
+    /// the augmentation draws from the test-time stream (the `aug_dl` loaders).
     #[new]
-    #[pyo3(signature = (root, files, targets_kind, targets, spec, bs, shuffle, seed, pool, prefetch=4, skip_bad=false))]
+    #[pyo3(signature = (dataset, spec, pool, *, bs, shuffle=false, seed=0, prefetch=DEFAULT_PREFETCH, skip_bad=false, drop_last=false, tta=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        root: PathBuf,
-        files: Vec<String>,
-        targets_kind: &str,
-        targets: Option<PyReadonlyArrayDyn<'_, f64>>,
+        dataset: Py<PyDataset>,
         spec: &Bound<'_, PyDict>,
+        pool: &PyThreadPool,
         bs: usize,
         shuffle: bool,
         seed: u64,
-        pool: &PyThreadPool,
         prefetch: usize,
         skip_bad: bool,
+        drop_last: bool,
+        tta: bool,
     ) -> PyResult<Self> {
-        let targets = targets_from_py(targets_kind, targets, files.len())?;
         let pipeline = Arc::new(pipeline_from_spec(spec)?);
         let cfg = LoaderConfig {
             batch_size: bs,
             shuffle,
+            drop_last,
             seed,
             prefetch,
             skip_bad,
+            stream: if tta { Stream::Tta } else { Stream::Aug },
         };
-        let inner = DataLoader::new(root, files, targets, pipeline, cfg, pool.inner.clone())
-            .map_err(super::to_pyerr)?;
-        Ok(PyDataLoader { inner })
+        let inner = DataLoader::new(
+            dataset.get().inner.clone(),
+            pipeline,
+            cfg,
+            pool.inner.clone(),
+        )
+        .map_err(super::to_pyerr)?;
+        Ok(PyDataLoader { inner, dataset })
     }
 
-    /// A loader over in-memory images (`from_arrays`), shared with the split's other
-    /// loaders.
-    #[staticmethod]
-    #[pyo3(signature = (images, targets_kind, targets, spec, bs, shuffle, seed, pool, prefetch=4))]
-    #[allow(clippy::too_many_arguments)]
-    fn from_array(
-        images: &PyImageArray,
-        targets_kind: &str,
-        targets: Option<PyReadonlyArrayDyn<'_, f64>>,
-        spec: &Bound<'_, PyDict>,
-        bs: usize,
-        shuffle: bool,
-        seed: u64,
-        pool: &PyThreadPool,
-        prefetch: usize,
-    ) -> PyResult<Self> {
-        let array = images.inner.clone();
-        let targets = targets_from_py(targets_kind, targets, array.len())?;
-        let pipeline = Arc::new(pipeline_from_spec(spec)?);
-        let cfg = LoaderConfig {
-            batch_size: bs,
-            shuffle,
-            seed,
-            prefetch,
-            skip_bad: false,
-        };
-        let inner = DataLoader::from_array(array, targets, pipeline, cfg, pool.inner.clone())
-            .map_err(super::to_pyerr)?;
-        Ok(PyDataLoader { inner })
+    /// The dataset this loader serves (shared with the split's other loaders).
+    #[getter]
+    fn dataset(&self, py: Python<'_>) -> Py<PyDataset> {
+        self.dataset.clone_ref(py)
     }
 
     /// (dataset index, path) of the items that the loader's latest pass skipped as
     /// undecodable (with skip_bad), sorted by index: the learner lines its outputs up with them.
     fn last_skipped(&self) -> Vec<(usize, PathBuf)> {
-        let mut v = self.inner.last_skipped();
-        v.sort();
-        v
+        self.inner.last_skipped()
     }
 
     fn __len__(&self) -> usize {
@@ -418,10 +452,11 @@ impl PyDataLoader {
             .collect();
         PyArray1::from_vec(py, o)
     }
-    /// Item `index` transformed with the draws of `epoch`: float32 (3, sz, sz).
-    fn item<'py>(&self, py: Python<'py>, index: usize, epoch: u64) -> PyResult<Bound<'py, PyAny>> {
+    /// Item `index` transformed with the draws of its `access`-th reading (`ds[i]`): float32
+    /// (3, sz, sz).
+    fn item<'py>(&self, py: Python<'py>, index: usize, access: u64) -> PyResult<Bound<'py, PyAny>> {
         let dl = self.inner.clone();
-        let v = run_detached(py, move || dl.item(index, epoch))?;
+        let v = run_detached(py, move || dl.item(index, access))?;
         let sz = self.inner.sz();
         let a = Array3::from_shape_vec((3, sz, sz), v)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -515,7 +550,7 @@ impl PyBatchIter {
             .inner
             .lock()
             .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
-        Ok(guard.skipped())
+        Ok(guard.skipped().iter().map(|(_, p)| p.clone()).collect())
     }
 
     /// Stops the producer now (also happens when the iterator is garbage-collected).
@@ -533,7 +568,7 @@ impl PyBatchIter {
 // ---------------------------------------------------------------------------------------------
 // Scanning, decoding, single images
 
-fn skipped_dict<'py>(py: Python<'py>, s: &folder::Skipped) -> PyResult<Bound<'py, PyDict>> {
+fn skipped_dict<'py>(py: Python<'py>, s: &folder::ScanReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("hidden", s.hidden)?;
     d.set_item("non_image", s.non_image)?;
@@ -717,7 +752,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(time_pipeline, m)?)?;
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
-    m.add_class::<PyImageArray>()?;
+    m.add_class::<PyDataset>()?;
     m.add_class::<PyBatchIter>()?;
     m.add_class::<PyBatchMemory>()?;
     m.add(

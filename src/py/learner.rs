@@ -579,7 +579,7 @@ impl PyLearner {
             .allow_threads(|| -> Result<String> {
                 let mut h = cache::KeyHasher::default();
                 h.str(body_hash).str(&loader.pipeline_key());
-                loader.hash_content(&mut h)?;
+                loader.dataset().hash_content(&mut h)?;
                 Ok(h.hex())
             })
             .map_err(to_pyerr)?;
@@ -683,10 +683,11 @@ impl PyLearner {
     }
 }
 
-/// The order in which a training epoch visits n in-memory rows (tests replay it in PyTorch).
+/// The order of a shuffled epoch of n items: the one order every shuffled source uses (image
+/// loaders, in-memory rows, Python's untransformed arrays); tests replay it in PyTorch.
 #[pyfunction]
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    crate::train::learner::epoch_order(n, seed, epoch)
+    crate::util::rng::epoch_order(n, seed, epoch)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -3,7 +3,8 @@
 use tch::{Kind, Tensor};
 
 use super::learner::BatchSource;
-use crate::data::loader::{Batch, DataLoader, Targets};
+use crate::data::dataset::Targets;
+use crate::data::loader::{Batch, DataLoader};
 use crate::{Error, Result};
 
 /// `(x, y)` tensors of one loader batch: x (n, 3, sz, sz) float32; y int64 class indices,

@@ -9,6 +9,7 @@ use super::fused_head::FusedHead;
 use super::optim::{Algo, Optimizer};
 use super::schedule::{Schedule, SmoothedLoss};
 use crate::models::{BnMode, ConvNet, EntryKind, Output};
+use crate::util::rng::epoch_order;
 use crate::{Error, Result};
 
 /// Anything that yields `(x, y)` batches on the CPU: image loaders or cached activations.
@@ -24,7 +25,8 @@ pub trait BatchSource {
 }
 
 /// Precomputed activations (or any in-memory rows) served in batches, shuffled per epoch
-/// with a permutation derived from `(seed, epoch)` when `shuffle` is set.
+/// in the same order as an image loader with the same seed (`epoch_order`) when `shuffle` is
+/// set.
 pub struct TensorSet {
     pub x: Tensor,
     pub y: Tensor,
@@ -65,29 +67,6 @@ impl TensorSet {
             (0..n).collect()
         }
     }
-}
-
-/// The shuffled order of n rows in `epoch` of a training set seeded with `seed`.
-pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    permutation(n, seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// A reproducible Fisher-Yates permutation (splitmix64 stream), independent of libtorch's RNG.
-pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-    v
 }
 
 /// The settings of one `fit` / `lr_find` call.

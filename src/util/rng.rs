@@ -1,18 +1,6 @@
 //! A small random number generator with independent, reproducible streams: augmentation draws
 //! per (seed, epoch, item), shuffling per epoch, dropout masks per batch.
 
-/// What a generator is for. Each purpose draws from its own stream, so shuffling never shifts
-/// an image's augmentation and the other way round. The numbers are part of every seeded
-/// result (batches, cached activations): changing one changes what a seed gives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum Stream {
-    /// An image's augmentation parameters, per (seed, epoch, item).
-    Aug = 1,
-    /// The order of an epoch, per (seed, epoch).
-    Shuffle = 2,
-}
-
 /// SplitMix64: tiny, fast and statistically fine for augmentation draws; we need independent
 /// streams per (seed, epoch, index), not cryptographic quality.
 #[derive(Clone, Debug)]
@@ -95,5 +83,78 @@ mod tests {
         for d in 0..100 {
             assert_eq!(start.nth(d), r.next_u64(), "draw {d}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Named streams and the one epoch order
+
+/// What a random draw is for. Each purpose draws from its own stream, so the draws of one can
+/// never repeat or shift those of another (shuffling never shifts an image's augmentation).
+/// The numbers are part of every seeded result (batches, cached activations): keep them stable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u64)]
+pub enum Stream {
+    /// A loader's augmentation of one item in one epoch.
+    Aug = 1,
+    /// The order of an epoch (`epoch_order`).
+    Shuffle = 2,
+    /// `ds[i]` in Python: each access draws anew, numbered apart from the loaders' epochs.
+    DatasetItem = 3,
+    /// Test-time augmentation: one numbered pass per set of draws.
+    Tta = 4,
+    /// Dropout masks.
+    Dropout = 5,
+}
+
+impl Stream {
+    /// The generator of this stream for one (seed, epoch or pass, item).
+    pub fn rng(self, seed: u64, epoch: u64, index: u64) -> Rng {
+        Rng::for_item(seed, self, epoch, index)
+    }
+}
+
+/// The order in which epoch `epoch` of a shuffled set of `n` items visits them: a permutation
+/// drawn from (seed, epoch) alone. Every shuffled source uses this one function (the image
+/// loader, the learner's in-memory rows, Python's untransformed arrays), so the same seed gives
+/// the same order whichever path serves the items, and the thread count never matters.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = Stream::Shuffle.rng(seed, epoch, 0);
+    // Fisher-Yates from the top: position i takes one of the i + 1 items not yet placed.
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        idx.swap(i, j);
+    }
+    idx
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::{epoch_order, Rng, Stream};
+
+    #[test]
+    fn epoch_order_is_a_seeded_fisher_yates_on_the_shuffle_stream() {
+        // Replayed by hand: the swaps a textbook Fisher-Yates makes with the shuffle stream's
+        // draws (the stream is fixed: changing it reorders every seeded run).
+        let (n, seed, epoch) = (9, 77, 3);
+        let mut rng = Rng::for_item(seed, Stream::Shuffle, epoch, 0);
+        let mut want: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let r = rng.next_u64();
+            let j = ((r as u128 * (i as u128 + 1)) >> 64) as usize;
+            want.swap(i, j);
+        }
+        assert_eq!(epoch_order(n, seed, epoch), want);
+        assert_eq!(epoch_order(0, seed, epoch), Vec::<usize>::new());
+        assert_eq!(epoch_order(1, seed, epoch), vec![0]);
+    }
+
+    #[test]
+    fn streams_are_independent() {
+        let a = Stream::Aug.rng(5, 0, 0).next_u64();
+        let t = Stream::Tta.rng(5, 0, 0).next_u64();
+        let d = Stream::DatasetItem.rng(5, 0, 0).next_u64();
+        assert!(a != t && a != d && t != d);
     }
 }

@@ -119,7 +119,8 @@ pool = _native.ThreadPool(2)
 from fastai.transforms import tfms_from_model
 spec = tfms_from_model("resnet18", 8)[1]._spec()
 files = sorted(n for n in {json.dumps(sorted(names))} if n != "dir.jpg")
-dl = _native.DataLoader({str(tmp_path / "files")!r}, files, "none", None, spec, 3, False, 0, pool, 2, True)
+ds = _native.Dataset.from_files({str(tmp_path / "files")!r}, files)
+dl = _native.DataLoader(ds, spec, pool, bs=3, prefetch=2, skip_bad=True)
 it = dl.iter_epoch(0)
 n = sum(x.shape[0] for x, _ in it)
 out["__loader__"] = [n, sorted(os.path.basename(p) for p in it.skipped())]

@@ -115,6 +115,26 @@ def test_loaders_batches_and_epochs(tree):
     np.testing.assert_allclose(fx[0].cpu().numpy(), data.fix_dl.dataset[0][0], atol=1e-6)
 
 
+def test_a_split_has_one_dataset_its_loaders_share(tree):
+    """The files and labels of a split exist once, in the Rust dataset its two loaders share,
+    and the labels keep their dtype across the boundary (int64 classes)."""
+    path, _ = tree
+    data = ImageClassifierData.from_paths(path, bs=3, num_workers=2, seed=1, tfms=tfms(aug=True),
+                                          test_name="valid", test_with_labels=True)
+    nds = lambda dl: dl._native.dataset
+    assert nds(data.trn_dl) is nds(data.fix_dl) and nds(data.val_dl) is nds(data.aug_dl)
+    assert nds(data.test_dl) is nds(data.test_aug_dl)
+    assert nds(data.trn_dl) is not nds(data.val_dl) and len(nds(data.trn_dl)) == 7
+    # Labels from the folder names, read back from the one copy the loaders use.
+    want = [0] * 3 + [1] * 4
+    assert nds(data.trn_dl).y.dtype == np.int64 and nds(data.trn_dl).y.tolist() == want
+    assert data.trn_y is data.fix_dl.dataset.y and data.trn_y.tolist() == want
+    assert torch.cat([y for _, y in data.fix_dl]).tolist() == want
+    # The training loader's order is the one epoch order, by (seed, epoch) alone.
+    for e in range(3):
+        assert data.trn_dl._native.order(e).tolist() == _native.epoch_order(7, 1, e)
+
+
 def test_same_seed_same_batches_whatever_threads(tree):
     path, _ = tree
     runs = []
