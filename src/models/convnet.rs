@@ -1,6 +1,8 @@
 //! The model `ConvLearner.pretrained` builds: body + concat pool + flatten + head, and the one
 //! way checkpoints are loaded into it.
 
+use std::collections::HashSet;
+
 use tch::{Device, Kind, Tensor};
 
 use super::arch::{arch, ArchSpec, Meta};
@@ -294,6 +296,7 @@ pub fn load_checkpoint(
             None => unexpected.push(key),
         }
     }
+    let loaded: HashSet<&str> = load.iter().map(|(_, e, _)| e.key.as_str()).collect();
     let missing: Vec<&str> = store
         .entries
         .iter()
@@ -302,7 +305,7 @@ pub fn load_checkpoint(
             Naming::Flat => !is_bn_counter(&e.key),
         })
         .map(|e| e.key.as_str())
-        .filter(|k| !load.iter().any(|(_, e, _)| e.key == *k))
+        .filter(|k| !loaded.contains(k))
         .collect();
     let mismatched: Vec<String> = load
         .iter()
@@ -389,5 +392,132 @@ fn with_context(e: Error, source: &str) -> Error {
             reason,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resnet(name: &str, c: i64, xtra_cut: usize) -> ConvNet {
+        let head = HeadChoice::Fastai {
+            ps: None,
+            xtra_fc: None,
+        };
+        match ConvNet::new(name, c, Output::LogSoftmax, None, xtra_cut, head) {
+            Ok(net) => net,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The body of `net` as torchvision names it (conv1, bn1, layer1..4 for children 0, 1,
+    /// 4..7), plus torchvision's classifier.
+    fn torchvision_checkpoint(net: &ConvNet) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = net
+            .state()
+            .into_iter()
+            .filter_map(|(k, t)| {
+                let (child, rest) = k.split_once('.')?;
+                let name = match child {
+                    "0" => "conv1",
+                    "1" => "bn1",
+                    "4" => "layer1",
+                    "5" => "layer2",
+                    "6" => "layer3",
+                    "7" => "layer4",
+                    _ => return None,
+                };
+                Some((format!("{name}.{rest}"), t))
+            })
+            .collect();
+        out.push((
+            "fc.weight".into(),
+            Tensor::zeros([1000, 512], tch::kind::FLOAT_CPU),
+        ));
+        out.push((
+            "fc.bias".into(),
+            Tensor::zeros([1000], tch::kind::FLOAT_CPU),
+        ));
+        out
+    }
+
+    fn reason(r: Result<()>) -> String {
+        match r {
+            Err(Error::Weights { reason, .. }) => reason,
+            other => panic!("expected a weights error, got {other:?}"),
+        }
+    }
+
+    fn same(a: &ConvNet, b: &ConvNet, key: &str) -> bool {
+        let t = |n: &ConvNet| n.store.get(key).map(|e| e.tensor.detach());
+        matches!((t(a), t(b)), (Some(x), Some(y)) if x.equal(&y))
+    }
+
+    #[test]
+    fn published_checkpoint_fills_the_body_and_skips_what_is_not_ours() {
+        let source = resnet("resnet18", 2, 0);
+        // xtra_cut = 1: layer4's weights are in the file but not in this model.
+        let net = resnet("resnet18", 2, 1);
+        let ckpt = torchvision_checkpoint(&source);
+        assert!(net
+            .load_checkpoint(&ckpt, Naming::Published, "ckpt")
+            .is_ok());
+        assert!(same(&net, &source, "6.1.bn2.running_var"));
+        assert!(same(&net, &source, "0.weight"));
+        assert!(
+            !same(&net, &source, "9.weight"),
+            "the head is not part of the body"
+        );
+    }
+
+    #[test]
+    fn checkpoint_of_another_architecture_names_keys_and_loads_nothing() {
+        let r18 = resnet("resnet18", 2, 0);
+        let r34 = resnet("resnet34", 2, 0);
+        let before = r34.state();
+        let msg =
+            reason(r34.load_checkpoint(&torchvision_checkpoint(&r18), Naming::Published, "r18"));
+        assert!(msg.contains("missing key(s) [4.2.conv1.weight"), "{msg}");
+        assert!(before
+            .iter()
+            .all(|(k, t)| r34.store.get(k).is_some_and(|e| e.tensor.equal(t))));
+        let msg =
+            reason(r18.load_checkpoint(&torchvision_checkpoint(&r34), Naming::Published, "r34"));
+        assert!(
+            msg.contains("unexpected key(s) [layer1.2.conv1.weight"),
+            "{msg}"
+        );
+        assert!(!msg.contains("missing"), "{msg}");
+        // A key the architecture does not name at all is not silently dropped.
+        let mut odd = torchvision_checkpoint(&r18);
+        odd.push((
+            "features.0.weight".into(),
+            Tensor::zeros([1], tch::kind::FLOAT_CPU),
+        ));
+        let msg = reason(r18.load_checkpoint(&odd, Naming::Published, "odd"));
+        assert!(
+            msg.contains("1 unexpected key(s) [features.0.weight]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn flat_state_of_another_shape_is_listed_and_nothing_is_loaded() {
+        let three = resnet("resnet18", 3, 0);
+        let two = resnet("resnet18", 2, 0);
+        let before = two.state();
+        let msg = reason(two.load_checkpoint(&three.state(), Naming::Flat, "c3"));
+        assert!(
+            msg.contains("16.weight: [3, 512] in the file, [2, 512] in the model"),
+            "{msg}"
+        );
+        assert!(before
+            .iter()
+            .all(|(k, t)| two.store.get(k).is_some_and(|e| e.tensor.equal(t))));
+        let copy = resnet("resnet18", 2, 0);
+        assert!(copy
+            .load_checkpoint(&two.state(), Naming::Flat, "same")
+            .is_ok());
+        assert!(same(&copy, &two, "16.weight") && same(&copy, &two, "6.0.bn1.running_mean"));
     }
 }
