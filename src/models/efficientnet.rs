@@ -196,39 +196,35 @@ pub fn efficientnet_lite0(store: &mut ParamStore, meta: Meta) -> Box<dyn Backbon
     let cut = meta.cut.clamp(1, 7);
     let specs = block_specs();
     let group = |layer: usize| usize::from(layer >= meta.split);
-    let (head_layer, bn1_layer) = (layer_of_block(specs.len()), layer_of_block(specs.len()) + 1);
+    let head_layer = layer_of_block(specs.len());
+    let bn1_layer = head_layer + 1;
     let mut root = Scope::new(store, 0);
     let stem = SameConv::new(
-        root.in_group(group(0)).sub("_conv_stem"),
+        root.sub_in(group(0), "_conv_stem"),
         3,
         STEM_CHANNELS,
         3,
         2,
         1,
     );
-    let bn0 = (cut > 1).then(|| {
-        (
-            group(1),
-            bn(root.in_group(group(1)).sub("_bn0"), STEM_CHANNELS),
-        )
-    });
+    let bn0 = (cut > 1).then(|| (group(1), bn(root.sub_in(group(1), "_bn0"), STEM_CHANNELS)));
     let mut c_last = STEM_CHANNELS;
     let mut blocks = Vec::new();
     if cut > 3 {
         for (i, spec) in specs.into_iter().enumerate() {
-            let mut s = root.in_group(group(layer_of_block(i)));
-            blocks.push(MbConv::new(s.sub("_blocks").sub(i), spec));
+            let s = root.sub_in(group(layer_of_block(i)), format!("_blocks.{i}"));
+            blocks.push(MbConv::new(s, spec));
             c_last = spec.4;
         }
     }
     let head = (cut > 4).then(|| {
-        let mut s = root.in_group(group(head_layer));
-        SameConv::new(s.sub("_conv_head"), c_last, HEAD_CHANNELS, 1, 1, 1)
+        let s = root.sub_in(group(head_layer), "_conv_head");
+        SameConv::new(s, c_last, HEAD_CHANNELS, 1, 1, 1)
     });
     let bn1 = (cut > 5).then(|| {
         (
             group(bn1_layer),
-            bn(root.in_group(group(bn1_layer)).sub("_bn1"), HEAD_CHANNELS),
+            bn(root.sub_in(group(bn1_layer), "_bn1"), HEAD_CHANNELS),
         )
     });
     let out_channels = if cut > 4 { HEAD_CHANNELS } else { c_last };

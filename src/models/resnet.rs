@@ -98,7 +98,7 @@ fn downsample(s: &mut Scope<'_>, in_c: i64, out_c: i64, stride: i64) -> Option<(
 }
 
 impl Block {
-    /// Block `s` of a layer: `width` channels inside, `width * 4` out for a bottleneck.
+    /// A residual block in scope `s`: `width` channels inside, `width * 4` out for a bottleneck.
     /// Created in torchvision's state-dict order (the downsample last).
     fn new(mut s: Scope<'_>, bottleneck: bool, in_c: i64, width: i64, stride: i64) -> Self {
         if bottleneck {
@@ -155,10 +155,10 @@ pub fn resnet(
 ) -> Box<dyn Backbone> {
     let cut = meta.cut.clamp(1, 8);
     let mut root = Scope::new(store, 0);
-    let conv1 = conv(root.in_group(group_of(0, meta.split)).sub(0), 3, 64, 7, 2);
+    let conv1 = conv(root.sub_in(group_of(0, meta.split), 0), 3, 64, 7, 2);
     let bn1 = (cut > 1).then(|| {
         let group = group_of(1, meta.split);
-        (group, BatchNorm::new(root.in_group(group).sub(1), 64))
+        (group, BatchNorm::new(root.sub_in(group, 1), 64))
     });
     let mut in_c = 64;
     let mut layers = Vec::new();
@@ -166,8 +166,7 @@ pub fn resnet(
         let width = 64 << li;
         let child = 4 + li;
         let group = group_of(child, meta.split);
-        let mut s = root.in_group(group);
-        let mut s = s.sub(child);
+        let mut s = root.sub_in(group, child);
         let layer: Vec<Block> = (0..n)
             .map(|bi| {
                 let stride = if li > 0 && bi == 0 { 2 } else { 1 };

@@ -129,19 +129,17 @@ impl<'a> Scope<'a> {
 
     /// The scope of the sub-layer `name`, in the same group.
     pub fn sub(&mut self, name: impl std::fmt::Display) -> Scope<'_> {
+        let group = self.group;
+        self.sub_in(group, name)
+    }
+
+    /// The scope of the sub-layer `name` in layer group `group` (where a builder's layer
+    /// group changes: at the split).
+    pub fn sub_in(&mut self, group: usize, name: impl std::fmt::Display) -> Scope<'_> {
         let prefix = self.key(&name.to_string());
         Scope {
             store: self.store,
             prefix,
-            group: self.group,
-        }
-    }
-
-    /// The same prefix in layer group `group`.
-    pub fn in_group(&mut self, group: usize) -> Scope<'_> {
-        Scope {
-            store: self.store,
-            prefix: self.prefix.clone(),
             group,
         }
     }
