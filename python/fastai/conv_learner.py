@@ -32,11 +32,36 @@ from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _group_values, _opt_spec
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
-from .torch_imports import arch_from
+from ._archs import arch_from, default_meta
 
-# fastai 0.7's model_meta: arch -> [cut, lr_cut] (the Rust core applies them).
-model_meta = {"resnet18": [8, 6], "resnet34": [8, 6], "resnet50": [8, 6], "resnet101": [8, 6],
-              "resnet152": [8, 6]}
+# fastai 0.7's model_meta: {arch: [cut, lr_cut]}, keyed by the arch handle (`resnet34`), with the
+# values of the Rust core's architecture table. `ConvLearner.pretrained` reads it, so a changed
+# or added entry (keyed by our handle, or by the function the user passes, e.g. torchvision's
+# constructor) sets where the body is cut (before `xtra_cut`) and where layer group 1 starts.
+model_meta = default_meta()
+
+
+def _meta_of(f, arch):
+    """The (cut, lr_cut) of `model_meta` for what the user passed (`f`), else for its handle;
+    None (the table's own) when neither has an entry."""
+    for key in (f, arch):
+        try:
+            entry = model_meta.get(key)
+        except TypeError:  # an unhashable `f` cannot be a key
+            entry = None
+        if entry is not None:
+            break
+    else:
+        return None
+    try:
+        cut, lr_cut = entry
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+               for v in (cut, lr_cut)):
+            return int(cut), int(lr_cut)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"model_meta[{arch.name}] must be [cut, lr_cut], two non-negative integers; "
+                     f"got {entry!r}")
 
 
 def _default_device():
@@ -191,7 +216,7 @@ class ConvLearner(Learner):
         native = NativeLearner(arch.name, int(data.c), output,
                                None if ps is None else [float(p) for p in ps],
                                None if xtra_fc is None else [int(h) for h in xtra_fc],
-                               device or _default_device(), int(xtra_cut), head)
+                               device or _default_device(), int(xtra_cut), head, _meta_of(f, arch))
         if pretrained:
             state = load_pretrained(arch.name, weights)
             native.load_backbone(list(state.items()), str(weights or f"{arch.name} pretrained weights"))

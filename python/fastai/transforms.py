@@ -28,13 +28,16 @@ import os
 import numpy as np
 
 from . import _native
+# The statistics of each architecture's weights come from the Rust core's table (`_archs`):
+# `imagenet_stats`, `inception_stats` (inputs in [-1, 1]), `model_stats` by arch name.
+from ._archs import imagenet_stats, inception_models, inception_stats, model_stats
 
 from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402
 from . import core as _core  # noqa: E402
 
 # Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
 __all__, __getattr__ = _exports.reexport(__name__, [
-        "CropType", "TfmType", "imagenet_stats", "inception_stats", "model_stats",
+        "CropType", "TfmType", "imagenet_stats", "inception_stats", "inception_models", "model_stats",
         "BORDER_CONSTANT", "BORDER_REFLECT", "Transform", "Scale", "RandomScale", "AddPadding",
         "CenterCrop", "RandomCrop", "NoCrop", "GoogleNetResize", "RandomRotate", "RandomLighting",
         "RandomFlip", "RandomDihedral", "RandomZoom", "RandomStretch", "RandomRotateZoom",
@@ -60,20 +63,6 @@ class TfmType(enum.IntEnum):
     PIXEL = 2
     COORD = 3
     CLASS = 4
-
-
-imagenet_stats = (np.array([0.485, 0.456, 0.406], dtype=np.float32),
-                  np.array([0.229, 0.224, 0.225], dtype=np.float32))
-inception_stats = (np.array([0.5, 0.5, 0.5], dtype=np.float32),
-                   np.array([0.5, 0.5, 0.5], dtype=np.float32))
-
-# Statistics per architecture name, for archs given as plain strings (an arch object can carry
-# its own `stats`). Anything not listed uses imagenet_stats.
-model_stats = {
-    "efficientnet_lite0": inception_stats,
-    "inception_4": inception_stats,
-    "inceptionresnet_2": inception_stats,
-}
 
 
 def _border(mode):

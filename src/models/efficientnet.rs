@@ -23,15 +23,16 @@
 //! (fastai's "last BatchNorm" rule would give 320 for a cut right after conv_head, which does
 //! not match the 1280-channel map).
 //!
-//! Layer groups: group 0 = stem + blocks 0..=7 (stages 1-4, down to 1/16 resolution, 80
-//! channels), group 1 = blocks 8..=15 (stages 5-7) + conv_head/bn1. Splitting at block 8 cuts
-//! the 16 blocks in half and falls on a stage boundary, like fastai's ResNet cut between
-//! layer2 and layer3: group 0 holds generic low-level filters, group 1 the
-//! ImageNet-specific high-level ones that fine-tuning should move most.
+//! Layer groups: with the table's split (block 8), group 0 = stem + blocks 0..=7 (stages 1-4,
+//! down to 1/16 resolution, 80 channels), group 1 = blocks 8..=15 (stages 5-7) +
+//! conv_head/bn1. Splitting at block 8 cuts the 16 blocks in half and falls on a stage
+//! boundary, like fastai's ResNet cut between layer2 and layer3: group 0 holds generic
+//! low-level filters, group 1 the ImageNet-specific high-level ones that fine-tuning should
+//! move most.
 
 use tch::Tensor;
 
-use super::{Backbone, BatchNorm, BnMode, Conv, ParamStore};
+use super::{Backbone, BatchNorm, BnMode, Conv, ConvConfig, Meta, ParamStore, Scope};
 
 /// TensorFlow's BatchNorm epsilon, which the converted weights were trained with.
 const BN_EPS: f64 = 1e-3;
@@ -39,8 +40,6 @@ const BN_EPS: f64 = 1e-3;
 const BN_MOMENTUM: f64 = 0.01;
 const STEM_CHANNELS: i64 = 32;
 const HEAD_CHANNELS: i64 = 1280;
-/// First block of layer group 1.
-const GROUP1_FIRST_BLOCK: usize = 8;
 
 /// One MBConv stage: (expand ratio, kernel, stride of its first block, out channels, repeats).
 const STAGES: [(i64, i64, i64, i64, usize); 7] = [
@@ -53,8 +52,11 @@ const STAGES: [(i64, i64, i64, i64, usize); 7] = [
     (6, 3, 1, 320, 1),
 ];
 
-/// Per block, in order: (expand ratio, kernel, stride, in channels, out channels).
-fn block_specs() -> Vec<(i64, i64, i64, i64, i64)> {
+/// One MBConv block: (expand ratio, kernel, stride, in channels, out channels).
+type BlockSpec = (i64, i64, i64, i64, i64);
+
+/// Every block, in order.
+fn block_specs() -> Vec<BlockSpec> {
     let mut specs = Vec::new();
     let mut c_in = STEM_CHANNELS;
     for &(expand, k, stride, c_out, repeats) in &STAGES {
@@ -81,41 +83,38 @@ struct SameConv {
 }
 
 impl SameConv {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        store: &mut ParamStore,
-        key: &str,
-        group: usize,
-        c_in: i64,
-        c_out: i64,
-        k: i64,
-        stride: i64,
-        groups: i64,
-    ) -> Self {
+    fn new(s: Scope<'_>, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> Self {
+        let config = ConvConfig {
+            stride,
+            groups,
+            bias: false,
+            ..Default::default()
+        };
         SameConv {
-            conv: Conv::new(store, key, group, c_in, c_out, k, stride, 0, groups, false),
+            conv: Conv::new(s, c_in, c_out, k, config),
             k,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let c = &self.conv;
+        let c = &self.conv.config;
+        let w = &self.conv.weight;
         let size = x.size();
-        let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+        let (h, wd) = (size[size.len() - 2], size[size.len() - 1]);
         let (top, bottom) = tf_same_padding(h, self.k, c.stride);
-        let (left, right) = tf_same_padding(w, self.k, c.stride);
+        let (left, right) = tf_same_padding(wd, self.k, c.stride);
         if top == bottom && left == right {
             // Symmetric (every stride-1 conv, odd inputs): let the conv pad, no extra copy.
-            x.conv2d::<&Tensor>(&c.weight, None, [c.stride], [top, left], [1], c.groups)
+            x.conv2d::<&Tensor>(w, None, [c.stride], [top, left], [1], c.groups)
         } else {
             let x = x.constant_pad_nd([left, right, top, bottom]);
-            x.conv2d::<&Tensor>(&c.weight, None, [c.stride], [0], [1], c.groups)
+            x.conv2d::<&Tensor>(w, None, [c.stride], [0], [1], c.groups)
         }
     }
 }
 
-fn bn(store: &mut ParamStore, key: &str, group: usize, c: i64) -> BatchNorm {
-    BatchNorm::with_eps(store, key, group, c, BN_EPS, BN_MOMENTUM)
+fn bn(s: Scope<'_>, c: i64) -> BatchNorm {
+    BatchNorm::with_eps(s, c, BN_EPS, BN_MOMENTUM)
 }
 
 /// Mobile inverted bottleneck: [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6, 1x1
@@ -131,6 +130,25 @@ struct MbConv {
 }
 
 impl MbConv {
+    /// Created in checkpoint order, so the store's order matches the state dict's.
+    fn new(mut s: Scope<'_>, (expand, k, stride, c_in, c_out): BlockSpec) -> Self {
+        let mid = c_in * expand;
+        MbConv {
+            expand: (expand != 1).then(|| {
+                (
+                    SameConv::new(s.sub("_expand_conv"), c_in, mid, 1, 1, 1),
+                    bn(s.sub("_bn0"), mid),
+                )
+            }),
+            depthwise: SameConv::new(s.sub("_depthwise_conv"), mid, mid, k, stride, mid),
+            bn1: bn(s.sub("_bn1"), mid),
+            project: SameConv::new(s.sub("_project_conv"), mid, c_out, 1, 1, 1),
+            bn2: bn(s.sub("_bn2"), c_out),
+            residual: stride == 1 && c_in == c_out,
+            group: s.group(),
+        }
+    }
+
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         let train = bn.train(self.group);
         let h = match &self.expand {
@@ -147,14 +165,15 @@ impl MbConv {
     }
 }
 
-/// The body's direct children; `None`/empty for those `xtra_cut` removed.
+/// The body's direct children; `None`/empty for those `xtra_cut` removed. A BatchNorm comes
+/// with its layer group.
 struct Layers {
     stem: SameConv,
-    bn0: Option<BatchNorm>,
+    bn0: Option<(usize, BatchNorm)>,
     relu0: bool,
     blocks: Vec<MbConv>,
     head: Option<SameConv>,
-    bn1: Option<BatchNorm>,
+    bn1: Option<(usize, BatchNorm)>,
     relu1: bool,
     out_channels: i64,
 }
@@ -163,72 +182,51 @@ pub struct EfficientNetLite {
     layers: Layers,
 }
 
+/// Index of block `i` in the body's layer list that `Meta::split` counts in: the stem conv,
+/// bn0 and ReLU6 (0..=2), then the blocks one by one, then conv_head, bn1 and ReLU6.
+pub const fn layer_of_block(i: usize) -> usize {
+    3 + i
+}
+
 /// Builds EfficientNet-Lite0's body (stem, 16 MBConv blocks, conv_head + BN + ReLU6), or
-/// its first `cut` (1..=7) children; whole body: (N, 3, H, W) -> (N, 1280, H/32, W/32) (ceil
-/// for sizes not divisible by 32).
-pub fn efficientnet_lite0(store: &mut ParamStore, cut: usize) -> Box<dyn Backbone> {
-    let cut = cut.clamp(1, 7);
-    let stem = SameConv::new(store, "_conv_stem", 0, 3, STEM_CHANNELS, 3, 2, 1);
-    let bn0 = (cut > 1).then(|| bn(store, "_bn0", 0, STEM_CHANNELS));
-    let mut blocks = Vec::new();
+/// its first `meta.cut` (1..=7) children; whole body: (N, 3, H, W) -> (N, 1280, H/32, W/32)
+/// (ceil for sizes not divisible by 32). Layers from `meta.split` on (see `layer_of_block`)
+/// are layer group 1.
+pub fn efficientnet_lite0(store: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    let cut = meta.cut.clamp(1, 7);
+    let specs = block_specs();
+    let group = |layer: usize| usize::from(layer >= meta.split);
+    let head_layer = layer_of_block(specs.len());
+    let bn1_layer = head_layer + 1;
+    let mut root = Scope::new(store, 0);
+    let stem = SameConv::new(
+        root.sub_in(group(0), "_conv_stem"),
+        3,
+        STEM_CHANNELS,
+        3,
+        2,
+        1,
+    );
+    let bn0 = (cut > 1).then(|| (group(1), bn(root.sub_in(group(1), "_bn0"), STEM_CHANNELS)));
     let mut c_last = STEM_CHANNELS;
-    let specs = if cut > 3 { block_specs() } else { Vec::new() };
-    for (i, (expand, k, stride, c_in, c_out)) in specs.into_iter().enumerate() {
-        let group = if i < GROUP1_FIRST_BLOCK { 0 } else { 1 };
-        let key = format!("_blocks.{i}");
-        let mid = c_in * expand;
-        // Created in checkpoint order, so the store's order matches the state dict's.
-        let expand = (expand != 1).then(|| {
-            (
-                SameConv::new(
-                    store,
-                    &format!("{key}._expand_conv"),
-                    group,
-                    c_in,
-                    mid,
-                    1,
-                    1,
-                    1,
-                ),
-                bn(store, &format!("{key}._bn0"), group, mid),
-            )
-        });
-        let depthwise = SameConv::new(
-            store,
-            &format!("{key}._depthwise_conv"),
-            group,
-            mid,
-            mid,
-            k,
-            stride,
-            mid,
-        );
-        let bn1 = bn(store, &format!("{key}._bn1"), group, mid);
-        let project = SameConv::new(
-            store,
-            &format!("{key}._project_conv"),
-            group,
-            mid,
-            c_out,
-            1,
-            1,
-            1,
-        );
-        let bn2 = bn(store, &format!("{key}._bn2"), group, c_out);
-        blocks.push(MbConv {
-            expand,
-            depthwise,
-            bn1,
-            project,
-            bn2,
-            residual: stride == 1 && c_in == c_out,
-            group,
-        });
-        c_last = c_out;
+    let mut blocks = Vec::new();
+    if cut > 3 {
+        for (i, spec) in specs.into_iter().enumerate() {
+            let s = root.sub_in(group(layer_of_block(i)), format!("_blocks.{i}"));
+            blocks.push(MbConv::new(s, spec));
+            c_last = spec.4;
+        }
     }
-    let head =
-        (cut > 4).then(|| SameConv::new(store, "_conv_head", 1, c_last, HEAD_CHANNELS, 1, 1, 1));
-    let bn1 = (cut > 5).then(|| bn(store, "_bn1", 1, HEAD_CHANNELS));
+    let head = (cut > 4).then(|| {
+        let s = root.sub_in(group(head_layer), "_conv_head");
+        SameConv::new(s, c_last, HEAD_CHANNELS, 1, 1, 1)
+    });
+    let bn1 = (cut > 5).then(|| {
+        (
+            group(bn1_layer),
+            bn(root.sub_in(group(bn1_layer), "_bn1"), HEAD_CHANNELS),
+        )
+    });
     let out_channels = if cut > 4 { HEAD_CHANNELS } else { c_last };
     let layers = Layers {
         stem,
@@ -253,8 +251,10 @@ impl Backbone for EfficientNetLite {
         let l = &self.layers;
         let x = l.stem.forward(x);
         trace("_conv_stem", &x);
-        let Some(bn0) = &l.bn0 else { return x };
-        let x = bn0.forward(&x, bn.train(0));
+        let Some((group, bn0)) = &l.bn0 else {
+            return x;
+        };
+        let x = bn0.forward(&x, bn.train(*group));
         trace("_bn0", &x);
         if !l.relu0 {
             return x;
@@ -271,8 +271,10 @@ impl Backbone for EfficientNetLite {
         let Some(head) = &l.head else { return x };
         let x = head.forward(&x);
         trace("_conv_head", &x);
-        let Some(bn1) = &l.bn1 else { return x };
-        let x = bn1.forward(&x, bn.train(1));
+        let Some((group, bn1)) = &l.bn1 else {
+            return x;
+        };
+        let x = bn1.forward(&x, bn.train(*group));
         trace("_bn1", &x);
         if !l.relu1 {
             return x;
@@ -334,6 +336,14 @@ pub fn checkpoint_key(key: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The table's split (group 1 from block 8) with `cut` children.
+    fn meta(cut: usize) -> Meta {
+        Meta {
+            cut,
+            split: layer_of_block(8),
+        }
+    }
+
     #[test]
     fn tf_same_padding_matches_tensorflow() {
         assert_eq!(tf_same_padding(224, 3, 2), (0, 1));
@@ -346,7 +356,7 @@ mod tests {
     #[test]
     fn store_keys_are_checkpoint_keys() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store, 7);
+        let net = efficientnet_lite0(&mut store, meta(7));
         assert_eq!(net.out_channels(), 1280);
         // The checkpoint's 296 keys minus 2 `_fc` minus 49 `num_batches_tracked` (one per BN).
         assert_eq!(store.entries.len(), 245);
@@ -380,7 +390,7 @@ mod tests {
             (3, 32, false, false),
         ] {
             let mut store = ParamStore::new();
-            let net = efficientnet_lite0(&mut store, cut);
+            let net = efficientnet_lite0(&mut store, meta(cut));
             assert_eq!(net.out_channels(), channels, "cut {cut}");
             assert_eq!(
                 store.get("_blocks.15._bn2.weight").is_some(),
@@ -407,7 +417,7 @@ mod tests {
     #[test]
     fn feature_map_shape() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store, 7);
+        let net = efficientnet_lite0(&mut store, meta(7));
         let y = tch::no_grad(|| {
             net.forward(
                 &Tensor::zeros([1, 3, 64, 96], (tch::Kind::Float, tch::Device::Cpu)),
@@ -420,7 +430,7 @@ mod tests {
     #[test]
     fn trains_with_batch_statistics() {
         let mut store = ParamStore::new();
-        let net = efficientnet_lite0(&mut store, 7);
+        let net = efficientnet_lite0(&mut store, meta(7));
         let x = Tensor::randn([2, 3, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
         // Group 0 frozen-style (eval BN), group 1 training: only group 1's stats move.
         net.forward(&x, BnMode([false, true, true]))

@@ -4,7 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{BatchNorm, ParamStore};
+use super::{BatchNorm, ParamStore, Scope};
 use crate::util::rng::Rng;
 use crate::{Error, Result};
 
@@ -74,6 +74,7 @@ impl Head {
         output: Output,
     ) -> Self {
         let opts = (Kind::Float, Device::Cpu);
+        let mut s = Scope::new(store, HEAD_GROUP);
         let mut idx = first_index;
         let mut n_in = nf;
         let mut blocks = Vec::new();
@@ -83,22 +84,15 @@ impl Head {
             .chain(std::iter::once((c, false)))
             .collect();
         for (&(n_out, relu), &p) in sizes.iter().zip(ps) {
-            let bn = BatchNorm::new(store, &idx.to_string(), HEAD_GROUP, n_in);
+            let bn = BatchNorm::new(s.sub(idx), n_in);
             idx += 1;
             if p > 0.0 {
                 idx += 1; // the Dropout layer
             }
             let std = (2.0 / n_in as f64).sqrt();
-            let weight = store.param(
-                format!("{idx}.weight"),
-                Tensor::randn([n_out, n_in], opts) * std,
-                HEAD_GROUP,
-            );
-            let bias = store.param(
-                format!("{idx}.bias"),
-                Tensor::zeros([n_out], opts),
-                HEAD_GROUP,
-            );
+            let mut linear = s.sub(idx);
+            let weight = linear.param("weight", Tensor::randn([n_out, n_in], opts) * std);
+            let bias = linear.param("bias", Tensor::zeros([n_out], opts));
             idx += 1;
             if relu {
                 idx += 1;

@@ -4,18 +4,18 @@
 //! Store keys use fastai 0.7's flat `nn.Sequential` numbering of torchvision's children:
 //! conv1 = 0, bn1 = 1, (relu = 2, maxpool = 3), layer1..layer4 = 4..7. So `layer3.0.conv1.weight`
 //! in a torchvision checkpoint is `6.0.conv1.weight` here, as in a fastai 0.7 `.h5` file.
-//! Layer groups follow fastai's `lr_cut` of 6: children 0..5 (up to layer2) are group 0,
-//! layer3 and layer4 group 1.
+//! Layer groups follow the table's split (fastai's `lr_cut`, 6 by default): children before
+//! it (conv1 up to layer2) are group 0, layer3 and layer4 group 1.
 //!
 //! `xtra_cut` (fastai's `cut -= xtra_cut`) keeps only the first `cut` children: xtra_cut = 1
 //! drops layer4, so the features come from layer3 (256 channels for resnet34, nf = 512). The
-//! split stays at child 6, as fastai's `split_by_idxs(children, [lr_cut])` keeps it: with
-//! cut = 7 group 1 is layer3 alone, with cut <= 6 it holds no parameters (only the
+//! split does not move with the cut, as fastai's `split_by_idxs(children, [lr_cut])` keeps
+//! it: with cut = 7 group 1 is layer3 alone, with cut <= 6 it holds no parameters (only the
 //! parameter-free pool and flatten), and `lr`s for it have nothing to act on.
 
 use tch::Tensor;
 
-use super::{Backbone, BatchNorm, BnMode, Conv, ParamStore};
+use super::{Backbone, BatchNorm, BnMode, Conv, ConvConfig, Meta, ParamStore, Scope};
 
 enum Block {
     Basic {
@@ -75,38 +75,61 @@ impl Block {
     }
 }
 
+/// A bias-free convolution padded to keep the size at stride 1 (every conv of a ResNet).
+fn conv(s: Scope<'_>, c_in: i64, c_out: i64, k: i64, stride: i64) -> Conv {
+    let config = ConvConfig {
+        stride,
+        padding: k / 2,
+        bias: false,
+        ..Default::default()
+    };
+    Conv::new(s, c_in, c_out, k, config)
+}
+
 /// The 1x1 projection of a block's shortcut, when its shape changes (first block of a layer).
-fn downsample(
-    store: &mut ParamStore,
-    key: &str,
-    group: usize,
-    in_c: i64,
-    out_c: i64,
-    stride: i64,
-) -> Option<(Conv, BatchNorm)> {
+fn downsample(s: &mut Scope<'_>, in_c: i64, out_c: i64, stride: i64) -> Option<(Conv, BatchNorm)> {
     (stride != 1 || in_c != out_c).then(|| {
+        let mut s = s.sub("downsample");
         (
-            Conv::new(
-                store,
-                &format!("{key}.downsample.0"),
-                group,
-                in_c,
-                out_c,
-                1,
-                stride,
-                0,
-                1,
-                false,
-            ),
-            BatchNorm::new(store, &format!("{key}.downsample.1"), group, out_c),
+            conv(s.sub(0), in_c, out_c, 1, stride),
+            BatchNorm::new(s.sub(1), out_c),
         )
     })
 }
 
+impl Block {
+    /// A residual block in scope `s`: `width` channels inside, `width * 4` out for a bottleneck.
+    /// Created in torchvision's state-dict order (the downsample last).
+    fn new(mut s: Scope<'_>, bottleneck: bool, in_c: i64, width: i64, stride: i64) -> Self {
+        if bottleneck {
+            let out_c = width * BOTTLENECK_EXPANSION;
+            Block::Bottleneck {
+                conv1: conv(s.sub("conv1"), in_c, width, 1, 1),
+                bn1: BatchNorm::new(s.sub("bn1"), width),
+                conv2: conv(s.sub("conv2"), width, width, 3, stride),
+                bn2: BatchNorm::new(s.sub("bn2"), width),
+                conv3: conv(s.sub("conv3"), width, out_c, 1, 1),
+                bn3: BatchNorm::new(s.sub("bn3"), out_c),
+                down: downsample(&mut s, in_c, out_c, stride),
+            }
+        } else {
+            Block::Basic {
+                conv1: conv(s.sub("conv1"), in_c, width, 3, stride),
+                bn1: BatchNorm::new(s.sub("bn1"), width),
+                conv2: conv(s.sub("conv2"), width, width, 3, 1),
+                bn2: BatchNorm::new(s.sub("bn2"), width),
+                down: downsample(&mut s, in_c, width, stride),
+            }
+        }
+    }
+}
+
+const BOTTLENECK_EXPANSION: i64 = 4;
+
 pub struct ResNet {
     conv1: Conv,
     /// None when the cut keeps conv1 alone (not allowed by `ConvNet`, but well-defined here).
-    bn1: Option<BatchNorm>,
+    bn1: Option<(usize, BatchNorm)>,
     /// Children kept (8 = the whole body; 2 = conv1 and bn1; 3 adds relu, 4 maxpool, then
     /// one per residual layer).
     cut: usize,
@@ -115,120 +138,47 @@ pub struct ResNet {
     out_channels: i64,
 }
 
+/// The layer group of child `child` when group 1 starts at child `split`.
+fn group_of(child: usize, split: usize) -> usize {
+    usize::from(child >= split)
+}
+
 /// Builds a ResNet body with `blocks[i]` blocks in layer i+1; `bottleneck` selects the
-/// 1x1-3x3-1x1 block with expansion 4 (resnet50 and deeper). Only the first `cut` (1..=8)
-/// children are built: their parameters are the only ones in the store.
+/// 1x1-3x3-1x1 block with expansion 4 (resnet50 and deeper). Only the first `meta.cut` (1..=8)
+/// children are built: their parameters are the only ones in the store. Children from
+/// `meta.split` on are layer group 1.
 pub fn resnet(
     store: &mut ParamStore,
     blocks: [usize; 4],
     bottleneck: bool,
-    cut: usize,
+    meta: Meta,
 ) -> Box<dyn Backbone> {
-    let cut = cut.clamp(1, 8);
-    let expansion = if bottleneck { 4 } else { 1 };
-    let conv1 = Conv::new(store, "0", 0, 3, 64, 7, 2, 3, 1, false);
-    let bn1 = (cut > 1).then(|| BatchNorm::new(store, "1", 0, 64));
+    let cut = meta.cut.clamp(1, 8);
+    let mut root = Scope::new(store, 0);
+    let conv1 = conv(root.sub_in(group_of(0, meta.split), 0), 3, 64, 7, 2);
+    let bn1 = (cut > 1).then(|| {
+        let group = group_of(1, meta.split);
+        (group, BatchNorm::new(root.sub_in(group, 1), 64))
+    });
     let mut in_c = 64;
     let mut layers = Vec::new();
     for (li, &n) in blocks.iter().enumerate().take(cut.saturating_sub(4)) {
         let width = 64 << li;
         let child = 4 + li;
-        let group = if child < 6 { 0 } else { 1 };
-        let mut layer = Vec::new();
-        for bi in 0..n {
-            let stride = if li > 0 && bi == 0 { 2 } else { 1 };
-            let key = format!("{child}.{bi}");
-            let out_c = width * expansion;
-            // Created after the convs: torchvision's state dicts list downsample last.
-            let block = if bottleneck {
-                let conv1 = Conv::new(
-                    store,
-                    &format!("{key}.conv1"),
-                    group,
-                    in_c,
-                    width,
-                    1,
-                    1,
-                    0,
-                    1,
-                    false,
-                );
-                let bn1 = BatchNorm::new(store, &format!("{key}.bn1"), group, width);
-                let conv2 = Conv::new(
-                    store,
-                    &format!("{key}.conv2"),
-                    group,
-                    width,
-                    width,
-                    3,
-                    stride,
-                    1,
-                    1,
-                    false,
-                );
-                let bn2 = BatchNorm::new(store, &format!("{key}.bn2"), group, width);
-                let conv3 = Conv::new(
-                    store,
-                    &format!("{key}.conv3"),
-                    group,
-                    width,
-                    out_c,
-                    1,
-                    1,
-                    0,
-                    1,
-                    false,
-                );
-                let bn3 = BatchNorm::new(store, &format!("{key}.bn3"), group, out_c);
-                let down = downsample(store, &key, group, in_c, out_c, stride);
-                Block::Bottleneck {
-                    conv1,
-                    bn1,
-                    conv2,
-                    bn2,
-                    conv3,
-                    bn3,
-                    down,
-                }
-            } else {
-                let conv1 = Conv::new(
-                    store,
-                    &format!("{key}.conv1"),
-                    group,
-                    in_c,
-                    width,
-                    3,
-                    stride,
-                    1,
-                    1,
-                    false,
-                );
-                let bn1 = BatchNorm::new(store, &format!("{key}.bn1"), group, width);
-                let conv2 = Conv::new(
-                    store,
-                    &format!("{key}.conv2"),
-                    group,
-                    width,
-                    width,
-                    3,
-                    1,
-                    1,
-                    1,
-                    false,
-                );
-                let bn2 = BatchNorm::new(store, &format!("{key}.bn2"), group, width);
-                let down = downsample(store, &key, group, in_c, out_c, stride);
-                Block::Basic {
-                    conv1,
-                    bn1,
-                    conv2,
-                    bn2,
-                    down,
-                }
-            };
-            layer.push(block);
-            in_c = out_c;
-        }
+        let group = group_of(child, meta.split);
+        let mut s = root.sub_in(group, child);
+        let layer: Vec<Block> = (0..n)
+            .map(|bi| {
+                let stride = if li > 0 && bi == 0 { 2 } else { 1 };
+                let block = Block::new(s.sub(bi), bottleneck, in_c, width, stride);
+                in_c = if bottleneck {
+                    width * BOTTLENECK_EXPANSION
+                } else {
+                    width
+                };
+                block
+            })
+            .collect();
         layers.push((group, layer));
     }
     Box::new(ResNet {
@@ -240,6 +190,22 @@ pub fn resnet(
     })
 }
 
+pub fn resnet18(s: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    resnet(s, [2, 2, 2, 2], false, meta)
+}
+pub fn resnet34(s: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    resnet(s, [3, 4, 6, 3], false, meta)
+}
+pub fn resnet50(s: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    resnet(s, [3, 4, 6, 3], true, meta)
+}
+pub fn resnet101(s: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    resnet(s, [3, 4, 23, 3], true, meta)
+}
+pub fn resnet152(s: &mut ParamStore, meta: Meta) -> Box<dyn Backbone> {
+    resnet(s, [3, 8, 36, 3], true, meta)
+}
+
 impl Backbone for ResNet {
     fn forward_traced(
         &self,
@@ -249,8 +215,10 @@ impl Backbone for ResNet {
     ) -> Tensor {
         let x = self.conv1.forward(x);
         trace("Conv2d", &x);
-        let Some(bn1) = &self.bn1 else { return x };
-        let mut x = bn1.forward(&x, bn.train(0));
+        let Some((group, bn1)) = &self.bn1 else {
+            return x;
+        };
+        let mut x = bn1.forward(&x, bn.train(*group));
         trace("BatchNorm2d", &x);
         if self.cut < 3 {
             return x;
@@ -308,7 +276,7 @@ mod tests {
     fn cut_keeps_the_first_children() {
         for (cut, last_child, channels) in [(8, 7, 512), (7, 6, 256), (4, 1, 64)] {
             let mut store = ParamStore::new();
-            let net = resnet(&mut store, [3, 4, 6, 3], false, cut);
+            let net = resnet34(&mut store, Meta { cut, split: 6 });
             assert_eq!(net.out_channels(), channels);
             let max = store.entries.iter().filter_map(|e| child_of(&e.key)).max();
             assert_eq!(max, Some(last_child));

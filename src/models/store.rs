@@ -1,6 +1,6 @@
-//! Named tensors with their layer group, plus the two layer kinds every backbone uses.
+//! Named tensors with their layer group, and the scope layers are built in.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -108,124 +108,63 @@ impl ParamStore {
     }
 }
 
-/// A 2-D convolution without or with bias (ResNets use none).
-pub struct Conv {
-    pub weight: Tensor,
-    pub bias: Option<Tensor>,
-    pub stride: i64,
-    pub padding: i64,
-    pub groups: i64,
+/// Where the layer being built registers its tensors: the store, a key prefix and the layer
+/// group (tch's `nn::Path`, plus the group fastai needs). `scope.sub("conv1")` is the scope of
+/// a sub-layer, so a builder names each layer once and its tensors get `<prefix>.conv1.weight`.
+pub struct Scope<'a> {
+    store: &'a mut ParamStore,
+    prefix: String,
+    group: usize,
 }
 
-impl Conv {
-    /// Creates the weight `(out, in/groups, k, k)` with Kaiming-normal (fan_out) init as
-    /// torchvision does; pretrained weights overwrite it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: &mut ParamStore,
-        key: &str,
-        group: usize,
-        c_in: i64,
-        c_out: i64,
-        k: i64,
-        stride: i64,
-        padding: i64,
-        groups: i64,
-        bias: bool,
-    ) -> Self {
-        let fan_out = (c_out * k * k / groups) as f64;
-        let w = Tensor::randn([c_out, c_in / groups, k, k], (Kind::Float, Device::Cpu))
-            * (2.0 / fan_out).sqrt();
-        let weight = store.param(format!("{key}.weight"), w, group);
-        let bias = bias.then(|| {
-            store.param(
-                format!("{key}.bias"),
-                Tensor::zeros([c_out], (Kind::Float, Device::Cpu)),
-                group,
-            )
-        });
-        Conv {
-            weight,
-            bias,
-            stride,
-            padding,
-            groups,
+impl<'a> Scope<'a> {
+    /// The root scope of `store` (empty prefix) in layer group `group`.
+    pub fn new(store: &'a mut ParamStore, group: usize) -> Self {
+        Scope {
+            store,
+            prefix: String::new(),
+            group,
         }
     }
 
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            self.bias.as_ref(),
-            [self.stride],
-            [self.padding],
-            [1],
-            self.groups,
-        )
-    }
-}
-
-/// BatchNorm (1-d or 2-d: libtorch's batch_norm handles both) with PyTorch's defaults.
-pub struct BatchNorm {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    pub running_mean: Tensor,
-    pub running_var: Tensor,
-    pub eps: f64,
-    pub momentum: f64,
-}
-
-impl BatchNorm {
-    pub fn new(store: &mut ParamStore, key: &str, group: usize, c: i64) -> Self {
-        Self::with_eps(store, key, group, c, 1e-5, 0.1)
+    /// The scope of the sub-layer `name`, in the same group.
+    pub fn sub(&mut self, name: impl std::fmt::Display) -> Scope<'_> {
+        let group = self.group;
+        self.sub_in(group, name)
     }
 
-    pub fn with_eps(
-        store: &mut ParamStore,
-        key: &str,
-        group: usize,
-        c: i64,
-        eps: f64,
-        momentum: f64,
-    ) -> Self {
-        let opts = (Kind::Float, Device::Cpu);
-        BatchNorm {
-            weight: store.param(format!("{key}.weight"), Tensor::ones([c], opts), group),
-            bias: store.param(format!("{key}.bias"), Tensor::zeros([c], opts), group),
-            running_mean: store.buffer(
-                format!("{key}.running_mean"),
-                Tensor::zeros([c], opts),
-                group,
-            ),
-            running_var: store.buffer(format!("{key}.running_var"), Tensor::ones([c], opts), group),
-            eps,
-            momentum,
+    /// The scope of the sub-layer `name` in layer group `group` (where a builder's layer
+    /// group changes: at the split).
+    pub fn sub_in(&mut self, group: usize, name: impl std::fmt::Display) -> Scope<'_> {
+        let prefix = self.key(&name.to_string());
+        Scope {
+            store: self.store,
+            prefix,
+            group,
         }
     }
 
-    /// The same layer: its tensors share storage with this one's.
-    pub fn share(&self) -> Self {
-        BatchNorm {
-            weight: self.weight.shallow_clone(),
-            bias: self.bias.shallow_clone(),
-            running_mean: self.running_mean.shallow_clone(),
-            running_var: self.running_var.shallow_clone(),
-            eps: self.eps,
-            momentum: self.momentum,
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
         }
     }
 
-    /// `train`: use batch statistics and update the running ones (PyTorch's training mode).
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        x.batch_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            train,
-            self.momentum,
-            self.eps,
-            true,
-        )
+    /// Registers the trainable tensor `<prefix>.<name>`; the returned handle shares its storage.
+    pub fn param(&mut self, name: &str, tensor: Tensor) -> Tensor {
+        let key = self.key(name);
+        self.store.param(key, tensor, self.group)
+    }
+
+    /// Registers the non-trainable state `<prefix>.<name>` (saved with the model).
+    pub fn buffer(&mut self, name: &str, tensor: Tensor) -> Tensor {
+        let key = self.key(name);
+        self.store.buffer(key, tensor, self.group)
     }
 }

@@ -13,7 +13,7 @@ use tch::{Device, Tensor};
 use super::data::PyDataLoader;
 use super::head::PyHead;
 use super::to_pyerr;
-use crate::models::{ConvNet, EntryKind, HeadChoice, Output};
+use crate::models::{ConvNet, EntryKind, HeadChoice, Meta, Naming, Output};
 use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
 use crate::train::optim::Algo;
 use crate::train::schedule::Schedule;
@@ -154,9 +154,10 @@ impl PyLearner {
     /// Builds body + head for `arch` with `c` outputs; `output` is 'log_softmax', 'sigmoid'
     /// or 'identity' (for a custom head: which loss to use). `xtra_cut` removes that many
     /// body children from the end. `custom_head`: (forward(x, train, bn_train) callable,
-    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict).
+    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict). `meta`:
+    /// a `model_meta` entry (cut, split) to use instead of the architecture's own.
     #[new]
-    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None))]
+    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None, meta=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         arch: &str,
@@ -167,6 +168,7 @@ impl PyLearner {
         device: &str,
         xtra_cut: usize,
         custom_head: Option<(PyObject, String, Vec<(String, PyTensor, bool)>)>,
+        meta: Option<(usize, usize)>,
     ) -> PyResult<Self> {
         let output = match output {
             "log_softmax" => Output::LogSoftmax,
@@ -204,7 +206,8 @@ impl PyLearner {
                     .collect(),
             },
         };
-        let net = ConvNet::new(arch, c, output, xtra_cut, head).map_err(to_pyerr)?;
+        let meta = meta.map(|(cut, split)| Meta { cut, split });
+        let net = ConvNet::new(arch, c, output, meta, xtra_cut, head).map_err(to_pyerr)?;
         Ok(PyLearner {
             inner: Mutex::new(Learner::new(net, device)),
             head_raised,
@@ -312,8 +315,10 @@ impl PyLearner {
         source: &str,
     ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.detached(py, move |l| l.net.load_backbone(&entries, source))
-            .map_err(to_pyerr)
+        self.detached(py, move |l| {
+            l.net.load_checkpoint(&entries, Naming::Published, source)
+        })
+        .map_err(to_pyerr)
     }
 
     /// The full state dict (fastai 0.7 flat keys), CPU tensors.
@@ -331,7 +336,7 @@ impl PyLearner {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
         self.lock()?
             .net
-            .load_state(&entries, source)
+            .load_checkpoint(&entries, Naming::Flat, source)
             .map_err(to_pyerr)
     }
 
@@ -693,7 +698,6 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLearner>()?;
     m.add_function(wrap_pyfunction!(epoch_order, m)?)?;
-    m.add("ARCHS", crate::models::arch_names())?;
     Ok(())
 }
 

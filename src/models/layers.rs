@@ -1,0 +1,131 @@
+//! The layers every backbone is made of: convolution, BatchNorm and fastai's concat pool.
+//! Each keeps shallow clones of the tensors it registered in its [`Scope`], so an in-place
+//! update of the store (loading weights, an optimiser step) is what the next forward uses.
+
+use tch::{Device, Kind, Tensor};
+
+use super::Scope;
+
+/// How a convolution strides, pads and groups its input (tch's `nn::ConvConfig`); the
+/// defaults are PyTorch's `nn.Conv2d` ones: stride 1, no padding, one group, with a bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvConfig {
+    pub stride: i64,
+    pub padding: i64,
+    pub groups: i64,
+    pub bias: bool,
+}
+
+impl Default for ConvConfig {
+    fn default() -> Self {
+        ConvConfig {
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        }
+    }
+}
+
+/// A square 2-D convolution.
+pub struct Conv {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub config: ConvConfig,
+}
+
+impl Conv {
+    /// Registers `weight` `(c_out, c_in/groups, k, k)` with Kaiming-normal (fan_out) init, as
+    /// torchvision does, and a zero `bias` if the config has one; pretrained weights overwrite
+    /// both.
+    pub fn new(mut s: Scope<'_>, c_in: i64, c_out: i64, k: i64, config: ConvConfig) -> Self {
+        let fan_out = (c_out * k * k / config.groups) as f64;
+        let w = Tensor::randn(
+            [c_out, c_in / config.groups, k, k],
+            (Kind::Float, Device::Cpu),
+        ) * (2.0 / fan_out).sqrt();
+        let weight = s.param("weight", w);
+        let bias = config
+            .bias
+            .then(|| s.param("bias", Tensor::zeros([c_out], (Kind::Float, Device::Cpu))));
+        Conv {
+            weight,
+            bias,
+            config,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let c = &self.config;
+        x.conv2d(
+            &self.weight,
+            self.bias.as_ref(),
+            [c.stride],
+            [c.padding],
+            [1],
+            c.groups,
+        )
+    }
+}
+
+/// BatchNorm (1-d or 2-d: libtorch's batch_norm handles both).
+pub struct BatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+impl BatchNorm {
+    /// PyTorch's defaults: eps 1e-5, momentum 0.1.
+    pub fn new(s: Scope<'_>, c: i64) -> Self {
+        Self::with_eps(s, c, 1e-5, 0.1)
+    }
+
+    pub fn with_eps(mut s: Scope<'_>, c: i64, eps: f64, momentum: f64) -> Self {
+        let opts = (Kind::Float, Device::Cpu);
+        BatchNorm {
+            weight: s.param("weight", Tensor::ones([c], opts)),
+            bias: s.param("bias", Tensor::zeros([c], opts)),
+            running_mean: s.buffer("running_mean", Tensor::zeros([c], opts)),
+            running_var: s.buffer("running_var", Tensor::ones([c], opts)),
+            eps,
+            momentum,
+        }
+    }
+
+    /// The same layer: its tensors share storage with this one's.
+    pub fn share(&self) -> Self {
+        BatchNorm {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            running_mean: self.running_mean.shallow_clone(),
+            running_var: self.running_var.shallow_clone(),
+            eps: self.eps,
+            momentum: self.momentum,
+        }
+    }
+
+    /// `train`: use batch statistics and update the running ones (PyTorch's training mode).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        x.batch_norm(
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            self.momentum,
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// AdaptiveConcatPool2d: adaptive max pool then adaptive average pool to 1x1, concatenated
+/// along channels (max first): (N, C, h, w) -> (N, 2C, 1, 1).
+pub fn concat_pool(f: &Tensor) -> Tensor {
+    let (max, _) = f.adaptive_max_pool2d([1, 1]);
+    Tensor::cat(&[max, f.adaptive_avg_pool2d([1, 1])], 1)
+}
