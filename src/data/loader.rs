@@ -278,6 +278,11 @@ impl DataLoader {
         }
     }
 
+    /// Whether the items are images held in memory (`from_arrays`), not files.
+    pub fn in_memory(&self) -> bool {
+        self.inner.images.is_some()
+    }
+
     /// Batches per epoch: ceil(items / bs).
     pub fn len(&self) -> usize {
         self.inner.files.len().div_ceil(self.inner.cfg.batch_size)
