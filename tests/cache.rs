@@ -252,3 +252,189 @@ fn temporaries_of_dead_writers_are_swept_live_ones_kept() {
     kept.sort();
     assert_eq!(leftovers(dir.path()), kept);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The precompute session: key, file name, lookup, computation and write in one call.
+
+use std::sync::Arc;
+
+use fastai_native::cache::Split;
+use fastai_native::data::loader::{thread_pool, DataLoader, LoaderConfig, Targets};
+use fastai_native::models::{ConvNet, HeadChoice, Output};
+use fastai_native::train::learner::Learner;
+use fastai_native::train::precompute::{CacheDir, CacheStatus};
+use fastai_native::transforms::{Border, CropKind, Pipeline};
+
+const SZ: usize = 32;
+
+/// A validation loader (centre crop, no augmentation) over `files` under `root`, which skips
+/// undecodable files. The one place these tests build a loader.
+fn loader(root: &Path, files: &[String]) -> DataLoader {
+    let pipeline = Pipeline {
+        sz: SZ,
+        scale: None,
+        pad: 0,
+        pad_border: Border::Reflect,
+        augs: Vec::new(),
+        crop: CropKind::Center,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+    };
+    let cfg = LoaderConfig {
+        batch_size: 2,
+        shuffle: false,
+        seed: 0,
+        prefetch: 2,
+        skip_bad: true,
+    };
+    let targets = Targets::Class((0..files.len() as i64).map(|i| i % 2).collect());
+    DataLoader::new(
+        root.to_path_buf(),
+        files.to_vec(),
+        targets,
+        Arc::new(pipeline),
+        cfg,
+        thread_pool(1).unwrap(),
+    )
+    .unwrap()
+}
+
+/// `PATH/train/<class>/<i>.png` photos (smooth gradients), and one broken file, third.
+fn photo_folder(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for i in 0..5u32 {
+        let class = if i % 2 == 0 { "cats" } else { "dogs" };
+        let name = format!("train/{class}/{i}.png");
+        let path = root.join(&name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if i == 2 {
+            fs::write(&path, b"\x89PNG\r\n\x1a\n not really").unwrap();
+        } else {
+            image::RgbImage::from_fn(40, 30, |x, y| {
+                image::Rgb([(x * 6 + i * 20) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+            })
+            .save(&path)
+            .unwrap();
+        }
+        files.push(name);
+    }
+    files
+}
+
+fn same_values(a: &Tensor, b: &Tensor) -> bool {
+    let (a, b) = (values(a), values(b));
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+}
+
+#[test]
+fn precompute_computes_then_reads_and_recomputes_when_the_body_changes() {
+    let dir = TempDir::new("session");
+    let files = photo_folder(dir.path());
+    let dl = loader(dir.path(), &files);
+    let net = ConvNet::new(
+        "resnet18",
+        2,
+        Output::LogSoftmax,
+        0,
+        HeadChoice::Fastai {
+            ps: None,
+            xtra_fc: None,
+        },
+    )
+    .unwrap();
+    let learner = Learner::new(net, Device::Cpu);
+    let tmp = dir.path().join("tmp");
+    let at = CacheDir {
+        dir: &tmp,
+        data_path: dir.path(),
+    };
+    let body = learner.body_key(Precision::Float32).unwrap();
+    let mut batches = 0;
+    let first = learner
+        .precompute(&dl, Split::Train, at, &body, &mut |_| {
+            batches += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        matches!(first.status, CacheStatus::Computed),
+        "{:?}",
+        first.status
+    );
+    assert_eq!(batches, 3);
+    assert_eq!(first.path, tmp.join("x_act_resnet18_0_32.bin"));
+    // One row per listed file; the broken one is left out and named.
+    assert_eq!(first.rows.size(), vec![5, 1024]);
+    assert_eq!(first.kept.left_out(), &[2]);
+    let broken = dir.path().join(&files[2]).display().to_string();
+    assert_eq!(first.left_out_names, vec![broken]);
+    // Reference: the body's features of each decodable image alone.
+    for i in [0, 1, 3, 4] {
+        let one = loader(dir.path(), &files[i..i + 1]);
+        let alone = learner.features(&one, &mut |_| Ok(())).unwrap();
+        assert!(
+            first
+                .rows
+                .get(i as i64)
+                .allclose(&alone.get(0), 1e-5, 1e-5, false),
+            "row {i}"
+        );
+    }
+    assert!(first.warning().is_none());
+
+    // The same body reads the file: no batch computed, the same rows and items.
+    let mut batches = 0;
+    let again = learner
+        .precompute(&dl, Split::Train, at, &body, &mut |_| {
+            batches += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(matches!(again.status, CacheStatus::Hit));
+    assert_eq!(batches, 0);
+    assert!(same_values(&again.rows, &first.rows));
+    assert_eq!(again.kept, first.kept);
+    assert_eq!(again.left_out_names, first.left_out_names);
+
+    // Another precision, then other weights: the file is recomputed, with a warning naming it.
+    let bf16 = learner.body_key(Precision::Bfloat16).unwrap();
+    assert_ne!(bf16.id(), body.id());
+    let other = learner
+        .precompute(&dl, Split::Train, at, &bf16, &mut |_| Ok(()))
+        .unwrap();
+    assert!(matches!(
+        other.status,
+        CacheStatus::Recomputed(StaleReason::KeyChanged)
+    ));
+    let e = &learner.net.store.entries[0];
+    tch::no_grad(|| {
+        let _ = e.tensor.shallow_clone().fill_(0.5);
+    });
+    let changed = learner.body_key(Precision::Float32).unwrap();
+    assert_ne!(changed.id(), body.id());
+    let third = learner
+        .precompute(&dl, Split::Train, at, &changed, &mut |_| Ok(()))
+        .unwrap();
+    let warning = third.warning().unwrap();
+    assert!(matches!(
+        third.status,
+        CacheStatus::Recomputed(StaleReason::KeyChanged)
+    ));
+    assert!(warning.contains(&third.path.display().to_string()) && warning.contains("recomputed"));
+    assert!(!same_values(&third.rows, &first.rows));
+
+    // Validation files of the same folder get their own name; the left-out list is on disk.
+    let val = learner
+        .precompute(&dl, Split::Valid, at, &changed, &mut |_| Ok(()))
+        .unwrap();
+    assert_eq!(val.path, tmp.join("x_act_val_resnet18_0_32_train.bin"));
+    let key_file = file::read(
+        &third.path,
+        &CacheKey::new("x", "y", "z", Precision::Float32),
+    );
+    assert!(matches!(key_file, Lookup::Stale(StaleReason::KeyChanged)));
+    assert_eq!(leftovers(&tmp), Vec::<String>::new());
+}

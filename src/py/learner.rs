@@ -265,12 +265,6 @@ impl PyLearner {
     fn has_custom_head(&self) -> PyResult<bool> {
         Ok(self.lock()?.net.has_custom_head())
     }
-    /// Shape of what the head receives (and precompute caches) for one (3, h, w) image:
-    /// (1, nf) for fastai's head, (1, C, h', w') for a custom head.
-    fn feature_shape(&self, py: Python<'_>, h: i64, w: i64) -> PyResult<Vec<i64>> {
-        let r = self.detached(py, move |l| Ok(l.net.feature_shape(h, w)));
-        self.check(r)
-    }
     #[getter]
     fn trainable(&self) -> PyResult<[bool; 3]> {
         Ok(self.lock()?.trainable)
