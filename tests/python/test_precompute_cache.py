@@ -29,8 +29,8 @@ def data_of(path):
 
 def nan_body(learn):
     """Makes the body output NaN: its first weight becomes NaN."""
-    (key, t), *_ = learn._native.state_dict()
-    learn._native.load_state_dict([(key, torch.full_like(t, float("nan")))], "test")
+    (key, t), *rest = learn._native.state_dict()
+    learn._native.load_state_dict([(key, torch.full_like(t, float("nan")))] + rest, "test")
 
 
 def test_a_body_that_outputs_nan_is_not_a_skipped_image(tmp_path, hub):
