@@ -304,65 +304,44 @@ class ConvLearner(Learner):
         self._precompute = value
 
     def _ensure_activations(self):
-        """Computes (or loads from PATH/tmp) the pooled body activations of every split. The
-        cache key covers the body's current weights, so it follows fine-tuning too."""
-        # The key: the body's weights, and the precision the activations are computed in.
-        key = self._native.body_hash() + ("" if self._amp_dtype is None else f"|autocast={self._amp_dtype}")
-        if self._acts is not None and self._acts["body"] == key:
-            return
+        """Computes (or loads from PATH/tmp) the body activations of every split: one Rust call
+        that keys, names, reads or computes and writes the cache files. The key covers the
+        body's current weights, so it follows fine-tuning too."""
         d = self.data_
-        acts = {"body": key}
-        splits = [("trn", "x_act", d.fix_dl, "train"), ("val", "x_act_val", d.val_dl, "valid")]
+        splits = [("trn", d.fix_dl), ("val", d.val_dl)]
         if getattr(d, "test_dl", None) is not None:
-            splits.append(("test", "x_act_test", d.test_dl, "test"))
-        # A custom head caches raw feature maps, not pooled vectors: another file, so the two
-        # kinds of learner on the same data do not keep invalidating each other's cache.
-        kind = "_maps" if self._native.has_custom_head else ""
-        # Resized copies (`data.resize`) and arrays (`from_arrays`) have their own caches beside
-        # the originals' (the keys would tell them apart, but one file for both would be
-        # rebuilt at each switch).
-        img_path = getattr(d, "img_path", d.path)
-        if img_path is None:
-            kind += "_arrays"
-        else:
-            img = os.path.relpath(os.fspath(img_path), os.fspath(d.path))
-            if img != ".":
-                kind += "_" + "".join(ch if ch.isalnum() else "-" for ch in img)
-        for split, prefix, dl, usual in splits:
-            # Splits read from other folders than the usual ones (trn_name='sample_train')
-            # get their own file, so switching between two data objects on one PATH does not
-            # rebuild the cache each time (the key would tell them apart either way).
-            fnames = getattr(dl.dataset, "fnames", None)
-            top = str(fnames[0]).split("/")[0] if fnames is not None and len(fnames) else usual
-            tag = "" if top == usual else "_" + "".join(ch if ch.isalnum() else "-" for ch in top)
-            path = os.path.join(self.tmp_path, f"{prefix}_{self.name}_{d.sz}{kind}{tag}.bin")
-            # The bar appears with the first computed batch: a cache that is read draws none.
-            bar, start = None, time.monotonic()
+            splits.append(("test", d.test_dl))
+        # A split's bar appears with its first computed batch: a cache that is read draws none.
+        shown = {"split": None, "bar": None, "start": time.monotonic()}
 
-            def progress(i, split=split, n=len(dl)):
-                nonlocal bar
-                if bar is None:
-                    bar = _progress.ProgressBar(n, desc=f"precompute {split}", start=start)
-                bar.update(i + 1)
-            try:
-                with self._autocast():
-                    x, status = self._native.precompute_loader(dl._native, path, key, progress)
-            finally:
-                if bar is not None:
-                    bar.close()
-            if status.startswith("stale"):
-                warnings.warn(f"{path}: recomputed the activation cache ({status[7:]})",
-                              stacklevel=user_stacklevel())
-            elif status.startswith("uncached"):
-                warnings.warn(f"{path}: activations computed but not cached ({status[10:]})",
-                              stacklevel=user_stacklevel())
-            # Items skipped as undecodable (skip_bad) have NaN rows: left out of training and
-            # validation, NaN in predictions.
-            ok = torch.isfinite(x).all(1)
-            acts[split + "_ok"] = None if bool(ok.all()) else ok
-            if acts[split + "_ok"] is not None:
-                self._warn_skipped(_item_names(dl.dataset, (~ok).nonzero().flatten().tolist()))
-            acts[split] = self._unflatten_acts(x)
+        def progress(split, i, n):
+            if shown["split"] != split:
+                if shown["bar"] is not None:
+                    shown["bar"].close()
+                    shown["start"] = time.monotonic()
+                shown["split"] = split
+                shown["bar"] = _progress.ProgressBar(n, desc=f"precompute {split}", start=shown["start"])
+            shown["bar"].update(i + 1)
+        known = None if self._acts is None else self._acts["body"]
+        try:
+            with self._autocast():
+                got = self._native.precompute(
+                    [(split, dl._native) for split, dl in splits], self.tmp_path, os.fspath(d.path),
+                    None if self._amp_dtype is None else "bfloat16", progress, known)
+        finally:
+            if shown["bar"] is not None:
+                shown["bar"].close()
+        if got is None:  # the activations held are those of the current body
+            return
+        acts = {"body": got[0].body}
+        for a in got:
+            if a.warning is not None:
+                warnings.warn(a.warning, stacklevel=user_stacklevel())
+            # Items skipped as undecodable (skip_bad) are left out of training and
+            # validation, and their rows of predictions are NaN.
+            if a.left_out:
+                self._warn_skipped(a.left_out)
+            acts[a.split], acts[a.split + "_ok"] = a.rows, a.kept
         self._acts = acts
 
     def _warn_skipped(self, paths):
@@ -377,24 +356,11 @@ class ConvLearner(Learner):
                       "left out of training and validation, and their rows of predict()/TTA() "
                       "are NaN", RuntimeWarning, stacklevel=user_stacklevel())
 
-    def _loader_skips(self, dl):
-        """The bool mask of the items `dl`'s latest pass kept (None: all), warning about the rest."""
+    def _warn_loader_skips(self, dl):
+        """Warns about the items `dl`'s latest pass skipped as undecodable, if any."""
         skipped = dl._native.last_skipped()
-        if not skipped:
-            return None
-        self._warn_skipped([p for _, p in skipped])
-        keep = torch.ones(len(dl.dataset), dtype=torch.bool)
-        keep[[i for i, _ in skipped]] = False
-        return keep
-
-    def _unflatten_acts(self, x):
-        """The cache stores rows; a custom head's maps come back as (N, C*h*w) and are
-        reshaped to the body's (N, C, h, w) at this data's size."""
-        if not self._native.has_custom_head:
-            return x
-        sz = int(self.data_.sz)
-        shape = self._native.feature_shape(sz, sz)[1:]
-        return x.reshape(len(x), *shape)
+        if skipped:
+            self._warn_skipped([p for _, p in skipped])
 
     def _act_targets(self, split):
         d = self.data_
@@ -522,7 +488,7 @@ class ConvLearner(Learner):
                     else:
                         trn_loss, stopped = self._native.train_epoch_loader(
                             self.data_.trn_dl._native, seed_epoch, on_batch)
-                        self._loader_skips(self.data_.trn_dl)
+                        self._warn_loader_skips(self.data_.trn_dl)
                 if stopped:
                     return None
                 vals = self._validate(metrics, precompute)
@@ -568,7 +534,9 @@ class ConvLearner(Learner):
                                  "and skip_bad)")
 
     def _validate(self, metrics, precompute):
-        preds, targs, loss, _ = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
+        preds, targs, loss, keep = self._predict_raw(is_test=False, precompute=precompute, with_loss=True)
+        if keep is not None:  # metrics over the items that were decoded
+            preds, targs = preds[keep], targs[keep]
         vals = [loss]
         bs = self.data_.bs
         n = len(preds)
@@ -581,35 +549,23 @@ class ConvLearner(Learner):
         return vals
 
     def _predict_raw(self, is_test=False, precompute=None, with_loss=False, caller="predict"):
+        """(outputs, targets) with one row per item of the split (NaN outputs for the items
+        skip_bad left out), the mean loss over the others, and their mask (None: all)."""
         precompute = self.precompute if precompute is None else precompute
         d = self.data_
         if is_test and getattr(d, "test_dl", None) is None:
             raise ValueError(f"{caller}(is_test=True): the data has no test set (give from_paths or "
                              "from_csv a test_name=, or from_arrays a test=)")
-        # (outputs, targets, loss) of the decoded items, and the mask of those (None: all).
         with self._autocast():
             if precompute:
                 split = "test" if is_test else "val"
                 x, keep = self._acts[split], self._acts[split + "_ok"]
                 y = torch.zeros(len(x), dtype=torch.int64) if is_test else self._act_targets("val")
-                if keep is not None:
-                    x, y = x[keep], y[keep]
-                return (*self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test), keep)
+                return (*self._native.predict_tensors(x, y, d.bs, True, with_loss and not is_test, keep), keep)
             dl = d.test_dl if is_test else d.val_dl
             out = self._native.predict_loader(dl._native, 0, with_loss and not is_test, None)
-            return (*out, self._loader_skips(dl))
-
-    def _all_rows(self, p, y, keep, is_test):
-        """Outputs with one row per item (NaN for skipped ones) and the split's targets."""
-        if keep is None:
-            return p, y
-        full = torch.full((len(keep), *p.shape[1:]), float("nan"), dtype=p.dtype)
-        full[keep] = p
-        if is_test:
-            y_all = torch.zeros((len(keep), *y.shape[1:]), dtype=y.dtype)
-        else:
-            y_all = torch.as_tensor(np.asarray(self.data_.val_y)).to(y.dtype)
-        return full, y_all
+            self._warn_loader_skips(dl)
+            return out
 
     def lr_find(self, start_lr=1e-5, end_lr=10, wds=None, linear=False, **kwargs):
         """The learning-rate range test over at most one epoch; weights are restored after,
@@ -632,12 +588,10 @@ class ConvLearner(Learner):
     # ---- prediction ------------------------------------------------------------------------
     def predict(self, is_test=False):
         """(N, c) float32 log-probabilities for the validation (or test) set, in `val_y` order."""
-        p, y, _, keep = self._predict_raw(is_test, caller="predict")
-        return to_np(self._all_rows(p, y, keep, is_test)[0])
+        return to_np(self._predict_raw(is_test, caller="predict")[0])
 
     def predict_with_targs(self, is_test=False):
-        p, y, _, keep = self._predict_raw(is_test, caller="predict_with_targs")
-        p, y = self._all_rows(p, y, keep, is_test)
+        p, y, _, _ = self._predict_raw(is_test, caller="predict_with_targs")
         return to_np(p), to_np(y)
 
     def predict_array(self, arr):
@@ -664,8 +618,8 @@ class ConvLearner(Learner):
             raise ValueError(f"TTA: n_aug must be at least 1 (got {n_aug}); predict() gives the "
                              "centre-crop view alone")
         d = self.data_
-        p0, targs, _, keep = self._predict_raw(is_test, precompute=False, caller="TTA")
-        p0, targs = (to_np(t) for t in self._all_rows(p0, targs, keep, is_test))
+        p0, targs, _, _ = self._predict_raw(is_test, precompute=False, caller="TTA")
+        p0, targs = to_np(p0), to_np(targs)
         dl = d.test_aug_dl if is_test else d.aug_dl
         outs = [p0] * math.ceil(n_aug / 4)
         bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)
@@ -673,8 +627,9 @@ class ConvLearner(Learner):
             for i in range(n_aug):
                 with self._autocast():
                     # Pass i's draws: the aug loaders draw from the test-time stream.
-                    p, y, _ = self._native.predict_loader(dl._native, i, False, None)
-                outs.append(to_np(self._all_rows(p, y, self._loader_skips(dl), is_test)[0]))
+                    p = self._native.predict_loader(dl._native, i, False, None)[0]
+                self._warn_loader_skips(dl)
+                outs.append(to_np(p))
                 bar.update(i + 1)
         finally:
             bar.close()
@@ -696,14 +651,6 @@ def _whole(v, what, zero_ok=False):
     if not ok or int(v) < (0 if zero_ok else 1):
         raise ValueError(f"fit: {what} must be a whole number >= {0 if zero_ok else 1}, got {v!r}")
     return int(v)
-
-
-def _item_names(dataset, idx):
-    """Names of items `idx` of a dataset for messages: their paths, or `item i` for arrays."""
-    fnames, path = getattr(dataset, "fnames", None), getattr(dataset, "path", None)
-    if fnames is None:
-        return [f"item {i}" for i in idx]
-    return [os.path.join(os.fspath(path), fnames[i]) if path is not None else fnames[i] for i in idx]
 
 
 class ConvnetBuilder:

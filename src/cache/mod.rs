@@ -1,54 +1,25 @@
-//! The precomputed-activation cache (spec 5), keyed by content so it is never stale.
+//! The precomputed-activation cache of `precompute=True`, keyed by content so it is never
+//! stale.
 //!
 //! One file per split under `PATH/tmp/`, named as fastai 0.7 named its bcolz folders
-//! (`x_act_<arch>_<xtra_cut>_<sz>.bin`, `x_act_val_...`, `x_act_test_...`) so "delete
-//! PATH/tmp to reset" still holds. Layout (little endian):
+//! (`x_act_<arch>_<xtra_cut>_<sz>.bin`, `x_act_val_...`, `x_act_test_...`, see [`CacheName`])
+//! so "delete PATH/tmp to reset" still holds. The file format is in [`file`].
 //!
-//! ```text
-//! b"FASTAIRS-ACT2\n"  magic
-//! 32 hex digits + b"\n" key: hash of everything that changes the numbers
-//! u64 rows, u64 cols
-//! u64 checksum of the rows*cols f32 that follow
-//! rows*cols f32
-//! ```
-//!
-//! The key hashes the architecture, a hash of the body's weights, the transform description
-//! (sz, statistics, crop) and every file's relative path, size and modification time. A file
-//! whose key differs is recomputed; files are written to a temporary name and renamed, so a
-//! half-written cache is never read; the checksum catches a file damaged afterwards (the
-//! numbers are otherwise unchecked, and garbage activations would train silently).
+//! The key ([`CacheKey`]) hashes the architecture, the body's weights, the precision the
+//! activations are computed in, the transform description (sz, statistics, crop) and every
+//! file's relative path, size and modification time (or the values of images held in
+//! memory). A file whose key differs is recomputed.
+
+pub mod file;
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
-const MAGIC: &[u8] = b"FASTAIRS-ACT2\n";
-/// Magic + key line + rows + cols + checksum.
-const HEADER: usize = 14 + 33 + 8 + 8 + 8;
-
-/// A fast 64-bit checksum of the payload (word at a time; tens of MB per lesson-sized split),
-/// meant to catch corruption, not tampering.
-fn checksum(data: &[u8]) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ data.len() as u64;
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b))
-            .wrapping_mul(0xff51_afd7_ed55_8ccd)
-            .rotate_left(29);
-    }
-    for &x in words.remainder() {
-        h = (h ^ x as u64)
-            .wrapping_mul(0xc4ce_b9fe_1a85_ec53)
-            .rotate_left(29);
-    }
-    h ^ (h >> 33)
-}
+pub use file::{Lookup, StaleReason};
 
 /// 128-bit FNV-1a style hash in two independent 64-bit lanes (enough to tell cache keys apart;
 /// not a security boundary).
@@ -129,96 +100,183 @@ pub fn hash_files(h: &mut KeyHasher, root: &Path, files: &[PathBuf]) -> Result<(
     Ok(())
 }
 
-/// Why a cache file could not be used (reported to the user as a warning when it existed).
-pub enum Lookup {
-    Hit(Tensor),
-    Missing,
-    Stale(String),
+/// The precision the activations are computed in: bfloat16 autocast gives other numbers
+/// than float32, so it is part of the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    Float32,
+    /// Convolutions and matrix products in bfloat16 under `torch.autocast`.
+    Bfloat16,
 }
 
-pub fn read(path: &Path, key: &str) -> Lookup {
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(_) => return Lookup::Missing,
-    };
-    // SAFETY: the file is only ever replaced by rename, never modified in place, so the
-    // mapping's contents do not change under us.
-    let map = match unsafe { memmap2::Mmap::map(&file) } {
-        Ok(m) => m,
-        Err(e) => return Lookup::Stale(format!("cannot map it ({e})")),
-    };
-    if map.len() < HEADER || &map[..MAGIC.len()] != MAGIC {
-        return Lookup::Stale("not a fastai-rs activation cache (bad header)".into());
+/// The key a cache file is written under: 32 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// `body`: a digest of the body (architecture, cut, what it outputs, its weights);
+    /// `pipeline`: the transform's stable description; `content`: a digest of the items (files'
+    /// paths, sizes and times, or the values of in-memory images).
+    pub fn new(body: &str, pipeline: &str, content: &str, precision: Precision) -> CacheKey {
+        let mut h = KeyHasher::default();
+        h.str(body);
+        if precision == Precision::Bfloat16 {
+            h.str("autocast bfloat16");
+        }
+        h.str(pipeline).str(content);
+        CacheKey(h.hex())
     }
-    let stored_key = &map[MAGIC.len()..MAGIC.len() + 32];
-    if stored_key != key.as_bytes() {
-        return Lookup::Stale("images, transforms or weights changed since it was written".into());
-    }
-    let u64_at = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&map[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let at = MAGIC.len() + 33;
-    let (rows, cols, stored_sum) = (u64_at(at), u64_at(at + 8), u64_at(at + 16));
-    // Checked: a damaged header must not wrap around to a plausible size.
-    let payload = rows
-        .checked_mul(cols)
-        .and_then(|n| n.checked_mul(4))
-        .and_then(|n| usize::try_from(n).ok());
-    if payload.and_then(|n| n.checked_add(HEADER)) != Some(map.len())
-        || i64::try_from(rows).is_err()
-        || i64::try_from(cols).is_err()
-    {
-        return Lookup::Stale(format!(
-            "truncated or damaged ({} bytes for {rows}x{cols} values)",
-            map.len()
-        ));
-    }
-    if checksum(&map[HEADER..]) != stored_sum {
-        return Lookup::Stale("damaged (checksum mismatch)".into());
-    }
-    let data: Vec<f32> = map[HEADER..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    match Tensor::from_slice(&data).f_view([rows as i64, cols as i64]) {
-        Ok(t) => Lookup::Hit(t),
-        Err(e) => Lookup::Stale(format!("unreadable ({e})")),
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-/// Writes atomically: a temporary file in the same folder, then a rename.
-pub fn write(path: &Path, key: &str, x: &Tensor) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let size = x.size();
-    let (rows, cols) = (
-        size.first().copied().unwrap_or(0) as u64,
-        size.get(1).copied().unwrap_or(0) as u64,
-    );
-    let flat = x.to_kind(Kind::Float).contiguous().view(-1);
-    let data: Vec<f32> =
-        Vec::<f32>::try_from(&flat).map_err(Error::torch("reading activations"))?;
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
-        f.write_all(MAGIC)?;
-        f.write_all(key.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.write_all(&rows.to_le_bytes())?;
-        f.write_all(&cols.to_le_bytes())?;
-        f.write_all(&checksum(&bytes).to_le_bytes())?;
-        f.write_all(&bytes)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+/// Which split of the data a cache file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    /// fastai 0.7's file prefix.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "x_act",
+            Split::Valid => "x_act_val",
+            Split::Test => "x_act_test",
+        }
     }
-    Ok(())
+    /// The folder the split's files usually sit in: files from another one get their own
+    /// cache file (see [`CacheName::top_folder`]).
+    pub fn usual_folder(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+    /// The short name the Python layer uses ("trn", "val", "test").
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "trn",
+            Split::Valid => "val",
+            Split::Test => "test",
+        }
+    }
+    pub fn from_name(name: &str) -> Result<Split> {
+        match name {
+            "trn" => Ok(Split::Train),
+            "val" => Ok(Split::Valid),
+            "test" => Ok(Split::Test),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown split {name:?} (use 'trn', 'val' or 'test')"
+            ))),
+        }
+    }
+}
+
+/// Where a split's images come from, as far as the cache file's name is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImagesAt {
+    /// Images held in memory (`from_arrays`).
+    Memory,
+    /// Files under a folder, given relative to the data's `PATH` ("." for PATH itself; the
+    /// copies `data.resize` makes are in another folder).
+    Folder(String),
+}
+
+/// Everything a cache file's name says. The names are a documented contract (the README
+/// lists them, users delete them by hand), so they stay what fastai-rs has always written:
+/// `<prefix>_<arch>_<xtra_cut>_<sz>[_maps][_arrays|_<image folder>][_<top folder>].bin`.
+#[derive(Clone, Debug)]
+pub struct CacheName<'a> {
+    pub split: Split,
+    pub arch: &'a str,
+    pub xtra_cut: usize,
+    pub sz: usize,
+    /// A custom head caches raw feature maps, not pooled vectors: another file, so the two
+    /// kinds of learner on the same data do not keep invalidating each other's cache.
+    pub maps: bool,
+    /// Resized copies (`data.resize`) and arrays (`from_arrays`) get their own files beside
+    /// the originals' (the keys would tell them apart, but one file for both would be
+    /// rebuilt at each switch).
+    pub images: ImagesAt,
+    /// The first path component of the split's first item. A split read from another folder
+    /// than the usual one (`trn_name='sample_train'`) gets its own file, so switching between
+    /// two data objects on one PATH does not rebuild the cache each time.
+    pub top_folder: Option<&'a str>,
+}
+
+impl CacheName<'_> {
+    pub fn file_name(&self) -> String {
+        let mut kind = String::new();
+        if self.maps {
+            kind.push_str("_maps");
+        }
+        match &self.images {
+            ImagesAt::Memory => kind.push_str("_arrays"),
+            ImagesAt::Folder(rel) if rel != "." => {
+                kind.push('_');
+                kind.push_str(&name_tag(rel));
+            }
+            ImagesAt::Folder(_) => {}
+        }
+        let top = self.top_folder.unwrap_or(self.split.usual_folder());
+        if top != self.split.usual_folder() {
+            kind.push('_');
+            kind.push_str(&name_tag(top));
+        }
+        format!(
+            "{}_{}_{}_{}{kind}.bin",
+            self.split.prefix(),
+            self.arch,
+            self.xtra_cut,
+            self.sz
+        )
+    }
+}
+
+/// A folder name made safe for a file name: every character but letters and digits becomes
+/// '-'.
+fn name_tag(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+/// `path` relative to `start`, computed on the names only as Python's `os.path.relpath` does
+/// (both made absolute against the working folder, `.` and `..` folded, links not followed):
+/// the image folder's part of the cache file name must not depend on how PATH was spelled.
+pub fn relative_folder(path: &Path, start: &Path) -> String {
+    fn absolute(p: &Path) -> Vec<String> {
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        };
+        let mut parts: Vec<String> = Vec::new();
+        for c in joined.components() {
+            match c {
+                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+                Component::ParentDir => {
+                    parts.pop();
+                }
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        parts
+    }
+    let (p, s) = (absolute(path), absolute(start));
+    let common = p.iter().zip(&s).take_while(|(a, b)| a == b).count();
+    let mut rel: Vec<&str> = vec![".."; s.len() - common];
+    rel.extend(p[common..].iter().map(String::as_str));
+    if rel.is_empty() {
+        ".".into()
+    } else {
+        rel.join("/")
+    }
 }
 
 #[cfg(test)]
@@ -226,40 +284,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roundtrip_and_stale_detection() {
-        let dir = std::env::temp_dir().join(format!("fastai-rs-cache-{}", std::process::id()));
-        let path = dir.join("x_act_test.bin");
-        let x = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([3, 4]);
-        let key = KeyHasher::default().str("a").hex();
-        write(&path, &key, &x).expect("write");
-        match read(&path, &key) {
-            Lookup::Hit(t) => assert_eq!(
-                Vec::<f32>::try_from(&t.view(-1)).unwrap(),
-                (0..12).map(|v| v as f32).collect::<Vec<_>>()
+    fn file_names_are_the_documented_ones() {
+        let name = |split, maps, images, top| {
+            CacheName {
+                split,
+                arch: "resnet34",
+                xtra_cut: 0,
+                sz: 224,
+                maps,
+                images,
+                top_folder: top,
+            }
+            .file_name()
+        };
+        let here = || ImagesAt::Folder(".".into());
+        assert_eq!(
+            name(Split::Train, false, here(), Some("train")),
+            "x_act_resnet34_0_224.bin"
+        );
+        assert_eq!(
+            name(Split::Valid, false, here(), Some("valid")),
+            "x_act_val_resnet34_0_224.bin"
+        );
+        assert_eq!(
+            name(Split::Test, false, here(), None),
+            "x_act_test_resnet34_0_224.bin"
+        );
+        assert_eq!(
+            name(Split::Train, true, here(), Some("sample_train")),
+            "x_act_resnet34_0_224_maps_sample-train.bin"
+        );
+        assert_eq!(
+            name(
+                Split::Valid,
+                false,
+                ImagesAt::Folder("tmp/340".into()),
+                Some("valid")
             ),
-            _ => panic!("expected a hit"),
-        }
-        let other = KeyHasher::default().str("b").hex();
-        assert!(matches!(read(&path, &other), Lookup::Stale(_)));
-        // A truncated file is never read.
-        let bytes = fs::read(&path).unwrap();
-        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(matches!(read(&path, &key), Lookup::Stale(_)));
-        // One flipped bit in the numbers, header intact: the checksum sees it.
-        write(&path, &key, &x).expect("write");
-        let mut bytes = fs::read(&path).unwrap();
-        let n = bytes.len();
-        bytes[n - 5] ^= 0x10;
-        fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read(&path, &key), Lookup::Stale(why) if why.contains("checksum")));
-        // A header whose shape wraps around to the file's size is refused, not read.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes.truncate(HEADER);
-        let at = MAGIC.len() + 33;
-        bytes[at..at + 8].copy_from_slice(&(1u64 << 62).to_le_bytes());
-        bytes[at + 8..at + 16].copy_from_slice(&4u64.to_le_bytes());
-        fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read(&path, &key), Lookup::Stale(_)));
-        let _ = fs::remove_dir_all(&dir);
+            "x_act_val_resnet34_0_224_tmp-340.bin"
+        );
+        assert_eq!(
+            name(Split::Train, false, ImagesAt::Memory, None),
+            "x_act_resnet34_0_224_arrays.bin"
+        );
+    }
+
+    #[test]
+    fn relative_folder_folds_names_like_os_path_relpath() {
+        let r = |a: &str, b: &str| relative_folder(Path::new(a), Path::new(b));
+        assert_eq!(r("/data/dogs", "/data/dogs/"), ".");
+        assert_eq!(r("/data/dogs/./tmp/340", "/data/dogs"), "tmp/340");
+        assert_eq!(r("/data/other", "/data/dogs"), "../other");
+        assert_eq!(r("/data/dogs/a/../b", "/data//dogs"), "b");
     }
 }

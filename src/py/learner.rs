@@ -12,10 +12,13 @@ use tch::{Device, Tensor};
 
 use super::data::PyDataLoader;
 use super::head::PyHead;
-use super::to_pyerr;
+use super::{run_detached, to_pyerr};
+use crate::cache::{Precision, Split};
 use crate::models::{ConvNet, EntryKind, HeadChoice, Meta, Naming, Output};
 use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
 use crate::train::optim::Algo;
+use crate::train::precompute::{Activations, CacheDir, CacheStatus};
+use crate::train::rows::{self, Kept};
 use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -122,6 +125,16 @@ impl PyLearner {
                 .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
             f(&mut guard)
         })
+    }
+
+    /// Runs `f` on the learner, already without the GIL (inside `run_detached`); a learner in
+    /// use is an error, as in `detached`.
+    fn with_learner<T>(&self, f: impl FnOnce(&mut Learner) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .inner
+            .try_lock()
+            .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
+        f(&mut guard)
     }
 
     /// `finish` for calls without a callback of their own.
@@ -255,12 +268,6 @@ impl PyLearner {
     fn has_custom_head(&self) -> PyResult<bool> {
         Ok(self.lock()?.net.has_custom_head())
     }
-    /// Shape of what the head receives (and precompute caches) for one (3, h, w) image:
-    /// (1, nf) for fastai's head, (1, C, h', w') for a custom head.
-    fn feature_shape(&self, py: Python<'_>, h: i64, w: i64) -> PyResult<Vec<i64>> {
-        let r = self.detached(py, move |l| Ok(l.net.feature_shape(h, w)));
-        self.check(r)
-    }
     #[getter]
     fn trainable(&self) -> PyResult<[bool; 3]> {
         Ok(self.lock()?.trainable)
@@ -338,36 +345,6 @@ impl PyLearner {
             .net
             .load_checkpoint(&entries, Naming::Flat, source)
             .map_err(to_pyerr)
-    }
-
-    /// Hash of the body's weights (part of the activation-cache key).
-    fn body_hash(&self, py: Python<'_>) -> PyResult<String> {
-        self.detached(py, |l| {
-            let mut h = crate::cache::KeyHasher::default();
-            h.str(l.net.arch.name);
-            // A cut body, and raw maps (custom head) instead of pooled vectors, are other
-            // activations from the same weights.
-            h.str(&format!(
-                "cut {} {}",
-                l.net.cut,
-                if l.net.has_custom_head() {
-                    "raw maps"
-                } else {
-                    "concat pool"
-                }
-            ));
-            crate::cache::hash_tensors(
-                &mut h,
-                l.net
-                    .store
-                    .entries
-                    .iter()
-                    .filter(|e| e.group < crate::models::HEAD_GROUP)
-                    .map(|e| (e.key.as_str(), &e.tensor)),
-            )?;
-            Ok(h.hex())
-        })
-        .map_err(to_pyerr)
     }
 
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
@@ -489,8 +466,11 @@ impl PyLearner {
         )
     }
 
-    /// Eval-mode outputs over in-memory rows: (outputs, targets, mean loss).
-    #[pyo3(signature = (x, y, bs, head_only, with_loss))]
+    /// Eval-mode outputs over in-memory rows: (outputs, targets, mean loss). With `kept` (a
+    /// bool mask, one per row), only those rows are predicted and the loss is theirs; the
+    /// outputs keep one row per input row, NaN for the others.
+    #[pyo3(signature = (x, y, bs, head_only, with_loss, kept=None))]
+    #[allow(clippy::too_many_arguments)]
     fn predict_tensors(
         &self,
         py: Python<'_>,
@@ -499,15 +479,28 @@ impl PyLearner {
         bs: usize,
         head_only: bool,
         with_loss: bool,
+        kept: Option<PyTensor>,
     ) -> PyResult<(PyTensor, PyTensor, f64)> {
-        self.predict(
+        let kept = match kept {
+            None => Kept::all(x.0.size().first().copied().unwrap_or(0) as usize),
+            Some(mask) => Kept::from_mask(
+                &Vec::<bool>::try_from(&mask.0.to_kind(tch::Kind::Bool).view(-1))
+                    .map_err(|e| to_pyerr(Error::torch("reading the kept mask")(e)))?,
+            ),
+        };
+        let (xs, ys, kept, y) = run_detached(py, move || {
+            Ok((kept.select(&x.0)?, kept.select(&y.0)?, kept, y))
+        })?;
+        let (p, _, loss) = self.predict(
             py,
-            Box::new(tensor_set(x, y, bs, false, 0)),
+            Box::new(tensor_set(PyTensor(xs), PyTensor(ys), bs, false, 0)),
             0,
             head_only,
             with_loss,
             None,
-        )
+        )?;
+        let p = run_detached(py, move || kept.spread(&p.0))?;
+        Ok((PyTensor(p), y, loss))
     }
 
     /// Outputs for one batch already in model input format: images (n, 3, H, W) or pooled
@@ -543,8 +536,11 @@ impl PyLearner {
         self.train_epoch(py, Box::new(dl.inner.clone()), epoch, on_batch)
     }
 
-    /// Eval-mode outputs over an image loader: (outputs, targets, mean loss).
+    /// Eval-mode outputs over an image loader: (outputs, targets, mean loss, kept). Outputs
+    /// and targets have one row per item; with `skip_bad`, the items the pass left out have
+    /// NaN outputs (the loss is over the others) and `kept` is their bool mask, else None.
     #[pyo3(signature = (dl, epoch, with_loss, on_batch=None))]
+    #[allow(clippy::type_complexity)]
     fn predict_loader(
         &self,
         py: Python<'_>,
@@ -552,60 +548,79 @@ impl PyLearner {
         epoch: u64,
         with_loss: bool,
         on_batch: Option<PyObject>,
-    ) -> PyResult<(PyTensor, PyTensor, f64)> {
-        self.predict(
+    ) -> PyResult<(PyTensor, PyTensor, f64, Option<PyTensor>)> {
+        let loader = dl.inner.clone();
+        let (p, y, loss) = self.predict(
             py,
-            Box::new(dl.inner.clone()),
+            Box::new(loader.clone()),
             epoch,
             false,
             with_loss,
             on_batch,
-        )
+        )?;
+        let (p, y, kept) = run_detached(py, move || rows::one_per_item(&loader, p.0, y.0))?;
+        let kept = (!kept.is_all()).then(|| PyTensor(kept.mask_tensor()));
+        Ok((PyTensor(p), PyTensor(y), loss, kept))
     }
 
-    /// Pooled body activations of every image of `dl`, from the cache file at `path` when its
-    /// key (body weights, transform, files with sizes and mtimes) matches, else computed and
-    /// written there. Returns (activations, status): 'hit', 'computed', 'stale: <why>' (it
-    /// existed but no longer fits), or 'uncached: <why>' (could not be written; still usable).
-    /// One row per item of `dl`: an item skipped as undecodable (`skip_bad`) has a row of NaN,
-    /// so rows stay in line with the dataset's files and labels, cached or not.
-    #[pyo3(signature = (dl, path, body_hash, on_batch=None))]
-    fn precompute_loader(
+    /// The body's activations of every split (`splits`: [('trn'|'val'|'test', loader)]),
+    /// each read from its cache file under `tmp_path` when it fits, else computed and written
+    /// there; `data_path` is the data's PATH (image folders are named relative to it).
+    /// `precision`: None (float32) or 'bfloat16' (the caller runs the call under autocast).
+    /// `known`: the `body` of activations the caller holds; None is returned when they are
+    /// still those of the current body. `on_batch(split, batch, batches)` follows the
+    /// computation. Cache I/O and computation run without the GIL.
+    #[pyo3(signature = (splits, tmp_path, data_path, precision=None, on_batch=None, known=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn precompute(
         &self,
         py: Python<'_>,
-        dl: PyRef<'_, PyDataLoader>,
-        path: std::path::PathBuf,
-        body_hash: &str,
+        splits: Vec<(String, PyRef<'_, PyDataLoader>)>,
+        tmp_path: std::path::PathBuf,
+        data_path: std::path::PathBuf,
+        precision: Option<&str>,
         on_batch: Option<PyObject>,
-    ) -> PyResult<(PyTensor, String)> {
-        use crate::cache;
-        let loader = dl.inner.clone();
-        let key = py
-            .allow_threads(|| -> Result<String> {
-                let mut h = cache::KeyHasher::default();
-                h.str(body_hash).str(&loader.pipeline_key());
-                loader.dataset().hash_content(&mut h)?;
-                Ok(h.hex())
-            })
-            .map_err(to_pyerr)?;
-        let previous = match cache::read(&path, &key) {
-            cache::Lookup::Hit(t) => return Ok((PyTensor(t), "hit".into())),
-            cache::Lookup::Missing => None,
-            cache::Lookup::Stale(why) => Some(why),
+        known: Option<String>,
+    ) -> PyResult<Option<Vec<PyActivations>>> {
+        let precision = match precision {
+            None => Precision::Float32,
+            Some("bfloat16") => Precision::Bfloat16,
+            Some(p) => {
+                return Err(to_pyerr(Error::InvalidArgument(format!(
+                    "unknown precision {p:?} (use None or 'bfloat16')"
+                ))))
+            }
         };
-        // The cache stores rows: a custom head's (N, C, h, w) maps are written flattened and
-        // the caller reshapes them (`feature_shape`).
-        let acts = self
-            .features(py, Box::new(loader.clone()), on_batch)?
-            .flatten(1, -1);
-        let acts = with_skipped_rows(acts, loader.num_items(), &loader.last_skipped())
+        let splits = splits
+            .iter()
+            .map(|(name, dl)| Ok((Split::from_name(name)?, dl.inner.clone())))
+            .collect::<Result<Vec<_>>>()
             .map_err(to_pyerr)?;
-        let status = match (cache::write(&path, &key, &acts), previous) {
-            (Err(e), _) => format!("uncached: {e}"),
-            (Ok(()), Some(why)) => format!("stale: {why}"),
-            (Ok(()), None) => "computed".into(),
-        };
-        Ok((PyTensor(acts), status))
+        let raised = Mutex::new(None);
+        let slot = &raised;
+        let r = run_detached(py, move || {
+            Ok(self.with_learner(|l| {
+                let hook = Hook {
+                    callback: on_batch.as_ref(),
+                    raised: slot,
+                };
+                let borrowed: Vec<_> = splits.iter().map(|(s, dl)| (*s, dl)).collect();
+                let dir = CacheDir {
+                    dir: &tmp_path,
+                    data_path: &data_path,
+                };
+                l.precompute_splits(
+                    &borrowed,
+                    dir,
+                    precision,
+                    known.as_deref(),
+                    &mut |s, b, n| hook.call((s.name(), b, n)).map(|_| ()),
+                )
+            }))
+        })?;
+        let acts = finish(r, raised, &self.head_raised)?;
+        acts.map(|v| v.into_iter().map(|a| PyActivations::new(py, a)).collect())
+            .transpose()
     }
 
     fn snapshot(&self) -> PyResult<Vec<PyTensor>> {
@@ -697,36 +712,57 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLearner>()?;
+    m.add_class::<PyActivations>()?;
     m.add_function(wrap_pyfunction!(epoch_order, m)?)?;
     Ok(())
 }
 
-/// `rows` (one per kept item, in order) spread over `n` rows, with NaN rows at the `skipped`
-/// items' dataset indices.
-fn with_skipped_rows(
-    rows: Tensor,
-    n: usize,
-    skipped: &[(usize, std::path::PathBuf)],
-) -> Result<Tensor> {
-    if skipped.is_empty() {
-        return Ok(rows);
+/// The activations of one split (what `Learner.precompute` returns): one row per item, the
+/// items kept, and what happened to the cache file.
+#[pyclass(name = "Activations", module = "fastai._native", frozen)]
+pub struct PyActivations {
+    #[pyo3(get)]
+    split: &'static str,
+    /// One row per item: (n, nf), or (n, C, h, w) for a custom head; NaN for left-out items.
+    #[pyo3(get)]
+    rows: PyObject,
+    /// A bool mask of the items kept, or None when every item was.
+    #[pyo3(get)]
+    kept: PyObject,
+    /// The left-out items' paths, in index order.
+    #[pyo3(get)]
+    left_out: Vec<String>,
+    /// 'hit', 'computed', 'recomputed' (the file could not be used) or 'uncached' (it could
+    /// not be written).
+    #[pyo3(get)]
+    status: &'static str,
+    /// What to tell the user about the cache file, if anything.
+    #[pyo3(get)]
+    warning: Option<String>,
+    #[pyo3(get)]
+    path: std::path::PathBuf,
+    /// The body these were computed with (what `precompute(known=...)` compares).
+    #[pyo3(get)]
+    body: String,
+}
+
+impl PyActivations {
+    fn new(py: Python<'_>, a: Activations) -> PyResult<Self> {
+        let kept = (!a.kept.is_all()).then(|| PyTensor(a.kept.mask_tensor()));
+        Ok(PyActivations {
+            split: a.split.name(),
+            warning: a.warning(),
+            status: match a.status {
+                CacheStatus::Hit => "hit",
+                CacheStatus::Computed => "computed",
+                CacheStatus::Recomputed(_) => "recomputed",
+                CacheStatus::Uncached(_) => "uncached",
+            },
+            rows: PyTensor(a.rows).into_pyobject(py)?.unbind(),
+            kept: kept.into_pyobject(py)?.unbind(),
+            left_out: a.left_out_names,
+            path: a.path,
+            body: a.body.id(),
+        })
     }
-    let bad: std::collections::BTreeSet<usize> = skipped.iter().map(|(i, _)| *i).collect();
-    let kept: Vec<i64> = (0..n)
-        .filter(|i| !bad.contains(i))
-        .map(|i| i as i64)
-        .collect();
-    if kept.len() as i64 != rows.size()[0] {
-        return Err(Error::InvalidArgument(format!(
-            "{} activation rows for {} decodable items",
-            rows.size()[0],
-            kept.len()
-        )));
-    }
-    let e = || Error::torch("placing the skipped items' rows");
-    let mut size = rows.size();
-    size[0] = n as i64;
-    let full = Tensor::f_full(&size, f64::NAN, (rows.kind(), rows.device())).map_err(e())?;
-    full.f_index_copy(0, &Tensor::from_slice(&kept), &rows)
-        .map_err(e())
 }

@@ -7,14 +7,20 @@ use crate::data::dataset::Targets;
 use crate::data::loader::{Batch, DataLoader};
 use crate::{Error, Result};
 
-/// `(x, y)` tensors of one loader batch: x (n, 3, sz, sz) float32; y int64 class indices,
-/// float multi-hot / continuous rows, or int64 zeros for an unlabelled set.
+/// `(x, y)` tensors of one loader batch: x (n, 3, sz, sz) float32; y as [`targets_tensor`].
 pub fn batch_tensors(b: Batch) -> Result<(Tensor, Tensor)> {
     let (n, sz) = (b.n as i64, b.sz as i64);
     let x = Tensor::from_slice(&b.x)
         .f_view([n, 3, sz, sz])
         .map_err(Error::torch("assembling a batch"))?;
-    let y = match b.y {
+    Ok((x, targets_tensor(b.y, b.n)?))
+}
+
+/// The targets of `n` items as a tensor: int64 class indices, float multi-hot / continuous
+/// rows, or int64 zeros for an unlabelled set.
+pub fn targets_tensor(y: Targets, n: usize) -> Result<Tensor> {
+    let n = n as i64;
+    Ok(match y {
         Targets::Class(v) => Tensor::from_slice(&v),
         Targets::MultiHot { data, c } => Tensor::from_slice(&data)
             .f_view([n, c as i64])
@@ -23,8 +29,7 @@ pub fn batch_tensors(b: Batch) -> Result<(Tensor, Tensor)> {
             .f_view([n, dim as i64])
             .map_err(Error::torch("batch targets"))?,
         Targets::Unlabelled => Tensor::zeros([n], (Kind::Int64, tch::Device::Cpu)),
-    };
-    Ok((x, y))
+    })
 }
 
 impl BatchSource for DataLoader {
