@@ -22,8 +22,9 @@ class WeightsError(FastaiError, ValueError):
     """A weights file does not fit the model (missing, unexpected or mis-shaped keys)."""
 
 
-class CacheError(FastaiError, OSError):
-    """The precomputed-activation cache is unusable."""
+class InternalError(FastaiError, RuntimeError):
+    """A failure of fastai-rs itself, not of its input (a worker thread that could not start or
+    stopped unexpectedly, a state left inconsistent by an earlier crash). Worth a bug report."""
 
 
-__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError"]
+__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "InternalError"]

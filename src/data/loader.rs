@@ -180,7 +180,7 @@ pub fn thread_pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
         .thread_name(|i| format!("fastai-loader-{i}"))
         .build()
         .map(Arc::new)
-        .map_err(|e| Error::InvalidArgument(format!("cannot start {n} loader threads: {e}")))
+        .map_err(|e| Error::internal(format!("cannot start {n} loader threads: {e}")))
 }
 
 impl DataLoader {
@@ -308,9 +308,6 @@ impl DataLoader {
     }
     pub fn targets(&self) -> &Targets {
         &self.inner.targets
-    }
-    pub fn relative_files(&self) -> &[String] {
-        &self.inner.files
     }
     /// Absolute (root-joined) paths in dataset order.
     pub fn files(&self) -> Vec<PathBuf> {
@@ -527,7 +524,7 @@ impl DataLoader {
             },
             Err(e) => {
                 let (tx, rx) = sync_channel::<Msg>(1);
-                let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!(
+                let _ = tx.send(Msg::Batch(Err(Error::internal(format!(
                     "cannot start the loader thread: {e}"
                 )))));
                 BatchIter {
@@ -565,10 +562,6 @@ impl BatchIter {
             .map(|b| b.iter().map(|(_, p)| p.clone()).collect())
             .unwrap_or_default()
     }
-    /// Whether the epoch has ended (all batches delivered, or an error).
-    pub fn finished(&self) -> bool {
-        self.finished
-    }
 }
 
 impl Iterator for BatchIter {
@@ -591,8 +584,8 @@ impl Iterator for BatchIter {
             Err(_) => {
                 // The producer vanished without saying it was done.
                 self.finished = true;
-                Some(Err(Error::InvalidArgument(
-                    "the loader thread stopped unexpectedly".into(),
+                Some(Err(Error::internal(
+                    "the loader thread stopped unexpectedly",
                 )))
             }
         }

@@ -1,18 +1,19 @@
 //! `fastai._native.Learner`: the model and its training loops, driven by `fastai.learner`.
 //!
-//! Every long call releases the GIL; the Python callbacks it is given (progress, user
-//! callbacks) are called with the GIL re-taken, and a pending Ctrl-C (`check_signals`) stops
-//! the loop after the current batch.
+//! Every long call releases the GIL (`run_detached`); the Python callbacks it is given
+//! (progress, user callbacks, a custom head) are called with the GIL re-taken, and a pending
+//! Ctrl-C (`check_signals`) stops the loop after the current batch.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
 use super::data::PyDataLoader;
+use super::errors::from_pyerr;
 use super::head::PyHead;
-use super::to_pyerr;
+use super::{run_detached, to_pyerr};
 use crate::models::{ConvNet, EntryKind, HeadChoice, Output};
 use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
 use crate::train::optim::Algo;
@@ -22,61 +23,43 @@ use crate::{Error, Result};
 #[pyclass(name = "Learner", module = "fastai._native")]
 pub struct PyLearner {
     inner: Mutex<Learner>,
-    /// Where an exception raised by a custom head's forward waits (see `head.rs`).
-    head_raised: Arc<Mutex<Option<PyErr>>>,
 }
 
-/// Calls a Python callback from inside a detached Rust loop. A pending signal becomes
-/// `Error::Interrupted`; an exception raised by the callback is kept in `raised` and
-/// re-raised unchanged once the loop has returned.
-struct Hook<'a> {
-    callback: Option<&'a PyObject>,
-    raised: &'a Mutex<Option<PyErr>>,
-}
+/// Calls a Python callback from inside a detached Rust loop. A pending signal (Ctrl-C's
+/// KeyboardInterrupt) or an exception raised by the callback travels out of the loop inside
+/// `Error::Callback`, and `to_pyerr` raises it unchanged once the loop has returned.
+struct Hook(Option<PyObject>);
 
-impl Hook<'_> {
+impl Hook {
     fn call(
         &self,
         args: impl for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>,
     ) -> Result<bool> {
         Python::with_gil(|py| {
-            let store = |e: PyErr| {
-                if let Ok(mut slot) = self.raised.lock() {
-                    *slot = Some(e);
-                }
-                Error::Callback
-            };
-            py.check_signals().map_err(store)?;
-            match self.callback {
+            py.check_signals().map_err(from_pyerr)?;
+            match &self.0 {
                 None => Ok(false),
-                Some(cb) => {
-                    let r = cb.call1(py, args).map_err(store)?;
-                    r.is_truthy(py).map_err(store)
-                }
+                Some(cb) => cb
+                    .call1(py, args)
+                    .and_then(|r| r.is_truthy(py))
+                    .map_err(from_pyerr),
             }
         })
     }
 }
 
-/// The Python exception for `e`: the one a callback or the custom head raised (kept in
-/// `raised` / `head_raised`) when the loop stopped because of it.
-fn finish<T>(
-    r: Result<T>,
-    raised: Mutex<Option<PyErr>>,
-    head_raised: &Mutex<Option<PyErr>>,
-) -> PyResult<T> {
-    r.map_err(|e| {
-        let from_callback = raised.into_inner().ok().flatten();
-        let from_head = head_raised.lock().ok().and_then(|mut slot| slot.take());
-        match (e, from_callback.or(from_head)) {
-            (Error::Callback, Some(pyerr)) => pyerr,
-            (e, _) => to_pyerr(e),
+/// The learner, unless another call holds it. A learner already in use (e.g. `save` called
+/// from a callback of a running `fit`) is an error, not a deadlock.
+fn locked(inner: &Mutex<Learner>) -> Result<MutexGuard<'_, Learner>> {
+    inner.try_lock().map_err(|e| match e {
+        TryLockError::WouldBlock => Error::Busy {
+            what: "the learner",
+        },
+        TryLockError::Poisoned(_) => {
+            Error::internal("the learner was left inconsistent by a panic in an earlier call")
         }
     })
 }
-
-const BUSY: &str =
-    "the learner is busy (a fit or prediction is running, possibly in a callback of it)";
 
 fn parse_device(d: &str) -> Result<Device> {
     match d {
@@ -107,32 +90,18 @@ fn group_vec(v: Vec<f64>, what: &str) -> Result<[f64; 3]> {
 
 impl PyLearner {
     /// Runs `f` on the learner without the GIL. The mutex is taken inside (tch tensors are
-    /// Send but not Sync, so only the mutex may cross into the detached closure); a learner
-    /// already in use (e.g. `save` called from a callback of a running `fit`) is an error,
-    /// not a deadlock.
+    /// Send but not Sync, so only the mutex may cross into the detached closure).
     fn detached<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Learner) -> Result<T> + Send,
-    ) -> Result<T> {
-        py.allow_threads(|| {
-            let mut guard = self
-                .inner
-                .try_lock()
-                .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
-            f(&mut guard)
-        })
+    ) -> PyResult<T> {
+        run_detached(py, || f(&mut *locked(&self.inner)?))
     }
 
-    /// `finish` for calls without a callback of their own.
-    fn check<T>(&self, r: Result<T>) -> PyResult<T> {
-        finish(r, Mutex::new(None), &self.head_raised)
-    }
-
+    /// The learner for a quick read or setting, with the GIL held.
     fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
-        self.inner
-            .try_lock()
-            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err(BUSY))
+        locked(&self.inner).map_err(to_pyerr)
     }
 }
 
@@ -179,15 +148,10 @@ impl PyLearner {
             }
         };
         let device = parse_device(device).map_err(to_pyerr)?;
-        let head_raised = Arc::new(Mutex::new(None));
         let head = match custom_head {
             None => HeadChoice::Fastai { ps, xtra_fc },
             Some((forward, name, state)) => HeadChoice::External {
-                head: Box::new(PyHead {
-                    forward,
-                    name,
-                    raised: head_raised.clone(),
-                }),
+                head: Box::new(PyHead { forward, name }),
                 entries: state
                     .into_iter()
                     .map(|(k, t, is_param)| {
@@ -207,7 +171,6 @@ impl PyLearner {
         let net = ConvNet::new(arch, c, output, xtra_cut, head).map_err(to_pyerr)?;
         Ok(PyLearner {
             inner: Mutex::new(Learner::new(net, device)),
-            head_raised,
         })
     }
 
@@ -255,8 +218,7 @@ impl PyLearner {
     /// Shape of what the head receives (and precompute caches) for one (3, h, w) image:
     /// (1, nf) for fastai's head, (1, C, h', w') for a custom head.
     fn feature_shape(&self, py: Python<'_>, h: i64, w: i64) -> PyResult<Vec<i64>> {
-        let r = self.detached(py, move |l| Ok(l.net.feature_shape(h, w)));
-        self.check(r)
+        self.detached(py, move |l| Ok(l.net.feature_shape(h, w)))
     }
     #[getter]
     fn trainable(&self) -> PyResult<[bool; 3]> {
@@ -299,9 +261,8 @@ impl PyLearner {
     }
 
     /// (layer, output shape) of each layer for one (3, sz, sz) input.
-    fn summary(&self, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
-        let r = self.lock()?.net.summary(sz);
-        self.check(r)
+    fn summary(&self, py: Python<'_>, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
+        self.detached(py, move |l| l.net.summary(sz))
     }
 
     /// Loads a published checkpoint (torchvision names) into the body; strict.
@@ -313,26 +274,22 @@ impl PyLearner {
     ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
         self.detached(py, move |l| l.net.load_backbone(&entries, source))
-            .map_err(to_pyerr)
     }
 
     /// The full state dict (fastai 0.7 flat keys), CPU tensors.
-    fn state_dict(&self) -> PyResult<Vec<(String, PyTensor)>> {
-        Ok(self
-            .lock()?
-            .net
-            .state()
-            .into_iter()
-            .map(|(k, t)| (k, PyTensor(t)))
-            .collect())
+    fn state_dict(&self, py: Python<'_>) -> PyResult<Vec<(String, PyTensor)>> {
+        let state = self.detached(py, |l| Ok(l.net.state()))?;
+        Ok(state.into_iter().map(|(k, t)| (k, PyTensor(t))).collect())
     }
 
-    fn load_state_dict(&self, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
+    fn load_state_dict(
+        &self,
+        py: Python<'_>,
+        state: Vec<(String, PyTensor)>,
+        source: &str,
+    ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.lock()?
-            .net
-            .load_state(&entries, source)
-            .map_err(to_pyerr)
+        self.detached(py, move |l| l.net.load_state(&entries, source))
     }
 
     /// Hash of the body's weights (part of the activation-cache key).
@@ -362,15 +319,15 @@ impl PyLearner {
             )?;
             Ok(h.hex())
         })
-        .map_err(to_pyerr)
     }
 
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
     /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
     /// `fused_head`: precompute epochs on the CPU may use the hand-written head step.
-    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps).
+    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps). `clip`: the gradient norm
+    /// to clip to before each step (None: none).
     #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true,
-                        opt=None))]
+                        opt=None, clip=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
@@ -381,6 +338,7 @@ impl PyLearner {
         stop_on_divergence: bool,
         fused_head: bool,
         opt: Option<&Bound<'_, PyAny>>,
+        clip: Option<f64>,
     ) -> PyResult<()> {
         let algo = match opt {
             None => Algo::Sgd { momentum: 0.9 },
@@ -450,6 +408,7 @@ impl PyLearner {
             stop_on_divergence,
             fused_head,
             algo,
+            clip,
         });
         Ok(())
     }
@@ -523,7 +482,7 @@ impl PyLearner {
             };
             Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
         });
-        Ok(PyTensor(self.check(out)?))
+        Ok(PyTensor(out?))
     }
 
     /// One training epoch over an image loader (augmentation drawn for `epoch`).
@@ -575,14 +534,12 @@ impl PyLearner {
     ) -> PyResult<(PyTensor, String)> {
         use crate::cache;
         let loader = dl.inner.clone();
-        let key = py
-            .allow_threads(|| -> Result<String> {
-                let mut h = cache::KeyHasher::default();
-                h.str(body_hash).str(&loader.pipeline_key());
-                loader.hash_content(&mut h)?;
-                Ok(h.hex())
-            })
-            .map_err(to_pyerr)?;
+        let key = run_detached(py, || -> Result<String> {
+            let mut h = cache::KeyHasher::default();
+            h.str(body_hash).str(&loader.pipeline_key());
+            loader.hash_content(&mut h)?;
+            Ok(h.hex())
+        })?;
         let previous = match cache::read(&path, &key) {
             cache::Lookup::Hit(t) => return Ok((PyTensor(t), "hit".into())),
             cache::Lookup::Missing => None,
@@ -603,13 +560,16 @@ impl PyLearner {
         Ok((PyTensor(acts), status))
     }
 
-    fn snapshot(&self) -> PyResult<Vec<PyTensor>> {
-        Ok(self.lock()?.snapshot().into_iter().map(PyTensor).collect())
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<PyTensor>> {
+        let snap = self.detached(py, |l| Ok(l.snapshot()))?;
+        Ok(snap.into_iter().map(PyTensor).collect())
     }
-    fn restore(&self, snap: Vec<PyTensor>) -> PyResult<()> {
+    fn restore(&self, py: Python<'_>, snap: Vec<PyTensor>) -> PyResult<()> {
         let snap: Vec<Tensor> = snap.into_iter().map(|t| t.0).collect();
-        self.lock()?.restore(&snap);
-        Ok(())
+        self.detached(py, move |l| {
+            l.restore(&snap);
+            Ok(())
+        })
     }
 }
 
@@ -621,20 +581,11 @@ impl PyLearner {
         epoch: u64,
         on_batch: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
+        let hook = Hook(on_batch);
         let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
             l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
-        });
-        finish(
-            r.map(|e| (e.trn_loss, e.stopped)),
-            raised,
-            &self.head_raised,
-        )
+        })?;
+        Ok((r.trn_loss, r.stopped))
     }
 
     pub fn predict(
@@ -646,22 +597,13 @@ impl PyLearner {
         with_loss: bool,
         on_batch: Option<PyObject>,
     ) -> PyResult<(PyTensor, PyTensor, f64)> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
-        let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
+        let hook = Hook(on_batch);
+        let (p, y, loss) = self.detached(py, move |l| {
             l.predict(&*src, epoch, head_only, with_loss, &mut |b| {
                 hook.call((b,)).map(|_| ())
             })
-        });
-        finish(
-            r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)),
-            raised,
-            &self.head_raised,
-        )
+        })?;
+        Ok((PyTensor(p), PyTensor(y), loss))
     }
 
     pub fn features(
@@ -670,16 +612,10 @@ impl PyLearner {
         src: Source,
         on_batch: Option<PyObject>,
     ) -> PyResult<Tensor> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
-        let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
+        let hook = Hook(on_batch);
+        self.detached(py, move |l| {
             l.features(&*src, &mut |b| hook.call((b,)).map(|_| ()))
-        });
-        finish(r, raised, &self.head_raised)
+        })
     }
 }
 
@@ -712,7 +648,7 @@ fn with_skipped_rows(
         .map(|i| i as i64)
         .collect();
     if kept.len() as i64 != rows.size()[0] {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::internal(format!(
             "{} activation rows for {} decodable items",
             rows.size()[0],
             kept.len()

@@ -83,6 +83,45 @@ impl Optimizer {
         }
     }
 
+    /// Scales the gradients of the parameters this optimiser steps so that their total L2
+    /// norm is at most `max_norm`: fastai 0.7's `clip`, which called
+    /// `torch.nn.utils.clip_grad_norm_` between the backward pass and the step. Every gradient
+    /// is multiplied by min(1, max_norm / (norm + 1e-6)), in float32 as torch computes it (a
+    /// NaN norm makes every gradient NaN there too). Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let e = || Error::torch("clipping the gradient norm");
+        tch::no_grad(|| -> Result<f64> {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|s| s.param.grad())
+                .filter(|g| g.defined())
+                .collect();
+            if grads.is_empty() {
+                return Ok(0.0);
+            }
+            let norms = grads
+                .iter()
+                .map(|g| g.f_norm())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(e())?;
+            let total = Tensor::f_stack(&norms, 0)
+                .and_then(|t| t.f_norm())
+                .map_err(e())?;
+            // torch's `max_norm / (total + 1e-6)` on a tensor is reciprocal times max_norm.
+            let coef = total
+                .f_add_scalar(1e-6)
+                .and_then(|t| t.f_reciprocal())
+                .and_then(|t| t.f_mul_scalar(max_norm))
+                .and_then(|t| t.f_clamp_max(1.0))
+                .map_err(e())?;
+            for mut g in grads {
+                let _ = g.f_mul_(&coef).map_err(e())?;
+            }
+            Ok(total.double_value(&[]))
+        })
+    }
+
     pub fn step(&mut self, lrs: &[f64; 3], wds: &[f64; 3]) -> Result<()> {
         match self.algo {
             Algo::Sgd { momentum } => self.sgd_step(lrs, wds, momentum),

@@ -116,13 +116,6 @@ impl Pipeline {
             crate::image::decode::DECODER_VERSION
         )
     }
-
-    /// True when the pipeline draws no random numbers (validation transforms).
-    pub fn is_deterministic(&self) -> bool {
-        self.scale.is_none()
-            && self.augs.is_empty()
-            && matches!(self.crop, CropKind::Center | CropKind::No)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
