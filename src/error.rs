@@ -33,10 +33,6 @@ pub enum Error {
     #[error("{context}: {reason}")]
     Weights { context: String, reason: String },
 
-    /// The activation cache is unreadable or does not fit.
-    #[error("{path}: activation cache: {reason}")]
-    Cache { path: PathBuf, reason: String },
-
     /// A wrong argument from the user (bad lr length, unknown option, bad shape).
     #[error("{0}")]
     InvalidArgument(String),
@@ -50,13 +46,21 @@ pub enum Error {
     #[error("{op}: {source}")]
     Torch { op: String, source: tch::TchError },
 
-    /// A Python callback raised; the binding re-raises the original exception.
-    #[error("a Python callback raised an exception")]
-    Callback,
+    /// A callback handed to the core (a progress hook, a custom head's forward) failed. The
+    /// caller's own error rides inside, so the bindings can raise the very exception the
+    /// callback raised (a Python exception, or the KeyboardInterrupt of a pending Ctrl-C).
+    #[error("a callback failed: {0}")]
+    Callback(Box<dyn std::error::Error + Send + Sync>),
 
-    /// The user interrupted a long-running call (Ctrl-C / KeyboardInterrupt).
-    #[error("interrupted")]
-    Interrupted,
+    /// The object is already in use by another call (e.g. `learn.save` from a callback of a
+    /// running `fit`): waiting would deadlock, so the call fails instead.
+    #[error("{what} is busy (a fit or prediction is running, possibly in a callback of it)")]
+    Busy { what: &'static str },
+
+    /// A failure of this library, not of the input: a thread that could not start or stopped
+    /// without a word, an internal protocol misused, a lock poisoned by an earlier panic.
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -89,6 +93,9 @@ impl Error {
             | Error::ImageTooLarge { path, .. } => Some(path),
             _ => None,
         }
+    }
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
     }
     pub fn torch(op: impl Into<String>) -> impl FnOnce(tch::TchError) -> Self {
         let op = op.into();

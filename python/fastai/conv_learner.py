@@ -29,7 +29,7 @@ from . import _progress
 from ._weights import load_pretrained
 from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
-from .learner import Learner, _group_values, _opt_spec
+from .learner import Learner, _check_clip, _group_values, _opt_spec
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
 from ._archs import arch_from, default_meta
@@ -155,10 +155,9 @@ class ConvLearner(Learner):
         self._amp_dtype = None     # torch.bfloat16 when mixed precision is on
         # With precompute on the CPU, train fastai's default head with the hand-written step
         # (src/train/fused_head/: same numbers as autograd up to round-off, 2x+ faster);
-        # False trains it through libtorch's autograd like every other model.
-        self.fused_head = True
-        self.crit = {"log_softmax": "nll_loss", "sigmoid": "binary_cross_entropy",
-                     "identity": "l1_loss"}[self._output]
+        # False trains it through libtorch's autograd like every other model. A switch for
+        # tests and benchmarks, not user API.
+        self._fused_head = True
         self.freeze()
         self.precompute = precompute
 
@@ -225,7 +224,6 @@ class ConvLearner(Learner):
             channels_last = native.device_type == "cpu"
         _set_conv_layout(native, channels_last)
         self = cls.__new__(cls)
-        self._output = output
         self.xtra_cut = int(xtra_cut)
         self.custom_head = custom_head
         ConvLearner.__init__(self, data, native, arch, precompute=precompute, **kwargs)
@@ -463,16 +461,20 @@ class ConvLearner(Learner):
         self._check_not_empty(precompute)
         # The hand-written head step is float32: mixed precision keeps the autograd path.
         self._native.begin_fit(lrs, wds, schedule, precompute, lr_find,
-                               fused_head=self.fused_head and self._amp_dtype is None,
-                               opt=_opt_spec(self.opt_fn))
+                               fused_head=self._fused_head and self._amp_dtype is None,
+                               opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip))
         progress = _progress.fit_progress(n_epoch, B, names[3:])
         result, best = None, None
         cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0
+        # What learn.sched keeps per completed epoch, as fastai 0.7's LossRecorder did.
+        n_recorded, epoch_ends, val_losses, rec_metrics = 0, [], [], []
         try:
             for cb in callbacks:
                 cb.on_train_begin()
             for epoch in range(n_epoch):
                 def on_batch(i, loss, epoch=epoch):
+                    nonlocal n_recorded
+                    n_recorded += 1
                     progress.on_batch(epoch, i, loss)
                     stop = False
                     for cb in callbacks:
@@ -493,6 +495,9 @@ class ConvLearner(Learner):
                     return None
                 vals = self._validate(metrics, precompute)
                 result = vals
+                epoch_ends.append(n_recorded)
+                val_losses.append(vals[0])
+                rec_metrics.append(vals[1:])
                 progress.on_epoch_end(epoch, [trn_loss] + vals)
                 if cycle_len and epoch + 1 == cycle_end:
                     if cycle_save_name:
@@ -519,7 +524,8 @@ class ConvLearner(Learner):
                               "batch); each epoch leaves out a different image",
                               RuntimeWarning, stacklevel=user_stacklevel())
             self.sched = rec_cls(iterations=list(range(1, len(losses) + 1)), lrs=lrs_rec, losses=losses,
-                                 momentums=moms)
+                                 momentums=moms, epochs=epoch_ends, val_losses=val_losses,
+                                 rec_metrics=rec_metrics, init_lrs=lrs[-1:] if precompute else lrs)
             progress.close()
 
     def _check_not_empty(self, precompute):

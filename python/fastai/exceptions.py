@@ -27,14 +27,15 @@ class TransformsRequiredError(FastaiError, ValueError, AssertionError):
     asserted it, so this is also an AssertionError)."""
 
 
-class CacheError(FastaiError, OSError):
-    """The precomputed-activation cache is unusable."""
-
-
 class PipelineError(FastaiError, RuntimeError):
     """The image pipeline failed on an image it had accepted: a bug in fastai-rs, not a bad
     file, so `skip_bad` does not skip it."""
 
 
-__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError", "CacheError",
-           "PipelineError", "TransformsRequiredError"]
+class InternalError(FastaiError, RuntimeError):
+    """A failure of fastai-rs itself, not of its input (a worker thread that could not start or
+    stopped unexpectedly, a state left inconsistent by an earlier crash). Worth a bug report."""
+
+
+__all__ = ["FastaiError", "ImageDecodeError", "DatasetLayoutError", "WeightsError",
+           "TransformsRequiredError", "PipelineError", "InternalError"]

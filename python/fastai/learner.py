@@ -4,8 +4,12 @@ Python drives the epochs (so the table, callbacks and checkpoints happen between
 epoch's batch loop, validation and prediction run in Rust without the GIL. Progress is drawn by
 `fastai._progress`; the schedule recorded during a call is left in `learn.sched`.
 """
+import errno
 import functools
+import math
+import numbers
 import os
+import re
 
 import numpy as np
 import torch
@@ -72,6 +76,69 @@ def _remove_quietly(path):
         pass  # never created, or the folder refuses even that: nothing was left there
 
 
+# `save` writes `<name>.h5.tmp<pid>` and renames it; the pid tells whose it is.
+_TEMPORARY = re.compile(r"\.h5\.tmp([0-9]+)$")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or not a pid we can ask about): leave it be
+    return True
+
+
+def _sweep_dead_temporaries(folder):
+    """Removes the temporary files that saves of processes no longer alive left in `folder`
+    (a writer killed between writing and renaming); a live writer's, ours included, is never
+    touched."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # no such folder yet, or unreadable: the save itself reports what matters
+    for entry in entries:
+        m = _TEMPORARY.search(entry.name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid > 0 and pid != os.getpid() and not _pid_alive(pid):
+            _remove_quietly(entry.path)
+
+
+class _WriteErrors:
+    """The file object torch.save writes through. torch's zip writer turns an OSError raised by
+    `write` (a full disk) into `RuntimeError: unexpected pos`, naming neither the error nor the
+    file; this keeps the first such OSError so `save` can raise it instead."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error = None
+
+    def write(self, b):
+        try:
+            return self._f.write(b)
+        except OSError as e:
+            if self.error is None:
+                self.error = e
+            raise
+
+    def flush(self):
+        return self._f.flush()
+
+
+def _check_clip(clip):
+    """fastai 0.7's `clip`: the gradient norm to clip to before each step, as a float, or None
+    (also for 0: the original tested `if self.clip:`)."""
+    if clip is None:
+        return None
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or not (math.isfinite(clip) and clip >= 0):
+        raise ValueError(f"clip must be a finite number >= 0 (the gradient norm to clip to; 0 or None: "
+                         f"no clipping), got {clip!r}")
+    return float(clip) or None
+
+
 class Learner:
     """State shared by every learner: data, paths, metrics, the last schedule."""
 
@@ -97,6 +164,17 @@ class Learner:
             metrics = [accuracy_thresh(0.5)] if data.is_multi else ([] if data.is_reg else [accuracy])
         self.metrics = metrics
 
+    @property
+    def clip(self):
+        """Gradient clipping, as fastai 0.7: before each optimiser step the trainable parameters'
+        gradients are scaled down to this total L2 norm when above it (None: no clipping)."""
+        return self._clip
+
+    @clip.setter
+    def clip(self, value):
+        _check_clip(value)
+        self._clip = value
+
     # ---- checkpoints -------------------------------------------------------------------
     def get_model_path(self, name):
         return os.path.join(self.models_path, name) + ".h5"
@@ -104,7 +182,8 @@ class Learner:
     def save(self, name):
         """Writes the full model's state dict (fastai 0.7 keys) to `models/<name>.h5`, readable
         by `torch.load`; written to a temporary file and renamed, so a failed save leaves the
-        previous file intact."""
+        previous file intact. Temporary files left in that folder by saves of processes that
+        died mid-write are removed."""
         path = self.get_model_path(name)
         state = dict(self._native.state_dict())
         folder = os.path.dirname(path)
@@ -113,17 +192,27 @@ class Learner:
             # `save('stage1/best')` makes the sub-folder, as a user would expect.
             if os.path.dirname(name):
                 os.makedirs(folder, exist_ok=True)
+            _sweep_dead_temporaries(folder)
             # Opened here rather than by torch.save(path): its zip writer reports an unwritable
-            # place as a bare RuntimeError, while open() gives the OSError kind (permission,
-            # read-only file system, not a directory) to re-raise naming the folder.
+            # place or a full disk as a bare RuntimeError, while open() and write() give the
+            # OSError kind (permission, read-only file system, not a directory, no space) to
+            # re-raise naming the folder.
             with open(tmp, "wb") as f:
-                torch.save(state, f)
+                w = _WriteErrors(f)
+                try:
+                    torch.save(state, w)
+                except RuntimeError:
+                    if w.error is not None:
+                        raise w.error from None
+                    raise
             os.replace(tmp, path)
         except OSError as e:
             _remove_quietly(tmp)
+            hint = ("free some space there or pass models_name= a folder on another disk"
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+                    "make that folder writable or pass models_name= a writable folder")
             raise type(e)(e.errno, f"{folder}: cannot write the model file {os.path.basename(path)} "
-                          f"({e.strerror or e}); make that folder writable or pass "
-                          f"models_name= a writable folder", folder) from e
+                          f"({e.strerror or e}); {hint}", folder) from e
         except BaseException:
             _remove_quietly(tmp)
             raise

@@ -2,8 +2,9 @@
 learning-rate schedules as plain functions (spec 6.3, 6.4, 7).
 
 The training loop runs in Rust and returns what it recorded (iterations, learning rates,
-smoothed losses, ...) as numpy arrays; `LossRecorder.from_record` turns that into the object
-users know from fastai 0.7 (`learn.sched.plot_lr()`, `learn.sched.plot()`, ...).
+smoothed losses, ...); the learner adds the per-epoch values (epoch ends, validation loss and
+metrics) and builds the object users know from fastai 0.7 (`learn.sched.plot_lr()`,
+`learn.sched.plot()`, ...).
 `cos_anneal_lrs` and `lr_find_lrs` compute the same schedules in numpy, as an independent
 reference for the Rust implementation and for users who want to see a schedule before training.
 

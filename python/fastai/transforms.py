@@ -349,11 +349,6 @@ class Transforms:
                                  float(g.max_aspect_ratio), float(g.flip_hw_p))
         return spec
 
-    @property
-    def is_random(self):
-        return bool(self.aug_tfms) or isinstance(self.scale_step, RandomScale) or \
-            self.crop_type in (CropType.RANDOM, CropType.GOOGLENET)
-
     def __call__(self, im, y=None):
         im = np.asarray(im)
         if im.dtype not in (np.uint8, np.float32):

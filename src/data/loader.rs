@@ -109,7 +109,7 @@ pub fn thread_pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
         .thread_name(|i| format!("fastai-loader-{i}"))
         .build()
         .map(Arc::new)
-        .map_err(|e| Error::InvalidArgument(format!("cannot start {n} loader threads: {e}")))
+        .map_err(|e| Error::internal(format!("cannot start {n} loader threads: {e}")))
 }
 
 impl DataLoader {
@@ -380,7 +380,7 @@ impl DataLoader {
             Ok(handle) => Some(handle),
             Err(e) => {
                 let (tx, rx) = sync_channel::<Msg>(1);
-                let _ = tx.send(Msg::Batch(Err(Error::InvalidArgument(format!(
+                let _ = tx.send(Msg::Batch(Err(Error::internal(format!(
                     "cannot start the loader thread: {e}"
                 )))));
                 return BatchIter {
@@ -465,8 +465,8 @@ impl Iterator for BatchIter {
                 Err(_) => {
                     // The producer vanished without saying it was done.
                     self.finished = true;
-                    return Some(Err(Error::InvalidArgument(
-                        "the loader thread stopped unexpectedly".into(),
+                    return Some(Err(Error::internal(
+                        "the loader thread stopped unexpectedly",
                     )));
                 }
             }

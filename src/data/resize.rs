@@ -137,7 +137,7 @@ fn encode(img: RgbImage, dst: &Path) -> Result<Vec<u8>> {
         return Ok(buf.to_vec());
     }
     let rgb = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: bad image buffer", dst.display())))?;
+        .ok_or_else(|| Error::internal(format!("{}: bad image buffer", dst.display())))?;
     let mut out = std::io::Cursor::new(Vec::new());
     rgb.write_to(&mut out, format).map_err(|e| {
         Error::InvalidArgument(format!("{}: cannot write this format: {e}", dst.display()))

@@ -91,15 +91,6 @@ impl ParamStore {
         })
     }
 
-    /// Number of trainable values (as `sum(p.numel())` in PyTorch).
-    pub fn num_params(&self) -> i64 {
-        self.entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Param)
-            .map(|e| e.tensor.numel() as i64)
-            .sum()
-    }
-
     pub fn device(&self) -> Device {
         self.entries
             .first()

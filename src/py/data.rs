@@ -3,16 +3,16 @@
 //! without the GIL (`run_detached`).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use numpy::ndarray::{Array1, Array2, Array3, Array4};
-use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::run_detached;
+use super::{run_detached, to_pyerr};
 use crate::data::dataset::{ArrayData, Dataset, ImageArray, Targets};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
@@ -436,12 +436,6 @@ impl PyDataLoader {
     fn buffers_allocated(&self) -> usize {
         self.inner.buffers_allocated()
     }
-    fn files(&self) -> Vec<PathBuf> {
-        self.inner.files()
-    }
-    fn pipeline_key(&self) -> String {
-        self.inner.pipeline_key()
-    }
     /// Dataset indices in the order epoch `epoch` visits them.
     fn order<'py>(&self, py: Python<'py>, epoch: u64) -> Bound<'py, PyArray1<i64>> {
         let o: Vec<i64> = self
@@ -516,6 +510,16 @@ fn batch_x_to_py<'py>(
     Ok(arr.into_any())
 }
 
+impl PyBatchIter {
+    fn lock(&self) -> PyResult<MutexGuard<'_, BatchIter>> {
+        self.inner.lock().map_err(|_| {
+            to_pyerr(crate::Error::internal(
+                "the batch iterator was left inconsistent by a panic in an earlier call",
+            ))
+        })
+    }
+}
+
 #[pymethods]
 impl PyBatchIter {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -524,16 +528,11 @@ impl PyBatchIter {
 
     /// (x float32 (n, 3, sz, sz), y) as numpy arrays sharing the batch memory.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+        let mut guard = self.lock()?;
         let it: &mut BatchIter = &mut guard;
-        let next = py.allow_threads(|| it.next());
-        match next {
+        match run_detached(py, || it.next().transpose())? {
             None => Err(PyStopIteration::new_err(())),
-            Some(Err(e)) => Err(super::to_pyerr(e)),
-            Some(Ok(b)) => {
+            Some(b) => {
                 let x = Array4::from_shape_vec((b.n, 3, b.sz, b.sz), b.x)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 Ok((
@@ -546,22 +545,22 @@ impl PyBatchIter {
 
     /// Paths skipped as undecodable so far (with skip_bad).
     fn skipped(&self) -> PyResult<Vec<PathBuf>> {
-        let guard = self
-            .inner
-            .lock()
-            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
-        Ok(guard.skipped().iter().map(|(_, p)| p.clone()).collect())
+        Ok(self
+            .lock()?
+            .skipped()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect())
     }
 
     /// Stops the producer now (also happens when the iterator is garbage-collected).
-    fn close(&self) -> PyResult<()> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| PyTypeError::new_err("batch iterator is poisoned"))?;
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mut guard = self.lock()?;
         let it: &mut BatchIter = &mut guard;
-        Python::with_gil(|py| py.allow_threads(|| it.close()));
-        Ok(())
+        run_detached(py, || {
+            it.close();
+            Ok(())
+        })
     }
 }
 
@@ -696,60 +695,22 @@ fn transform_image<'py>(
     let params = pipeline.draw(&mut Rng::for_item(seed, Stream::Aug, epoch, index));
     let sz = pipeline.sz();
     let p2 = params.clone();
-    let out = py
-        .allow_threads(move || {
-            let data = match &owned {
-                ArrayData::U8(v) => SrcRef::U8(v),
-                ArrayData::F32(v) => SrcRef::F32(v),
-            };
-            let mut out = vec![0f32; 3 * sz * sz];
-            pipeline
-                .apply(&Src { data, rows, cols }, &p2, &mut out)
-                .map(|_| out)
-        })
-        .map_err(super::to_pyerr)?;
+    let out = run_detached(py, move || {
+        let data = match &owned {
+            ArrayData::U8(v) => SrcRef::U8(v),
+            ArrayData::F32(v) => SrcRef::F32(v),
+        };
+        let mut out = vec![0f32; 3 * sz * sz];
+        pipeline
+            .apply(&Src { data, rows, cols }, &p2, &mut out)
+            .map(|_| out)
+    })?;
     let a = Array3::from_shape_vec((3, sz, sz), out)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
 }
 
-/// Seconds per image of `n` runs of a pipeline on one uint8 (H, W, 3) image, draws varying per
-/// run (for benches/bench_loader.py's per-stage breakdown; no Python inside the timed loop).
-#[pyfunction]
-fn time_pipeline(
-    py: Python<'_>,
-    img: PyReadonlyArrayDyn<'_, u8>,
-    spec: &Bound<'_, PyDict>,
-    n: usize,
-) -> PyResult<f64> {
-    let pipeline = pipeline_from_spec(spec)?;
-    let shape = img.shape().to_vec();
-    if shape.len() != 3 || shape[2] != 3 {
-        return Err(PyValueError::new_err(format!(
-            "expected an (H, W, 3) image, got shape {shape:?}"
-        )));
-    }
-    let data: Vec<u8> = img.as_array().iter().copied().collect();
-    let (rows, cols) = (shape[0], shape[1]);
-    py.allow_threads(move || {
-        let mut out = vec![0f32; 3 * pipeline.sz() * pipeline.sz()];
-        let src = Src {
-            data: SrcRef::U8(&data),
-            rows,
-            cols,
-        };
-        let t = std::time::Instant::now();
-        for i in 0..n.max(1) {
-            let params = pipeline.draw(&mut Rng::for_item(0, Stream::Aug, 0, i as u64));
-            pipeline.apply(&src, &params, &mut out)?;
-        }
-        Ok(t.elapsed().as_secs_f64() / n.max(1) as f64)
-    })
-    .map_err(super::to_pyerr)
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(time_pipeline, m)?)?;
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
     m.add_class::<PyDataset>()?;

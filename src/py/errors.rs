@@ -3,10 +3,12 @@
 //! The exception classes are defined in Python (`fastai/exceptions.py`), because they derive
 //! from two bases (e.g. `ImageDecodeError(FastaiError, OSError)`); this module looks them up.
 //! OS errors map by kind to FileNotFoundError / PermissionError / OSError with `filename` set.
+//! User input is a ValueError (or a class deriving from it); failures of the library itself
+//! are `InternalError`; an exception raised by a Python callback comes back unchanged.
 
 use pyo3::exceptions::{
-    PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError, PyKeyboardInterrupt,
-    PyNotADirectoryError, PyOSError, PyPermissionError, PyRuntimeError, PyValueError,
+    PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError, PyNotADirectoryError, PyOSError,
+    PyPermissionError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -66,11 +68,20 @@ pub fn to_pyerr(err: Error) -> PyErr {
         }
         Error::DatasetLayout { .. } => fastai_exception("DatasetLayoutError", msg),
         Error::Weights { .. } => fastai_exception("WeightsError", msg),
-        Error::Cache { .. } => fastai_exception("CacheError", msg),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::Pipeline { .. } => fastai_exception("PipelineError", msg),
-        Error::Torch { .. } => PyRuntimeError::new_err(msg),
-        Error::Callback => PyRuntimeError::new_err(msg),
-        Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
+        Error::Torch { .. } | Error::Busy { .. } => PyRuntimeError::new_err(msg),
+        Error::Internal { .. } => fastai_exception("InternalError", msg),
+        // The callback's own exception, as it raised it (traceback included).
+        Error::Callback(inner) => match inner.downcast::<PyErr>() {
+            Ok(e) => *e,
+            Err(_) => PyRuntimeError::new_err(msg),
+        },
     }
+}
+
+/// A Python exception (a callback's, or the KeyboardInterrupt of a pending signal) as a core
+/// error, to travel out of the Rust loop inside it; `to_pyerr` gives it back unchanged.
+pub fn from_pyerr(e: PyErr) -> Error {
+    Error::Callback(Box::new(e))
 }

@@ -8,21 +8,19 @@
 //! joins the body's graph, and the loop's `backward` (run without the GIL, as libtorch's
 //! Python engine requires) reaches both.
 
-use std::sync::{Arc, Mutex};
-
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::Tensor;
 
+use super::errors::from_pyerr;
 use crate::models::ExternalHead;
-use crate::{Error, Result};
+use crate::Result;
 
-/// The Python side's `forward(x, train, bn_train) -> Tensor` callable and where an exception
-/// it raised waits to be re-raised once the Rust loop has returned.
+/// The Python side's `forward(x, train, bn_train) -> Tensor` callable. An exception it raises
+/// travels out of the Rust loop inside the error and is re-raised unchanged.
 pub struct PyHead {
     pub forward: PyObject,
     pub name: String,
-    pub raised: Arc<Mutex<Option<PyErr>>>,
 }
 
 impl ExternalHead for PyHead {
@@ -32,12 +30,7 @@ impl ExternalHead for PyHead {
                 .forward
                 .call1(py, (PyTensor(x.shallow_clone()), train, bn_train))
                 .and_then(|out| out.extract::<PyTensor>(py));
-            r.map(|t| t.0).map_err(|e| {
-                if let Ok(mut slot) = self.raised.lock() {
-                    *slot = Some(e);
-                }
-                Error::Callback
-            })
+            r.map(|t| t.0).map_err(from_pyerr)
         })
     }
 

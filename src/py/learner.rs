@@ -1,16 +1,17 @@
 //! `fastai._native.Learner`: the model and its training loops, driven by `fastai.learner`.
 //!
-//! Every long call releases the GIL; the Python callbacks it is given (progress, user
-//! callbacks) are called with the GIL re-taken, and a pending Ctrl-C (`check_signals`) stops
-//! the loop after the current batch.
+//! Every long call releases the GIL (`run_detached`); the Python callbacks it is given
+//! (progress, user callbacks, a custom head) are called with the GIL re-taken, and a pending
+//! Ctrl-C (`check_signals`) stops the loop after the current batch.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
 use super::data::PyDataLoader;
+use super::errors::from_pyerr;
 use super::head::PyHead;
 use super::{run_detached, to_pyerr};
 use crate::cache::{Precision, Split};
@@ -25,61 +26,43 @@ use crate::{Error, Result};
 #[pyclass(name = "Learner", module = "fastai._native")]
 pub struct PyLearner {
     inner: Mutex<Learner>,
-    /// Where an exception raised by a custom head's forward waits (see `head.rs`).
-    head_raised: Arc<Mutex<Option<PyErr>>>,
 }
 
-/// Calls a Python callback from inside a detached Rust loop. A pending signal becomes
-/// `Error::Interrupted`; an exception raised by the callback is kept in `raised` and
-/// re-raised unchanged once the loop has returned.
-struct Hook<'a> {
-    callback: Option<&'a PyObject>,
-    raised: &'a Mutex<Option<PyErr>>,
-}
+/// Calls a Python callback from inside a detached Rust loop. A pending signal (Ctrl-C's
+/// KeyboardInterrupt) or an exception raised by the callback travels out of the loop inside
+/// `Error::Callback`, and `to_pyerr` raises it unchanged once the loop has returned.
+struct Hook(Option<PyObject>);
 
-impl Hook<'_> {
+impl Hook {
     fn call(
         &self,
         args: impl for<'py> IntoPyObject<'py, Target = pyo3::types::PyTuple>,
     ) -> Result<bool> {
         Python::with_gil(|py| {
-            let store = |e: PyErr| {
-                if let Ok(mut slot) = self.raised.lock() {
-                    *slot = Some(e);
-                }
-                Error::Callback
-            };
-            py.check_signals().map_err(store)?;
-            match self.callback {
+            py.check_signals().map_err(from_pyerr)?;
+            match &self.0 {
                 None => Ok(false),
-                Some(cb) => {
-                    let r = cb.call1(py, args).map_err(store)?;
-                    r.is_truthy(py).map_err(store)
-                }
+                Some(cb) => cb
+                    .call1(py, args)
+                    .and_then(|r| r.is_truthy(py))
+                    .map_err(from_pyerr),
             }
         })
     }
 }
 
-/// The Python exception for `e`: the one a callback or the custom head raised (kept in
-/// `raised` / `head_raised`) when the loop stopped because of it.
-fn finish<T>(
-    r: Result<T>,
-    raised: Mutex<Option<PyErr>>,
-    head_raised: &Mutex<Option<PyErr>>,
-) -> PyResult<T> {
-    r.map_err(|e| {
-        let from_callback = raised.into_inner().ok().flatten();
-        let from_head = head_raised.lock().ok().and_then(|mut slot| slot.take());
-        match (e, from_callback.or(from_head)) {
-            (Error::Callback, Some(pyerr)) => pyerr,
-            (e, _) => to_pyerr(e),
+/// The learner, unless another call holds it. A learner already in use (e.g. `save` called
+/// from a callback of a running `fit`) is an error, not a deadlock.
+fn locked(inner: &Mutex<Learner>) -> Result<MutexGuard<'_, Learner>> {
+    inner.try_lock().map_err(|e| match e {
+        TryLockError::WouldBlock => Error::Busy {
+            what: "the learner",
+        },
+        TryLockError::Poisoned(_) => {
+            Error::internal("the learner was left inconsistent by a panic in an earlier call")
         }
     })
 }
-
-const BUSY: &str =
-    "the learner is busy (a fit or prediction is running, possibly in a callback of it)";
 
 fn parse_device(d: &str) -> Result<Device> {
     match d {
@@ -110,42 +93,18 @@ fn group_vec(v: Vec<f64>, what: &str) -> Result<[f64; 3]> {
 
 impl PyLearner {
     /// Runs `f` on the learner without the GIL. The mutex is taken inside (tch tensors are
-    /// Send but not Sync, so only the mutex may cross into the detached closure); a learner
-    /// already in use (e.g. `save` called from a callback of a running `fit`) is an error,
-    /// not a deadlock.
+    /// Send but not Sync, so only the mutex may cross into the detached closure).
     fn detached<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Learner) -> Result<T> + Send,
-    ) -> Result<T> {
-        py.allow_threads(|| {
-            let mut guard = self
-                .inner
-                .try_lock()
-                .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
-            f(&mut guard)
-        })
+    ) -> PyResult<T> {
+        run_detached(py, || f(&mut *locked(&self.inner)?))
     }
 
-    /// Runs `f` on the learner, already without the GIL (inside `run_detached`); a learner in
-    /// use is an error, as in `detached`.
-    fn with_learner<T>(&self, f: impl FnOnce(&mut Learner) -> Result<T>) -> Result<T> {
-        let mut guard = self
-            .inner
-            .try_lock()
-            .map_err(|_| Error::InvalidArgument(BUSY.into()))?;
-        f(&mut guard)
-    }
-
-    /// `finish` for calls without a callback of their own.
-    fn check<T>(&self, r: Result<T>) -> PyResult<T> {
-        finish(r, Mutex::new(None), &self.head_raised)
-    }
-
+    /// The learner for a quick read or setting, with the GIL held.
     fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
-        self.inner
-            .try_lock()
-            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err(BUSY))
+        locked(&self.inner).map_err(to_pyerr)
     }
 }
 
@@ -167,8 +126,7 @@ impl PyLearner {
     /// Builds body + head for `arch` with `c` outputs; `output` is 'log_softmax', 'sigmoid'
     /// or 'identity' (for a custom head: which loss to use). `xtra_cut` removes that many
     /// body children from the end. `custom_head`: (forward(x, train, bn_train) callable,
-    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict). `meta`:
-    /// a `model_meta` entry (cut, split) to use instead of the architecture's own.
+    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict).
     #[new]
     #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None, meta=None))]
     #[allow(clippy::too_many_arguments)]
@@ -194,15 +152,10 @@ impl PyLearner {
             }
         };
         let device = parse_device(device).map_err(to_pyerr)?;
-        let head_raised = Arc::new(Mutex::new(None));
         let head = match custom_head {
             None => HeadChoice::Fastai { ps, xtra_fc },
             Some((forward, name, state)) => HeadChoice::External {
-                head: Box::new(PyHead {
-                    forward,
-                    name,
-                    raised: head_raised.clone(),
-                }),
+                head: Box::new(PyHead { forward, name }),
                 entries: state
                     .into_iter()
                     .map(|(k, t, is_param)| {
@@ -223,7 +176,6 @@ impl PyLearner {
         let net = ConvNet::new(arch, c, output, meta, xtra_cut, head).map_err(to_pyerr)?;
         Ok(PyLearner {
             inner: Mutex::new(Learner::new(net, device)),
-            head_raised,
         })
     }
 
@@ -309,9 +261,8 @@ impl PyLearner {
     }
 
     /// (layer, output shape) of each layer for one (3, sz, sz) input.
-    fn summary(&self, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
-        let r = self.lock()?.net.summary(sz);
-        self.check(r)
+    fn summary(&self, py: Python<'_>, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
+        self.detached(py, move |l| l.net.summary(sz))
     }
 
     /// Loads a published checkpoint (torchvision names) into the body; strict.
@@ -325,34 +276,33 @@ impl PyLearner {
         self.detached(py, move |l| {
             l.net.load_checkpoint(&entries, Naming::Published, source)
         })
-        .map_err(to_pyerr)
     }
 
     /// The full state dict (fastai 0.7 flat keys), CPU tensors.
-    fn state_dict(&self) -> PyResult<Vec<(String, PyTensor)>> {
-        Ok(self
-            .lock()?
-            .net
-            .state()
-            .into_iter()
-            .map(|(k, t)| (k, PyTensor(t)))
-            .collect())
+    fn state_dict(&self, py: Python<'_>) -> PyResult<Vec<(String, PyTensor)>> {
+        let state = self.detached(py, |l| Ok(l.net.state()))?;
+        Ok(state.into_iter().map(|(k, t)| (k, PyTensor(t))).collect())
     }
 
-    fn load_state_dict(&self, state: Vec<(String, PyTensor)>, source: &str) -> PyResult<()> {
+    fn load_state_dict(
+        &self,
+        py: Python<'_>,
+        state: Vec<(String, PyTensor)>,
+        source: &str,
+    ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.lock()?
-            .net
-            .load_checkpoint(&entries, Naming::Flat, source)
-            .map_err(to_pyerr)
+        self.detached(py, move |l| {
+            l.net.load_checkpoint(&entries, Naming::Flat, source)
+        })
     }
 
     /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
     /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
     /// `fused_head`: precompute epochs on the CPU may use the hand-written head step.
-    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps).
+    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps). `clip`: the gradient norm
+    /// to clip to before each step (None: none).
     #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true,
-                        opt=None))]
+                        opt=None, clip=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
@@ -363,6 +313,7 @@ impl PyLearner {
         stop_on_divergence: bool,
         fused_head: bool,
         opt: Option<&Bound<'_, PyAny>>,
+        clip: Option<f64>,
     ) -> PyResult<()> {
         let algo = match opt {
             None => Algo::Sgd { momentum: 0.9 },
@@ -432,6 +383,7 @@ impl PyLearner {
             stop_on_divergence,
             fused_head,
             algo,
+            clip,
         });
         Ok(())
     }
@@ -521,7 +473,7 @@ impl PyLearner {
             };
             Ok(l.predict(&src, 0, head_only, false, &mut |_| Ok(()))?.0)
         });
-        Ok(PyTensor(self.check(out)?))
+        Ok(PyTensor(out?))
     }
 
     /// One training epoch over an image loader (augmentation drawn for `epoch`).
@@ -596,40 +548,35 @@ impl PyLearner {
             .map(|(name, dl)| Ok((Split::from_name(name)?, dl.inner.clone())))
             .collect::<Result<Vec<_>>>()
             .map_err(to_pyerr)?;
-        let raised = Mutex::new(None);
-        let slot = &raised;
-        let r = run_detached(py, move || {
-            Ok(self.with_learner(|l| {
-                let hook = Hook {
-                    callback: on_batch.as_ref(),
-                    raised: slot,
-                };
-                let borrowed: Vec<_> = splits.iter().map(|(s, dl)| (*s, dl)).collect();
-                let dir = CacheDir {
-                    dir: &tmp_path,
-                    data_path: &data_path,
-                };
-                l.precompute_splits(
-                    &borrowed,
-                    dir,
-                    precision,
-                    known.as_deref(),
-                    &mut |s, b, n| hook.call((s.name(), b, n)).map(|_| ()),
-                )
-            }))
+        let hook = Hook(on_batch);
+        let acts = self.detached(py, move |l| {
+            let borrowed: Vec<_> = splits.iter().map(|(s, dl)| (*s, dl)).collect();
+            let dir = CacheDir {
+                dir: &tmp_path,
+                data_path: &data_path,
+            };
+            l.precompute_splits(
+                &borrowed,
+                dir,
+                precision,
+                known.as_deref(),
+                &mut |s, b, n| hook.call((s.name(), b, n)).map(|_| ()),
+            )
         })?;
-        let acts = finish(r, raised, &self.head_raised)?;
         acts.map(|v| v.into_iter().map(|a| PyActivations::new(py, a)).collect())
             .transpose()
     }
 
-    fn snapshot(&self) -> PyResult<Vec<PyTensor>> {
-        Ok(self.lock()?.snapshot().into_iter().map(PyTensor).collect())
+    fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<PyTensor>> {
+        let snap = self.detached(py, |l| Ok(l.snapshot()))?;
+        Ok(snap.into_iter().map(PyTensor).collect())
     }
-    fn restore(&self, snap: Vec<PyTensor>) -> PyResult<()> {
+    fn restore(&self, py: Python<'_>, snap: Vec<PyTensor>) -> PyResult<()> {
         let snap: Vec<Tensor> = snap.into_iter().map(|t| t.0).collect();
-        self.lock()?.restore(&snap);
-        Ok(())
+        self.detached(py, move |l| {
+            l.restore(&snap);
+            Ok(())
+        })
     }
 }
 
@@ -641,20 +588,11 @@ impl PyLearner {
         epoch: u64,
         on_batch: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
+        let hook = Hook(on_batch);
         let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
             l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
-        });
-        finish(
-            r.map(|e| (e.trn_loss, e.stopped)),
-            raised,
-            &self.head_raised,
-        )
+        })?;
+        Ok((r.trn_loss, r.stopped))
     }
 
     pub fn predict(
@@ -666,22 +604,13 @@ impl PyLearner {
         with_loss: bool,
         on_batch: Option<PyObject>,
     ) -> PyResult<(PyTensor, PyTensor, f64)> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
-        let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
+        let hook = Hook(on_batch);
+        let (p, y, loss) = self.detached(py, move |l| {
             l.predict(&*src, epoch, head_only, with_loss, &mut |b| {
                 hook.call((b,)).map(|_| ())
             })
-        });
-        finish(
-            r.map(|(p, y, loss)| (PyTensor(p), PyTensor(y), loss)),
-            raised,
-            &self.head_raised,
-        )
+        })?;
+        Ok((PyTensor(p), PyTensor(y), loss))
     }
 
     pub fn features(
@@ -690,16 +619,10 @@ impl PyLearner {
         src: Source,
         on_batch: Option<PyObject>,
     ) -> PyResult<Tensor> {
-        let raised = Mutex::new(None);
-        let slot = &raised;
-        let r = self.detached(py, move |l| {
-            let hook = Hook {
-                callback: on_batch.as_ref(),
-                raised: slot,
-            };
+        let hook = Hook(on_batch);
+        self.detached(py, move |l| {
             l.features(&*src, &mut |b| hook.call((b,)).map(|_| ()))
-        });
-        finish(r, raised, &self.head_raised)
+        })
     }
 }
 

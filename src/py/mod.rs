@@ -1,5 +1,9 @@
 //! Python bindings: the only module that knows about pyo3. It converts arguments into owned
 //! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
+//!
+//! The rule: a call that may take long (decoding, a forward pass, a copy of the weights, a
+//! file read or write) runs inside `run_detached`, so other Python threads and Ctrl-C keep
+//! working. It is the only place that releases the GIL (tests/python/test_native.py checks).
 
 mod data;
 mod errors;
@@ -11,9 +15,10 @@ use pyo3::prelude::*;
 
 pub use errors::to_pyerr;
 
-/// Runs `f` without the GIL and turns a core error into the matching Python exception.
-/// Every slow entry point goes through here so other Python threads (and Ctrl-C handling in
-/// the progress callbacks) keep running.
+/// Runs `f` without the GIL and turns a core error into the matching Python exception (a
+/// callback's own exception, carried inside the error, comes back unchanged). Every slow
+/// entry point goes through here so other Python threads (and Ctrl-C handling in the
+/// progress callbacks) keep running.
 pub fn run_detached<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     T: Send,
@@ -48,6 +53,11 @@ fn _raise_error(kind: &str, path: &str) -> PyResult<()> {
         "layout" => Error::layout(path, "folder is empty"),
         "io" => Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)),
         "argument" => Error::InvalidArgument(format!("bad argument: {path}")),
+        "internal" => Error::internal(format!("something broke: {path}")),
+        "busy" => Error::Busy {
+            what: "the learner",
+        },
+        "storage_full" => Error::io(path, std::io::Error::from_raw_os_error(28)),
         _ => Error::InvalidArgument(format!("unknown error kind {kind:?}")),
     };
     Err(to_pyerr(err))

@@ -83,6 +83,9 @@ pub struct FitConfig {
     /// the head is fastai's default one and the optimiser SGD; false keeps libtorch autograd.
     pub fused_head: bool,
     pub algo: Algo,
+    /// fastai 0.7's `clip`: the total L2 norm the trainable parameters' gradients are scaled
+    /// down to before each step, when they exceed it (None: no clipping).
+    pub clip: Option<f64>,
 }
 
 /// What the batch loop of one `fit` / `lr_find` call keeps between epochs.
@@ -104,6 +107,8 @@ struct FitState {
     /// The hand-written head step, made at the first epoch it applies to; it keeps its
     /// momentum for the rest of the fit.
     fused: Option<FusedHead>,
+    /// Gradient-norm clipping before each step (see [`FitConfig::clip`]).
+    clip: Option<f64>,
 }
 
 impl FitState {
@@ -269,6 +274,7 @@ impl Learner {
             stop_on_divergence,
             fused_head,
             algo,
+            clip,
         } = cfg;
         // With precompute only the head sees data, so only its parameters may step.
         let trainable = if precompute {
@@ -289,6 +295,7 @@ impl Learner {
             record: Record::default(),
             fused_allowed: fused_head,
             fused: None,
+            clip,
         });
     }
 
@@ -322,7 +329,7 @@ impl Learner {
         let mut fit = self
             .fit
             .take()
-            .ok_or_else(|| Error::InvalidArgument("train_epoch called outside a fit".into()))?;
+            .ok_or_else(|| Error::internal("train_epoch called outside a fit"))?;
         let result = match self.fused_rows(&mut fit, src) {
             Ok(Some(rows)) => Self::train_epoch_fused(&mut fit, rows, epoch, on_batch),
             Ok(None) => self.train_epoch_autograd(&mut fit, src, epoch, on_batch),
@@ -345,10 +352,11 @@ impl Learner {
         let plain = |t: &Tensor, kind: Kind, dim: usize| {
             t.device() == Device::Cpu && t.kind() == kind && t.is_contiguous() && t.dim() == dim
         };
-        // The hand-written step does SGD only.
+        // The hand-written step does SGD only, without gradient clipping.
         let sgd = fit.opt.sgd_momentum().is_some();
         if !(fit.fused_allowed
             && sgd
+            && fit.clip.is_none()
             && fit.precompute
             && !self.bn_freeze
             && self.device == Device::Cpu)
@@ -380,7 +388,7 @@ impl Learner {
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
         let Some(mut fused) = fit.fused.take() else {
-            return Err(Error::InvalidArgument("no fused head step".into()));
+            return Err(Error::internal("no fused head step"));
         };
         // SAFETY: `fused_rows` checked both are contiguous CPU tensors of these kinds; they
         // are only read, and outlive this call.
@@ -401,7 +409,7 @@ impl Learner {
                 let (lrs, mom) = fit.batch_rates();
                 let next = batches.get(b + 1).copied().unwrap_or(&[]);
                 let Some(mu) = fit.opt.sgd_momentum() else {
-                    return Err(Error::InvalidArgument("the head step is SGD's".into()));
+                    return Err(Error::internal("the head step is SGD's"));
                 };
                 let raw = fused.step(x, y, idx, next, lrs[2], fit.wds[2], mu)?;
                 if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
@@ -450,6 +458,9 @@ impl Learner {
             let loss = self.loss(&out, &y)?;
             fit.opt.zero_grad();
             loss.f_backward().map_err(Error::torch("backward pass"))?;
+            if let Some(max_norm) = fit.clip {
+                fit.opt.clip_grad_norm(max_norm)?;
+            }
             fit.opt.step(&lrs, &fit.wds)?;
             let raw = loss.double_value(&[]);
             if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {

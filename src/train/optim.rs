@@ -83,6 +83,45 @@ impl Optimizer {
         }
     }
 
+    /// Scales the gradients of the parameters this optimiser steps so that their total L2
+    /// norm is at most `max_norm`: fastai 0.7's `clip`, which called
+    /// `torch.nn.utils.clip_grad_norm_` between the backward pass and the step. Every gradient
+    /// is multiplied by min(1, max_norm / (norm + 1e-6)), in float32 as torch computes it (a
+    /// NaN norm makes every gradient NaN there too). Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let e = || Error::torch("clipping the gradient norm");
+        tch::no_grad(|| -> Result<f64> {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|s| s.param.grad())
+                .filter(|g| g.defined())
+                .collect();
+            if grads.is_empty() {
+                return Ok(0.0);
+            }
+            let norms = grads
+                .iter()
+                .map(|g| g.f_norm())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(e())?;
+            let total = Tensor::f_stack(&norms, 0)
+                .and_then(|t| t.f_norm())
+                .map_err(e())?;
+            // torch's `max_norm / (total + 1e-6)` on a tensor is reciprocal times max_norm.
+            let coef = total
+                .f_add_scalar(1e-6)
+                .and_then(|t| t.f_reciprocal())
+                .and_then(|t| t.f_mul_scalar(max_norm))
+                .and_then(|t| t.f_clamp_max(1.0))
+                .map_err(e())?;
+            for mut g in grads {
+                let _ = g.f_mul_(&coef).map_err(e())?;
+            }
+            Ok(total.double_value(&[]))
+        })
+    }
+
     pub fn step(&mut self, lrs: &[f64; 3], wds: &[f64; 3]) -> Result<()> {
         match self.algo {
             Algo::Sgd { momentum } => self.sgd_step(lrs, wds, momentum),
@@ -222,4 +261,50 @@ fn fused_cpu_step(
         *w -= lr * *v;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parameters a (group 0, frozen), b and c (group 2) whose gradients are set by hand:
+    /// b's gradient is (3, 4), c's is (12), so the trainable norm is 13.
+    fn store_with_grads() -> (ParamStore, [Tensor; 3]) {
+        let mut store = ParamStore::new();
+        let a = store.param("a", Tensor::from_slice(&[1f32, 1.0]), 0);
+        let b = store.param("b", Tensor::from_slice(&[1f32, 1.0]), 2);
+        let c = store.param("c", Tensor::from_slice(&[1f32]), 2);
+        let grads = [[100f32, 100.0].as_slice(), &[3.0, 4.0], &[12.0]];
+        for (p, g) in [&a, &b, &c].into_iter().zip(grads) {
+            (p * Tensor::from_slice(g)).sum(tch::Kind::Float).backward();
+        }
+        (store, [a, b, c])
+    }
+
+    fn grad(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.grad()).unwrap()
+    }
+
+    #[test]
+    fn clip_scales_the_trainable_gradients_to_the_norm() {
+        let (store, [a, b, c]) = store_with_grads();
+        let mut opt = Optimizer::new(&store, [false, false, true], Algo::Sgd { momentum: 0.9 });
+        let norm = opt.clip_grad_norm(6.5).unwrap();
+        assert!((norm - 13.0).abs() < 1e-6);
+        // Scaled by 6.5 / (13 + 1e-6); the frozen parameter's gradient is not part of it.
+        let k = 6.5 / (13.0 + 1e-6);
+        for (got, want) in grad(&b).iter().chain(&grad(&c)).zip([3.0, 4.0, 12.0]) {
+            assert!((got - want * k).abs() < 1e-6, "{got} vs {}", want * k);
+        }
+        assert_eq!(grad(&a), vec![100.0, 100.0]);
+    }
+
+    #[test]
+    fn clip_leaves_gradients_under_the_norm_alone() {
+        let (store, [_, b, c]) = store_with_grads();
+        let mut opt = Optimizer::new(&store, [false, false, true], Algo::Sgd { momentum: 0.9 });
+        assert!((opt.clip_grad_norm(20.0).unwrap() - 13.0).abs() < 1e-6);
+        assert_eq!(grad(&b), vec![3.0, 4.0]);
+        assert_eq!(grad(&c), vec![12.0]);
+    }
 }

@@ -161,16 +161,6 @@ pub fn cycle_position(t: usize, first_cycle: usize, cycle_mult: usize) -> (usize
     (t - start, n)
 }
 
-/// Number of epochs of `n` cycles of `a`, `a*r`, `a*r^2`, ... epochs (spec 6.2).
-pub fn sum_geom(a: usize, r: usize, n: usize) -> usize {
-    if r == 1 {
-        a * n
-    } else {
-        let (a, r) = (a as f64, r as f64);
-        (a * (1.0 - r.powi(n as i32)) / (1.0 - r)).ceil() as usize
-    }
-}
-
 /// Exponential moving average of the training loss with debiasing (beta = 0.98), over all
 /// batches of one `fit` call.
 #[derive(Clone, Debug, Default)]
@@ -200,14 +190,6 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol
-    }
-
-    #[test]
-    fn sum_geom_matches_spec_vectors() {
-        assert_eq!(sum_geom(1, 2, 3), 7);
-        assert_eq!(sum_geom(2, 2, 3), 14);
-        assert_eq!(sum_geom(1, 1, 3), 3);
-        assert_eq!(sum_geom(1, 3, 3), 13);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 """The extension module: it loads, tensors and arrays cross the boundary, errors arrive as
 the right Python exceptions with their message and path."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 import fastai
 from fastai import _native
 from fastai.exceptions import DatasetLayoutError, FastaiError, ImageDecodeError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_version_and_profile():
@@ -47,3 +51,95 @@ def test_layout_and_argument_errors():
         _native._raise_error("layout", "/data/valid")
     with pytest.raises(ValueError, match="bad argument"):
         _native._raise_error("argument", "x")
+
+
+def test_internal_failures_have_their_own_class():
+    from fastai.exceptions import InternalError
+    with pytest.raises(InternalError, match="internal error: something broke: x") as e:
+        _native._raise_error("internal", "x")
+    assert isinstance(e.value, RuntimeError) and isinstance(e.value, FastaiError)
+    assert not isinstance(e.value, ValueError)
+
+
+def test_a_full_disk_is_an_oserror_with_enospc():
+    with pytest.raises(OSError) as e:
+        _native._raise_error("storage_full", "/data/tmp/x.bin")
+    assert type(e.value) is OSError and e.value.errno == 28 and e.value.filename == "/data/tmp/x.bin"
+
+
+def test_every_exception_class_rust_raises_exists_in_python():
+    import re
+    import fastai.exceptions
+    src = open(os.path.join(ROOT, "src", "py", "errors.rs")).read()
+    names = set(re.findall(r'fastai_exception\("(\w+)"', src))
+    assert names >= {"ImageDecodeError", "DatasetLayoutError", "WeightsError", "InternalError"}
+    for name in names:
+        cls = getattr(fastai.exceptions, name)
+        assert issubclass(cls, FastaiError) and name in fastai.exceptions.__all__
+
+
+def test_the_gil_is_released_in_one_place_only():
+    """Every slow call goes through `run_detached` (src/py/mod.rs): no other place may call
+    `allow_threads`, so the rule (and its error conversion) cannot be bypassed."""
+    hits = []
+    for d, _, files in os.walk(os.path.join(ROOT, "src")):
+        for f in files:
+            if f.endswith(".rs"):
+                p = os.path.join(d, f)
+                for i, line in enumerate(open(p, encoding="utf-8"), 1):
+                    if "allow_threads" in line or "py.detach" in line:
+                        hits.append((os.path.relpath(p, ROOT), i))
+    assert len(hits) == 1 and hits[0][0] == os.path.join("src", "py", "mod.rs"), hits
+    src = open(os.path.join(ROOT, "src", "py", "mod.rs")).read()
+    body = src[src.index("pub fn run_detached"):]
+    assert "allow_threads" in body[:body.index("\n}\n")]
+
+
+class _Boom(Exception):
+    pass
+
+
+def test_a_callbacks_exception_comes_back_unchanged():
+    learn = _native.Learner("resnet18", 2)
+    x, y = torch.randn(8, 1024), torch.randint(0, 2, (8,))
+    raised = _Boom("from the callback")
+
+    def on_batch(i, loss):
+        raise raised
+    learn.begin_fit([1e-2], [0.0], ("constant",), True)
+    with pytest.raises(_Boom) as e:
+        learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
+    assert e.value is raised
+    learn.end_fit()
+
+
+def test_a_custom_heads_exception_comes_back_unchanged():
+    raised = _Boom("from the head")
+
+    def forward(x, train, bn_train):
+        raise raised
+    learn = _native.Learner("resnet18", 2, custom_head=(forward, "Boom", []))
+    with pytest.raises(_Boom) as e:
+        learn.predict_array(torch.randn(2, 3, 32, 32))
+    assert e.value is raised
+    # The next call works again (nothing of the failed one is left behind).
+    with pytest.raises(_Boom) as e2:
+        learn.predict_array(torch.randn(2, 3, 32, 32))
+    assert e2.value is raised and e2.value.__traceback__ is not None
+
+
+def test_a_busy_learner_is_one_runtime_error_on_every_path():
+    """Calling the learner from a callback of its own running fit: the same exception type
+    whether the call releases the GIL (state_dict) or not (a quick read)."""
+    learn = _native.Learner("resnet18", 2)
+    x, y = torch.randn(8, 1024), torch.randint(0, 2, (8,))
+    for call in (lambda: learn.state_dict(), lambda: learn.nf, lambda: learn.snapshot()):
+        def on_batch(i, loss, call=call):
+            call()
+        learn.begin_fit([1e-2], [0.0], ("constant",), True)
+        with pytest.raises(RuntimeError, match="the learner is busy") as e:
+            learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
+        assert not isinstance(e.value, ValueError)
+        learn.end_fit()
+    with pytest.raises(RuntimeError, match="the learner is busy"):
+        _native._raise_error("busy", "")

@@ -478,7 +478,7 @@ impl FusedHead {
         // between phases costs more than the work).
         let threads = threads.clamp(1, (nh / (2 * HU)).max(1));
         let team = Team::new(threads, "fastai-head").map_err(|e| {
-            Error::InvalidArgument(format!(
+            Error::internal(format!(
                 "cannot start {threads} threads for the head step: {e}"
             ))
         })?;
@@ -612,7 +612,7 @@ impl FusedHead {
             )));
         }
         if !self.loaded {
-            return Err(Error::InvalidArgument("head step outside an epoch".into()));
+            return Err(Error::internal("head step outside an epoch"));
         }
         let labels: Vec<usize> = idx
             .iter()
