@@ -354,9 +354,17 @@ impl DataLoader {
         };
         let mut rng = Rng::for_item(inner.cfg.seed, Stream::Aug, epoch, index as u64);
         let params = inner.pipeline.draw(&mut rng);
-        inner
-            .pipeline
-            .apply(&src, &params, out)
+        // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
+        // does not skip (`build_batch`'s catch-all would call it undecodable).
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            inner.pipeline.apply(&src, &params, out)
+        }));
+        applied
+            .unwrap_or_else(|_| {
+                Err(Error::Pipeline {
+                    reason: "the pipeline panicked".into(),
+                })
+            })
             .map_err(crate::transforms::naming_image(&path))
     }
 
