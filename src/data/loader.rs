@@ -203,9 +203,17 @@ impl DataLoader {
         inner.dataset.with_pixels(index, |src| {
             let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
             let params = inner.pipeline.draw(&mut rng);
-            inner
-                .pipeline
-                .apply(src, &params, out)
+            // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
+            // does not skip (`build_batch`'s catch-all would call it undecodable).
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inner.pipeline.apply(src, &params, out)
+            }));
+            applied
+                .unwrap_or_else(|_| {
+                    Err(Error::Pipeline {
+                        reason: "the pipeline panicked".into(),
+                    })
+                })
                 .map_err(|e| crate::transforms::naming_image(&inner.dataset.path(index))(e))
         })
     }
