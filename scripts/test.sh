@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust unit tests (cargo test) and the Python suite (pytest).
+# Runs every test: the Rust unit and integration tests (cargo test) and the Python suite (pytest).
 # Sets the machine up first (scripts/setup.sh), so it works on a fresh clone.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k transforms`).
 set -euo pipefail
@@ -12,9 +12,10 @@ TORCH_LIB=$(python -c 'import os, torch; print(os.path.join(os.path.dirname(torc
 export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
 
 echo "== cargo test"
-# Debug profile on purpose: the unit tests are small, and building libtorch's C++ bindings at
-# -O0 takes about half the CPU time of a release build (measured 317 s of CPU).
-cargo test --lib
+# The unit tests and the integration tests of tests/*.rs (loader, cache, fit). Debug profile on
+# purpose: they are small, and building libtorch's C++ bindings at -O0 takes about half the CPU
+# time of a release build (measured 317 s of CPU).
+cargo test --lib --tests
 
 echo "== pytest"
 set +e
