@@ -106,7 +106,7 @@ def test_a_callbacks_exception_comes_back_unchanged():
 
     def on_batch(i, loss):
         raise raised
-    learn.begin_fit([1e-2], [0.0], ("constant",), True)
+    learn.begin_fit(lrs=[1e-2], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
     with pytest.raises(_Boom) as e:
         learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
     assert e.value is raised
@@ -136,7 +136,7 @@ def test_a_busy_learner_is_one_runtime_error_on_every_path():
     for call in (lambda: learn.state_dict(), lambda: learn.nf, lambda: learn.snapshot()):
         def on_batch(i, loss, call=call):
             call()
-        learn.begin_fit([1e-2], [0.0], ("constant",), True)
+        learn.begin_fit(lrs=[1e-2], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
         with pytest.raises(RuntimeError, match="the learner is busy") as e:
             learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
         assert not isinstance(e.value, ValueError)
