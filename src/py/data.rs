@@ -1,6 +1,6 @@
 //! Python bindings of the data side: folder/CSV scanning, decoding, datasets and the batch
-//! loader (pipelines are in transforms.rs). Arguments are turned into owned Rust values first; the work then runs
-//! without the GIL (`run_detached`).
+//! loader (the pipeline a loader runs is built in transforms.rs). Arguments are turned into
+//! owned Rust values first; the work then runs without the GIL (`run_detached`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
