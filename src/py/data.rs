@@ -126,6 +126,7 @@ impl PyDataset {
 pub struct PyDataLoader {
     pub inner: DataLoader,
     dataset: Py<PyDataset>,
+    pipeline: Py<PyPipeline>,
 }
 
 #[pymethods]
@@ -137,7 +138,7 @@ impl PyDataLoader {
     #[allow(clippy::too_many_arguments)]
     fn new(
         dataset: Py<PyDataset>,
-        pipeline: &PyPipeline,
+        pipeline: Py<PyPipeline>,
         pool: &PyThreadPool,
         bs: usize,
         shuffle: bool,
@@ -147,7 +148,6 @@ impl PyDataLoader {
         drop_last: bool,
         tta: bool,
     ) -> PyResult<Self> {
-        let pipeline = pipeline.inner.clone();
         let cfg = LoaderConfig {
             batch_size: bs,
             shuffle,
@@ -159,18 +159,28 @@ impl PyDataLoader {
         };
         let inner = DataLoader::new(
             dataset.get().inner.clone(),
-            pipeline,
+            pipeline.get().inner.clone(),
             cfg,
             pool.inner.clone(),
         )
         .map_err(super::to_pyerr)?;
-        Ok(PyDataLoader { inner, dataset })
+        Ok(PyDataLoader {
+            inner,
+            dataset,
+            pipeline,
+        })
     }
 
     /// The dataset this loader serves (shared with the split's other loaders).
     #[getter]
     fn dataset(&self, py: Python<'_>) -> Py<PyDataset> {
         self.dataset.clone_ref(py)
+    }
+
+    /// The pipeline this loader runs (the same object as its `Transforms`' other loaders').
+    #[getter]
+    fn pipeline(&self, py: Python<'_>) -> Py<PyPipeline> {
+        self.pipeline.clone_ref(py)
     }
 
     /// (dataset index, path) of the items that the loader's latest pass skipped as
