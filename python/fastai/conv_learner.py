@@ -436,7 +436,6 @@ class ConvLearner(Learner):
         if use_clr is not None or use_clr_beta is not None:
             kind, clr, second, rec_cls = (("clr", use_clr, "cut_div", CircularLR) if use_clr is not None
                                           else ("clr_beta", use_clr_beta, "pct", CircularLR_beta))
-            make = _native.Schedule.clr if kind == "clr" else _native.Schedule.clr_beta
             # A cycle is cycle_len epochs (cycle_mult lengthens the fit, not the cycle, as in
             # the original, which crashed without cycle_len instead of saying so).
             if not cycle_len:
@@ -445,7 +444,11 @@ class ConvLearner(Learner):
             if len(clr) not in (2, 4) or clr[0] <= 0 or clr[1] <= 0:
                 raise ValueError(f"fit: expected use_{kind}=(div, {second}[, mom1, mom2]) with positive "
                                  f"div and {second}, got {clr}")
-            schedule = make(cycle=B * cycle_len, div=clr[0], **{second: clr[1]}, moms=clr[2:] or None)
+            cycle, moms = B * cycle_len, clr[2:] or None
+            if kind == "clr":
+                schedule = _native.Schedule.clr(cycle=cycle, div=clr[0], cut_div=clr[1], moms=moms)
+            else:
+                schedule = _native.Schedule.clr_beta(cycle=cycle, div=clr[0], pct=clr[1], moms=moms)
         else:
             schedule = (_native.Schedule.cos_anneal(first_cycle=B * cycle_len, cycle_mult=int(cycle_mult))
                         if cycle_len else _native.Schedule.constant())
