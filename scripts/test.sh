@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: the Rust unit and integration tests (cargo test) and the Python suite (pytest).
+# Runs every test: the Rust unit and integration tests (cargo test), the check of the extension's
+# type stub (mypy.stubtest) and the Python suite (pytest).
 # Sets the machine up first (scripts/setup.sh), so it works on a fresh clone.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k transforms`).
 set -euo pipefail
@@ -16,6 +17,12 @@ echo "== cargo test"
 # purpose: they are small, and building libtorch's C++ bindings at -O0 takes about half the CPU
 # time of a release build (measured 317 s of CPU).
 cargo test --lib --tests
+
+echo "== stubtest"
+# The hand-written stub python/fastai/_native.pyi against the built module: every class,
+# function and constant, their parameters (names, order, keyword-only, defaults) and kinds.
+# MYPYPATH makes mypy read this checkout's stub (the package is installed from it, editable).
+MYPYPATH=python python -m mypy.stubtest fastai._native
 
 echo "== pytest"
 set +e

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _progress
+from . import _native, _progress
 from ._weights import load_pretrained
 from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
@@ -212,10 +212,11 @@ class ConvLearner(Learner):
         if ps is not None and not isinstance(ps, (list, tuple, np.ndarray)):
             ps = [float(ps)]
         head = None if custom_head is None else _custom_head_args(custom_head)
-        native = NativeLearner(arch.name, int(data.c), output,
-                               None if ps is None else [float(p) for p in ps],
-                               None if xtra_fc is None else [int(h) for h in xtra_fc],
-                               device or _default_device(), int(xtra_cut), head, _meta_of(f, arch))
+        native = NativeLearner(arch.name, int(data.c), output=output,
+                               ps=None if ps is None else [float(p) for p in ps],
+                               xtra_fc=None if xtra_fc is None else [int(h) for h in xtra_fc],
+                               device=device or _default_device(), xtra_cut=int(xtra_cut),
+                               custom_head=head, meta=_meta_of(f, arch))
         if pretrained:
             state = load_pretrained(arch.name, weights)
             native.load_backbone(list(state.items()), str(weights or f"{arch.name} pretrained weights"))
@@ -443,9 +444,14 @@ class ConvLearner(Learner):
             if len(clr) not in (2, 4) or clr[0] <= 0 or clr[1] <= 0:
                 raise ValueError(f"fit: expected use_{kind}=(div, {second}[, mom1, mom2]) with positive "
                                  f"div and {second}, got {clr}")
-            schedule = (kind, B * cycle_len, clr[0], clr[1], clr[2:] or None)
+            cycle, moms = B * cycle_len, clr[2:] or None
+            if kind == "clr":
+                schedule = _native.Schedule.clr(cycle=cycle, div=clr[0], cut_div=clr[1], moms=moms)
+            else:
+                schedule = _native.Schedule.clr_beta(cycle=cycle, div=clr[0], pct=clr[1], moms=moms)
         else:
-            schedule = ("cos", B * cycle_len, int(cycle_mult)) if cycle_len else ("constant",)
+            schedule = (_native.Schedule.cos_anneal(first_cycle=B * cycle_len, cycle_mult=int(cycle_mult))
+                        if cycle_len else _native.Schedule.constant())
             rec_cls = CosAnneal if cycle_len else LossRecorder
         return self._fit_loop(lrs_v, wds_v, schedule, n_epoch, metrics, callbacks, rec_cls,
                               cycle_len=cycle_len, cycle_mult=cycle_mult,
@@ -460,7 +466,8 @@ class ConvLearner(Learner):
         B = self._n_train_batches()
         self._check_not_empty(precompute)
         # The hand-written head step is float32: mixed precision keeps the autograd path.
-        self._native.begin_fit(lrs, wds, schedule, precompute, lr_find,
+        self._native.begin_fit(lrs=lrs, wds=wds, schedule=schedule, precompute=precompute,
+                               stop_on_divergence=lr_find,
                                fused_head=self._fused_head and self._amp_dtype is None,
                                opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip))
         progress = _progress.fit_progress(n_epoch, B, names[3:])
@@ -586,7 +593,7 @@ class ConvLearner(Learner):
         B = self._n_train_batches()
         snap = self._native.snapshot()
         try:
-            self._fit_loop(starts, self._lr_vector(wds, "wds"), ("lr_find", ratio, B, bool(linear)), 1,
+            self._fit_loop(starts, self._lr_vector(wds, "wds"), _native.Schedule.lr_find(ratio=ratio, n_batches=B, linear=bool(linear)), 1,
                            None, kwargs.pop("callbacks", None), LR_Finder, lr_find=True)
         finally:
             self._native.restore(snap)

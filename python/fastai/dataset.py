@@ -401,7 +401,7 @@ class ImageClassifierData:
                 y = split.y if split.y is not None else np.zeros(len(split.x), dtype=np.float32)
                 return _ArrayLoader(ArraysIndexDataset(split.x, y, None, None, classes, c), bs,
                                     shuffle, seed)
-            native = _native.DataLoader(nds, tfm._spec(), self._pool, bs=bs, shuffle=shuffle,
+            native = _native.DataLoader(nds, tfm._pipeline, self._pool, bs=bs, shuffle=shuffle,
                                         seed=seed, skip_bad=skip_bad, tta=tta)
             if arrays:
                 ds = ArraysIndexDataset(split.x, None, tfm, native, classes, c)

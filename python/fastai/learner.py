@@ -14,6 +14,7 @@ import re
 import numpy as np
 import torch
 
+from . import _native
 from .core import SGD_Momentum
 from .exceptions import WeightsError
 from .metrics import accuracy, accuracy_thresh
@@ -34,8 +35,7 @@ def _group_values(v, n_groups, what):
 
 
 def _opt_spec(opt_fn):
-    """The optimiser the Rust loop runs for fastai's `opt_fn`: ('sgd', momentum) or
-    ('adam', beta1, beta2, eps). `opt_fn` is `torch.optim.SGD` or `torch.optim.Adam`, or a
+    """The optimiser the Rust loop runs for fastai's `opt_fn` (a `_native.Optimizer`). `opt_fn` is `torch.optim.SGD` or `torch.optim.Adam`, or a
     `functools.partial` of one with its hyper-parameters (fastai's `SGD_Momentum(0.9)`, the
     default, is one); `lr` and `weight_decay` come from `fit`, per layer group."""
     fn, kw = opt_fn, {}
@@ -53,14 +53,14 @@ def _opt_spec(opt_fn):
         if kw.pop("dampening", 0) != 0 or kw.pop("nesterov", False) or kw.pop("maximize", False):
             raise ValueError("opt_fn: SGD with dampening, nesterov or maximize is not implemented "
                              "by the Rust training loop")
-        spec = ("sgd", momentum)
+        spec = _native.Optimizer.sgd(momentum=momentum)
     elif fn is torch.optim.Adam:
         b1, b2 = (float(b) for b in kw.pop("betas", (0.9, 0.999)))
         eps = float(kw.pop("eps", 1e-8))
         if kw.pop("amsgrad", False) or kw.pop("maximize", False) or kw.pop("decoupled_weight_decay", False):
             raise ValueError("opt_fn: Adam with amsgrad, maximize or decoupled weight decay is not "
                              "implemented by the Rust training loop")
-        spec = ("adam", b1, b2, eps)
+        spec = _native.Optimizer.adam(beta1=b1, beta2=b2, eps=eps)
     else:
         raise TypeError(f"opt_fn: the Rust training loop runs torch.optim.SGD and torch.optim.Adam "
                         f"(or a functools.partial of either with its settings), got {opt_fn!r}")

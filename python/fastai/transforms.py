@@ -322,13 +322,22 @@ class Transforms:
         self.aug_tfms = list(aug_tfms)
         self.tfms = tfms
         self._seed = int.from_bytes(os.urandom(8), "little") >> 1
+        self._native_pipeline = None
 
     @property
     def stats(self):
         return self.norm.m, self.norm.s
 
-    def _spec(self):
-        """The dict the Rust core builds its pipeline from."""
+    @property
+    def _pipeline(self):
+        """The Rust pipeline (`_native.Pipeline`), built and checked on first use, then the
+        same object for every loader of this transform."""
+        if self._native_pipeline is None:
+            self._native_pipeline = _native.Pipeline(**self._pipeline_args())
+        return self._native_pipeline
+
+    def _pipeline_args(self):
+        """The keyword arguments of `_native.Pipeline` for this transform."""
         scale = None
         if isinstance(self.scale_step, RandomScale):
             lo, hi = self.scale_step._range()
@@ -336,24 +345,24 @@ class Transforms:
         pad, pad_mode = 0, "reflect"
         if self.pad_step is not None:
             pad, pad_mode = int(self.pad_step.pad), _border(self.pad_step.mode)
-        spec = {
-            "sz": int(self.sz), "scale": scale, "pad": pad, "pad_mode": pad_mode,
-            "crop": {CropType.RANDOM: "random", CropType.CENTER: "center", CropType.NO: "no",
-                     CropType.GOOGLENET: "googlenet"}[CropType(self.crop_type)],
+        crop = {CropType.RANDOM: "random", CropType.CENTER: "center", CropType.NO: "no",
+                CropType.GOOGLENET: "googlenet"}[CropType(self.crop_type)]
+        if crop == "googlenet" and isinstance(self.crop_step, GoogleNetResize):
+            g = self.crop_step
+            crop = ("googlenet", float(g.min_area_frac), float(g.min_aspect_ratio),
+                    float(g.max_aspect_ratio), float(g.flip_hw_p))
+        return {
+            "sz": int(self.sz), "crop": crop, "scale": scale, "pad": pad, "pad_mode": pad_mode,
             "mean": [float(v) for v in self.norm.m], "std": [float(v) for v in self.norm.s],
             "augs": [t._spec() for t in self.aug_tfms],
         }
-        if isinstance(self.crop_step, GoogleNetResize):
-            g = self.crop_step
-            spec["googlenet"] = (float(g.min_area_frac), float(g.min_aspect_ratio),
-                                 float(g.max_aspect_ratio), float(g.flip_hw_p))
-        return spec
 
     def __call__(self, im, y=None):
         im = np.asarray(im)
         if im.dtype not in (np.uint8, np.float32):
             im = im.astype(np.float32)
-        x, _ = _native.transform_image(np.ascontiguousarray(im), self._spec(), self._seed, 0, next(_draws))
+        x, _ = _native.transform_image(np.ascontiguousarray(im), self._pipeline, self._seed, 0,
+                                      next(_draws))
         return x if y is None else (x, y)
 
     def __repr__(self):

@@ -1,158 +1,24 @@
-//! Python bindings of the data side: folder/CSV scanning, decoding, single-image transforms and
-//! the batch loader. Arguments are turned into owned Rust values first; the work then runs
-//! without the GIL (`run_detached`).
+//! Python bindings of the data side: folder/CSV scanning, decoding, datasets and the batch
+//! loader (the pipeline a loader runs is built in transforms.rs). Arguments are turned into
+//! owned Rust values first; the work then runs without the GIL (`run_detached`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use numpy::ndarray::{Array1, Array2, Array3, Array4};
-use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
+use numpy::ndarray::{Array3, Array4};
+use numpy::PyArray1;
+use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::PyDict;
 
+use super::convert::{array_shape, pixels_from_py, targets_to_py, IntoPyArrayAny, TargetKind};
+use super::transforms::PyPipeline;
 use super::{run_detached, to_pyerr};
-use crate::data::dataset::{ArrayData, Dataset, ImageArray, Targets};
+use crate::data::dataset::{Dataset, ImageArray};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
-use crate::transforms::{
-    Aug, AugDraw, Border, CropKind, Params, Pipeline, PipelineSpec, RandomScale, Src, SrcRef,
-};
-use crate::util::rng::{Rng, Stream};
-
-// ---------------------------------------------------------------------------------------------
-// Pipeline specs (built by fastai/transforms.py `Transforms._spec()`)
-
-fn req<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
-    match d.get_item(key)? {
-        Some(v) => v
-            .extract()
-            .map_err(|e| PyValueError::new_err(format!("transform spec {key:?}: {e}"))),
-        None => Err(PyValueError::new_err(format!(
-            "transform spec lacks {key:?}"
-        ))),
-    }
-}
-
-fn border(mode: &str) -> PyResult<Border> {
-    match mode {
-        "reflect" => Ok(Border::Reflect),
-        "constant" => Ok(Border::Constant),
-        other => Err(PyValueError::new_err(format!(
-            "unknown border mode {other:?} (use 'reflect' or 'constant')"
-        ))),
-    }
-}
-
-fn pipeline_from_spec(spec: &Bound<'_, PyDict>) -> PyResult<Pipeline> {
-    let sz: usize = req(spec, "sz")?;
-    let scale: Option<(f64, f64, f64)> = req(spec, "scale")?;
-    let pad: usize = req(spec, "pad")?;
-    let pad_mode: String = req(spec, "pad_mode")?;
-    let crop_name: String = req(spec, "crop")?;
-    let mean: [f32; 3] = req(spec, "mean")?;
-    let std: [f32; 3] = req(spec, "std")?;
-    let crop = match crop_name.as_str() {
-        "random" => CropKind::Random,
-        "center" => CropKind::Center,
-        "no" => CropKind::No,
-        "googlenet" => {
-            let (a, b, c, d): (f64, f64, f64, f64) = req(spec, "googlenet")?;
-            CropKind::GoogleNet {
-                min_area_frac: a,
-                min_aspect_ratio: b,
-                max_aspect_ratio: c,
-                flip_hw_p: d,
-            }
-        }
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown crop type {other:?}"
-            )))
-        }
-    };
-    let augs_list: Vec<Bound<'_, PyDict>> = req(spec, "augs")?;
-    let mut augs = Vec::new();
-    for a in &augs_list {
-        let kind: String = req(a, "kind")?;
-        augs.push(match kind.as_str() {
-            "rotate" => Aug::Rotate {
-                deg: req(a, "deg")?,
-                p: req(a, "p")?,
-                border: border(&req::<String>(a, "mode")?)?,
-            },
-            "lighting" => Aug::Lighting {
-                b: req(a, "b")?,
-                c: req(a, "c")?,
-            },
-            "flip" => Aug::Flip { p: req(a, "p")? },
-            "dihedral" => Aug::Dihedral,
-            "zoom" => Aug::Zoom {
-                zoom_max: req(a, "zoom_max")?,
-                zoom_min: req(a, "zoom_min")?,
-                border: border(&req::<String>(a, "mode")?)?,
-            },
-            "stretch" => Aug::Stretch {
-                max: req(a, "max_stretch")?,
-            },
-            "blur" => Aug::Blur {
-                sizes: req(a, "sizes")?,
-                p: req(a, "p")?,
-            },
-            "cutout" => Aug::Cutout {
-                n_holes: req(a, "n_holes")?,
-                length: req(a, "length")?,
-            },
-            "rotate_zoom" => Aug::RotateZoom {
-                deg: req(a, "deg")?,
-                zoom: req(a, "zoom")?,
-                stretch: req(a, "stretch")?,
-                ps: req(a, "ps")?,
-                border: border(&req::<String>(a, "mode")?)?,
-            },
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown augmentation {other:?}"
-                )))
-            }
-        });
-    }
-    Pipeline::new(PipelineSpec {
-        sz,
-        scale: scale.map(|(lo, hi, p)| RandomScale { lo, hi, p }),
-        pad,
-        pad_border: border(&pad_mode)?,
-        augs,
-        crop,
-        mean,
-        std,
-    })
-    .map_err(super::to_pyerr)
-}
-
-fn params_to_py<'py>(py: Python<'py>, p: &Params) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("scale_m", p.scale_m)?;
-    d.set_item("crop_u", (p.crop_u.0, p.crop_u.1))?;
-    let augs = PyList::empty(py);
-    for a in &p.augs {
-        let t: Bound<'py, PyTuple> = match a {
-            AugDraw::Rotate(deg) => ("rotate", *deg).into_pyobject(py)?,
-            AugDraw::Lighting { b, c } => ("lighting", *b, *c).into_pyobject(py)?,
-            AugDraw::Flip(f) => ("flip", *f).into_pyobject(py)?,
-            AugDraw::Dihedral { k, flip } => ("dihedral", *k, *flip).into_pyobject(py)?,
-            AugDraw::Zoom(z) => ("zoom", *z).into_pyobject(py)?,
-            AugDraw::Stretch { s, tall } => ("stretch", *s, *tall).into_pyobject(py)?,
-            AugDraw::Pass => ("pass",).into_pyobject(py)?,
-            AugDraw::Blur(k) => ("blur", *k).into_pyobject(py)?,
-            AugDraw::Cutout(centres) => ("cutout", centres.clone()).into_pyobject(py)?,
-        };
-        augs.append(t)?;
-    }
-    d.set_item("augs", augs)?;
-    Ok(d)
-}
+use crate::util::rng::Stream;
 
 // ---------------------------------------------------------------------------------------------
 // Loader
@@ -179,88 +45,6 @@ impl PyThreadPool {
     }
 }
 
-/// The values of a uint8 (0-255) or float32 (0-1) numpy array, copied into Rust memory.
-/// Contiguous arrays are copied as one slice (element-wise iteration over a dynamic-rank view
-/// is an order of magnitude slower).
-fn pixels_from_py(arr: &Bound<'_, PyAny>, what: &str) -> PyResult<ArrayData> {
-    if let Ok(a) = arr.downcast::<PyArrayDyn<u8>>() {
-        let r = a.readonly();
-        Ok(ArrayData::U8(match r.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => r.as_array().iter().copied().collect(),
-        }))
-    } else if let Ok(a) = arr.downcast::<PyArrayDyn<f32>>() {
-        let r = a.readonly();
-        Ok(ArrayData::F32(match r.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => r.as_array().iter().copied().collect(),
-        }))
-    } else {
-        Err(PyTypeError::new_err(format!(
-            "{what} must be a uint8 (0-255) or float32 (0-1) numpy array"
-        )))
-    }
-}
-
-fn targets_from_py(kind: &str, y: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Targets> {
-    let shape_err = |what: String| PyValueError::new_err(format!("targets ({kind}): {what}"));
-    match (kind, y) {
-        ("none", _) => Ok(Targets::Unlabelled),
-        (_, None) => Err(shape_err("missing array".into())),
-        ("class", Some(y)) => {
-            let a = y.downcast::<PyArrayDyn<i64>>().map_err(|_| {
-                PyTypeError::new_err("targets (class): class indices must be an int64 array")
-            })?;
-            let r = a.readonly();
-            let v = r.as_array();
-            if v.ndim() != 1 || v.len() != n {
-                return Err(shape_err(format!(
-                    "expected shape ({n},), got {:?}",
-                    v.shape()
-                )));
-            }
-            Ok(Targets::Class(v.iter().copied().collect()))
-        }
-        ("multihot" | "continuous", Some(y)) => {
-            let a = y.downcast::<PyArrayDyn<f32>>().map_err(|_| {
-                PyTypeError::new_err(format!("targets ({kind}): rows must be a float32 array"))
-            })?;
-            let r = a.readonly();
-            let v = r.as_array();
-            if v.ndim() != 2 || v.shape()[0] != n {
-                return Err(shape_err(format!(
-                    "expected shape ({n}, k), got {:?}",
-                    v.shape()
-                )));
-            }
-            let c = v.shape()[1];
-            let data: Vec<f32> = v.iter().copied().collect();
-            Ok(if kind == "multihot" {
-                Targets::MultiHot { data, c }
-            } else {
-                Targets::Continuous { data, dim: c }
-            })
-        }
-        (other, _) => Err(PyValueError::new_err(format!(
-            "unknown target kind {other:?}"
-        ))),
-    }
-}
-
-fn targets_to_py<'py>(py: Python<'py>, t: Targets, n: usize) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match t {
-        Targets::Class(v) => Array1::from_vec(v).into_pyarray_any(py),
-        Targets::MultiHot { data, c } => Array2::from_shape_vec((n, c), data)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?
-            .into_pyarray_any(py),
-        Targets::Continuous { data, dim } => Array2::from_shape_vec((n, dim), data)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?
-            .into_pyarray_any(py),
-        // Unlabelled: zeros of shape (n,), not (n, 1), as fastai 0.7's test sets.
-        Targets::Unlabelled => Array1::<f32>::zeros(n).into_pyarray_any(py),
-    })
-}
-
 /// The items of one split and their labels, made once and shared by the split's loaders.
 #[pyclass(name = "Dataset", module = "fastai._native", frozen)]
 pub struct PyDataset {
@@ -283,14 +67,14 @@ impl PyDataset {
     /// Files `names` under `root`, labelled by `y`: int64 class indices (`kind='class'`),
     /// float32 rows (`'multihot'`, `'continuous'`), or none (`'none'`).
     #[staticmethod]
-    #[pyo3(signature = (root, names, kind="none", y=None))]
+    #[pyo3(signature = (root, names, kind=TargetKind::Unlabelled, y=None))]
     fn from_files(
         root: PathBuf,
         names: Vec<String>,
-        kind: &str,
+        kind: TargetKind,
         y: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let targets = targets_from_py(kind, y, names.len())?;
+        let targets = kind.targets(y, names.len())?;
         let ds = Dataset::from_files(root, names, targets).map_err(super::to_pyerr)?;
         Ok(Self::wrap(ds))
     }
@@ -298,21 +82,20 @@ impl PyDataset {
     /// Images held in memory (`from_arrays`): (N, H, W, 3), uint8 (0-255) or float32 (0-1),
     /// copied once into Rust memory; labels as in `from_files`.
     #[staticmethod]
-    #[pyo3(signature = (images, kind="none", y=None))]
+    #[pyo3(signature = (images, kind=TargetKind::Unlabelled, y=None))]
     fn from_images(
         py: Python<'_>,
         images: &Bound<'_, PyAny>,
-        kind: &str,
+        kind: TargetKind,
         y: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let arr = images.downcast::<numpy::PyUntypedArray>()?;
-        let shape = arr.shape().to_vec();
+        let shape = array_shape(images)?;
         if shape.len() != 4 || shape[3] != 3 {
             return Err(PyValueError::new_err(format!(
                 "from_arrays: images must be an (N, H, W, 3) array, got shape {shape:?}"
             )));
         }
-        let targets = targets_from_py(kind, y, shape[0])?;
+        let targets = kind.targets(y, shape[0])?;
         let data = pixels_from_py(images, "from_arrays: images")?;
         let (rows, cols) = (shape[1], shape[2]);
         // The digest reads every value: without the GIL.
@@ -343,30 +126,19 @@ impl PyDataset {
 pub struct PyDataLoader {
     pub inner: DataLoader,
     dataset: Py<PyDataset>,
-}
-
-trait IntoPyArrayAny {
-    fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny>;
-}
-impl<T: numpy::Element, D: numpy::ndarray::Dimension> IntoPyArrayAny
-    for numpy::ndarray::Array<T, D>
-{
-    fn into_pyarray_any(self, py: Python<'_>) -> Bound<'_, PyAny> {
-        // Moves the buffer into numpy without copying it.
-        numpy::PyArray::from_owned_array(py, self).into_any()
-    }
+    pipeline: Py<PyPipeline>,
 }
 
 #[pymethods]
 impl PyDataLoader {
-    /// A loader over `dataset` through the pipeline `spec`, on `pool`'s threads. With `tta`,
+    /// A loader over `dataset` through `pipeline` (shared, not copied), on `pool`'s threads. With `tta`,
     /// the augmentation draws from the test-time stream (the `aug_dl` loaders).
     #[new]
-    #[pyo3(signature = (dataset, spec, pool, *, bs, shuffle=false, seed=0, prefetch=DEFAULT_PREFETCH, skip_bad=false, drop_last=false, tta=false))]
+    #[pyo3(signature = (dataset, pipeline, pool, *, bs, shuffle=false, seed=0, prefetch=DEFAULT_PREFETCH, skip_bad=false, drop_last=false, tta=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dataset: Py<PyDataset>,
-        spec: &Bound<'_, PyDict>,
+        pipeline: Py<PyPipeline>,
         pool: &PyThreadPool,
         bs: usize,
         shuffle: bool,
@@ -376,7 +148,6 @@ impl PyDataLoader {
         drop_last: bool,
         tta: bool,
     ) -> PyResult<Self> {
-        let pipeline = Arc::new(pipeline_from_spec(spec)?);
         let cfg = LoaderConfig {
             batch_size: bs,
             shuffle,
@@ -388,18 +159,28 @@ impl PyDataLoader {
         };
         let inner = DataLoader::new(
             dataset.get().inner.clone(),
-            pipeline,
+            pipeline.get().inner.clone(),
             cfg,
             pool.inner.clone(),
         )
         .map_err(super::to_pyerr)?;
-        Ok(PyDataLoader { inner, dataset })
+        Ok(PyDataLoader {
+            inner,
+            dataset,
+            pipeline,
+        })
     }
 
     /// The dataset this loader serves (shared with the split's other loaders).
     #[getter]
     fn dataset(&self, py: Python<'_>) -> Py<PyDataset> {
         self.dataset.clone_ref(py)
+    }
+
+    /// The pipeline this loader runs (the same object as its `Transforms`' other loaders').
+    #[getter]
+    fn pipeline(&self, py: Python<'_>) -> Py<PyPipeline> {
+        self.pipeline.clone_ref(py)
     }
 
     /// (dataset index, path) of the items that the loader's latest pass skipped as
@@ -671,45 +452,6 @@ fn decode_image<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAn
     Ok(a.into_pyarray_any(py))
 }
 
-/// Runs a pipeline on one (H, W, 3) image (uint8, or float32 in [0, 1]) with the draws of
-/// (seed, epoch, index); returns (float32 (3, sz, sz), the drawn parameters).
-#[pyfunction]
-fn transform_image<'py>(
-    py: Python<'py>,
-    img: &Bound<'py, PyAny>,
-    spec: &Bound<'py, PyDict>,
-    seed: u64,
-    epoch: u64,
-    index: u64,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>)> {
-    let pipeline = pipeline_from_spec(spec)?;
-    let arr = img.downcast::<numpy::PyUntypedArray>()?;
-    let shape = arr.shape().to_vec();
-    if shape.len() != 3 || shape[2] != 3 {
-        return Err(PyValueError::new_err(format!(
-            "expected an (H, W, 3) image, got shape {shape:?}"
-        )));
-    }
-    let (rows, cols) = (shape[0], shape[1]);
-    let owned = pixels_from_py(img, "image")?;
-    let params = pipeline.draw(&mut Rng::for_item(seed, Stream::Aug, epoch, index));
-    let sz = pipeline.sz();
-    let p2 = params.clone();
-    let out = run_detached(py, move || {
-        let data = match &owned {
-            ArrayData::U8(v) => SrcRef::U8(v),
-            ArrayData::F32(v) => SrcRef::F32(v),
-        };
-        let mut out = vec![0f32; 3 * sz * sz];
-        pipeline
-            .apply(&Src { data, rows, cols }, &p2, &mut out)
-            .map(|_| out)
-    })?;
-    let a = Array3::from_shape_vec((3, sz, sz), out)
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyThreadPool>()?;
     m.add_class::<PyDataLoader>()?;
@@ -726,6 +468,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_files_exist, m)?)?;
     m.add_function(wrap_pyfunction!(decode_image, m)?)?;
     m.add_function(wrap_pyfunction!(resize_images, m)?)?;
-    m.add_function(wrap_pyfunction!(transform_image, m)?)?;
     Ok(())
 }

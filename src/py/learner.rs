@@ -10,17 +10,17 @@ use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
+use super::convert::{CustomHead, PerGroup, Wrap};
 use super::data::PyDataLoader;
 use super::errors::from_pyerr;
-use super::head::PyHead;
+use super::schedule::{PyOptimizer, PySchedule};
 use super::{run_detached, to_pyerr};
 use crate::cache::{Precision, Split};
-use crate::models::{ConvNet, EntryKind, HeadChoice, Meta, Naming, Output};
+use crate::models::{ConvNet, HeadChoice, Meta, Naming, Output};
 use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
 use crate::train::optim::Algo;
 use crate::train::precompute::{Activations, CacheDir, CacheStatus};
 use crate::train::rows::{self, Kept};
-use crate::train::schedule::Schedule;
 use crate::{Error, Result};
 
 #[pyclass(name = "Learner", module = "fastai._native")]
@@ -64,33 +64,6 @@ fn locked(inner: &Mutex<Learner>) -> Result<MutexGuard<'_, Learner>> {
     })
 }
 
-fn parse_device(d: &str) -> Result<Device> {
-    match d {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => d
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown device {d:?} (use 'cpu', 'cuda' or 'cuda:N')"
-                ))
-            }),
-    }
-}
-
-fn group_vec(v: Vec<f64>, what: &str) -> Result<[f64; 3]> {
-    match v.as_slice() {
-        [x] => Ok([*x; 3]),
-        [a, b, c] => Ok([*a, *b, *c]),
-        _ => Err(Error::InvalidArgument(format!(
-            "{what}: expected 1 or 3 values (one per layer group), got {}",
-            v.len()
-        ))),
-    }
-}
-
 impl PyLearner {
     /// Runs `f` on the learner without the GIL. The mutex is taken inside (tch tensors are
     /// Send but not Sync, so only the mutex may cross into the detached closure).
@@ -126,56 +99,30 @@ impl PyLearner {
     /// Builds body + head for `arch` with `c` outputs; `output` is 'log_softmax', 'sigmoid'
     /// or 'identity' (for a custom head: which loss to use). `xtra_cut` removes that many
     /// body children from the end. `custom_head`: (forward(x, train, bn_train) callable,
-    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict).
+    /// layer name, [(state key, tensor, is_parameter)] of the module's state dict). `meta`:
+    /// (cut, layer-group split) when the user changed the architecture's `model_meta`.
     #[new]
-    #[pyo3(signature = (arch, c, output="log_softmax", ps=None, xtra_fc=None, device="cpu", xtra_cut=0, custom_head=None, meta=None))]
+    #[pyo3(signature = (arch, c, *, output=Wrap(Output::LogSoftmax), ps=None, xtra_fc=None, device=Wrap(Device::Cpu), xtra_cut=0, custom_head=None, meta=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         arch: &str,
         c: i64,
-        output: &str,
+        output: Wrap<Output>,
         ps: Option<Vec<f64>>,
         xtra_fc: Option<Vec<i64>>,
-        device: &str,
+        device: Wrap<Device>,
         xtra_cut: usize,
-        custom_head: Option<(PyObject, String, Vec<(String, PyTensor, bool)>)>,
+        custom_head: Option<CustomHead>,
         meta: Option<(usize, usize)>,
     ) -> PyResult<Self> {
-        let output = match output {
-            "log_softmax" => Output::LogSoftmax,
-            "sigmoid" => Output::Sigmoid,
-            "identity" => Output::Identity,
-            o => {
-                return Err(to_pyerr(Error::InvalidArgument(format!(
-                    "unknown output {o:?}"
-                ))))
-            }
-        };
-        let device = parse_device(device).map_err(to_pyerr)?;
         let head = match custom_head {
             None => HeadChoice::Fastai { ps, xtra_fc },
-            Some((forward, name, state)) => HeadChoice::External {
-                head: Box::new(PyHead { forward, name }),
-                entries: state
-                    .into_iter()
-                    .map(|(k, t, is_param)| {
-                        (
-                            k,
-                            t.0,
-                            if is_param {
-                                EntryKind::Param
-                            } else {
-                                EntryKind::Buffer
-                            },
-                        )
-                    })
-                    .collect(),
-            },
+            Some(h) => h.0,
         };
         let meta = meta.map(|(cut, split)| Meta { cut, split });
-        let net = ConvNet::new(arch, c, output, meta, xtra_cut, head).map_err(to_pyerr)?;
+        let net = ConvNet::new(arch, c, output.0, meta, xtra_cut, head).map_err(to_pyerr)?;
         Ok(PyLearner {
-            inner: Mutex::new(Learner::new(net, device)),
+            inner: Mutex::new(Learner::new(net, device.0)),
         })
     }
 
@@ -296,93 +243,33 @@ impl PyLearner {
         })
     }
 
-    /// Starts a fit: a new optimiser for the groups trainable now. `schedule` is
-    /// ('constant',), ('cos', first_cycle_batches, cycle_mult) or ('lr_find', ratio, n, linear).
-    /// `fused_head`: precompute epochs on the CPU may use the hand-written head step.
-    /// `opt` is ('sgd', momentum) or ('adam', beta1, beta2, eps). `clip`: the gradient norm
-    /// to clip to before each step (None: none).
-    #[pyo3(signature = (lrs, wds, schedule, precompute, stop_on_divergence=false, fused_head=true,
-                        opt=None, clip=None))]
+    /// Starts a fit: a new optimiser (`opt`, default SGD with momentum 0.9) for the groups
+    /// trainable now, at `lrs` / `wds` (1 value or 3, one per layer group) following
+    /// `schedule`. `precompute`: the epochs train the head on activations. `fused_head`:
+    /// precompute epochs on the CPU may use the hand-written head step. `clip`: the gradient
+    /// norm to clip to before each step (None: none).
+    #[pyo3(signature = (*, lrs, wds, schedule, precompute, stop_on_divergence=false,
+                        fused_head=true, opt=None, clip=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
-        lrs: Vec<f64>,
-        wds: Vec<f64>,
-        schedule: &Bound<'_, PyAny>,
+        lrs: PerGroup,
+        wds: PerGroup,
+        schedule: PySchedule,
         precompute: bool,
         stop_on_divergence: bool,
         fused_head: bool,
-        opt: Option<&Bound<'_, PyAny>>,
+        opt: Option<PyOptimizer>,
         clip: Option<f64>,
     ) -> PyResult<()> {
-        let algo = match opt {
-            None => Algo::Sgd { momentum: 0.9 },
-            Some(o) => match o.get_item(0)?.extract::<String>()?.as_str() {
-                "sgd" => Algo::Sgd {
-                    momentum: o.get_item(1)?.extract()?,
-                },
-                "adam" => Algo::Adam {
-                    beta1: o.get_item(1)?.extract()?,
-                    beta2: o.get_item(2)?.extract()?,
-                    eps: o.get_item(3)?.extract()?,
-                },
-                k => {
-                    return Err(to_pyerr(Error::InvalidArgument(format!(
-                        "unknown optimiser {k:?}"
-                    ))))
-                }
-            },
-        };
-        let lrs = group_vec(lrs, "learning rates").map_err(to_pyerr)?;
-        let wds = group_vec(wds, "weight decays").map_err(to_pyerr)?;
-        let kind: String = schedule.get_item(0)?.extract()?;
-        let schedule = match kind.as_str() {
-            "constant" => Schedule::Constant,
-            "cos" => Schedule::CosAnneal {
-                first_cycle: schedule.get_item(1)?.extract()?,
-                cycle_mult: schedule.get_item(2)?.extract()?,
-            },
-            "lr_find" => Schedule::LrFind {
-                ratio: schedule.get_item(1)?.extract()?,
-                n_batches: schedule.get_item(2)?.extract()?,
-                linear: schedule.get_item(3)?.extract()?,
-            },
-            // ("clr", cycle, div, cut_div, moms or None) / ("clr_beta", cycle, div, pct, moms or None)
-            "clr" | "clr_beta" => {
-                let cycle: usize = schedule.get_item(1)?.extract()?;
-                let div: f64 = schedule.get_item(2)?.extract()?;
-                let third: f64 = schedule.get_item(3)?.extract()?;
-                let moms: Option<(f64, f64)> = schedule.get_item(4)?.extract()?;
-                if kind == "clr" {
-                    Schedule::Clr {
-                        cycle,
-                        div,
-                        cut_div: third,
-                        moms,
-                    }
-                } else {
-                    Schedule::ClrBeta {
-                        cycle,
-                        div,
-                        pct: third,
-                        moms,
-                    }
-                }
-            }
-            k => {
-                return Err(to_pyerr(Error::InvalidArgument(format!(
-                    "unknown schedule {k:?}"
-                ))))
-            }
-        };
         self.lock()?.begin_fit(FitConfig {
-            lrs,
-            wds,
-            schedule,
+            lrs: lrs.0,
+            wds: wds.0,
+            schedule: schedule.0,
             precompute,
             stop_on_divergence,
             fused_head,
-            algo,
+            algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
             clip,
         });
         Ok(())
@@ -527,27 +414,18 @@ impl PyLearner {
     fn precompute(
         &self,
         py: Python<'_>,
-        splits: Vec<(String, PyRef<'_, PyDataLoader>)>,
+        splits: Vec<(Wrap<Split>, PyRef<'_, PyDataLoader>)>,
         tmp_path: std::path::PathBuf,
         data_path: std::path::PathBuf,
-        precision: Option<&str>,
+        precision: Option<Wrap<Precision>>,
         on_batch: Option<PyObject>,
         known: Option<String>,
     ) -> PyResult<Option<Vec<PyActivations>>> {
-        let precision = match precision {
-            None => Precision::Float32,
-            Some("bfloat16") => Precision::Bfloat16,
-            Some(p) => {
-                return Err(to_pyerr(Error::InvalidArgument(format!(
-                    "unknown precision {p:?} (use None or 'bfloat16')"
-                ))))
-            }
-        };
-        let splits = splits
+        let precision = precision.map_or(Precision::Float32, |p| p.0);
+        let splits: Vec<(Split, _)> = splits
             .iter()
-            .map(|(name, dl)| Ok((Split::from_name(name)?, dl.inner.clone())))
-            .collect::<Result<Vec<_>>>()
-            .map_err(to_pyerr)?;
+            .map(|(split, dl)| (split.0, dl.inner.clone()))
+            .collect();
         let hook = Hook(on_batch);
         let acts = self.detached(py, move |l| {
             let borrowed: Vec<_> = splits.iter().map(|(s, dl)| (*s, dl)).collect();

@@ -1,15 +1,20 @@
 //! Python bindings: the only module that knows about pyo3. It converts arguments into owned
-//! Rust values, runs the core without the GIL (`run_detached`), and maps errors (errors.rs).
+//! Rust values (each Python spelling parsed once, in convert.rs), runs the core without the GIL
+//! (`run_detached`), and maps errors (errors.rs). `python/fastai/_native.pyi` types every
+//! binding; `mypy.stubtest` checks it against the built module (scripts/test.sh).
 //!
 //! The rule: a call that may take long (decoding, a forward pass, a copy of the weights, a
 //! file read or write) runs inside `run_detached`, so other Python threads and Ctrl-C keep
 //! working. It is the only place that releases the GIL (tests/python/test_native.py checks).
 
+mod convert;
 mod data;
 mod errors;
 mod head;
 mod learner;
 mod models;
+mod schedule;
+mod transforms;
 
 use pyo3::prelude::*;
 
@@ -123,7 +128,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_roundtrip_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(_roundtrip_array, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
+    schedule::register(m)?;
     models::register(m)?;
+    transforms::register(m)?;
     data::register(m)?;
     Ok(())
 }

@@ -117,7 +117,7 @@ for name, path in {json.dumps(names)}.items():
 # The same files through a loader with skip_bad: bad ones skipped, the rest batched.
 pool = _native.ThreadPool(2)
 from fastai.transforms import tfms_from_model
-spec = tfms_from_model("resnet18", 8)[1]._spec()
+spec = tfms_from_model("resnet18", 8)[1]._pipeline
 files = sorted(n for n in {json.dumps(sorted(names))} if n != "dir.jpg")
 ds = _native.Dataset.from_files({str(tmp_path / "files")!r}, files)
 dl = _native.DataLoader(ds, spec, pool, bs=3, prefetch=2, skip_bad=True)

@@ -43,7 +43,8 @@ def ours(x, y, precompute, clip, opt, epochs, lr=0.05, wd=1e-3, unfreeze=False):
     if unfreeze:
         learn.freeze_to(0)
     start = dict(learn.state_dict())
-    learn.begin_fit([lr] * 3, [wd] * 3, ("constant",), precompute, False, fused_head=True, opt=opt, clip=clip)
+    learn.begin_fit(lrs=[lr] * 3, wds=[wd] * 3, schedule=_native.Schedule.constant(), precompute=precompute,
+                    stop_on_divergence=False, fused_head=True, opt=opt, clip=clip)
     for e in range(epochs):
         learn.train_epoch_tensors(x, y, BS, 42, e)
     learn.end_fit()
@@ -69,8 +70,8 @@ def theirs(model, params, x, y, clip, make_opt, epochs, body_eval):
 
 
 OPTS = {
-    "sgd": (("sgd", 0.9), lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)),
-    "adam": (("adam", 0.9, 0.99, 1e-8), lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-8,
+    "sgd": (_native.Optimizer.sgd(momentum=0.9), lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    "adam": (_native.Optimizer.adam(beta1=0.9, beta2=0.99, eps=1e-8), lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-8,
                                                                    weight_decay=1e-3)),
 }
 

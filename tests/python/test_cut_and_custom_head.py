@@ -225,7 +225,7 @@ def test_custom_head_sgd_step_through_the_body_matches_torch(hub, folder):
     opt.zero_grad()
     nn.functional.nll_loss(ref(x), y).backward()
     opt.step()
-    learn._native.begin_fit([lr], [wd], ("constant",), False)
+    learn._native.begin_fit(lrs=[lr], wds=[wd], schedule=_native.Schedule.constant(), precompute=False)
     learn._native.train_epoch_tensors(x, y, 8, 0, 0)  # one batch of all 8 images
     learn._native.end_fit()
     got = dict(learn._native.state_dict())

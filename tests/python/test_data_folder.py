@@ -135,6 +135,22 @@ def test_a_split_has_one_dataset_its_loaders_share(tree):
         assert data.trn_dl._native.order(e).tolist() == _native.epoch_order(7, 1, e)
 
 
+def test_a_transform_is_parsed_once_and_shared_by_its_loaders(tree):
+    """Each `Transforms` becomes one Rust pipeline, built on first use and handed to every
+    loader that runs it: the training transform to trn_dl and aug_dl (and the test ones), the
+    validation transform to val_dl and fix_dl."""
+    path, _ = tree
+    trn_tfm, val_tfm = tfms(aug=True)
+    data = ImageClassifierData.from_paths(path, bs=3, num_workers=2, seed=1, tfms=(trn_tfm, val_tfm),
+                                          test_name="valid", test_with_labels=True)
+    pipe = lambda dl: dl._native.pipeline
+    assert isinstance(pipe(data.trn_dl), _native.Pipeline)
+    assert pipe(data.trn_dl) is pipe(data.aug_dl) is pipe(data.test_aug_dl) is trn_tfm._pipeline
+    assert pipe(data.val_dl) is pipe(data.fix_dl) is pipe(data.test_dl) is val_tfm._pipeline
+    assert pipe(data.trn_dl) is not pipe(data.val_dl)
+    assert pipe(data.trn_dl).sz == trn_tfm.sz
+
+
 def test_same_seed_same_batches_whatever_threads(tree):
     path, _ = tree
     runs = []

@@ -24,7 +24,7 @@ def rows(n, c=2, seed=0, nf=NF):
     return torch.randn(n, nf, generator=g) * 2 + 0.5, torch.randint(0, c, (n,), generator=g)
 
 
-def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, stop_after=None, schedule=("constant",),
+def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, stop_after=None, schedule=_native.Schedule.constant(),
           arch="resnet34"):
     """A fresh learner (same seed, so same initial head) trained on rows x, y."""
     torch.manual_seed(5)
@@ -33,7 +33,8 @@ def train(x, y, fused, epochs=2, lr=1e-2, wd=1e-4, ps=None, c=2, threads=None, s
     if threads:
         torch.set_num_threads(threads)
     try:
-        learn.begin_fit([lr] * 3, [wd] * 3, schedule, True, False, fused_head=fused)
+        learn.begin_fit(lrs=[lr] * 3, wds=[wd] * 3, schedule=schedule, precompute=True,
+                        stop_on_divergence=False, fused_head=fused)
         losses = []
         on_batch = None if stop_after is None else (lambda i, loss: i + 1 >= stop_after)
         for e in range(epochs):
@@ -66,7 +67,7 @@ def test_fused_equals_autograd_with_dropout_weight_decay_and_momentum():
 
 def test_fused_equals_autograd_with_more_classes_and_a_cosine_schedule():
     x, y = rows(700, c=5, seed=1)
-    schedule = ("cos", 11, 1)
+    schedule = _native.Schedule.cos_anneal(first_cycle=11, cycle_mult=1)
     fused, _, smooth_f = train(x, y, fused=True, c=5, ps=[0.1, 0.3], schedule=schedule, wd=1e-3)
     ref, _, smooth_r = train(x, y, fused=False, c=5, ps=[0.1, 0.3], schedule=schedule, wd=1e-3)
     assert_heads_close(fused, ref)
@@ -140,14 +141,15 @@ def test_a_one_row_batch_is_left_out_by_both_paths():
     batch statistics of (its running variance would become NaN for good). Both paths leave
     it out, step the same way and record two losses an epoch; the count is reported."""
     x, y = rows(129, seed=5)
-    schedule = ("cos", 3, 1)  # the left-out batch still moves the schedule on
+    schedule = _native.Schedule.cos_anneal(first_cycle=3, cycle_mult=1)  # the left-out batch still moves the schedule on
     fused, _, smooth_f = train(x, y, fused=True, schedule=schedule)
     ref, _, smooth_r = train(x, y, fused=False, schedule=schedule)
     assert len(smooth_f) == len(smooth_r) == 4
     assert_heads_close(fused, ref)
     assert all(torch.isfinite(v).all() for v in fused.values())
     learn = _native.Learner("resnet34", 2)
-    learn.begin_fit([1e-2] * 3, [0.0] * 3, ("constant",), True, False, fused_head=True)
+    learn.begin_fit(lrs=[1e-2] * 3, wds=[0.0] * 3, schedule=_native.Schedule.constant(), precompute=True,
+                    stop_on_divergence=False, fused_head=True)
     learn.train_epoch_tensors(x, y, BS, 42, 0)
     assert learn.end_fit()[3] == 1
 

@@ -132,8 +132,9 @@ def _steps_against_torch_optim(schedule, make_opt, set_momentum, native_opt, lr,
         opt.zero_grad()
         nn.functional.nll_loss(seq(x), y).backward()
         opt.step()
-    native_schedule = ("clr", 4, 10.0, 3.0, (0.95, 0.85)) if schedule == "clr" else ("constant",)
-    learner.begin_fit([lr], [wd], native_schedule, True, opt=native_opt)
+    native_schedule = (_native.Schedule.clr(cycle=4, div=10.0, cut_div=3.0, moms=(0.95, 0.85)) if schedule == "clr"
+                       else _native.Schedule.constant())
+    learner.begin_fit(lrs=[lr], wds=[wd], schedule=native_schedule, precompute=True, opt=native_opt)
     for epoch in range(3):  # one batch per epoch: bs = N, so order does not matter
         learner.train_epoch_tensors(x, y, 32, 0, epoch)
     learner.end_fit()
@@ -152,7 +153,7 @@ def test_adam_matches_torch_optim_adam(schedule):
     lr, wd, betas, eps = 1e-3, 1e-2, (0.8, 0.99), 1e-6
     ours, theirs, initial = _steps_against_torch_optim(
         schedule, lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd),
-        lambda g, mom: g.update(betas=(mom, betas[1])), ("adam", *betas, eps), lr, wd, seed=1)
+        lambda g, mom: g.update(betas=(mom, betas[1])), _native.Optimizer.adam(beta1=betas[0], beta2=betas[1], eps=eps), lr, wd, seed=1)
     for k, v in theirs.items():
         # Adam divides by √v: where a gradient is near zero, its float round-off (the two
         # libtorch graphs sum in other orders) moves the step by up to a few ‰ of lr (1e-3). A
@@ -168,6 +169,6 @@ def test_sgd_matches_torch_optim_sgd(schedule):
     lr, wd = 0.05, 1e-3
     ours, theirs, _ = _steps_against_torch_optim(
         schedule, lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9, weight_decay=wd),
-        lambda g, mom: g.update(momentum=mom), ("sgd", 0.9), lr, wd, seed=0)
+        lambda g, mom: g.update(momentum=mom), _native.Optimizer.sgd(momentum=0.9), lr, wd, seed=0)
     for k, v in theirs.items():
         torch.testing.assert_close(ours[k], v, rtol=1e-5, atol=1e-6)

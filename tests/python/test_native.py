@@ -106,7 +106,7 @@ def test_a_callbacks_exception_comes_back_unchanged():
 
     def on_batch(i, loss):
         raise raised
-    learn.begin_fit([1e-2], [0.0], ("constant",), True)
+    learn.begin_fit(lrs=[1e-2], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
     with pytest.raises(_Boom) as e:
         learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
     assert e.value is raised
@@ -136,10 +136,57 @@ def test_a_busy_learner_is_one_runtime_error_on_every_path():
     for call in (lambda: learn.state_dict(), lambda: learn.nf, lambda: learn.snapshot()):
         def on_batch(i, loss, call=call):
             call()
-        learn.begin_fit([1e-2], [0.0], ("constant",), True)
+        learn.begin_fit(lrs=[1e-2], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
         with pytest.raises(RuntimeError, match="the learner is busy") as e:
             learn.train_epoch_tensors(x, y, 4, 0, 0, on_batch)
         assert not isinstance(e.value, ValueError)
         learn.end_fit()
     with pytest.raises(RuntimeError, match="the learner is busy"):
         _native._raise_error("busy", "")
+
+
+def test_each_python_spelling_is_parsed_at_the_boundary():
+    """Enum spellings are parsed where the arguments are read: a wrong one is a ValueError
+    saying what to use, before anything is built."""
+    with pytest.raises(ValueError, match='unknown output "softmax".*\'log_softmax\''):
+        _native.Learner("resnet18", 2, output="softmax")
+    with pytest.raises(ValueError, match='unknown device "gpu".*\'cuda:N\''):
+        _native.Learner("resnet18", 2, device="gpu")
+    pipe = dict(sz=8, crop="center", mean=[0.0] * 3, std=[1.0] * 3)
+    assert _native.Pipeline(**pipe).sz == 8
+    with pytest.raises(ValueError, match='unknown crop type "middle"'):
+        _native.Pipeline(**{**pipe, "crop": "middle"})
+    with pytest.raises(ValueError, match='unknown border mode "wrap"'):
+        _native.Pipeline(**pipe, pad=2, pad_mode="wrap")
+    with pytest.raises(ValueError, match='unknown augmentation "spin"'):
+        _native.Pipeline(**pipe, augs=[{"kind": "spin"}])
+    with pytest.raises(ValueError, match='transform spec lacks "p"'):
+        _native.Pipeline(**pipe, augs=[{"kind": "flip"}])
+    # The ranges are checked by the core's Pipeline::new, for Rust callers too.
+    with pytest.raises(ValueError, match="std must be finite and non-zero"):
+        _native.Pipeline(**{**pipe, "std": [1.0, 0.0, 1.0]})
+    with pytest.raises(ValueError, match='unknown target kind "labels"'):
+        _native.Dataset.from_files("/nowhere", ["a.jpg"], "labels", None)
+    learn = _native.Learner("resnet18", 2)
+    with pytest.raises(ValueError, match="expected 1 or 3 values"):
+        learn.begin_fit(lrs=[1e-2, 1e-3], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
+    with pytest.raises(ValueError, match='unknown precision "float16"'):
+        learn.precompute([], "/nowhere", "/nowhere", "float16")
+    with pytest.raises(ValueError, match='unknown split "train"'):
+        learn.precompute([("train", None)], "/nowhere", "/nowhere")
+
+
+def test_many_arguments_are_keyword_only():
+    """Constructors and calls with many arguments take them by name: a positional call of
+    the old shape is a TypeError, not a silent reading of the wrong argument."""
+    with pytest.raises(TypeError):
+        _native.Learner("resnet18", 2, "log_softmax")
+    learn = _native.Learner("resnet18", 2)
+    with pytest.raises(TypeError):
+        learn.begin_fit([1e-2], [0.0], _native.Schedule.constant(), True)
+    with pytest.raises(TypeError):
+        _native.Schedule.clr(4, 10.0, 3.0)
+    with pytest.raises(TypeError):  # a schedule is a Schedule, not a tuple
+        learn.begin_fit(lrs=[1e-2], wds=[0.0], schedule=("constant",), precompute=True)
+    with pytest.raises(TypeError):
+        _native.Pipeline(8, "center", [0.0] * 3, [1.0] * 3)

@@ -1,6 +1,6 @@
 """The Rust image pipeline against independent references (numpy, scipy.ndimage, PIL, formulas).
 
-`_native.transform_image(img, spec, seed, epoch, index)` returns the transformed image and the
+`_native.transform_image(img, pipeline, seed, epoch, index)` returns the transformed image and the
 parameters it drew, so each reference recomputes the same image from those parameters.
 """
 import numpy as np
@@ -17,7 +17,7 @@ from _fixtures import (IMAGENET_MEAN, IMAGENET_STD, noise_image, normalize_chw, 
 
 
 def run(tfm, img, index=0, seed=7, epoch=0):
-    return _native.transform_image(np.ascontiguousarray(img), tfm._spec(), seed, epoch, index)
+    return _native.transform_image(np.ascontiguousarray(img), tfm._pipeline, seed, epoch, index)
 
 
 def denorm_hwc(x):

@@ -71,7 +71,7 @@ for mode in ("reflect", "constant"):
     border = BORDER_REFLECT if mode == "reflect" else BORDER_CONSTANT
     trn, _ = tfms_from_stats(imagenet_stats, {SZ}, aug_tfms=[RandomFlip()], pad=4, pad_mode=border)
     for index in range(64):
-        x, p = _native.transform_image(img, trn._spec(), 11, 0, index)
+        x, p = _native.transform_image(img, trn._pipeline, 11, 0, index)
         runs.append({{"mode": mode, "x": x.tolist(), "flip": p["augs"][0][1],
                       "crop_u": list(p["crop_u"])}})
 print(json.dumps(runs))

@@ -11,7 +11,7 @@ from _fixtures import IMAGENET_MEAN, IMAGENET_STD, noise_image, smooth_image
 
 
 def run(tfm, img, index=0, seed=7):
-    return _native.transform_image(np.ascontiguousarray(img), tfm._spec(), seed, 0, index)
+    return _native.transform_image(np.ascontiguousarray(img), tfm._pipeline, seed, 0, index)
 
 
 def center_tfm(sz, augs):
