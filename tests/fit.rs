@@ -22,6 +22,7 @@ use fastai_native::train::optim::Algo;
 use fastai_native::train::schedule::Schedule;
 use fastai_native::transforms::{Border, CropKind, Pipeline, PipelineSpec};
 use fastai_native::util::rng::epoch_order;
+use fastai_native::Error;
 use tch::{Device, Kind, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -704,4 +705,319 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     );
     let want_loss = r.nll(&want, &y).double_value(&[]);
     assert!((loss - want_loss).abs() < 1e-5, "{loss} vs {want_loss}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The schedules
+
+/// fastai 0.7's `CosAnneal`, stepped as it was: called before every batch with the global
+/// batch count `iteration`, it keeps the position in the cycle and grows the cycle by
+/// `cycle_mult` when one ends; the first 1/20 of the (current) cycle's batches count run at
+/// 1/100 of the rate.
+struct CosAnneal {
+    nb: usize,
+    cycle_mult: usize,
+    cycle_iter: usize,
+}
+
+impl CosAnneal {
+    fn lr(&mut self, base: f64, iteration: usize) -> f64 {
+        if (iteration as f64) < self.nb as f64 / 20.0 {
+            self.cycle_iter += 1;
+            return base / 100.0;
+        }
+        let cos_out = (std::f64::consts::PI * self.cycle_iter as f64 / self.nb as f64).cos() + 1.0;
+        self.cycle_iter += 1;
+        if self.cycle_iter == self.nb {
+            self.cycle_iter = 0;
+            self.nb *= self.cycle_mult;
+        }
+        base / 2.0 * cos_out
+    }
+}
+
+/// The rates end_fit records (the last group's, one per batch) follow cosine annealing with
+/// warm restarts over three cycles (cycle_len 2, cycle_mult 2: 22, 44 and 88 batches) with
+/// the warm-up, and lr_find's exponential ramp start·(end/start)^(t/B).
+#[test]
+fn recorded_learning_rates_follow_the_schedules() {
+    let mut l = head_learner();
+    let data = TensorSet {
+        bs: 4,
+        ..rows(44, true)
+    };
+    let per_epoch = 11;
+    let base = [1e-4, 1e-3, 0.02];
+    l.begin_fit(FitConfig {
+        schedule: Schedule::CosAnneal {
+            first_cycle: 2 * per_epoch,
+            cycle_mult: 2,
+        },
+        fused_head: true,
+        ..config(base, [1e-4; 3], SGD, true)
+    });
+    for epoch in 0..14 {
+        l.train_epoch(&data, epoch, &mut no_callback())
+            .expect("epoch");
+    }
+    let record = l.end_fit();
+    let mut sched = CosAnneal {
+        nb: 2 * per_epoch,
+        cycle_mult: 2,
+        cycle_iter: 0,
+    };
+    let want: Vec<f64> = (0..14 * per_epoch).map(|t| sched.lr(base[2], t)).collect();
+    assert_eq!(record.lrs.len(), want.len());
+    for (t, (got, want)) in record.lrs.iter().zip(&want).enumerate() {
+        assert!(
+            (got - want).abs() < 1e-12,
+            "batch {t}: lr {got}, formula {want}"
+        );
+    }
+    // The warm-up (22/20: batches 0 and 1) and the restarts are there.
+    assert_eq!(
+        &want[..3].iter().map(|&v| v < 1e-3).collect::<Vec<_>>(),
+        &[true, true, false]
+    );
+    assert_eq!((want[22], want[66]), (base[2], base[2]));
+    assert!(record.moms.is_empty());
+
+    // lr_find from 1e-4 to 1 over one epoch of 11 batches.
+    let (start, end) = (1e-4, 1.0);
+    l.begin_fit(FitConfig {
+        schedule: Schedule::LrFind {
+            ratio: end / start,
+            n_batches: per_epoch,
+            linear: false,
+        },
+        stop_on_divergence: true,
+        ..config([start / 100.0, start / 10.0, start], [0.0; 3], SGD, true)
+    });
+    let res = l
+        .train_epoch(&data, 0, &mut no_callback())
+        .expect("lr_find");
+    let record = l.end_fit();
+    // The divergence rule may end it early; the rates it recorded are the ramp's.
+    assert!(record.lrs.len() == per_epoch || res.stopped);
+    assert!(record.lrs.len() >= 2);
+    for (t, got) in record.lrs.iter().enumerate() {
+        let want = start * (end / start).powf(t as f64 / per_epoch as f64);
+        assert!(
+            (got - want).abs() <= 1e-12 * want.max(1.0),
+            "batch {t}: {got} vs {want}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Freezing
+
+fn group_tensors(l: &Learner, group: usize) -> Vec<(String, Tensor, bool)> {
+    l.net
+        .store
+        .entries
+        .iter()
+        .filter(|e| group_of(&e.key, l.net.head_start) == group)
+        .map(|e| (e.key.clone(), e.tensor.detach().copy(), is_buffer(&e.key)))
+        .collect()
+}
+
+/// After `freeze_to(1)` an epoch leaves group 0 (parameters and BatchNorm statistics)
+/// bit-identical and moves groups 1 and 2 (and group 1's running statistics); with
+/// bn_freeze every BatchNorm keeps its running statistics while the parameters still train.
+#[test]
+fn frozen_groups_do_not_move() {
+    let dir = TempDir::new("freeze");
+    let dl = image_loader(dir.path(), 16);
+    let mut l = resnet_learner();
+    l.freeze_to(1);
+    for bn_freeze in [false, true] {
+        l.bn_freeze = bn_freeze;
+        let before: Vec<_> = (0..3).map(|g| group_tensors(&l, g)).collect();
+        l.begin_fit(config([0.01; 3], [1e-3; 3], SGD, false));
+        l.train_epoch(&dl, 0, &mut no_callback()).expect("epoch");
+        l.end_fit();
+        for (g, tensors) in before.iter().enumerate() {
+            assert!(!tensors.is_empty());
+            for (key, was, buffer) in tensors {
+                let now = &l.net.store.get(key).unwrap().tensor;
+                let still = now.equal(was);
+                match (g, buffer) {
+                    (0, _) => assert!(still, "{key} of frozen group 0 changed"),
+                    (_, true) if bn_freeze => {
+                        assert!(still, "{key} changed under bn_freeze")
+                    }
+                    _ => assert!(!still, "{key} of trainable group {g} did not move"),
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Batch callbacks
+
+/// The error a callback returns, which must come back from `train_epoch` as itself.
+#[derive(Debug, PartialEq)]
+struct Interrupted(&'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A callback returning true after batch 1 ends the epoch there (two steps taken and
+/// recorded). A callback failing after batch 1 ends the epoch with its own error; the two
+/// steps stay taken (through the hand-written head step too, whose W1 lives outside the model
+/// during an epoch), and the next epoch of the same fit runs on from them with momentum.
+#[test]
+fn a_callback_stops_or_fails_the_epoch() {
+    let (lrs, wds) = ([0.0, 0.0, 0.05], [0.0, 0.0, 0.01]);
+    for fused_head in [false, true] {
+        let cfg = || FitConfig {
+            fused_head,
+            ..config(lrs, wds, SGD, true)
+        };
+        let data = rows(ROWS, true);
+
+        let mut l = head_learner();
+        l.begin_fit(cfg());
+        let mut calls = Vec::new();
+        let res = l
+            .train_epoch(&data, 0, &mut |b, _| {
+                calls.push(b);
+                Ok(b == 1)
+            })
+            .expect("epoch");
+        assert!(res.stopped);
+        assert_eq!(calls, vec![0, 1]);
+        assert_eq!(l.end_fit().lrs.len(), 2);
+
+        let mut l = head_learner();
+        let mut r = Reference::of(&l);
+        l.begin_fit(cfg());
+        let err = l
+            .train_epoch(&data, 0, &mut |b, _| {
+                if b == 1 {
+                    Err(Error::Callback(Box::new(Interrupted("at batch 1"))))
+                } else {
+                    Ok(false)
+                }
+            })
+            .err()
+            .expect("the callback's error");
+        match err {
+            Error::Callback(inner) => {
+                assert_eq!(inner.downcast_ref(), Some(&Interrupted("at batch 1")))
+            }
+            other => panic!("expected the callback's error, got {other:?}"),
+        }
+        reference_epoch(&mut r, &data, 0, 2, lrs, wds, SGD, None);
+        assert_eq!(
+            assert_close(&l, &r, 1e-5, is_head),
+            12,
+            "fused_head={fused_head}"
+        );
+
+        let res = l
+            .train_epoch(&data, 1, &mut no_callback())
+            .expect("next epoch");
+        assert!(!res.stopped);
+        assert_eq!(l.end_fit().lrs.len(), 5);
+        reference_epoch(&mut r, &data, 1, 3, lrs, wds, SGD, None);
+        assert_eq!(
+            assert_close(&l, &r, 1e-5, is_head),
+            12,
+            "fused_head={fused_head}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Gradient clipping
+
+/// With clip, each step first scales the gradients as torch.nn.utils.clip_grad_norm_ does
+/// (by max_norm / (norm + 1e-6) when that is below 1, the norm over every trainable
+/// parameter together), also when the hand-written head step is allowed (it does not clip,
+/// so it must stand aside).
+#[test]
+fn clip_scales_the_gradient_norm_as_torch_does() {
+    let (lrs, wds) = ([0.0, 0.0, 0.05], [0.0, 0.0, 0.01]);
+    let max_norm = 0.2;
+    let mut l = head_learner();
+    let data = rows(ROWS, true);
+    let mut r = Reference::of(&l);
+    l.begin_fit(FitConfig {
+        fused_head: true,
+        clip: Some(max_norm),
+        ..config(lrs, wds, SGD, true)
+    });
+    l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
+    l.end_fit();
+    let norms = reference_epoch(&mut r, &data, 0, 3, lrs, wds, SGD, Some(max_norm));
+    // Every step was clipped (else this would test nothing).
+    assert!(norms.iter().all(|&n| n > 2.0 * max_norm), "norms {norms:?}");
+    assert_eq!(assert_close(&l, &r, 1e-5, is_head), 12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Snapshot, restore, predict
+
+/// predict (eval mode) gives the same outputs every time, equal to the reference's eval
+/// forward of the head on the same rows, with the mean NLL; a snapshot taken before an epoch
+/// and restored after it gives back every tensor bit for bit (running statistics included),
+/// and predict the outputs it gave before.
+#[test]
+fn snapshot_restore_and_predict() {
+    let mut l = head_learner();
+    let train = rows(ROWS, true);
+    // An epoch first, so that the BatchNorm running statistics are not the initial ones.
+    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true));
+    l.train_epoch(&train, 0, &mut no_callback()).expect("epoch");
+    l.end_fit();
+
+    let valid = TensorSet {
+        bs: 5,
+        ..rows(13, false)
+    };
+    let predict = |l: &Learner| {
+        l.predict(&valid, 0, true, true, &mut |_| Ok(()))
+            .expect("predict")
+    };
+    let (out, ys, loss) = predict(&l);
+    let (out2, _, loss2) = predict(&l);
+    assert!(out.equal(&out2) && loss == loss2);
+    assert!(ys.equal(&valid.y));
+    let r = Reference::of(&l);
+    let want = tch::no_grad(|| r.head(&valid.x, false));
+    assert!(
+        max_diff(&out, &want) < 1e-5,
+        "predict: {}",
+        max_diff(&out, &want)
+    );
+    let want_loss = r.nll(&want, &valid.y).double_value(&[]);
+    assert!((loss - want_loss).abs() < 1e-5, "{loss} vs {want_loss}");
+
+    let copies = state(&l);
+    let snap = l.snapshot();
+    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true));
+    l.train_epoch(&train, 1, &mut no_callback()).expect("epoch");
+    l.end_fit();
+    let changed = l
+        .net
+        .store
+        .entries
+        .iter()
+        .filter(|e| !e.tensor.equal(&copies[&e.key]))
+        .count();
+    assert_eq!(changed, 12, "the epoch moved every head tensor");
+    l.restore(&snap);
+    for e in &l.net.store.entries {
+        assert!(e.tensor.equal(&copies[&e.key]), "{} not restored", e.key);
+    }
+    let (out3, _, loss3) = predict(&l);
+    assert!(out3.equal(&out) && loss3 == loss);
 }
