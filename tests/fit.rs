@@ -6,9 +6,10 @@
 //!
 //! Every expected value comes from a reference written here with plain tch tensor ops and
 //! autograd, on copies of the learner's initial tensors: the head and the ResNet forward
-//! passes, BatchNorm, the loss, the optimisers and the schedules are written out again,
-//! never taken from the library. Dropout is off (`ps = 0`) so that both sides see the same
-//! network.
+//! passes, the optimisers, gradient clipping and the schedules are written out again, never
+//! taken from the library (BatchNorm, the loss and LogSoftmax as formulas too, except in the
+//! two tests that say why they use libtorch's kernels for them). Dropout is off (`ps = 0`)
+//! so that both sides see the same network.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -285,7 +286,7 @@ impl Reference {
                 ] {
                     let r = self.t(&format!("{pre}.{name}"));
                     let new = r * 0.9 + batch.view([c]) * 0.1;
-                    let _ = r.shallow_clone().copy_(&new);
+                    r.shallow_clone().copy_(&new);
                 }
             });
             (mean, var)
@@ -497,16 +498,22 @@ fn no_callback() -> impl FnMut(usize, f64) -> fastai_native::Result<bool> {
     |_, _| Ok(false)
 }
 
+/// What the reference's optimiser steps with.
+#[derive(Clone, Copy)]
+struct Hyper {
+    lrs: [f64; 3],
+    wds: [f64; 3],
+    algo: Algo,
+    clip: Option<f64>,
+}
+
 /// The reference's steps over one epoch of `rows`, in `epoch_order`, through the head.
 fn reference_epoch(
     r: &mut Reference,
     rows: &TensorSet,
     epoch: u64,
     steps: usize,
-    lrs: [f64; 3],
-    wds: [f64; 3],
-    algo: Algo,
-    clip: Option<f64>,
+    h: Hyper,
 ) -> Vec<f64> {
     let order: Vec<i64> = epoch_order(ROWS as usize, SEED, epoch)
         .into_iter()
@@ -517,7 +524,7 @@ fn reference_epoch(
         let idx = Tensor::from_slice(idx);
         let logp = r.head(&rows.x.index_select(0, &idx), true);
         let loss = r.nll(&logp, &rows.y.index_select(0, &idx));
-        norms.push(r.step(loss, [false, false, true], lrs, wds, algo, clip));
+        norms.push(r.step(loss, [false, false, true], h.lrs, h.wds, h.algo, h.clip));
     }
     norms
 }
@@ -547,7 +554,18 @@ fn sgd_on_precomputed_rows_matches_a_hand_written_loop() {
         });
         let res = l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
         let record = l.end_fit();
-        reference_epoch(&mut r, &data, 0, 3, lrs, wds, SGD, None);
+        reference_epoch(
+            &mut r,
+            &data,
+            0,
+            3,
+            Hyper {
+                lrs,
+                wds,
+                algo: SGD,
+                clip: None,
+            },
+        );
 
         assert_eq!(
             assert_close(&l, &r, 1e-5, is_head),
@@ -598,7 +616,18 @@ fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
     });
     l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
     l.end_fit();
-    reference_epoch(&mut r, &data, 0, 3, lrs, wds, adam, None);
+    reference_epoch(
+        &mut r,
+        &data,
+        0,
+        3,
+        Hyper {
+            lrs,
+            wds,
+            algo: adam,
+            clip: None,
+        },
+    );
     assert_eq!(assert_close(&l, &r, 1e-5, is_head), 12);
     // Adam's first steps move every element by about lr.
     let moved = max_diff(
@@ -915,7 +944,18 @@ fn a_callback_stops_or_fails_the_epoch() {
             }
             other => panic!("expected the callback's error, got {other:?}"),
         }
-        reference_epoch(&mut r, &data, 0, 2, lrs, wds, SGD, None);
+        reference_epoch(
+            &mut r,
+            &data,
+            0,
+            2,
+            Hyper {
+                lrs,
+                wds,
+                algo: SGD,
+                clip: None,
+            },
+        );
         assert_eq!(
             assert_close(&l, &r, 1e-5, is_head),
             12,
@@ -927,7 +967,18 @@ fn a_callback_stops_or_fails_the_epoch() {
             .expect("next epoch");
         assert!(!res.stopped);
         assert_eq!(l.end_fit().lrs.len(), 5);
-        reference_epoch(&mut r, &data, 1, 3, lrs, wds, SGD, None);
+        reference_epoch(
+            &mut r,
+            &data,
+            1,
+            3,
+            Hyper {
+                lrs,
+                wds,
+                algo: SGD,
+                clip: None,
+            },
+        );
         assert_eq!(
             assert_close(&l, &r, 1e-5, is_head),
             12,
@@ -957,7 +1008,18 @@ fn clip_scales_the_gradient_norm_as_torch_does() {
     });
     l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
     l.end_fit();
-    let norms = reference_epoch(&mut r, &data, 0, 3, lrs, wds, SGD, Some(max_norm));
+    let norms = reference_epoch(
+        &mut r,
+        &data,
+        0,
+        3,
+        Hyper {
+            lrs,
+            wds,
+            algo: SGD,
+            clip: Some(max_norm),
+        },
+    );
     // Every step was clipped (else this would test nothing).
     assert!(norms.iter().all(|&n| n > 2.0 * max_norm), "norms {norms:?}");
     assert_eq!(assert_close(&l, &r, 1e-5, is_head), 12);
