@@ -69,7 +69,8 @@ def report(name, n, ours, ref, unit):
 
 def ours_epoch(learner, lrs, precompute, x, y, bs, seed, epoch, fused_head=True):
     """One epoch of our native loop over in-memory rows, in a fit of its own."""
-    learner.begin_fit(lrs, [0.0] * len(lrs), ("constant",), precompute, fused_head=fused_head)
+    learner.begin_fit(lrs=lrs, wds=[0.0] * len(lrs), schedule=_native.Schedule.constant(),
+                      precompute=precompute, fused_head=fused_head)
     learner.train_epoch_tensors(x, y, bs, seed, epoch)
     learner.end_fit()
 
