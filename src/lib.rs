@@ -4,7 +4,7 @@
 //!
 //! | module       | concern                                                            |
 //! |--------------|--------------------------------------------------------------------|
-//! | `util`       | seeded random streams, the CPU-feature probe                       |
+//! | `util`       | seeded random streams, the hash of cache keys, the CPU-feature probe |
 //! | `image`      | decoding files into RGB pixels, resampling them                    |
 //! | `transforms` | the fused augmentation pipeline (fastai.transforms)                |
 //! | `data`       | folder/CSV scanning, the batch loader, `data.resize` (fastai.dataset) |

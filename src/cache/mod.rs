@@ -12,49 +12,14 @@
 
 pub mod file;
 
-use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
+pub use crate::util::hash::KeyHasher;
 pub use file::{Lookup, StaleReason};
-
-/// 128-bit FNV-1a style hash in two independent 64-bit lanes (enough to tell cache keys apart;
-/// not a security boundary).
-#[derive(Clone)]
-pub struct KeyHasher {
-    a: u64,
-    b: u64,
-}
-
-impl Default for KeyHasher {
-    fn default() -> Self {
-        KeyHasher {
-            a: 0xcbf2_9ce4_8422_2325,
-            b: 0x8422_2325_cbf2_9ce4,
-        }
-    }
-}
-
-impl KeyHasher {
-    pub fn bytes(&mut self, data: &[u8]) -> &mut Self {
-        for &x in data {
-            self.a = (self.a ^ x as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            self.b = (self.b ^ x as u64)
-                .wrapping_mul(0x0000_0100_0000_01b3)
-                .rotate_left(5);
-        }
-        self
-    }
-    pub fn str(&mut self, s: &str) -> &mut Self {
-        self.bytes(s.as_bytes()).bytes(&[0xff])
-    }
-    pub fn hex(&self) -> String {
-        format!("{:016x}{:016x}", self.a, self.b)
-    }
-}
 
 /// Hashes the float values of tensors (the body's weights: a fine-tuned backbone must not
 /// reuse activations of the pretrained one).
@@ -78,24 +43,6 @@ pub fn hash_tensors<'a>(
             let hi = chunk.get(1).map(|x| x.to_bits() as u64).unwrap_or(0);
             h.bytes(&((hi << 32) | lo).to_le_bytes());
         }
-    }
-    Ok(())
-}
-
-/// Adds each file's path, size and modification time to the key.
-pub fn hash_files(h: &mut KeyHasher, root: &Path, files: &[PathBuf]) -> Result<()> {
-    for f in files {
-        let meta = fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let rel = f.strip_prefix(root).unwrap_or(f);
-        h.str(&rel.to_string_lossy())
-            .bytes(&meta.len().to_le_bytes())
-            .bytes(&mtime.to_le_bytes());
     }
     Ok(())
 }

@@ -3,11 +3,12 @@
 //! (`Arc<Dataset>`), each with its own pipeline and order, so the file list and the labels
 //! exist once whatever reads them (the loaders, precompute, the Python `ds.y`).
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::cache::KeyHasher;
 use crate::image::decode::decode_file;
 use crate::transforms::{Src, SrcRef};
+use crate::util::hash::KeyHasher;
 use crate::{Error, Result};
 
 /// The labels of a dataset (or of one batch), in one dtype per kind: int64 class indices for
@@ -223,9 +224,27 @@ impl Dataset {
                 h.str(&images.digest);
                 Ok(())
             }
-            Items::Files { root, .. } => crate::cache::hash_files(h, root, &self.files()),
+            Items::Files { root, .. } => hash_files(h, root, &self.files()),
         }
     }
+}
+
+/// Adds each file's path, size and modification time to the key.
+fn hash_files(h: &mut KeyHasher, root: &Path, files: &[PathBuf]) -> Result<()> {
+    for f in files {
+        let meta = fs::metadata(f).map_err(|e| Error::io(f, e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let rel = f.strip_prefix(root).unwrap_or(f);
+        h.str(&rel.to_string_lossy())
+            .bytes(&meta.len().to_le_bytes())
+            .bytes(&mtime.to_le_bytes());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! Small pieces every layer uses.
+//! Small pieces every layer uses: the hash of cache keys, the CPU-feature probe, seeded random
+//! streams.
 
 pub mod cpu;
+pub mod hash;
 pub mod rng;

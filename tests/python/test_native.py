@@ -95,6 +95,33 @@ def test_the_gil_is_released_in_one_place_only():
     assert "allow_threads" in body[:body.index("\n}\n")]
 
 
+# The crate's layers, each allowed to use only those before it (src/lib.rs's table).
+_LAYERS = ["util", "image", "transforms", "data", "models", "cache", "train", "py"]
+
+
+def test_the_crates_layers_depend_one_way():
+    """A module of src/<layer>/ names no layer after its own (`crate::train` in src/data/, say):
+    the dependencies point one way, so each layer can be read and tested without the later
+    ones. `models` and `cache` are siblings: neither may use the other."""
+    import re
+    uses = re.compile(r"crate::(" + "|".join(_LAYERS) + r")\b")
+    wrong = []
+    for rank, layer in enumerate(_LAYERS):
+        allowed = set(_LAYERS[:rank + 1])
+        if layer == "cache":
+            allowed.discard("models")
+        for d, _, files in os.walk(os.path.join(ROOT, "src", layer)):
+            for f in files:
+                if not f.endswith(".rs"):
+                    continue
+                p = os.path.join(d, f)
+                for i, line in enumerate(open(p, encoding="utf-8"), 1):
+                    for used in uses.findall(line):
+                        if used not in allowed:
+                            wrong.append(f"{os.path.relpath(p, ROOT)}:{i} uses crate::{used}")
+    assert not wrong, wrong
+
+
 class _Boom(Exception):
     pass
 
