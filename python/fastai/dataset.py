@@ -101,7 +101,7 @@ def folder_source(path, folder):
 
 
 def parse_csv_labels(fn, skip_header=True, cat_separator=" "):
-    """(sorted ids, {id: [labels]}, sorted classes) of a label CSV."""
+    """(ids in the CSV's row order, {id: [labels]}, sorted classes) of a label CSV."""
     rows = _native.read_label_csv(os.fspath(fn), skip_header)
     fnames = [r[0] for r in rows]
     labels = {r[0]: [t for t in r[1].split(cat_separator) if t] for r in rows}

@@ -1,12 +1,13 @@
 //! Building file lists and labels from folders and CSV files (spec §2.3, §2.9).
 //!
-//! Everything is sorted (class folders and the files inside them, CSV ids) so that label
-//! indices and dataset order are the same on every machine (rough edge 11). Hidden entries and
+//! Folders are read sorted (class folders and the files inside them) so that label indices and
+//! dataset order are the same on every machine; a label CSV keeps its own row order, as fastai
+//! 0.7 did, because `val_idxs` index its rows. Hidden entries and
 //! files without an image extension are skipped and counted (rough edge 10). Validation and
 //! labelled-test splits are labelled with the *training* class list, and a class folder present
 //! on one side only is an error (rough edge 9).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::image::decode::has_image_extension;
@@ -258,10 +259,13 @@ fn csv_fields(line: &str) -> Vec<String> {
 }
 
 /// Reads a fastai label CSV: first column the file id, second the labels (space-separated).
-/// Rows come back sorted by id (spec §2.9). Duplicate ids are an error naming both lines.
+/// Rows come back in the file's order, as fastai 0.7 kept them, so that `val_idxs` index the
+/// CSV's data rows. Duplicate ids are an error naming both lines.
 pub fn read_label_csv(csv: &Path, skip_header: bool) -> Result<Vec<CsvRow>> {
     let text = std::fs::read_to_string(csv).map_err(|e| Error::io(csv, e))?;
-    let mut rows: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut rows: Vec<CsvRow> = Vec::new();
+    // Line of each id seen so far, to name both lines of a duplicate.
+    let mut first_line: HashMap<String, usize> = HashMap::new();
     for (lineno, line) in text.lines().enumerate() {
         if lineno == 0 && skip_header {
             continue;
@@ -289,7 +293,7 @@ pub fn read_label_csv(csv: &Path, skip_header: bool) -> Result<Vec<CsvRow>> {
             ));
         }
         let labels = f[1].trim().to_string();
-        if let Some((first, _)) = rows.get(&id) {
+        if let Some(first) = first_line.get(&id) {
             return Err(Error::layout(
                 csv,
                 format!(
@@ -299,15 +303,13 @@ pub fn read_label_csv(csv: &Path, skip_header: bool) -> Result<Vec<CsvRow>> {
                 ),
             ));
         }
-        rows.insert(id, (lineno, labels));
+        first_line.insert(id.clone(), lineno);
+        rows.push(CsvRow { id, labels });
     }
     if rows.is_empty() {
         return Err(Error::layout(csv, "CSV has no data rows"));
     }
-    Ok(rows
-        .into_iter()
-        .map(|(id, (_, labels))| CsvRow { id, labels })
-        .collect())
+    Ok(rows)
 }
 
 /// Checks that every `root/fname` is an existing file; the error lists the first few missing.

@@ -32,11 +32,19 @@ def test_single_label(tmp_path):
     data = make(path, csv, val_idxs=[1, 3])
     assert data.classes == ["bird", "cat", "dog"] and data.c == 3
     assert not data.is_multi and not data.is_reg
-    # ids sorted, then split by position (order kept in both splits)
-    assert list(data.val_ds.fnames) == ["imgs/f1.png", "imgs/f3.png"]
+    # val_idxs index the CSV's data rows in file order, as fastai 0.7 kept them (an unsorted CSV
+    # used to be sorted by id first, so val_idxs picked other rows); order kept in both splits.
+    # Reference: pandas reads the rows, a numpy mask splits them.
+    import pandas as pd
+    df = pd.read_csv(csv, dtype=str)
+    is_val = np.isin(np.arange(len(df)), [1, 3])
+    names = np.array([f"imgs/{i}.png" for i in df["id"]])
+    label = {c: k for k, c in enumerate(sorted(set(df["tags"])))}
+    ys = np.array([label[t] for t in df["tags"]])
+    assert list(data.val_ds.fnames) == list(names[is_val]) == ["imgs/f1.png", "imgs/f2.png"]
     assert isinstance(data.val_ds.fnames, np.ndarray)  # the split of an array, as the original
-    assert list(data.trn_ds.fnames) == ["imgs/f0.png", "imgs/f2.png", "imgs/f4.png"]
-    assert data.trn_y.tolist() == [2, 0, 1] and data.val_y.tolist() == [1, 2]
+    assert list(data.trn_ds.fnames) == list(names[~is_val])
+    assert data.trn_y.tolist() == ys[~is_val].tolist() and data.val_y.tolist() == ys[is_val].tolist()
     assert data.trn_y.dtype == np.int64
     x, y = next(iter(data.val_dl))
     assert x.shape == (2, 3, SZ, SZ) and y.dtype == torch.int64
