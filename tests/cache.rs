@@ -1,35 +1,16 @@
 //! The activation cache file: what reading finds (hit, missing, each reason a file is stale),
 //! concurrent writers, and the sweep of temporaries left by writers that died.
 
+mod common;
+use common::TempDir;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use fastai_native::cache::file::{self, Lookup, StaleReason, HEADER};
 use fastai_native::cache::{CacheKey, Precision};
 use tch::{Device, Kind, Tensor};
-
-/// A fresh folder for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("fastai-rs-it-cache-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn key(body: &str) -> CacheKey {
     CacheKey::new(body, "sz 8 center", "files", Precision::Float32)
@@ -54,7 +35,7 @@ fn stale(path: &Path, key: &CacheKey) -> StaleReason {
 
 #[test]
 fn a_written_file_is_read_back_with_its_left_out_items() {
-    let dir = TempDir::new("hit");
+    let dir = TempDir::new("cache", "hit");
     let path = dir.path().join("x_act_resnet18_0_8.bin");
     let k = key("body");
     assert!(matches!(file::read(&path, &k), Lookup::Missing));
@@ -94,7 +75,7 @@ fn a_written_file_is_read_back_with_its_left_out_items() {
 
 #[test]
 fn each_reason_a_file_cannot_be_used() {
-    let dir = TempDir::new("stale");
+    let dir = TempDir::new("cache", "stale");
     let path = dir.path().join("x_act_resnet18_0_8.bin");
     let k = key("body");
     file::write(&path, &k, &rows(3, 4, 0.0), &[]).unwrap();
@@ -178,7 +159,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 
 #[test]
 fn concurrent_writers_of_one_file_leave_one_whole_file() {
-    let dir = TempDir::new("concurrent");
+    let dir = TempDir::new("cache", "concurrent");
     let path = dir.path().join("x_act_resnet18_0_8.bin");
     let k = key("body");
     // Big enough that writes overlap; each writer's values are its own.
@@ -217,7 +198,7 @@ fn dead_pid() -> u32 {
 
 #[test]
 fn temporaries_of_dead_writers_are_swept_live_ones_kept() {
-    let dir = TempDir::new("sweep");
+    let dir = TempDir::new("cache", "sweep");
     let dead = dead_pid();
     assert!(!file::process_alive(dead));
     let mut live = Command::new("sleep").arg("30").spawn().unwrap();
@@ -331,7 +312,7 @@ fn same_values(a: &Tensor, b: &Tensor) -> bool {
 
 #[test]
 fn precompute_computes_then_reads_and_recomputes_when_the_body_changes() {
-    let dir = TempDir::new("session");
+    let dir = TempDir::new("cache", "session");
     let files = photo_folder(dir.path());
     let dl = loader(dir.path(), &files);
     let net = ConvNet::new(

@@ -11,8 +11,11 @@
 //! two tests that say why they use libtorch's kernels for them). Dropout is off (`ps = 0`)
 //! so that both sides see the same network.
 
+mod common;
+use common::TempDir;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use fastai_native::data::dataset::{Dataset, Targets};
@@ -89,32 +92,6 @@ fn config(lrs: [f64; 3], wds: [f64; 3], algo: Algo, precompute: bool) -> FitConf
 }
 
 const SGD: Algo = Algo::Sgd { momentum: 0.9 };
-
-/// A folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fastai-fit-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `n` PNG images of 36x34 pixels, each its own pattern, labelled i % C; a loader of batch
 /// size 4 that centre-crops them to 32 px (no random step, so every pass gives the same
@@ -657,7 +634,7 @@ fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
 /// or gradient is off by 50 % or more.
 #[test]
 fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
-    let dir = TempDir::new("resnet");
+    let dir = TempDir::new("fit", "resnet");
     let dl = image_loader(dir.path(), 24);
     let mut l = resnet_learner();
     l.freeze_to(0);
@@ -856,7 +833,7 @@ fn group_tensors(l: &Learner, group: usize) -> Vec<(String, Tensor, bool)> {
 /// bn_freeze every BatchNorm keeps its running statistics while the parameters still train.
 #[test]
 fn frozen_groups_do_not_move() {
-    let dir = TempDir::new("freeze");
+    let dir = TempDir::new("fit", "freeze");
     let dl = image_loader(dir.path(), 16);
     let mut l = resnet_learner();
     l.freeze_to(1);

@@ -6,7 +6,10 @@
 //! Every item's label is its own dataset index, so the labels of a batch say which items it
 //! holds and in which order.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::TempDir;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,32 +19,6 @@ use fastai_native::train::learner::TensorSet;
 use fastai_native::transforms::{Aug, Border, CropKind, Pipeline, PipelineSpec};
 use fastai_native::util::rng::epoch_order;
 use fastai_native::Error;
-
-/// A folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fastai-loader-it-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `n` images named `img<i>.png` / `.jpg` (alternating), each a flat colour of its own;
 /// returns their names.
@@ -119,7 +96,7 @@ fn files_dataset(dir: &Path, n: usize) -> Arc<Dataset> {
 
 #[test]
 fn every_epoch_visits_the_items_in_epoch_order() {
-    let dir = TempDir::new("order");
+    let dir = TempDir::new("loader", "order");
     let n = 11;
     let ds = files_dataset(dir.path(), n);
     let dl = loader(&ds, cfg(4, true, 1234), 2);
@@ -155,7 +132,7 @@ fn every_epoch_visits_the_items_in_epoch_order() {
 
 #[test]
 fn in_memory_rows_shuffle_in_the_loaders_order() {
-    let dir = TempDir::new("rows");
+    let dir = TempDir::new("loader", "rows");
     let n = 9;
     let ds = files_dataset(dir.path(), n);
     let dl = loader(&ds, cfg(3, true, 77), 1);
@@ -192,7 +169,7 @@ fn the_order_shards_into_contiguous_blocks_that_cover_every_index_once() {
 
 #[test]
 fn skip_bad_leaves_out_broken_files_and_reports_their_indices() {
-    let dir = TempDir::new("bad");
+    let dir = TempDir::new("loader", "bad");
     let n = 7;
     let mut names = write_images(dir.path(), n);
     // Item 1: not an image at all; item 4: a PNG cut short.
@@ -268,7 +245,7 @@ fn skip_bad_leaves_out_broken_files_and_reports_their_indices() {
 
 #[test]
 fn the_producer_holds_at_most_prefetch_batches_ahead() {
-    let dir = TempDir::new("prefetch");
+    let dir = TempDir::new("loader", "prefetch");
     let n = 16;
     let ds = files_dataset(dir.path(), n);
     let prefetch = 2;
@@ -317,7 +294,7 @@ fn the_producer_holds_at_most_prefetch_batches_ahead() {
 
 #[test]
 fn drop_last_leaves_out_the_short_last_batch() {
-    let dir = TempDir::new("droplast");
+    let dir = TempDir::new("loader", "droplast");
     let n = 10;
     let ds = files_dataset(dir.path(), n);
     let keep = loader(&ds, cfg(4, true, 9), 2);

@@ -75,6 +75,18 @@ impl PyLearner {
         run_detached(py, || f(&mut *locked(&self.inner)?))
     }
 
+    /// Loads `state` (keys named as `naming` says) into the model, without the GIL; strict.
+    fn load_checkpoint(
+        &self,
+        py: Python<'_>,
+        state: Vec<(String, PyTensor)>,
+        naming: Naming,
+        source: &str,
+    ) -> PyResult<()> {
+        let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
+        self.detached(py, move |l| l.net.load_checkpoint(&entries, naming, source))
+    }
+
     /// The learner for a quick read or setting, with the GIL held.
     fn lock(&self) -> PyResult<MutexGuard<'_, Learner>> {
         locked(&self.inner).map_err(to_pyerr)
@@ -219,10 +231,7 @@ impl PyLearner {
         state: Vec<(String, PyTensor)>,
         source: &str,
     ) -> PyResult<()> {
-        let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.detached(py, move |l| {
-            l.net.load_checkpoint(&entries, Naming::Published, source)
-        })
+        self.load_checkpoint(py, state, Naming::Published, source)
     }
 
     /// The full state dict (fastai 0.7 flat keys), CPU tensors.
@@ -237,10 +246,7 @@ impl PyLearner {
         state: Vec<(String, PyTensor)>,
         source: &str,
     ) -> PyResult<()> {
-        let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.detached(py, move |l| {
-            l.net.load_checkpoint(&entries, Naming::Flat, source)
-        })
+        self.load_checkpoint(py, state, Naming::Flat, source)
     }
 
     /// Starts a fit: a new optimiser (`opt`, default SGD with momentum 0.9) for the groups
