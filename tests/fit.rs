@@ -91,6 +91,15 @@ fn config(lrs: [f64; 3], wds: [f64; 3], algo: Algo, precompute: bool) -> FitConf
     }
 }
 
+/// One test of this file at a time: they share libtorch's global thread pool and random
+/// generator, and the resnet test's first-step comparison with the formulas is sensitive to
+/// round-off (see that test).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding the lock has already failed; the next may run.
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const SGD: Algo = Algo::Sgd { momentum: 0.9 };
 
 /// `n` PNG images of 36x34 pixels, each its own pattern, labelled i % C; a loader of batch
@@ -519,6 +528,7 @@ fn is_head(key: &str) -> bool {
 /// does not move.
 #[test]
 fn sgd_on_precomputed_rows_matches_a_hand_written_loop() {
+    let _serial = serial();
     for fused_head in [false, true] {
         let mut l = head_learner();
         let data = rows(ROWS, true);
@@ -575,6 +585,7 @@ fn sgd_on_precomputed_rows_matches_a_hand_written_loop() {
 /// the SGD test) and what is compared is Adam itself (measured: at most 6e-7).
 #[test]
 fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
+    let _serial = serial();
     let mut l = head_learner();
     let data = rows(ROWS, true);
     let mut r = Reference::of(&l);
@@ -628,12 +639,13 @@ fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
 /// kernels both sides round alike (identical in practice), and what is compared is what the
 /// library adds: the network's wiring, the layer groups, the BatchNorm modes and the
 /// optimiser. The formulas are still checked here, on the first step only, where round-off
-/// has not been amplified yet: per tensor, the step differs from the formula reference's by
-/// at most 1 % of its L2 norm (measured: at most 3e-4; ReLU units within round-off of zero
-/// and the divisions by small batch variances account for it). A wrong learning rate, group
-/// or gradient is off by 50 % or more.
+/// has not been amplified much yet: per tensor, the step differs from the formula reference's
+/// by at most 5 % of its L2 norm (measured over 23 runs: at most 2.2e-4 in most, up to 1.3e-2
+/// in a few, from ReLU units within round-off of zero and divisions by small batch variances
+/// over 8 random images). A wrong learning rate, group or gradient is off by 50 % or more.
 #[test]
 fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
+    let _serial = serial();
     let dir = TempDir::new("fit", "resnet");
     let dl = image_loader(dir.path(), 24);
     let mut l = resnet_learner();
@@ -658,7 +670,7 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
         let got = e.tensor.detach() - &before[&e.key];
         let err = (&got - &want).norm().double_value(&[]) / want.norm().double_value(&[]);
         assert!(
-            err < 1e-2,
+            err < 5e-2,
             "{}: first step off the formulas' by {err:e} of its norm",
             e.key
         );
@@ -747,6 +759,7 @@ impl CosAnneal {
 /// the warm-up, and lr_find's exponential ramp start·(end/start)^(t/B).
 #[test]
 fn recorded_learning_rates_follow_the_schedules() {
+    let _serial = serial();
     let mut l = head_learner();
     let data = TensorSet {
         bs: 4,
@@ -833,6 +846,7 @@ fn group_tensors(l: &Learner, group: usize) -> Vec<(String, Tensor, bool)> {
 /// bn_freeze every BatchNorm keeps its running statistics while the parameters still train.
 #[test]
 fn frozen_groups_do_not_move() {
+    let _serial = serial();
     let dir = TempDir::new("fit", "freeze");
     let dl = image_loader(dir.path(), 16);
     let mut l = resnet_learner();
@@ -881,6 +895,7 @@ impl std::error::Error for Interrupted {}
 /// during an epoch), and the next epoch of the same fit runs on from them with momentum.
 #[test]
 fn a_callback_stops_or_fails_the_epoch() {
+    let _serial = serial();
     let (lrs, wds) = ([0.0, 0.0, 0.05], [0.0, 0.0, 0.01]);
     for fused_head in [false, true] {
         let cfg = || FitConfig {
@@ -973,6 +988,7 @@ fn a_callback_stops_or_fails_the_epoch() {
 /// so it must stand aside).
 #[test]
 fn clip_scales_the_gradient_norm_as_torch_does() {
+    let _serial = serial();
     let (lrs, wds) = ([0.0, 0.0, 0.05], [0.0, 0.0, 0.01]);
     let max_norm = 0.2;
     let mut l = head_learner();
@@ -1011,6 +1027,7 @@ fn clip_scales_the_gradient_norm_as_torch_does() {
 /// and predict the outputs it gave before.
 #[test]
 fn snapshot_restore_and_predict() {
+    let _serial = serial();
     let mut l = head_learner();
     let train = rows(ROWS, true);
     // An epoch first, so that the BatchNorm running statistics are not the initial ones.
