@@ -10,7 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import optim
+from torch.nn.init import kaiming_normal_ as kaiming_normal, kaiming_uniform_ as kaiming_uniform
 from torch.utils.data import Dataset, TensorDataset
+
+from ._exports import LazyModule
 
 # The architecture handles (`resnet34`, ...), built from the Rust core's table.
 from ._archs import ARCHS, Arch, arch_from, imagenet_stats  # noqa: F401
@@ -29,19 +32,36 @@ FloatTensor = torch.FloatTensor
 LongTensor = torch.LongTensor
 
 
+# 0.7 imported torchvision here (its transforms' `Compose` too); it is only loaded when used.
+torchvision = LazyModule("torchvision", "torchvision")
+
+
 def Variable(x, requires_grad=False, volatile=False):
-    """PyTorch 0.3's Variable: in modern torch a tensor is its own Variable."""
-    return x.requires_grad_(requires_grad) if requires_grad else x
+    """PyTorch 0.3's Variable. In torch 2 a tensor is its own Variable: this is PyTorch's
+    `Variable` (a tensor sharing `x`'s memory, a new leaf when `requires_grad`), and
+    `volatile` (0.3's "no gradient", now `torch.no_grad()`) is accepted and ignored."""
+    return torch.autograd.Variable(x, requires_grad=requires_grad)
 
 
 def save_model(m, p):
+    """Saves the state dict of the torch module `m` to `p`."""
     torch.save(m.state_dict(), p)
 
 
 def load_model(m, p):
+    """Loads the state dict in `p` (read onto the CPU first) into `m`, keys matching exactly."""
     m.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+
+
+def load_pre(pre, f, fn):
+    """`f()`, with the weights `<this package>/weights/<fn>.pth` loaded into it when `pre`."""
+    m = f()
+    if pre:
+        load_model(m, os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", f"{fn}.pth"))
+    return m
 
 
 __all__ = ["torch", "nn", "F", "optim", "Dataset", "TensorDataset", "os", "children", "Arch",
            *ARCHS, "cuda", "backends", "FloatTensor", "LongTensor", "Variable",
-           "save_model", "load_model", "arch_from"]
+           "save_model", "load_model", "load_pre", "arch_from", "kaiming_normal",
+           "kaiming_uniform", "torchvision"]
