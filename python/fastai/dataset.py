@@ -18,6 +18,7 @@ Decisions where the original had rough edges (spec §13):
   `tmp/` stay where the user put them); the copies' folder is `data.img_path` (18).
 """
 import itertools
+import math
 import os
 import warnings
 
@@ -36,7 +37,8 @@ from . import transforms as _transforms  # noqa: E402
 __all__, __getattr__ = _exports.reexport(__name__, [
         "ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
         "FilesArrayDataset", "ArraysDataset", "ArraysIndexDataset", "DataLoader", "get_cv_idxs",
-        "open_image", "read_dir", "folder_source", "csv_source", "parse_csv_labels"
+        "open_image", "read_dir", "read_dirs", "folder_source", "parse_csv_labels", "n_hot",
+        "nhot_labels", "dict_source", "csv_source", "split_by_idx", "resize_img", "resize_imgs"
     ], [_imports, _torch_imports, core, _transforms])
 
 def _has_tfms(tfms):
@@ -84,38 +86,140 @@ def get_cv_idxs(n, cv_idx=0, val_pct=0.2, seed=42):
 
 
 def open_image(fn):
-    """Decodes an image file to float32 HWC RGB in [0, 1] (EXIF orientation applied)."""
+    """Decodes an image file to float32 HWC RGB in [0, 1] (EXIF orientation applied).
+
+    `fn` may be a str or a Path. A missing file is a `FileNotFoundError`, a folder an
+    `IsADirectoryError`, a file that is not a readable image an `ImageDecodeError` naming the
+    file and the problem (all three are `OSError`s, as 0.7 raised)."""
     return _native.decode_image(os.fspath(fn)).astype(np.float32) / np.float32(255)
 
 
 def read_dir(path, folder):
-    """Sorted image files of the flat folder `path/folder`, relative to `path`."""
-    fnames, _ = _native.scan_flat(os.fspath(path), folder)
+    """Sorted image files of the flat folder `path/folder`, as `folder/<name>` (relative to
+    `path`; an absolute `folder` gives absolute names)."""
+    fnames, _ = _native.scan_flat(os.fspath(path), os.fspath(folder))
     return fnames
+
+
+def read_dirs(path, folder):
+    """(fnames, class name of each, sorted class names) of `path/folder/<class>/*`: the image
+    files as `folder/<class>/<name>`, classes and files sorted."""
+    fnames, labels, classes, _ = _native.scan_labelled(os.fspath(path), os.fspath(folder), None)
+    return fnames, [classes[i] for i in labels], classes
 
 
 def folder_source(path, folder):
     """(fnames, labels int64, classes) of `path/folder/<class>/*`, everything sorted."""
-    fnames, labels, classes, _ = _native.scan_labelled(os.fspath(path), folder, None)
+    fnames, labels, classes, _ = _native.scan_labelled(os.fspath(path), os.fspath(folder), None)
     return fnames, labels, classes
 
 
 def parse_csv_labels(fn, skip_header=True, cat_separator=" "):
-    """(ids in the CSV's row order, {id: [labels]}, sorted classes) of a label CSV."""
+    """(ids, {id: [labels]}, sorted labels, {label: index}) of a label CSV: the first column is
+    the file id (kept as written: `00123` stays a string), the second its labels split on
+    `cat_separator`. The ids are a numpy array in the CSV's row order.
+
+    This is the four-value form the notebooks unpack (`fnames, labels, _, _ = ...`); 0.7.0
+    returned only the first two. Empty tokens (an empty cell, a doubled separator) are dropped
+    rather than becoming an empty-string class or NaN; an id listed twice is an error naming
+    both lines."""
     rows = _native.read_label_csv(os.fspath(fn), skip_header)
-    fnames = [r[0] for r in rows]
+    fnames = np.empty(len(rows), dtype=object)
+    fnames[:] = [r[0] for r in rows]
     labels = {r[0]: [t for t in r[1].split(cat_separator) if t] for r in rows}
     classes = sorted({t for ts in labels.values() for t in ts})
-    return fnames, labels, classes
+    return fnames, labels, classes, {c: i for i, c in enumerate(classes)}
 
 
-def csv_source(folder, csv_file, skip_header=True, suffix="", continuous=False):
-    fnames, csv_labels, classes = parse_csv_labels(csv_file, skip_header)
-    full = [os.path.join(folder, f + suffix) for f in fnames]
+def n_hot(ids, c):
+    """float32 zeros of length `c` with ones at `ids`."""
+    res = np.zeros((c,), dtype=np.float32)
+    res[list(ids)] = 1
+    return res
+
+
+def nhot_labels(label2idx, csv_labels, fnames, c):
+    """The n-hot rows (N, c) float32 of the labels of each id in `fnames`."""
+    rows = [n_hot([label2idx[t] for t in csv_labels[f]], c) for f in fnames]
+    return np.stack(rows) if rows else np.zeros((0, c), dtype=np.float32)
+
+
+def dict_source(folder, fnames, csv_labels, suffix="", continuous=False):
+    """(`folder/<id><suffix>` for each id, labels, sorted label strings) of parsed CSV labels.
+
+    Labels: with `continuous`, each row's numbers as float32 ((N, k), or an object array of
+    vectors when rows differ in length); else class indices int64 (N,) when every row has
+    exactly one label, n-hot float32 (N, c) otherwise (an empty row is all zeros). The label
+    strings sort as strings (`'10'` before `'2'`), as data.classes did in 0.7."""
+    all_labels = sorted({t for ts in csv_labels.values() for t in ts})
+    full_names = [os.path.join(folder, str(f) + suffix) for f in fnames]
     if continuous:
-        y = np.array([[float(v) for v in csv_labels[f]] for f in fnames], dtype=np.float32)
-        return full, y, []
-    return full, _nhot(fnames, csv_labels, classes), classes
+        try:
+            rows = [np.array(csv_labels[f], dtype=np.float32) for f in fnames]
+        except ValueError as e:
+            raise ValueError(f"continuous labels must be numbers ({e})") from None
+        if len({len(r) for r in rows}) <= 1:
+            label_arr = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        else:
+            label_arr = np.empty(len(rows), dtype=object)
+            label_arr[:] = rows
+        return full_names, label_arr, all_labels
+    label2idx = {c: i for i, c in enumerate(all_labels)}
+    label_arr = nhot_labels(label2idx, csv_labels, fnames, len(all_labels))
+    if len(label_arr) and (label_arr.sum(axis=1) == 1).all():
+        label_arr = np.argmax(label_arr, axis=1).astype(np.int64)
+    return full_names, label_arr, all_labels
+
+
+def csv_source(folder, csv_file, skip_header=True, suffix="", continuous=False, cat_separator=" "):
+    """`dict_source` of the labels in `csv_file` (see `parse_csv_labels`)."""
+    fnames, csv_labels, _, _ = parse_csv_labels(csv_file, skip_header, cat_separator)
+    return dict_source(folder, fnames, csv_labels, suffix, continuous)
+
+
+def split_by_idx(idxs, *a):
+    """For each array, (its rows at `idxs`, the other rows), both in the array's order."""
+    a = [o if isinstance(o, np.ndarray) else np.asarray(o) for o in a]
+    mask = np.zeros(len(a[0]), dtype=bool)
+    # An explicit integer dtype: an empty list would otherwise be a float array numpy refuses.
+    mask[np.asarray(idxs, dtype=np.int64)] = True
+    return [(o[mask], o[~mask]) for o in a]
+
+
+def _scale_to(x, ratio, targ):
+    return max(math.floor(x * ratio), targ)
+
+
+def resize_img(fname, targ, path, new_path):
+    """Writes `path/fname` with its smaller side resized to `targ` (bilinear, PIL) to
+    `new_path/<targ>/fname` under `path` (an absolute `new_path` replaces `path`), unless that
+    file exists."""
+    dest = os.path.join(path, new_path, str(targ), fname)
+    if os.path.exists(dest):
+        return
+    from PIL import Image
+
+    im = Image.open(os.path.join(path, fname)).convert("RGB")
+    w, h = im.size
+    ratio = targ / min(w, h)
+    im = im.resize((_scale_to(w, ratio, targ), _scale_to(h, ratio, targ)), Image.BILINEAR)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    im.save(dest)
+
+
+def resize_imgs(fnames, targ, path, new_path):
+    """`resize_img` of every file (8 threads, with a progress bar); returns the new root
+    folder `path/new_path/<targ>`. Files already there are kept: an interrupted run resumes
+    (0.7 skipped everything once the first file existed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fnames = list(fnames)
+    with ThreadPoolExecutor(8) as ex, _progress.ProgressBar(len(fnames), unit="img") as bar:
+        futures = [ex.submit(resize_img, f, targ, path, new_path) for f in fnames]
+        for i, fut in enumerate(futures):
+            fut.result()
+            bar.update(i + 1)
+    return os.path.join(path, new_path, str(targ))
 
 
 def _nhot(fnames, csv_labels, classes):
@@ -585,7 +689,7 @@ class ImageClassifierData:
                  skip_bad=False, cat_separator=" "):
         """Images `path/folder/<id><suffix>` labelled by a CSV (spec §2.9); multi-label when
         some row has other than exactly one label."""
-        fnames, csv_labels, classes = parse_csv_labels(csv_fname, skip_header, cat_separator)
+        fnames, csv_labels, classes, _ = parse_csv_labels(csv_fname, skip_header, cat_separator)
         full = [f"{folder}/{f}{suffix}" for f in fnames]
         _native.check_files_exist(os.fspath(path), full, os.fspath(csv_fname))
         if continuous:
