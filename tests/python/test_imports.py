@@ -207,3 +207,173 @@ def test_lesson2_names_work_after_conv_learner_alone(tmp_path):
     assert out["log_loss"][0] == out["log_loss"][1]
     assert out["frame"] == [True, ["husky", "pug"]]
     assert out["same_fn"] is True
+
+
+# Names real 0.7 code uses after `from fastai.conv_learner import *` (or `fastai.dataset`)
+# without importing them itself.
+BEYOND_LESSON1 = {
+    "modules": ["cv2", "csv", "collections", "json", "math", "random", "threading", "time", "sys",
+                "copy", "warnings", "shutil", "PIL", "Image", "pd", "F", "nn", "optim",
+                "datetime"],
+    "callables": ["Variable", "Dataset", "kaiming_normal", "kaiming_uniform", "glob", "Path",
+                  "FileLink", "tqdm", "trange", "tnrange", "clear_tqdm",
+                  "split_by_idx", "read_dir", "read_dirs", "parse_csv_labels", "csv_source",
+                  "get_cv_idxs", "open_image", "to_np",
+                  "V", "VV", "T", "A", "to_gpu", "children", "split_by_idxs", "set_trainable",
+                  "apply_leaf", "num_cpus", "BasicModel", "SingleModel", "SimpleNet", "one_hot",
+                  "partition", "noop", "save", "load", "chunk_iter", "sum_geom", "SGD_Momentum",
+                  "save_model", "load_model"],
+}
+# The model, layer and metric names come with conv_learner only (0.7's dataset module did not
+# import them either).
+BEYOND_LESSON1_CONV = {"modules": [], "callables": [
+    "cut_model", "num_features", "AdaptiveConcatPool2d", "Flatten", "predict_batch",
+    "accuracy_thresh"]}
+
+
+@pytest.mark.parametrize("module", ["conv_learner", "dataset"])
+def test_names_real_code_uses_without_importing_them(module):
+    code = textwrap.dedent(f'''
+        import json, types, csv, copy, torch, torch.nn.init
+        ns = {{}}
+        exec("from fastai.{module} import *", ns)
+        names = {BEYOND_LESSON1!r}
+        if {module!r} == "conv_learner":
+            for k, v in {BEYOND_LESSON1_CONV!r}.items():
+                names[k] += v
+        print(json.dumps({{
+            "missing": [n for v in names.values() for n in v if n not in ns],
+            "not_callable": [n for n in names["callables"] if n in ns and not callable(ns[n])],
+            "same": [ns.get("csv") is csv, ns.get("copy") is copy,
+                     ns.get("Dataset") is torch.utils.data.Dataset,
+                     ns.get("kaiming_normal") is torch.nn.init.kaiming_normal_],
+            "USE_GPU": ns.get("USE_GPU")}}))
+    ''')
+    out = json.loads(_run(code).strip().splitlines()[-1])
+    assert out == {"missing": [], "not_callable": [], "same": [True] * 4, "USE_GPU": True}
+
+
+def test_explicit_imports_from_conv_learner():
+    code = ("from fastai.conv_learner import (ConvLearner, tfms_from_model, transforms_side_on, "
+            "ImageClassifierData, get_cv_idxs, open_image, V, to_np, split_by_idxs, cv2, tqdm)\n"
+            "from fastai.io import get_data\nprint('ok')")
+    assert _run(code).strip().splitlines()[-1] == "ok"
+
+
+def test_star_import_loads_no_optional_package():
+    """cv2, tqdm, IPython, scipy, seaborn and pandas stay unimported by the star import itself
+    (they load when used), which keeps it fast."""
+    code = ("import sys; from fastai.conv_learner import *; "
+            "print([m for m in ('cv2', 'tqdm', 'IPython', 'scipy', 'seaborn', 'pandas', 'sklearn') "
+            "if m in sys.modules])")
+    assert _run(code).strip().splitlines()[-1] == "[]"
+
+
+def test_cv2_is_opencv_when_installed():
+    cv2 = pytest.importorskip("cv2")
+    code = textwrap.dedent('''
+        ns = {}
+        exec("from fastai.dataset import *", ns)
+        import cv2
+        print(ns["cv2"].imread is cv2.imread, ns["cv2"].BORDER_REFLECT == cv2.BORDER_REFLECT)
+    ''')
+    assert _run(code).strip().splitlines()[-1] == "True True"
+    assert cv2.BORDER_REFLECT == 2
+
+
+def test_cv2_without_opencv_has_the_constants_and_names_the_package():
+    code = textwrap.dedent('''
+        import sys, json
+        sys.modules["cv2"] = None  # as if OpenCV were not installed
+        ns = {}
+        exec("from fastai.conv_learner import *", ns)
+        cv2 = ns["cv2"]
+        out = {"consts": [cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT, cv2.BORDER_REFLECT_101,
+                          cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.IMREAD_GRAYSCALE,
+                          cv2.COLOR_BGR2RGB],
+               "has_dunder": hasattr(cv2, "__wrapped__")}
+        try:
+            cv2.imread("x.png", cv2.IMREAD_GRAYSCALE)
+        except ImportError as e:
+            out["error"] = str(e)
+        print(json.dumps(out))
+    ''')
+    out = json.loads(_run(code).strip().splitlines()[-1])
+    # OpenCV's own values (its documentation's enumerations).
+    assert out["consts"] == [0, 2, 4, 3, 0, 0, 4] and out["has_dunder"] is False
+    assert "cv2.imread" in out["error"] and "opencv-python" in out["error"]
+
+
+def test_tqdm_and_trange_without_the_tqdm_package():
+    """With tqdm missing, the star import's `tqdm`/`trange` still iterate, and draw a bar
+    in a terminal (here a stream that says it is one)."""
+    code = textwrap.dedent('''
+        import sys, io, json
+        sys.modules["tqdm"] = None
+        ns = {}
+        exec("from fastai.conv_learner import *", ns)
+        class Tty(io.StringIO):
+            def isatty(self):
+                return True
+        out = Tty()
+        items = [x * 2 for x in ns["tqdm"](range(4), desc="work", file=out)]
+        with ns["tqdm"](total=10, file=out, unit="B") as t:
+            t.update(4); t.set_postfix(loss=0.5); t.update(6)
+        print(json.dumps({"items": items, "trange": list(ns["trange"](2, 5)),
+                          "len": len(ns["tqdm"](range(7))), "text": out.getvalue()}))
+    ''')
+    out = json.loads(_run(code).strip().splitlines()[-1])
+    assert out["items"] == [0, 2, 4, 6] and out["trange"] == [2, 3, 4] and out["len"] == 7
+    assert "work: 100%" in out["text"] and "4/4" in out["text"]
+    assert "10/10" in out["text"] and "loss=0.5" in out["text"]
+
+
+def test_filelink_is_ipythons():
+    pytest.importorskip("IPython")
+    code = ("ns = {}\nexec('from fastai.conv_learner import *', ns)\n"
+            "from IPython.display import FileLink\n"
+            "link = ns['FileLink']('sub.csv')\nprint(type(link) is FileLink, link.path)")
+    assert _run(code).strip().splitlines()[-1] == "True sub.csv"
+
+
+# ---- fastai.io.get_data --------------------------------------------------------------------
+
+def test_get_data_downloads_a_file_url_once(tmp_path):
+    from fastai.io import get_data
+    src = tmp_path / "src.bin"
+    payload = os.urandom(200_000)
+    src.write_bytes(payload)
+    dest = tmp_path / "new" / "folder" / "data.bin"
+    assert get_data(src.as_uri(), str(dest)) == str(dest)
+    assert dest.read_bytes() == payload
+    assert os.listdir(dest.parent) == ["data.bin"]  # no temporary file left
+    src.write_bytes(b"changed")
+    get_data(src.as_uri(), str(dest))  # the file exists: nothing is fetched
+    assert dest.read_bytes() == payload
+
+
+def test_get_data_from_a_local_http_server(tmp_path, monkeypatch):
+    import functools
+    import http.server
+    import threading
+    from fastai.io import get_data
+    (tmp_path / "srv").mkdir()
+    payload = b"fastai" * 50_000
+    (tmp_path / "srv" / "big.tgz").write_bytes(payload)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.chdir(tmp_path)
+        get_data(url + "big.tgz", "big.tgz")  # a bare file name: 0.7 failed on makedirs('')
+        assert (tmp_path / "big.tgz").read_bytes() == payload
+        from fastai.io import DownloadError
+        with pytest.raises(DownloadError, match="missing.tgz") as e:
+            get_data(url + "missing.tgz", str(tmp_path / "out" / "missing.tgz"))
+        assert isinstance(e.value, OSError)
+        assert os.listdir(tmp_path / "out") == []  # nothing partial left behind
+    finally:
+        server.shutdown()
+        server.server_close()
