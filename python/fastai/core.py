@@ -69,7 +69,8 @@ def delistify(x):
 
 def listify(x, y):
     """`x` as a list as long as `y` (a length, or a sequence whose length counts): a single
-    value or a 1-element sequence is repeated, a longer one is returned as it is."""
+    value (a string is one) or a 1-element sequence is repeated, a longer one is returned as
+    it is."""
     if not is_iter(x) or isinstance(x, (str, bytes)):
         x = [x]
     n = y if isinstance(y, (int, np.integer)) else len(y)

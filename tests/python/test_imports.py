@@ -328,6 +328,23 @@ def test_tqdm_and_trange_without_the_tqdm_package():
     assert "10/10" in out["text"] and "loss=0.5" in out["text"]
 
 
+def test_tqdm_is_the_packages_when_installed(tmp_path):
+    """With a `tqdm` package importable, the star import hands out its objects (a stand-in
+    package here: tqdm is not a dependency)."""
+    (tmp_path / "tqdm.py").write_text("class tqdm:\n    _instances = set()\n"
+                                      "def trange(*a, **k):\n    return 'trange'\n")
+    code = textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import tqdm
+        ns = {{}}
+        exec("from fastai.conv_learner import *", ns)
+        print(ns["tqdm"] is tqdm.tqdm, ns["trange"] is tqdm.trange, ns["tq"] is tqdm,
+              ns["tnrange"] is tqdm.trange)
+    ''')
+    assert _run(code).strip().splitlines()[-1] == "True True True True"
+
+
 def test_filelink_is_ipythons():
     pytest.importorskip("IPython")
     code = ("ns = {}\nexec('from fastai.conv_learner import *', ns)\n"
