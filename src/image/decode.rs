@@ -133,15 +133,27 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    let rgb = match img {
-        DynamicImage::ImageRgb8(b) => b,
-        other => other.into_rgb8(),
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data = match img {
+        DynamicImage::ImageRgb8(b) => b.into_raw(),
+        // 16-bit samples keep their high byte, as OpenCV's reader (fastai 0.7's) does; the
+        // image crate's own reduction rounds (v·255/65535), one level higher on about a fifth
+        // of the values.
+        wide @ (DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_)) => wide
+            .into_rgb16()
+            .into_raw()
+            .into_iter()
+            .map(|v| (v >> 8) as u8)
+            .collect(),
+        other => other.into_rgb8().into_raw(),
     };
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
     Ok(RgbImage {
         width,
         height,
-        data: rgb.into_raw(),
+        data,
     })
 }
 
@@ -269,6 +281,32 @@ mod tests {
         }
         // Trailing bytes after the EOI are fine.
         assert!(!jpeg_is_truncated(&[full, b"junk"].concat()));
+    }
+
+    #[test]
+    fn sixteen_bit_samples_keep_their_high_byte() {
+        // 0x80FF: high byte 128; rounding v·255/65535 would give 129.
+        let samples: Vec<u16> = vec![0x80FF, 0x00FF, 0xFFFF, 0x0100, 0x7F80, 0x1234];
+        let img = image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(2, 1, samples.clone())
+            .expect("2x1 RGB16 buffer");
+        let mut png = Vec::new();
+        DynamicImage::ImageRgb16(img)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .expect("encode PNG");
+        let got = decode_bytes(&png, Path::new("x/wide.png")).expect("decode");
+        let want: Vec<u8> = samples.iter().map(|v| (v / 256) as u8).collect();
+        assert_eq!(got.data, want);
+        // Grey 16-bit: the one sample spread over three channels.
+        let grey = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(1, 1, vec![0x80FFu16])
+            .expect("1x1 L16 buffer");
+        let mut png = Vec::new();
+        DynamicImage::ImageLuma16(grey)
+            .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .expect("encode PNG");
+        assert_eq!(
+            decode_bytes(&png, Path::new("g.png")).expect("decode").data,
+            vec![128; 3]
+        );
     }
 
     #[test]

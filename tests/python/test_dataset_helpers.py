@@ -49,11 +49,7 @@ def test_open_image_matches_opencv_flags_5(tmp_path, case):
     diff = np.abs(ours - ref) * 255
     if case == "exif":  # two JPEG decoders: off by a level or two, never rotated differently
         assert ours.shape == (30, 20, 3) and diff.mean() < 1.0 and diff.max() <= 8
-    elif case == "16bit":
-        # OpenCV keeps the high byte (v >> 8); the Rust decoder rounds v * 255 / 65535, which
-        # is one level higher for some values.
-        assert diff.max() <= 1 + 1e-3
-    else:
+    else:  # 16-bit included: both keep each sample's high byte (v >> 8)
         assert diff.max() < 1e-3, case
     assert np.array_equal(open_image(str(fn)), ours)  # a str and a Path alike
 
