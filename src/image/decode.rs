@@ -18,7 +18,8 @@ use crate::{Error, Result};
 /// Changes whenever decoded pixels could differ for the same file (another decoder, or another
 /// way of using one). It is part of the activation-cache key (via `Pipeline::key`), so such a
 /// change recomputes existing caches instead of reusing activations of other pixels.
-pub const DECODER_VERSION: &str = "2 (JPEG: libjpeg-turbo via turbojpeg 1, others: image 0.25)";
+pub const DECODER_VERSION: &str =
+    "3 (JPEG: libjpeg-turbo via turbojpeg 1, others: image 0.25; 16-bit: high byte)";
 
 /// Largest accepted side, in pixels. Photos of 16k per side exist; beyond that a header is far
 /// more likely to be corrupt or hostile than a real training image.
