@@ -75,6 +75,18 @@ def transform_image(
     img: _Pixels, pipeline: Pipeline, seed: int, epoch: int, index: int
 ) -> tuple[_F32, dict[str, Any]]: ...
 
+# ---- OpenCV-compatible kernels (src/py/cv.rs) ----------------------------------------------
+
+def cv_resize(img: _F32, width: int, height: int, interpolation: int) -> _F32: ...
+def cv_warp_affine(
+    img: _F32,
+    m: Sequence[Sequence[float]],
+    width: int,
+    height: int,
+    interpolation: int,
+    border: int,
+) -> _F32: ...
+
 # ---- data -------------------------------------------------------------------------------
 
 @final
