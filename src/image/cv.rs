@@ -6,7 +6,7 @@
 //! (`floor(d * src / dst)`), the area rule (exact box averages when shrinking, OpenCV's
 //! pixel-replication-with-blended-edges when enlarging), and the warp's fixed-point
 //! coordinates with bilinear weights quantised to 1/32 of a pixel. The fused pipeline
-//! (`crate::transforms`) keeps its own faster resampling; these serve the per-call Python API.
+//! (the transforms layer) keeps its own faster resampling; these serve the per-call Python API.
 
 use rayon::prelude::*;
 
