@@ -77,7 +77,9 @@ def transform_image(
 
 # ---- OpenCV-compatible kernels (src/py/cv.rs) ----------------------------------------------
 
-def cv_resize(img: _F32, width: int, height: int, interpolation: int) -> _F32: ...
+def cv_resize(
+    img: _F32, width: int, height: int, interpolation: int, fx: float = 0.0, fy: float = 0.0
+) -> _F32: ...
 def cv_warp_affine(
     img: _F32,
     m: Sequence[Sequence[float]],

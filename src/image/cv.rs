@@ -111,6 +111,18 @@ pub fn border_index(p: i64, len: usize, border: Border) -> Option<usize> {
 
 /// Resizes `src` to `out_w` x `out_h` with OpenCV 4's `cv2.resize` arithmetic.
 pub fn resize(src: Image<'_>, out_w: usize, out_h: usize, interp: Interp) -> Result<Vec<f32>> {
+    resize_by(src, out_w, out_h, None, interp)
+}
+
+/// `resize`, with OpenCV's `fx`, `fy` when given: OpenCV then maps pixels with those factors,
+/// not with the ratio of the (rounded) sizes.
+pub fn resize_by(
+    src: Image<'_>,
+    out_w: usize,
+    out_h: usize,
+    factors: Option<(f64, f64)>,
+    interp: Interp,
+) -> Result<Vec<f32>> {
     src.check()?;
     check_out(out_w, out_h)?;
     let (sw, sh) = (src.cols, src.rows);
@@ -119,8 +131,15 @@ pub fn resize(src: Image<'_>, out_w: usize, out_h: usize, interp: Interp) -> Res
         out.copy_from_slice(src.data);
         return Ok(out);
     }
-    let inv_x = out_w as f64 / sw as f64;
-    let inv_y = out_h as f64 / sh as f64;
+    let (inv_x, inv_y) = match factors {
+        Some((fx, fy)) if fx > 0.0 && fy > 0.0 && fx.is_finite() && fy.is_finite() => (fx, fy),
+        Some(f) => {
+            return Err(Error::InvalidArgument(format!(
+                "fx, fy: scale factors must be finite and > 0, not {f:?}"
+            )))
+        }
+        None => (out_w as f64 / sw as f64, out_h as f64 / sh as f64),
+    };
     let (scale_x, scale_y) = (1.0 / inv_x, 1.0 / inv_y);
     match interp {
         Interp::Nearest => {

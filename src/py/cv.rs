@@ -75,15 +75,20 @@ fn shaped(
     Ok(a.into_pyarray_any(py))
 }
 
-/// `cv2.resize(img, (width, height), interpolation=...)` on a float32 (H, W) or (H, W, C) array.
+/// `cv2.resize(img, (width, height), fx=fx, fy=fy, interpolation=...)` on a float32 (H, W) or
+/// (H, W, C) array; `fx`, `fy` of 0 mean width / W and height / H, as in OpenCV.
 #[pyfunction]
+#[pyo3(signature = (img, width, height, interpolation, fx=0.0, fy=0.0))]
 fn cv_resize<'py>(
     py: Python<'py>,
     img: PyReadonlyArrayDyn<'py, f32>,
     width: usize,
     height: usize,
     interpolation: i64,
+    fx: f64,
+    fy: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let factors = (fx != 0.0 || fy != 0.0).then_some((fx, fy));
     let ndim = img.ndim();
     let (rows, cols, channels) = hwc(img.shape())?;
     let how = interp(interpolation, false)?;
@@ -95,7 +100,7 @@ fn cv_resize<'py>(
             cols,
             channels,
         };
-        cv::resize(src, width, height, how)
+        cv::resize_by(src, width, height, factors, how)
     })?;
     shaped(py, out, ndim, height, width, channels)
 }
