@@ -294,3 +294,18 @@ def test_to_bb_coords2px_make_square():
     for rr, cc in [(2, 4), (2, 9), (4, 4), (4, 9)]:
         want[rr, cc] = 1
     np.testing.assert_array_equal(px, want)
+
+
+def test_googlenet_resize_crops_with_its_parameters_and_falls_back_without():
+    """0.7's pipelines passed (sz, tfm_y, sz_y) positionally, so every crop fell back; with the
+    intended parameters 100 draws on a 375x500 image all crop, with an impossible aspect range
+    all fall back to the centre square."""
+    img = rand_img(375, 500)
+    fallback = T.center_crop(T.scale_min(img, 16))
+    random.seed(0)
+    outs = [T.googlenet_resize(img, 16, 0.08, 0.75, 1.333, False) for _ in range(100)]
+    assert not any(np.array_equal(o, fallback) for o in outs)
+    outs = [T.googlenet_resize(img, 16, 1.0, 224, 300, False) for _ in range(100)]
+    assert all(np.array_equal(o, fallback) for o in outs)
+    g = T.GoogleNetResize(16)
+    assert (g.min_area_frac, g.min_aspect_ratio, g.max_aspect_ratio) == (0.08, 0.75, 1.333)

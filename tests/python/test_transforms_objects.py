@@ -495,7 +495,8 @@ def test_val_tfms_close_to_the_fused_loader(tmp_path):
     fused, _ = _native.transform_image(np.ascontiguousarray(img), val._pipeline, 0, 0, 0)
     assert ours.shape == fused.shape == (3, 48, 48) and ours.dtype == np.float32
     diff = np.abs(ours - fused) * 0.225
-    assert diff.mean() < 2 / 255 and diff.max() < 8 / 255, (diff.mean(), diff.max())
+    # Measured: mean 0.23, max 1.07 levels of 255.
+    assert diff.mean() < 1 / 255 and diff.max() < 4 / 255, (diff.mean(), diff.max())
 
 
 def test_star_import_gives_cv2_lazily():
