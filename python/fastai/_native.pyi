@@ -35,7 +35,7 @@ _State = Sequence[tuple[str, torch.Tensor]]
 
 __all__ = [
     "__version__", "build_profile", "malloc_tuned", "IMAGE_EXTENSIONS", "ARCH_SPECS", "NORM_STATS",
-    "Pipeline", "transform_image",
+    "Pipeline", "transform_image", "cv_resize", "cv_warp_affine",
     "ThreadPool", "Dataset", "DataLoader", "BatchIter", "BatchMemory",
     "scan_labelled", "scan_flat", "read_label_csv", "check_files_exist", "resize_images",
     "decode_image",
@@ -74,6 +74,20 @@ class Pipeline:
 def transform_image(
     img: _Pixels, pipeline: Pipeline, seed: int, epoch: int, index: int
 ) -> tuple[_F32, dict[str, Any]]: ...
+
+# ---- OpenCV-compatible kernels (src/py/cv.rs) ----------------------------------------------
+
+def cv_resize(
+    img: _F32, width: int, height: int, interpolation: int, fx: float = 0.0, fy: float = 0.0
+) -> _F32: ...
+def cv_warp_affine(
+    img: _F32,
+    m: Sequence[Sequence[float]],
+    width: int,
+    height: int,
+    interpolation: int,
+    border: int,
+) -> _F32: ...
 
 # ---- data -------------------------------------------------------------------------------
 

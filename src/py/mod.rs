@@ -8,6 +8,7 @@
 //! working. It is the only place that releases the GIL (tests/python/test_native.py checks).
 
 mod convert;
+mod cv;
 mod data;
 mod errors;
 mod head;
@@ -131,6 +132,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     schedule::register(m)?;
     models::register(m)?;
     transforms::register(m)?;
+    cv::register(m)?;
     data::register(m)?;
     Ok(())
 }
