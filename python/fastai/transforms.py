@@ -32,7 +32,6 @@ Differences from fastai 0.7.0 (its rough edges), in both paths unless stated:
 """
 import collections.abc
 import enum
-import importlib.util
 import itertools
 import math
 import os
@@ -77,12 +76,6 @@ _own = [
     "googlenet_resize", "cutout", "compose", "rand0", "det_dihedral", "det_stretch",
     "det_lighting", "det_rotate", "det_zoom", "to_bb", "coords2px", "partition",
 ]
-# 0.7's star import brought `cv2`; it comes here too when OpenCV is installed, imported only on
-# first use (the library itself never needs it).
-if importlib.util.find_spec("cv2") is not None:
-    cv2 = _exports.LazyModule("cv2", "opencv-python-headless")
-    _own.append("cv2")
-
 # Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
 __all__, __getattr__ = _exports.reexport(__name__, _own, [_imports, _torch_imports, _core])
 

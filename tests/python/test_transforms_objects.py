@@ -506,6 +506,7 @@ def test_star_import_gives_cv2_lazily():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     missing = ("import sys\nsys.modules['cv2'] = None\nfrom fastai.transforms import *\n"
-               "assert 'cv2' not in dir()\nimport fastai.transforms as T\n"
+               "assert cv2.BORDER_REFLECT == 2  # imports' stand-in: the constants only\n"
+               "import fastai.transforms as T\n"
                "assert T.scale_min(T.np.zeros((4, 6, 3), T.np.float32), 2).shape == (2, 3, 3)\n")
     subprocess.run([sys.executable, "-c", missing], check=True, env=env, timeout=300)
