@@ -461,6 +461,63 @@ mod tests {
     }
 
     #[test]
+    fn collate_keeps_scalars_as_classes_and_stacks_arrays() {
+        let name = |k: usize| format!("item {k}");
+        let classes = vec![ItemTarget::Class(3), ItemTarget::Class(1)];
+        assert_eq!(
+            Targets::collate(classes, name).unwrap(),
+            Targets::Class(vec![3, 1])
+        );
+        let masks = vec![
+            ItemTarget::Array {
+                data: Values::I64(vec![1, 2, 3, 4]),
+                shape: vec![2, 2],
+            },
+            ItemTarget::Array {
+                data: Values::I64(vec![5, 6, 7, 8]),
+                shape: vec![2, 2],
+            },
+        ];
+        let t = Targets::collate(masks, name).unwrap();
+        assert_eq!(
+            t,
+            Targets::PerItem {
+                data: Values::I64((1..=8).collect()),
+                shape: vec![2, 2],
+                n: 2
+            }
+        );
+        assert_eq!(t.len(), Some(2));
+        assert_eq!(
+            t.select(&[1]),
+            Targets::PerItem {
+                data: Values::I64(vec![5, 6, 7, 8]),
+                shape: vec![2, 2],
+                n: 1
+            }
+        );
+        let mixed = vec![
+            ItemTarget::Array {
+                data: Values::F32(vec![0.5]),
+                shape: vec![],
+            },
+            ItemTarget::Array {
+                data: Values::F32(vec![0.5, 1.0]),
+                shape: vec![2],
+            },
+        ];
+        let err = Targets::collate(mixed, name).unwrap_err().to_string();
+        assert!(
+            err.contains("item 1: y is a float32 array of shape [2]"),
+            "{err}"
+        );
+        let err = Targets::collate(vec![ItemTarget::Class(0), ItemTarget::None], name)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("item 1: y is no label"), "{err}");
+    }
+
+    #[test]
     fn labels_must_match_the_items() {
         let names = vec!["a.png".to_string(), "b.png".to_string()];
         let err = Dataset::from_files("/x".into(), names.clone(), Targets::Class(vec![0]))
