@@ -437,7 +437,8 @@ def _item_y(y, name, i):
     if a.dtype.kind in "iub":
         return int(a) if a.ndim == 0 else np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind == "f":
-        return np.ascontiguousarray(a, dtype=np.float32)
+        # np.array, not ascontiguousarray: that would make a 0-d float (a scalar y) 1-d.
+        return np.array(a, dtype=np.float32, order="C")
     raise ValueError(f"{name} item {i}: y is {a.dtype} of shape {a.shape}; expected an integer "
                      "class index, a number, or a numeric array")
 
