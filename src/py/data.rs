@@ -369,6 +369,22 @@ fn batch_x_to_py<'py>(
     Ok(arr.into_any())
 }
 
+/// An iterator freed without `close` (garbage-collected with the GIL held) stops its producer
+/// without the GIL: the producer's workers may be waiting for it to make Python items, and
+/// joining them while holding it would never end.
+impl Drop for PyBatchIter {
+    fn drop(&mut self) {
+        if let Ok(it) = self.inner.get_mut() {
+            Python::with_gil(|py| {
+                let _ = run_detached(py, || {
+                    it.close();
+                    Ok(())
+                });
+            });
+        }
+    }
+}
+
 impl PyBatchIter {
     fn lock(&self) -> PyResult<MutexGuard<'_, BatchIter>> {
         self.inner.lock().map_err(|_| {

@@ -428,3 +428,24 @@ def test_get_ds_makes_six_datasets_in_the_users_argument_order(tmp_path):
     assert x.shape == (1, 3, SZ, SZ) and y.tolist() == [0]
     md.is_multi = True  # settable, as real code assigns it
     assert md.is_multi and not md.trn_ds.is_multi
+
+
+def test_an_iterator_freed_mid_epoch_stops_without_deadlock(tmp_path):
+    """Freed with the GIL held while the workers wait for it to make items: it must let them
+    finish (or stop) instead of joining them under the GIL."""
+    import gc
+    import time
+
+    class Slow(FilesIndexArrayDataset):
+        def get_x(self, i):
+            time.sleep(0.01)
+            return super().get_x(i)
+
+    md = _user_data(tmp_path, Slow, n=24, bs=2)
+    it = md.trn_dl._native.iter_epoch(0)
+    next(it)
+    t = time.monotonic()
+    del it
+    gc.collect()
+    assert time.monotonic() - t < 30
+    assert sum(len(x) for x, _ in md.val_dl) == 24
