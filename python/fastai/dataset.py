@@ -2,6 +2,10 @@
 
 Scanning, decoding, augmentation and batching run in Rust (`fastai._native`); this module
 arranges the six loaders of spec §2.4 and converts batches to torch tensors (without copying).
+A dataset class of the user's (`get_x`/`get_y` overridden, passed through `get_ds` to
+`ImageClassifierData(path, datasets, bs, num_workers, classes)`) or a transform that runs only
+in Python is served by the same Rust loaders, which call `ds[i]` once per item on their worker
+threads (order, prefetch and batching unchanged; x may have any channel count).
 
 Decisions where the original had rough edges (spec §13):
 * class folders and the files inside them are sorted; hidden files and non-image extensions are

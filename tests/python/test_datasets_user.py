@@ -449,3 +449,14 @@ def test_an_iterator_freed_mid_epoch_stops_without_deadlock(tmp_path):
     gc.collect()
     assert time.monotonic() - t < 30
     assert sum(len(x) for x, _ in md.val_dl) == 24
+
+
+def test_resize_imgs_gives_the_same_class_over_smaller_copies(tmp_path):
+    names, _ = write_pngs(str(tmp_path), 2, size=(30, 20))
+    tfm = ChwTransform([0] * 3, [1] * 3)
+    ds = FilesIndexArrayDataset(names, np.array([0, 1]), tfm, str(tmp_path))
+    small = ds.resize_imgs(10, "tmp")
+    assert type(small) is FilesIndexArrayDataset and small.path == os.path.join(str(tmp_path), "tmp", "10")
+    with Image.open(os.path.join(small.path, names[1])) as im:
+        assert im.size == (15, 10)  # smaller side 10, the other scaled alike
+    assert small.get_x(1).shape == (10, 15, 3) and small.y is ds.y
