@@ -478,7 +478,8 @@ class _Loaders:
         items = ds.x if arrays else ds.fnames
         key = (arrays, id(items), id(getattr(ds, "y", None)), kind,
                None if arrays else os.fspath(ds.path))
-        nds = self._datasets.get(key)
+        # The key holds ids: each entry keeps the objects it names alive beside their dataset.
+        nds = self._datasets.get(key, (None,))[0]
         if nds is None:
             y = None if kind == "none" else np.ascontiguousarray(
                 ds.y, dtype=np.int64 if kind == "class" else np.float32)
@@ -487,9 +488,7 @@ class _Loaders:
             else:
                 nds = _native.Dataset.from_files(os.fspath(ds.path), [os.fspath(f) for f in items],
                                                  kind, y)
-            # The key holds ids: keep the objects alive with the dataset they name.
-            self._datasets[key] = nds
-            self._keep = getattr(self, "_keep", []) + [items, getattr(ds, "y", None)]
+            self._datasets[key] = (nds, items, getattr(ds, "y", None))
         native = _native.DataLoader(nds, ds.transform._pipeline, self.pool, bs=bs, shuffle=shuffle,
                                     seed=self.seed, skip_bad=self.skip_bad, tta=tta)
         ds._native = native
