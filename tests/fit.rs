@@ -701,7 +701,7 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     // Predict: dataset order, eval mode.
     let in_order = DataLoader::new(
         dl.dataset().clone(),
-        Arc::new(dl.pipeline().clone()),
+        Arc::new(dl.pipeline().expect("fused").clone()),
         LoaderConfig {
             batch_size: 8,
             ..LoaderConfig::default()

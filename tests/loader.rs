@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fastai_native::data::dataset::{Dataset, Targets};
+use fastai_native::data::dataset::{Dataset, ItemMaker, ItemTarget, MadeItem, Targets};
 use fastai_native::data::loader::{thread_pool, DataLoader, LoaderConfig};
 use fastai_native::train::learner::TensorSet;
 use fastai_native::transforms::{Aug, Border, CropKind, Pipeline, PipelineSpec};
@@ -338,4 +338,100 @@ fn drop_last_leaves_out_the_short_last_batch() {
         1,
     );
     assert_eq!((none.len(), run_epoch(&none, 0).1.len()), (0, 0));
+}
+
+/// Items made by code outside the crate (the Python path's shape): item i is `c` channels of
+/// the value i, with its index as class label, and item `bad` (if any) has another size.
+struct Maker {
+    n: usize,
+    c: usize,
+    sz: usize,
+    bad: Option<usize>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl ItemMaker for Maker {
+    fn len(&self) -> usize {
+        self.n
+    }
+    fn make(&self, index: usize) -> fastai_native::Result<MadeItem> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sz = if self.bad == Some(index) {
+            self.sz + 1
+        } else {
+            self.sz
+        };
+        Ok(MadeItem {
+            x: vec![index as f32; self.c * sz * sz],
+            shape: [self.c, sz, sz],
+            y: ItemTarget::Class(index as i64),
+        })
+    }
+    fn describe(&self, index: usize) -> String {
+        format!("Maker item {index}")
+    }
+}
+
+fn made_loader(maker: Maker, cfg: LoaderConfig, threads: usize) -> (DataLoader, Arc<Maker>) {
+    let maker = Arc::new(maker);
+    let ds = Arc::new(Dataset::from_maker(maker.clone()));
+    let dl = DataLoader::new_made(ds, Some(maker.sz), cfg, thread_pool(threads).expect("pool"))
+        .expect("loader");
+    (dl, maker)
+}
+
+#[test]
+fn made_items_come_in_epoch_order_with_their_channels() {
+    let maker = Maker {
+        n: 11,
+        c: 4,
+        sz: 3,
+        bad: None,
+        calls: Default::default(),
+    };
+    let (dl, maker) = made_loader(maker, cfg(4, true, 9), 3);
+    assert!(dl.is_made() && dl.pipeline().is_none());
+    for epoch in 0..2 {
+        let mut order = Vec::new();
+        for b in dl.iter(epoch) {
+            let b = b.expect("batch");
+            assert_eq!((b.c, b.sz), (4, 3));
+            assert_eq!(b.x.len(), b.n * 4 * 9);
+            let ys = labels(&b.y);
+            // Every value of an item's slot is its index: the slot holds that item.
+            for (k, &i) in ys.iter().enumerate() {
+                assert!(b.x[k * 36..(k + 1) * 36].iter().all(|&v| v == i as f32));
+            }
+            order.extend(ys.into_iter().map(|i| i as usize));
+        }
+        assert_eq!(order, epoch_order(11, 9, epoch));
+    }
+    // One call per item per epoch.
+    assert_eq!(maker.calls.load(std::sync::atomic::Ordering::Relaxed), 22);
+    assert_eq!(dl.channels(), Some(4));
+}
+
+#[test]
+fn a_made_item_of_another_size_fails_its_batch_naming_the_item() {
+    let maker = Maker {
+        n: 6,
+        c: 3,
+        sz: 4,
+        bad: Some(4),
+        calls: Default::default(),
+    };
+    let (dl, _) = made_loader(maker, cfg(2, false, 0), 2);
+    let got: Vec<_> = dl.iter(0).collect();
+    assert_eq!(got.len(), 3, "two batches, then the error ends the epoch");
+    assert!(got[0].is_ok() && got[1].is_ok());
+    let msg = got[2]
+        .as_ref()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("Maker item 4") && msg.contains("(3, 5, 5)") && msg.contains("(C, 4, 4)"),
+        "{msg}"
+    );
 }

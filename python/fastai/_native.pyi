@@ -107,6 +107,15 @@ class Dataset:
     def from_images(
         images: _Pixels, kind: _TargetKind = ..., y: _Labels | None = None
     ) -> Dataset: ...
+    @staticmethod
+    def from_python(
+        func: Callable[[int], tuple[Any, Any]],
+        n: int,
+        name: str,
+        files: Sequence[str] | None = None,
+    ) -> Dataset: ...
+    @property
+    def is_python(self) -> bool: ...
     def __len__(self) -> int: ...
     @property
     def y(self) -> _Labels: ...
@@ -116,7 +125,7 @@ class DataLoader:
     def __new__(
         cls,
         dataset: Dataset,
-        pipeline: Pipeline,
+        pipeline: Pipeline | None,
         pool: ThreadPool,
         *,
         bs: int,
@@ -126,11 +135,14 @@ class DataLoader:
         skip_bad: bool = False,
         drop_last: bool = False,
         tta: bool = False,
+        sz: int | None = None,
     ) -> DataLoader: ...
     @property
     def dataset(self) -> Dataset: ...
     @property
-    def pipeline(self) -> Pipeline: ...
+    def pipeline(self) -> Pipeline | None: ...
+    @property
+    def channels(self) -> int | None: ...
     def last_skipped(self) -> list[tuple[int, Path]]: ...
     def __len__(self) -> int: ...
     @property

@@ -2,6 +2,10 @@
 
 Scanning, decoding, augmentation and batching run in Rust (`fastai._native`); this module
 arranges the six loaders of spec §2.4 and converts batches to torch tensors (without copying).
+A dataset class of the user's (`get_x`/`get_y` overridden, passed through `get_ds` to
+`ImageClassifierData(path, datasets, bs, num_workers, classes)`) or a transform that runs only
+in Python is served by the same Rust loaders, which call `ds[i]` once per item on their worker
+threads (order, prefetch and batching unchanged; x may have any channel count).
 
 Decisions where the original had rough edges (spec §13):
 * class folders and the files inside them are sorted; hidden files and non-image extensions are
@@ -38,7 +42,9 @@ __all__, __getattr__ = _exports.reexport(__name__, [
         "ImageClassifierData", "FilesDataset", "FilesIndexArrayDataset", "FilesNhotArrayDataset",
         "FilesArrayDataset", "ArraysDataset", "ArraysIndexDataset", "DataLoader", "get_cv_idxs",
         "open_image", "read_dir", "read_dirs", "folder_source", "parse_csv_labels", "n_hot",
-        "nhot_labels", "dict_source", "csv_source", "split_by_idx", "resize_img", "resize_imgs"
+        "nhot_labels", "dict_source", "csv_source", "split_by_idx", "resize_img", "resize_imgs",
+        "BaseDataset", "FilesIndexArrayRegressionDataset", "ArraysNhotDataset",
+        "ArraysIndexRegressionDataset", "ImageData", "ModelData"
     ], [_imports, _torch_imports, core, _transforms])
 
 def _has_tfms(tfms):
@@ -231,71 +237,72 @@ def _nhot(fnames, csv_labels, classes):
     return y
 
 
-class FilesDataset:
-    """Files under `path` with labels `y` and a transform; `ds[i] -> (x, y)`. The files and
-    labels live in the Rust dataset that this split's loaders share; `_native` is the loader
-    that applies this dataset's transform."""
+class BaseDataset:
+    """fastai 0.7's dataset protocol: `ds[i]` is `get_x(i)` then `get_y(i)`, then the transform
+    (`get(transform, x, y)`); `n`, `c` and `sz` are computed once, by `get_n()`, `get_c()` and
+    `get_sz()` in that order, when the dataset is made.
 
-    is_multi = False
-    is_reg = False
+    A user's subclass (overriding `get_x`, `get_y`, `get`, `get1item` or `__getitem__`), or one
+    whose transform runs only in Python, is served by the loaders through this very protocol,
+    one call per item on the loader's threads. The library's own classes with a transform the
+    Rust pipeline runs are served by Rust alone (decoding and transforming fused); `ds[i]` then
+    reads the same Rust item (`_native`, the loader serving this dataset)."""
 
-    def __init__(self, fnames, transform, path, native, classes=None):
-        self.path = path
-        # As in fastai 0.7: a list for folder data (`from_paths`, test folders), the numpy
-        # array of the split for `from_csv` / `from_names_and_array`.
-        self.fnames = fnames if isinstance(fnames, np.ndarray) else list(fnames)
+    _native = None
+
+    def __init__(self, transform=None):
         self.transform = transform
-        self.classes = classes
-        self._native = native
-        # Random transforms are re-drawn on every access (as the original); the draws follow
-        # the data seed, on the dataset-item stream (apart from the loaders' epochs).
-        self._draws = itertools.count()
-
-    @property
-    def y(self):
-        """The labels, as the loaders and precompute read them: int64 class indices, float32
-        n-hot or regression rows, float32 zeros (N,) for an unlabelled test set."""
-        return self._native.dataset.y
-
-    def __len__(self):
-        return len(self.fnames)
-
-    @property
-    def n(self):
-        return len(self)
+        self.n = self.get_n()
+        self.c = self.get_c()
+        self.sz = self.get_sz()
 
     def get_n(self):
-        return self.n
-
-    @property
-    def sz(self):
-        return self.transform.sz
-
-    def get_sz(self):
-        return self.sz
-
-    @property
-    def c(self):
-        return self.get_c()
+        raise NotImplementedError
 
     def get_c(self):
-        if self.classes:
-            return len(self.classes)
-        return int(self.y.max()) + 1 if len(self.y) else 0
+        raise NotImplementedError
+
+    def get_sz(self):
+        raise NotImplementedError
 
     def get_x(self, i):
-        return open_image(os.path.join(self.path, self.fnames[i]))
+        raise NotImplementedError
 
     def get_y(self, i):
-        return self.y[i]
+        raise NotImplementedError
 
-    def _item(self, i):
+    @property
+    def is_multi(self):
+        return False
+
+    @property
+    def is_reg(self):
+        return False
+
+    def get(self, tfm, x, y):
+        return (x, y) if tfm is None else tfm(x, y)
+
+    def get1item(self, idx):
+        x, y = self.get_x(idx), self.get_y(idx)
+        return self.get(self.transform, x, y)
+
+    def _fused_item(self, i):
+        """Item `i` from the Rust loader serving this dataset, with a new draw of its random
+        transforms on every access (as the original re-augmented); the draws follow the data
+        seed, on the dataset-item stream (apart from the loaders' epochs)."""
         i = int(i)
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} items")
+        if "_draws" not in self.__dict__:
+            self._draws = itertools.count()
         return self._native.item(i, next(self._draws)), self.get_y(i)
+
+    def _item(self, i):
+        if self._native is not None and self._native.pipeline is not None:
+            return self._fused_item(i)
+        return self.get1item(i)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -303,8 +310,11 @@ class FilesDataset:
             return np.stack(xs), ys
         return self._item(idx)
 
+    def __len__(self):
+        return self.n
+
     def denorm(self, arr):
-        """Undo normalisation for display: (N, 3, H, W) -> (N, H, W, 3); (3, H, W) -> (H, W, 3)."""
+        """Undo normalisation for display: (N, C, H, W) -> (N, H, W, C); (C, H, W) -> (H, W, C)."""
         if isinstance(arr, torch.Tensor):
             arr = arr.detach().cpu().numpy()
         arr = np.asarray(arr, dtype=np.float32)
@@ -313,65 +323,117 @@ class FilesDataset:
         return self.transform.denorm(np.moveaxis(arr, 1, -1))
 
 
-class FilesIndexArrayDataset(FilesDataset):
-    """Single-label: `y` is int64 class indices."""
+class FilesDataset(BaseDataset):
+    """Image files `fnames` under `path` (fastai 0.7's abstract file dataset: a subclass gives
+    `get_y` and `get_c`)."""
 
+    def __init__(self, fnames, transform, path):
+        self.path = path
+        # As in fastai 0.7: a list for folder data (`from_paths`, test folders), the numpy
+        # array of the split for `from_csv` / `from_names_and_array`.
+        self.fnames = fnames
+        super().__init__(transform)
 
-class FilesNhotArrayDataset(FilesDataset):
-    """Multi-label: `y` is a float32 n-hot matrix (N, c)."""
+    def get_sz(self):
+        return self.transform.sz
 
-    is_multi = True
+    def get_x(self, i):
+        return open_image(os.path.join(self.path, self.fnames[i]))
 
-    def get_c(self):
-        return self.y.shape[1]
+    def get_n(self):
+        return len(self.fnames)
+
+    def resize_imgs(self, targ, new_path):
+        """Copies of the files with their smaller side `targ` under `path/new_path/targ` (the
+        same relative names), and this dataset's class over them."""
+        dst = os.path.join(os.fspath(self.path), os.fspath(new_path), str(int(targ)))
+        pool = _native.ThreadPool(os.cpu_count() or 1)
+        _native.resize_images(os.fspath(self.path), dst, [os.fspath(f) for f in self.fnames],
+                              int(targ), pool, False)
+        return self.__class__(self.fnames, self.y, self.transform, dst)
 
 
 class FilesArrayDataset(FilesDataset):
-    """Regression: `y` is float32 (N, k)."""
+    """Files with labels `y` (one row per file); regression when built by `from_csv(...,
+    continuous=True)`."""
 
-    is_reg = True
+    def __init__(self, fnames, y, transform, path):
+        self.y = y
+        assert len(fnames) == len(y)
+        super().__init__(fnames, transform, path)
+
+    def get_y(self, i):
+        return self.y[i]
 
     def get_c(self):
-        return self.y.shape[1] if self.y.ndim > 1 else 1
+        return self.y.shape[1] if len(self.y.shape) > 1 else 0
 
 
-class _TestDataset(FilesDataset):
+class FilesIndexArrayDataset(FilesArrayDataset):
+    """Single-label: `y` is int64 class indices."""
+
+    def get_c(self):
+        return int(self.y.max()) + 1 if len(self.y) else 0
+
+
+class FilesNhotArrayDataset(FilesArrayDataset):
+    """Multi-label: `y` is a float32 n-hot matrix (N, c)."""
+
+    @property
+    def is_multi(self):
+        return True
+
+
+class FilesIndexArrayRegressionDataset(FilesArrayDataset):
+    """Regression targets (e.g. one box per image). fastai 0.7 made `is_reg` a method, which
+    code reading it as a flag saw as True; here it is the property it was meant to be."""
+
+    @property
+    def is_reg(self):
+        return True
+
+
+class _RegFilesArrayDataset(FilesArrayDataset):
+    """What `from_csv(..., continuous=True)` builds: float32 rows, regression."""
+
+    @property
+    def is_reg(self):
+        return True
+
+
+class _TestDataset(FilesArrayDataset):
+    """An unlabelled test folder: y is float32 zeros (N,), c is 0."""
+
     def get_c(self):
         return 0
 
 
-class ArraysDataset(FilesDataset):
-    """In-memory items (`from_arrays`): `ds[i] -> (x, y)`, x transformed (in Rust) when the
-    dataset has a transform, else `x[i]` as float32. No files: no `path` or `fnames`."""
+class ArraysDataset(BaseDataset):
+    """Items held in arrays: `get_x(i) = x[i]`, `get_y(i) = y[i]`, `sz = x.shape[1]` (fastai
+    0.7's abstract array dataset: a subclass gives `get_c`)."""
 
-    def __init__(self, x, y, transform, native, classes=None, c=None):
-        self.x, self.transform, self.classes = x, transform, classes
-        # The labels when no Rust dataset holds them (untransformed arrays, no loader).
-        self._y = y
-        self._native, self._c = native, c
-        self._draws = itertools.count()
-
-    @property
-    def y(self):
-        return self._y if self._native is None else self._native.dataset.y
-
-    def __len__(self):
-        return len(self.x)
-
-    @property
-    def sz(self):
-        return self.transform.sz if self.transform is not None else self.x.shape[1]
-
-    def get_c(self):
-        return self._c if self._c is not None and not self.classes else super().get_c()
+    def __init__(self, x, y, transform):
+        self.x, self.y = x, y
+        assert len(x) == len(y)
+        super().__init__(transform)
 
     def get_x(self, i):
         return self.x[i]
 
-    def _item(self, i):
-        if self._native is None:
-            return np.asarray(self.x[int(i)], dtype=np.float32), self.get_y(int(i))
-        return super()._item(i)
+    def get_y(self, i):
+        return self.y[i]
+
+    def get_n(self):
+        return len(self.y)
+
+    def get_sz(self):
+        return self.x.shape[1]
+
+    def get1item(self, idx):
+        if self.transform is None and type(self).get_x is ArraysDataset.get_x:
+            # Untransformed items come out as the float32 the loaders batch them as.
+            return np.asarray(self.x[idx], dtype=np.float32), self.get_y(idx)
+        return super().get1item(idx)
 
     def denorm(self, arr):
         if self.transform is None:
@@ -382,51 +444,212 @@ class ArraysDataset(FilesDataset):
 class ArraysIndexDataset(ArraysDataset):
     """Single-label: `y` is int64 class indices."""
 
+    def get_c(self):
+        return int(self.y.max()) + 1 if len(self.y) else 0
 
-class _ArrayLoader:
-    """Batches of untransformed in-memory items (`from_arrays` without transforms): x float32
-    `x[idx]`, y int64; a new order every pass when shuffling, the same `epoch_order` as the
-    Rust loaders."""
 
-    def __init__(self, dataset, batch_size, shuffle, seed):
-        self.dataset, self.batch_size, self.shuffle, self._seed = dataset, batch_size, shuffle, seed
-        self._native = None
-        self._epoch = 0
+class ArraysIndexRegressionDataset(ArraysIndexDataset):
+    @property
+    def is_reg(self):
+        return True
 
-    def __len__(self):
-        return -(-len(self.dataset) // self.batch_size)
 
-    def __iter__(self):
-        epoch, self._epoch = self._epoch, self._epoch + 1
-        n = len(self.dataset)
-        order = np.asarray(_native.epoch_order(n, self._seed, epoch) if self.shuffle else range(n),
-                           dtype=np.int64)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
-            x = torch.from_numpy(np.ascontiguousarray(self.dataset.x[idx], dtype=np.float32))
-            yield x, torch.from_numpy(np.asarray(self.dataset.y[idx]))
+class ArraysNhotDataset(ArraysDataset):
+    def get_c(self):
+        return self.y.shape[1]
+
+    @property
+    def is_multi(self):
+        return True
+
+
+# The library's dataset classes the Rust loaders serve without Python, by the kind of labels
+# the Rust dataset holds. A subclass keeps the fused path only while it leaves the item
+# protocol alone (it may add attributes or override `get_c`, `is_multi`, ...).
+_FUSED_KINDS = {
+    FilesIndexArrayDataset: "class", FilesNhotArrayDataset: "multihot",
+    FilesArrayDataset: "continuous", FilesIndexArrayRegressionDataset: "continuous",
+    _RegFilesArrayDataset: "continuous", _TestDataset: "none",
+    ArraysIndexDataset: "class", ArraysIndexRegressionDataset: "continuous",
+    ArraysNhotDataset: "multihot",
+}
+_ITEM_PROTOCOL = ("get_x", "get_y", "get", "get1item", "__getitem__", "_item", "get_n", "__len__")
+
+
+def _fused_kind(ds):
+    """The label kind of the Rust dataset that can serve `ds` without Python ('class',
+    'multihot', 'continuous', 'none'), or None when Python must make its items: a class (or
+    method) of the user's in the item protocol, a transform that runs only in Python, labels
+    or images the Rust dataset does not hold as given (they would come out other than 0.7's)."""
+    base = next((b for b in type(ds).__mro__ if b in _FUSED_KINDS), None)
+    if base is None or any(getattr(type(ds), m) is not getattr(base, m) for m in _ITEM_PROTOCOL):
+        return None
+    if any(m in vars(ds) for m in _ITEM_PROTOCOL):  # methods patched on the instance
+        return None
+    tfm = ds.transform
+    if not isinstance(tfm, _transforms.Transforms) or not tfm.fusable:
+        return None
+    kind = _FUSED_KINDS[base]
+    if kind != "none":
+        y = np.asarray(ds.y)
+        if len(y) != len(ds):
+            return None
+        if kind == "class" and not (y.ndim == 1 and y.dtype.kind in "iu"):
+            return None
+        if kind in ("multihot", "continuous") and not (y.ndim == 2 and y.dtype.kind in "fiub"):
+            return None
+    if isinstance(ds, ArraysDataset):
+        x = ds.x
+        if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[3] == 3
+                and x.dtype in (np.uint8, np.float32)):
+            return None
+    return kind
+
+
+def _python_item_fn(ds):
+    """What the Rust loader calls for item i of a dataset it cannot run itself: `ds[i]`, as
+    fastai 0.7's loader did (get_x, get_y, then the transform), with x brought to a float32
+    array (float64 and torch tensors convert as 0.7's batching converted them) and y to None,
+    an int or an int64/float32 array; Rust checks the shapes. An exception from the user's
+    code reaches the caller as itself, with a note naming the dataset, the item and its file."""
+    name = type(ds).__name__
+
+    def where(i):
+        try:
+            return f" ({os.path.join(ds.path, ds.fnames[i])})"
+        except Exception:  # noqa: BLE001 -- a dataset without files (or odd names)
+            return ""
+
+    def item(i):
+        try:
+            x, y = ds[i]
+        except BaseException as e:
+            if isinstance(e, Exception):
+                e.add_note(f"raised while making item {i} of {name}{where(i)} for a loader")
+            raise
+        if torch.is_tensor(x):
+            x = x.detach().cpu().numpy()
+        if isinstance(x, np.ndarray) and x.dtype == np.float64:
+            x = x.astype(np.float32)
+        return x, _item_y(y, name, i)
+
+    return item
+
+
+def _item_y(y, name, i):
+    if y is None:
+        return None
+    if torch.is_tensor(y):
+        y = y.detach().cpu().numpy()
+    a = np.asarray(y)
+    if a.dtype.kind in "iub":
+        return int(a) if a.ndim == 0 else np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype.kind == "f":
+        # np.array, not ascontiguousarray: that would make a 0-d float (a scalar y) 1-d.
+        return np.array(a, dtype=np.float32, order="C")
+    raise ValueError(f"{name} item {i}: y is {a.dtype} of shape {a.shape}; expected an integer "
+                     "class index, a number, or a numeric array")
+
+
+def _item_files(ds):
+    try:
+        return [os.path.join(os.fspath(ds.path), os.fspath(f)) for f in ds.fnames]
+    except Exception:  # noqa: BLE001 -- a dataset without files
+        return None
+
+
+class _Loaders:
+    """What the loaders of one data object share: the worker threads, the seed, skip_bad, and
+    the Rust datasets (one per set of items, so a split's two loaders share theirs)."""
+
+    def __init__(self, num_workers, seed, skip_bad=False):
+        self.pool = _native.ThreadPool(num_workers if num_workers else 1)
+        self.seed, self.skip_bad = seed, skip_bad
+        self._datasets = {}
+
+    def native(self, ds, bs, shuffle, tta=False):
+        """The Rust loader of `ds` (None for untransformed arrays, batched in Python)."""
+        if ds.transform is None:
+            return None
+        kind = _fused_kind(ds)
+        if kind is None:
+            nds = _native.Dataset.from_python(_python_item_fn(ds), len(ds), type(ds).__name__,
+                                              _item_files(ds))
+            sz = getattr(ds.transform, "sz", None)
+            return _native.DataLoader(nds, None, self.pool, bs=bs, shuffle=shuffle, seed=self.seed,
+                                      tta=tta, sz=int(sz) if isinstance(sz, (int, np.integer)) else None)
+        arrays = isinstance(ds, ArraysDataset)
+        items = ds.x if arrays else ds.fnames
+        key = (arrays, id(items), id(getattr(ds, "y", None)), kind,
+               None if arrays else os.fspath(ds.path))
+        # The key holds ids: each entry keeps the objects it names alive beside their dataset.
+        nds = self._datasets.get(key, (None,))[0]
+        if nds is None:
+            y = None if kind == "none" else np.ascontiguousarray(
+                ds.y, dtype=np.int64 if kind == "class" else np.float32)
+            if arrays:
+                nds = _native.Dataset.from_images(np.ascontiguousarray(items), kind, y)
+            else:
+                nds = _native.Dataset.from_files(os.fspath(ds.path), [os.fspath(f) for f in items],
+                                                 kind, y)
+            self._datasets[key] = (nds, items, getattr(ds, "y", None))
+        native = _native.DataLoader(nds, ds.transform._pipeline, self.pool, bs=bs, shuffle=shuffle,
+                                    seed=self.seed, skip_bad=self.skip_bad, tta=tta)
+        ds._native = native
+        return native
 
 
 class DataLoader:
-    """Batches of a dataset as torch tensors: x float32 (bs, 3, sz, sz), y int64 (bs,) (float
-    for multi-label/regression). Iterable any number of times; each pass is a new epoch (a new
-    order when shuffling, new augmentations). `_native` is the Rust loader."""
+    """Batches of a dataset as torch tensors: x float32 (bs, C, sz, sz), y as the dataset gives
+    it (int64 class indices, float rows, masks, ...). Iterable any number of times; each pass
+    is a new epoch (a new order when shuffling, new augmentations). `_native` is the Rust
+    loader; None for untransformed items, which are batched here."""
 
-    def __init__(self, dataset, native, batch_size, shuffle, num_workers):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
+                 pad_idx=0, num_workers=None, pin_memory=False, drop_last=False, pre_pad=True,
+                 half=False, transpose=False, transpose_y=False, *, _native_loader=False, _seed=None):
+        _check_loader_args(batch_size, 0 if num_workers is None else num_workers)
         self.dataset = dataset
-        self._native = native
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.num_workers = num_workers
+        self._seed = _seed_or_random(_seed)
+        if _native_loader is False:
+            # Made directly by the user (`DataLoader(ds)`): its own threads.
+            workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+            _native_loader = _Loaders(workers or 1, self._seed).native(dataset, batch_size, shuffle)
+        self._native = _native_loader
         self._epoch = 0
 
     def __len__(self):
+        if self._native is None:
+            return -(-len(self.dataset) // self.batch_size)
         return len(self._native)
 
     def __iter__(self):
         epoch = self._epoch
         self._epoch += 1
+        if self._native is None:
+            return self._python_batches(epoch)
         return self._batches(epoch)
+
+    def _python_batches(self, epoch):
+        """Untransformed items: x float32, y as the dataset holds it; a new order every pass
+        when shuffling, the same `epoch_order` as the Rust loaders."""
+        ds = self.dataset
+        n = len(ds)
+        order = np.asarray(_native.epoch_order(n, self._seed, epoch) if self.shuffle else range(n),
+                           dtype=np.int64)
+        plain = isinstance(ds, ArraysDataset) and _fused_base_protocol(ds)
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            if plain:
+                x = np.ascontiguousarray(ds.x[idx], dtype=np.float32)
+                y = np.asarray(ds.y[idx])
+            else:
+                xs, ys = zip(*[ds[int(j)] for j in idx])
+                x, y = np.stack(xs).astype(np.float32, copy=False), np.stack([np.asarray(v) for v in ys])
+            yield torch.from_numpy(x), torch.from_numpy(y)
 
     def _batches(self, epoch):
         to_gpu = core.USE_GPU and torch.cuda.is_available()
@@ -447,6 +670,12 @@ class DataLoader:
             it.close()
 
 
+def _fused_base_protocol(ds):
+    """Whether `ds`'s class leaves the item protocol of the library class it derives from."""
+    base = next((b for b in type(ds).__mro__ if b in _FUSED_KINDS), None)
+    return base is not None and all(getattr(type(ds), m) is getattr(base, m) for m in _ITEM_PROTOCOL)
+
+
 def _seed_or_random(seed):
     if seed is None:
         return int.from_bytes(os.urandom(8), "little") >> 1
@@ -463,78 +692,15 @@ class _Split:
         self.fnames, self.y, self.x = fnames, y, x
 
 
-class ImageClassifierData:
-    """Training, validation (and optional test) images with their six loaders (spec §2.4)."""
+class ModelData:
+    """fastai 0.7's base data object: a path and the training, validation (and test) loaders."""
 
-    def __init__(self, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad=False,
-                 kind="class", skipped=None, img_path=None, c=None):
-        """The one builder behind every constructor: `trn`, `val` and `test` (or None) are
-        `_Split`s, all of files or all of arrays; `kind` says what labels are ('class',
-        'multihot', 'continuous'); `c` is the class count of arrays without class names."""
-        arrays = trn.x is not None
-        if not arrays:
-            _require_tfms(tfms)
-        _check_loader_args(bs, num_workers)
-        has_tfms = _has_tfms(tfms)
-        self.path, self.bs, self.num_workers = path, bs, num_workers
-        # Where the images are read from: `path`, or the copies made by `resize` (None: arrays).
-        self.img_path = None if arrays else (path if img_path is None else img_path)
-        # What `resize` needs to build the same data on the copies.
-        self._splits = None if arrays else (trn, val, test)
-        self._tfms, self._skip_bad, self._kind = tfms, skip_bad, kind
-        self.classes, self.seed = classes, seed
-        self.skipped = skipped or {}
-        self._pool = _native.ThreadPool(num_workers if num_workers else 1)
-        trn_tfm, val_tfm = tfms if has_tfms else (None, None)
-        ds_cls = {"class": FilesIndexArrayDataset, "multihot": FilesNhotArrayDataset,
-                  "continuous": FilesArrayDataset}[kind]
+    def __init__(self, path, trn_dl, val_dl, test_dl=None):
+        self.path, self.trn_dl, self.val_dl, self.test_dl = path, trn_dl, val_dl, test_dl
 
-        def dataset(split):
-            """The split's Rust dataset (items and labels), shared by its two loaders."""
-            if split is None or not has_tfms:
-                return None
-            tk = kind if split.y is not None else "none"
-            y = None if split.y is None else np.ascontiguousarray(
-                split.y, dtype=np.int64 if tk == "class" else np.float32)
-            if arrays:
-                return _native.Dataset.from_images(np.ascontiguousarray(split.x), tk, y)
-            return _native.Dataset.from_files(os.fspath(self.img_path), list(split.fnames), tk, y)
-
-        def make(split, nds, tfm, shuffle, tta=False):
-            if nds is None:  # arrays without transforms: no Rust loader
-                y = split.y if split.y is not None else np.zeros(len(split.x), dtype=np.float32)
-                return _ArrayLoader(ArraysIndexDataset(split.x, y, None, None, classes, c), bs,
-                                    shuffle, seed)
-            native = _native.DataLoader(nds, tfm._pipeline, self._pool, bs=bs, shuffle=shuffle,
-                                        seed=seed, skip_bad=skip_bad, tta=tta)
-            if arrays:
-                ds = ArraysIndexDataset(split.x, None, tfm, native, classes, c)
-            else:
-                cls = ds_cls if split.y is not None else _TestDataset
-                ds = cls(split.fnames, tfm, self.img_path, native, classes)
-            return DataLoader(ds, native, bs, shuffle, num_workers)
-
-        trn_ds, val_ds = dataset(trn), dataset(val)
-        self.trn_dl = make(trn, trn_ds, trn_tfm, True)
-        self.val_dl = make(val, val_ds, val_tfm, False)
-        self.fix_dl = make(trn, trn_ds, val_tfm, False)
-        # Test-time augmentation: the training transform, drawing on its own stream.
-        self.aug_dl = make(val, val_ds, trn_tfm, False, tta=True)
-        if test is not None:
-            test_ds = dataset(test)
-            self.test_dl = make(test, test_ds, val_tfm, False)
-            self.test_aug_dl = make(test, test_ds, trn_tfm, False, tta=True)
-        else:
-            self.test_dl = self.test_aug_dl = None
-
-    # --- the original's properties -------------------------------------------------------
-    @property
-    def sz(self):
-        return self.trn_ds.sz
-
-    @property
-    def c(self):
-        return self.trn_ds.c
+    @classmethod
+    def from_dls(cls, path, trn_dl, val_dl, test_dl=None):
+        return cls(path, trn_dl, val_dl, test_dl)
 
     @property
     def trn_ds(self):
@@ -546,7 +712,7 @@ class ImageClassifierData:
 
     @property
     def test_ds(self):
-        if self.test_dl is None:
+        if getattr(self, "test_dl", None) is None:
             raise AttributeError("no test set: pass test_name= to from_paths/from_csv")
         return self.test_dl.dataset
 
@@ -558,13 +724,155 @@ class ImageClassifierData:
     def val_y(self):
         return self.val_ds.y
 
+    # Settable, as real code assigns them (`md.is_multi = False`); the dataset's by default.
     @property
     def is_multi(self):
-        return self.trn_ds.is_multi
+        v = self.__dict__.get("_is_multi")
+        return self.trn_ds.is_multi if v is None else v
+
+    @is_multi.setter
+    def is_multi(self, value):
+        self._is_multi = value
 
     @property
     def is_reg(self):
-        return self.trn_ds.is_reg
+        v = self.__dict__.get("_is_reg")
+        return self.trn_ds.is_reg if v is None else v
+
+    @is_reg.setter
+    def is_reg(self, value):
+        self._is_reg = value
+
+
+class ImageData(ModelData):
+    """Images with their six loaders: `datasets` is fastai 0.7's list [trn, val, fix, aug, test,
+    test_aug] (the last two may be None), as `get_ds` makes it."""
+
+    def __init__(self, path, datasets, bs, num_workers, classes):
+        # Datasets of the user's: no image folder of ours to resize, nothing skipped by a scan.
+        self.img_path, self._splits, self.skipped = path, None, {}
+        self._setup(path, datasets, bs, num_workers, classes, seed=None)
+
+    def _setup(self, path, datasets, bs, num_workers, classes, seed, skip_bad=False):
+        _check_loader_args(bs, num_workers)
+        datasets = list(datasets) + [None] * (6 - len(datasets))
+        if len(datasets) != 6 or datasets[0] is None or datasets[1] is None:
+            raise ValueError("datasets must be [trn, val, fix, aug, test, test_aug] (as get_ds "
+                             "returns), the first two not None")
+        self.path, self.bs, self.num_workers, self.classes = path, bs, num_workers, classes
+        self.seed = _seed_or_random(seed)
+        self._loaders = _Loaders(num_workers, self.seed, skip_bad)
+        self._pool = self._loaders.pool
+        trn, val, fix, aug, test, test_aug = datasets
+
+        def dl(ds, shuffle, tta=False):
+            if ds is None:
+                return None
+            native = self._loaders.native(ds, bs, shuffle, tta)
+            return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=num_workers,
+                              _native_loader=native, _seed=self.seed)
+
+        self.trn_dl, self.val_dl = dl(trn, True), dl(val, False)
+        self.fix_dl = dl(fix, False)
+        # Test-time augmentation: the training transform, drawing on its own stream.
+        self.aug_dl = dl(aug, False, tta=True)
+        self.test_dl, self.test_aug_dl = dl(test, False), dl(test_aug, False, tta=True)
+
+    @staticmethod
+    def get_ds(fn, trn, val, tfms, test=None, **kwargs):
+        """fastai 0.7's six datasets: `fn(x, second, tfm, **kwargs)` for training (training
+        transform), validation, fix (training items, validation transform), aug (validation
+        items, training transform), and the test set's two when `test` is given (a tuple is
+        used as given, else its labels are float zeros (n, 1))."""
+        res = [
+            fn(trn[0], trn[1], tfms[0], **kwargs),
+            fn(val[0], val[1], tfms[1], **kwargs),
+            fn(trn[0], trn[1], tfms[1], **kwargs),
+            fn(val[0], val[1], tfms[0], **kwargs),
+        ]
+        if test is not None:
+            if isinstance(test, tuple):
+                test_lbls, test = test[1], test[0]
+            else:
+                test_lbls = np.zeros((len(test), 1))
+            res += [fn(test, test_lbls, tfms[1], **kwargs), fn(test, test_lbls, tfms[0], **kwargs)]
+        else:
+            res += [None, None]
+        return res
+
+    @property
+    def sz(self):
+        return self.trn_ds.sz
+
+    @property
+    def c(self):
+        return self.trn_ds.c
+
+
+class ImageClassifierData(ImageData):
+    """Training, validation (and optional test) images with their six loaders (spec §2.4).
+    The constructor is fastai 0.7's, `ImageClassifierData(path, datasets, bs, num_workers,
+    classes)`; the class methods build the datasets from folders, a CSV or arrays."""
+
+    @classmethod
+    def _build(cls, path, bs, num_workers, classes, seed, trn, val, test, tfms, skip_bad=False,
+               kind="class", skipped=None, img_path=None, c=None):
+        """The one builder behind every class method: `trn`, `val` and `test` (or None) are
+        `_Split`s, all of files or all of arrays; `kind` says what labels are ('class',
+        'multihot', 'continuous'); `c` is the class count of arrays without class names."""
+        arrays = trn.x is not None
+        if not arrays:
+            _require_tfms(tfms)
+        _check_loader_args(bs, num_workers)
+        has_tfms = _has_tfms(tfms)
+        trn_tfm, val_tfm = tfms if has_tfms else (None, None)
+        self = cls.__new__(cls)
+        # Where the images are read from: `path`, or the copies made by `resize` (None: arrays).
+        self.img_path = None if arrays else (path if img_path is None else img_path)
+        # What `resize` needs to build the same data on the copies.
+        self._splits = None if arrays else (trn, val, test)
+        self._tfms, self._skip_bad, self._kind = tfms, skip_bad, kind
+        self.skipped = skipped or {}
+        files_cls = {"class": FilesIndexArrayDataset, "multihot": FilesNhotArrayDataset,
+                     "continuous": _RegFilesArrayDataset}[kind]
+
+        def labels(split):
+            if split.y is None:
+                return np.zeros(len(split.x if arrays else split.fnames), dtype=np.float32)
+            return np.ascontiguousarray(split.y, dtype=np.int64 if kind == "class" else np.float32)
+
+        # Each split's file list once, so its two datasets (and Rust datasets) share it.
+        names = {id(sp): (sp.fnames if isinstance(sp.fnames, np.ndarray) else list(sp.fnames))
+                 for sp in (trn, val, test) if sp is not None and not arrays}
+
+        def make(split, y, tfm):
+            if split is None:
+                return None
+            if arrays:
+                ds = ArraysIndexDataset(split.x, y, tfm)
+                if tfm is not None:
+                    ds.sz = tfm.sz
+                ds.c = c if c is not None and not classes else ds.c
+            else:
+                fn_cls = files_cls if split.y is not None else _TestDataset
+                ds = fn_cls(names[id(split)], y, tfm, self.img_path)
+            if classes and not (split.y is None and not arrays):
+                ds.c = len(classes)
+            ds.classes = classes
+            return ds
+
+        datasets = []
+        for split, tfm_pair in ((trn, (trn_tfm, val_tfm)), (val, (val_tfm, trn_tfm))):
+            # The split's labels once, so its two datasets (and Rust datasets) share them.
+            y = labels(split)
+            datasets.append((split, y, tfm_pair))
+        (t, ty, (t0, t1)), (v, vy, (v1, v0)) = datasets
+        ds = [make(t, ty, t0), make(v, vy, v1), make(t, ty, t1), make(v, vy, v0)]
+        if test is not None:
+            sy = labels(test)
+            ds += [make(test, sy, val_tfm), make(test, sy, trn_tfm)]
+        ImageData._setup(self, path, ds, bs, num_workers, classes, seed, skip_bad)
+        return self
 
     # --- resized copies ------------------------------------------------------------------
     def resize(self, targ_sz, new_path="tmp"):
@@ -578,8 +886,9 @@ class ImageClassifierData:
         existed), so after an interrupt the next call finishes the job. `path`
         stays as it was, so `models/` and `tmp/` stay in the folder you chose (the original
         moved them under `path/tmp/<sz>/`); the copies' folder is the new data's `img_path`."""
-        if self._splits is None:
-            raise ValueError("resize: this data holds arrays (from_arrays), not image files")
+        if getattr(self, "_splits", None) is None:
+            raise ValueError("resize: this data holds arrays (from_arrays) or datasets of your "
+                             "own, not image files of a class method")
         targ = int(targ_sz)
         if targ < 1:
             raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
@@ -603,9 +912,9 @@ class ImageClassifierData:
             warnings.warn(f"resize: {len(failed)} image(s) could not be read and have no copy "
                           f"(skip_bad=True skips them in the loaders too): {shown}",
                           stacklevel=core.user_stacklevel())
-        return self.__class__(self.path, self.bs, self.num_workers, self.classes, self.seed, trn, val,
-                              test, self._tfms, self._skip_bad, kind=self._kind, skipped=self.skipped,
-                              img_path=dst)
+        return self.__class__._build(self.path, self.bs, self.num_workers, self.classes, self.seed,
+                                     trn, val, test, self._tfms, self._skip_bad, kind=self._kind,
+                                     skipped=self.skipped, img_path=dst)
 
     # --- constructors --------------------------------------------------------------------
     @classmethod
@@ -628,7 +937,7 @@ class ImageClassifierData:
                 test = _Split(tf)
             skipped[test_name] = sk
         _warn_non_images(skipped)
-        return cls(path, bs, num_workers, classes, _seed_or_random(seed), _Split(trn_f, trn_y),
+        return cls._build(path, bs, num_workers, classes, _seed_or_random(seed), _Split(trn_f, trn_y),
                    _Split(val_f, val_y), test, tfms, skip_bad, skipped=skipped)
 
     @classmethod
@@ -657,6 +966,10 @@ class ImageClassifierData:
                     raise ValueError(f"from_arrays: {what} labels must be {len(x)} integer class "
                                      f"indices, got {y.dtype} of shape {y.shape}")
                 y = y.astype(np.int64)
+            if has_tfms and (x.ndim != 4 or x.shape[3] != 3):
+                # The Rust transforms take RGB images; other data goes through a dataset class
+                # of your own (`ImageClassifierData.get_ds`), whose transform runs in Python.
+                raise ValueError(f"from_arrays: images must be an (N, H, W, 3) array, got shape {x.shape}")
             if has_tfms and x.dtype.kind == "f" and x.size:
                 # The transforms scale floats as [0, 1]: 0-255 floats would come out 255x too
                 # bright, and a NaN would spread through every layer.
@@ -680,7 +993,7 @@ class ImageClassifierData:
             if len(y) and (y.min() < 0 or y.max() >= n_classes):
                 raise ValueError(f"from_arrays: labels must be class indices in 0..{n_classes - 1} "
                                  f"(found {int(y.min())}..{int(y.max())})")
-        return cls(path, bs, num_workers, classes, _seed_or_random(seed), trn_p, val_p, test_p,
+        return cls._build(path, bs, num_workers, classes, _seed_or_random(seed), trn_p, val_p, test_p,
                    tfms, c=n_classes)
 
     @classmethod
@@ -743,5 +1056,5 @@ class ImageClassifierData:
         if test_name:
             tf, _ = _native.scan_flat(os.fspath(path), test_name)
             test = _Split(tf)
-        return cls(path, bs, num_workers, list(classes), _seed_or_random(seed), trn, val, test,
+        return cls._build(path, bs, num_workers, list(classes), _seed_or_random(seed), trn, val, test,
                    tfms, skip_bad, kind=kind)

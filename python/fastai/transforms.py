@@ -1001,7 +1001,8 @@ class Transforms:
         if self._native_pipeline is None:
             reason = self._unfusable()
             if reason is not None:
-                raise NotImplementedError(f"{reason} runs only in Python; loaders cannot use it yet")
+                raise NotImplementedError(f"{reason} runs only in Python: there is no fused pipeline "
+                                          "(the loaders call this transform per item instead)")
             self._native_pipeline = _native.Pipeline(**self._pipeline_args())
         return self._native_pipeline
 

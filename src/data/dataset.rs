@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::image::decode::decode_file;
 use crate::transforms::{Src, SrcRef};
@@ -12,13 +13,155 @@ use crate::util::hash::KeyHasher;
 use crate::{Error, Result};
 
 /// The labels of a dataset (or of one batch), in one dtype per kind: int64 class indices for
-/// single-label data, float32 rows for multi-label n-hot and for regression.
+/// single-label data, float32 rows for multi-label n-hot and for regression; `PerItem` holds
+/// what a user's `get_y` gave for each item when it is not a class index (masks, boxes,
+/// float scalars, n-hot rows), `n` arrays of `shape` one after the other.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Targets {
     Class(Vec<i64>),
-    MultiHot { data: Vec<f32>, c: usize },
-    Continuous { data: Vec<f32>, dim: usize },
+    MultiHot {
+        data: Vec<f32>,
+        c: usize,
+    },
+    Continuous {
+        data: Vec<f32>,
+        dim: usize,
+    },
+    PerItem {
+        data: Values,
+        shape: Vec<usize>,
+        n: usize,
+    },
     Unlabelled,
+}
+
+/// The values of per-item target arrays: int64 (class-index masks) or float32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+}
+
+impl Values {
+    fn dtype(&self) -> &'static str {
+        match self {
+            Values::I64(_) => "int64",
+            Values::F32(_) => "float32",
+        }
+    }
+}
+
+/// The y of one item made by user code, before it is collated into a batch's [`Targets`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ItemTarget {
+    /// An integer scalar: a class index.
+    Class(i64),
+    /// Anything else: a float scalar (shape `[]`) or an array.
+    Array { data: Values, shape: Vec<usize> },
+    /// No label.
+    None,
+}
+
+/// One item made by user code: `x` is (C, sz, sz) float32, CHW, row-major.
+#[derive(Debug)]
+pub struct MadeItem {
+    pub x: Vec<f32>,
+    pub shape: [usize; 3],
+    pub y: ItemTarget,
+}
+
+/// Items made by user code (a Python dataset's `get_x`/`get_y` and transform): the loader calls
+/// `make` on its worker threads in place of decoding and running a pipeline.
+pub trait ItemMaker: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Item `index`, x transformed.
+    fn make(&self, index: usize) -> Result<MadeItem>;
+    /// How messages name item `index`: its dataset, the index, its file when there is one.
+    fn describe(&self, index: usize) -> String;
+}
+
+impl Targets {
+    /// The targets of `items` (one batch, in order) in the variant that fits them: class
+    /// indices, per-item arrays of one dtype and shape, or none. `describe` names an item for
+    /// the error when one differs from the first.
+    pub fn collate(items: Vec<ItemTarget>, describe: impl Fn(usize) -> String) -> Result<Targets> {
+        let n = items.len();
+        let mut iter = items.into_iter().enumerate();
+        let Some((_, first)) = iter.next() else {
+            return Ok(Targets::Unlabelled);
+        };
+        let differs = |k: usize, got: &ItemTarget, want: &ItemTarget| {
+            let what = |t: &ItemTarget| match t {
+                ItemTarget::Class(_) => "an integer class index".to_string(),
+                ItemTarget::Array { data, shape } => {
+                    format!("a {} array of shape {shape:?}", data.dtype())
+                }
+                ItemTarget::None => "no label".to_string(),
+            };
+            Error::InvalidArgument(format!(
+                "{}: y is {}, but the batch's first item gave {}; every item's y must have \
+                 the same type, dtype and shape",
+                describe(k),
+                what(got),
+                what(want)
+            ))
+        };
+        match first {
+            ItemTarget::None => {
+                for (k, t) in iter {
+                    if t != ItemTarget::None {
+                        return Err(differs(k, &t, &ItemTarget::None));
+                    }
+                }
+                Ok(Targets::Unlabelled)
+            }
+            ItemTarget::Class(c) => {
+                let mut v = Vec::with_capacity(n);
+                v.push(c);
+                for (k, t) in iter {
+                    match t {
+                        ItemTarget::Class(c) => v.push(c),
+                        other => return Err(differs(k, &other, &ItemTarget::Class(c))),
+                    }
+                }
+                Ok(Targets::Class(v))
+            }
+            ItemTarget::Array { mut data, shape } => {
+                for (k, t) in iter {
+                    match (&mut data, t) {
+                        (
+                            Values::I64(all),
+                            ItemTarget::Array {
+                                data: Values::I64(v),
+                                shape: s,
+                            },
+                        ) if s == shape => all.extend_from_slice(&v),
+                        (
+                            Values::F32(all),
+                            ItemTarget::Array {
+                                data: Values::F32(v),
+                                shape: s,
+                            },
+                        ) if s == shape => all.extend_from_slice(&v),
+                        (_, other) => {
+                            let want = ItemTarget::Array {
+                                data: match &data {
+                                    Values::I64(_) => Values::I64(Vec::new()),
+                                    Values::F32(_) => Values::F32(Vec::new()),
+                                },
+                                shape: shape.clone(),
+                            };
+                            return Err(differs(k, &other, &want));
+                        }
+                    }
+                }
+                Ok(Targets::PerItem { data, shape, n })
+            }
+        }
+    }
 }
 
 impl Targets {
@@ -28,6 +171,7 @@ impl Targets {
             Targets::Class(v) => Some(v.len()),
             Targets::MultiHot { data, c } => Some(if *c == 0 { 0 } else { data.len() / c }),
             Targets::Continuous { data, dim } => Some(if *dim == 0 { 0 } else { data.len() / dim }),
+            Targets::PerItem { n, .. } => Some(*n),
             Targets::Unlabelled => None,
         }
     }
@@ -49,6 +193,22 @@ impl Targets {
                 data: rows(data, *dim),
                 dim: *dim,
             },
+            Targets::PerItem { data, shape, .. } => {
+                let w: usize = shape.iter().product();
+                let data = match data {
+                    Values::I64(v) => Values::I64(
+                        idx.iter()
+                            .flat_map(|&i| v[i * w..(i + 1) * w].iter().copied())
+                            .collect(),
+                    ),
+                    Values::F32(v) => Values::F32(rows(v, w)),
+                };
+                Targets::PerItem {
+                    data,
+                    shape: shape.clone(),
+                    n: idx.len(),
+                }
+            }
             Targets::Unlabelled => Targets::Unlabelled,
         }
     }
@@ -120,6 +280,8 @@ pub enum Items {
     Files { root: PathBuf, names: Vec<String> },
     /// Images held in memory.
     Array(ImageArray),
+    /// Items made by user code on the loader's threads.
+    Made(Arc<dyn ItemMaker>),
 }
 
 /// The items of one split and their labels.
@@ -147,6 +309,22 @@ impl Dataset {
         Self::checked(Items::Array(images), targets)
     }
 
+    /// Items made by user code: their labels come with each item, so the dataset holds none.
+    pub fn from_maker(maker: Arc<dyn ItemMaker>) -> Self {
+        Dataset {
+            items: Items::Made(maker),
+            targets: Targets::Unlabelled,
+        }
+    }
+
+    /// The maker of items made by user code (None for files and arrays).
+    pub fn maker(&self) -> Option<&Arc<dyn ItemMaker>> {
+        match &self.items {
+            Items::Made(m) => Some(m),
+            _ => None,
+        }
+    }
+
     fn checked(items: Items, targets: Targets) -> Result<Self> {
         let ds = Dataset { items, targets };
         if let Some(n) = ds.targets.len() {
@@ -165,6 +343,7 @@ impl Dataset {
         match &self.items {
             Items::Files { names, .. } => names.len(),
             Items::Array(images) => images.len(),
+            Items::Made(m) => m.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -181,7 +360,7 @@ impl Dataset {
     pub fn root(&self) -> &Path {
         match &self.items {
             Items::Files { root, .. } => root,
-            Items::Array(_) => Path::new(ARRAY_ROOT),
+            Items::Array(_) | Items::Made(_) => Path::new(ARRAY_ROOT),
         }
     }
 
@@ -190,6 +369,7 @@ impl Dataset {
         match &self.items {
             Items::Files { root, names } => root.join(&names[i]),
             Items::Array(_) => Path::new(ARRAY_ROOT).join(format!("item {i}")),
+            Items::Made(m) => PathBuf::from(m.describe(i)),
         }
     }
 
@@ -197,7 +377,7 @@ impl Dataset {
     pub fn files(&self) -> Vec<PathBuf> {
         match &self.items {
             Items::Files { root, names } => names.iter().map(|f| root.join(f)).collect(),
-            Items::Array(_) => Vec::new(),
+            Items::Array(_) | Items::Made(_) => Vec::new(),
         }
     }
 
@@ -213,6 +393,10 @@ impl Dataset {
                     cols: decoded.width,
                 })
             }
+            Items::Made(m) => Err(Error::internal(format!(
+                "{}: items made by Python code have no pixels to decode",
+                m.describe(i)
+            ))),
         }
     }
 
@@ -225,6 +409,12 @@ impl Dataset {
                 Ok(())
             }
             Items::Files { root, .. } => hash_files(h, root, &self.files()),
+            // What Python code makes cannot be told from a key: such data is never cached.
+            Items::Made(_) => Err(Error::InvalidArgument(
+                "items made by Python code (a dataset's get_x/get_y or a Python transform) have \
+                 no content key"
+                    .into(),
+            )),
         }
     }
 }
@@ -268,6 +458,63 @@ mod tests {
             Targets::Class(vec![5, 6, 7]).select(&[1, 1]),
             Targets::Class(vec![6, 6])
         );
+    }
+
+    #[test]
+    fn collate_keeps_scalars_as_classes_and_stacks_arrays() {
+        let name = |k: usize| format!("item {k}");
+        let classes = vec![ItemTarget::Class(3), ItemTarget::Class(1)];
+        assert_eq!(
+            Targets::collate(classes, name).unwrap(),
+            Targets::Class(vec![3, 1])
+        );
+        let masks = vec![
+            ItemTarget::Array {
+                data: Values::I64(vec![1, 2, 3, 4]),
+                shape: vec![2, 2],
+            },
+            ItemTarget::Array {
+                data: Values::I64(vec![5, 6, 7, 8]),
+                shape: vec![2, 2],
+            },
+        ];
+        let t = Targets::collate(masks, name).unwrap();
+        assert_eq!(
+            t,
+            Targets::PerItem {
+                data: Values::I64((1..=8).collect()),
+                shape: vec![2, 2],
+                n: 2
+            }
+        );
+        assert_eq!(t.len(), Some(2));
+        assert_eq!(
+            t.select(&[1]),
+            Targets::PerItem {
+                data: Values::I64(vec![5, 6, 7, 8]),
+                shape: vec![2, 2],
+                n: 1
+            }
+        );
+        let mixed = vec![
+            ItemTarget::Array {
+                data: Values::F32(vec![0.5]),
+                shape: vec![],
+            },
+            ItemTarget::Array {
+                data: Values::F32(vec![0.5, 1.0]),
+                shape: vec![2],
+            },
+        ];
+        let err = Targets::collate(mixed, name).unwrap_err().to_string();
+        assert!(
+            err.contains("item 1: y is a float32 array of shape [2]"),
+            "{err}"
+        );
+        let err = Targets::collate(vec![ItemTarget::Class(0), ItemTarget::None], name)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("item 1: y is no label"), "{err}");
     }
 
     #[test]

@@ -7,26 +7,33 @@
 //! (which becomes the numpy/torch tensor memory without a copy). The order of an epoch comes
 //! from (seed, epoch) (`epoch_order`) and each item's augmentation from (seed, epoch, index), so batches do not
 //! depend on the number of threads. No Python is involved: workers never touch the GIL.
+//!
+//! A dataset of items made by user code ([`Items::Made`]) is served the same way (order,
+//! batching, prefetch, close), except that each worker asks the dataset's [`ItemMaker`] for its
+//! item instead of decoding and transforming; the first item fixes the (C, sz, sz) every other
+//! item must have, and the items' labels are collated per batch.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use super::dataset::{Dataset, Targets};
+use super::dataset::{Dataset, ItemMaker, Items, MadeItem, Targets};
 use crate::transforms::Pipeline;
 use crate::util::rng::{epoch_order, Stream};
 use crate::{Error, Result};
 
-/// One batch: `x` is `n × 3 × sz × sz` normalised floats, CHW, row-major.
+/// One batch: `x` is `n × c × sz × sz` floats, CHW, row-major (normalised RGB, `c` = 3, on the
+/// fused path; whatever channels user code made on the other).
 #[derive(Debug)]
 pub struct Batch {
     pub x: Vec<f32>,
     pub y: Targets,
     pub n: usize,
+    pub c: usize,
     pub sz: usize,
     /// The items of this batch left out as undecodable (`skip_bad`): (dataset index, path).
     pub skipped: Vec<(usize, PathBuf)>,
@@ -77,9 +84,21 @@ struct LatestPass {
     skipped: Vec<(usize, PathBuf)>,
 }
 
+/// What turns a dataset item into the floats of a batch.
+enum Work {
+    /// Decode (or read in memory) and run the Rust pipeline.
+    Fused(Arc<Pipeline>),
+    /// Ask the dataset's [`ItemMaker`]. `sz`: the size the caller's transform promises, when it
+    /// says; `shape`: the (C, sz, sz) of the first item made, which every later item must have.
+    Made {
+        sz: Option<usize>,
+        shape: OnceLock<[usize; 3]>,
+    },
+}
+
 struct Inner {
     dataset: Arc<Dataset>,
-    pipeline: Arc<Pipeline>,
+    work: Work,
     cfg: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
     /// Batch buffers handed back by consumers (`recycle`): a fresh 40 MB buffer per batch costs
@@ -119,6 +138,40 @@ impl DataLoader {
         cfg: LoaderConfig,
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self> {
+        if dataset.maker().is_some() {
+            return Err(Error::InvalidArgument(
+                "items made by Python code are not run through a Rust pipeline".into(),
+            ));
+        }
+        Self::with_work(dataset, Work::Fused(pipeline), cfg, pool)
+    }
+
+    /// A loader of items made by user code (`dataset` must be [`Dataset::from_maker`]'s); `sz`:
+    /// the size its transform promises (checked on every item), if known.
+    pub fn new_made(
+        dataset: Arc<Dataset>,
+        sz: Option<usize>,
+        cfg: LoaderConfig,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
+        if dataset.maker().is_none() {
+            return Err(Error::InvalidArgument(
+                "a loader of made items needs a dataset of made items".into(),
+            ));
+        }
+        let work = Work::Made {
+            sz,
+            shape: OnceLock::new(),
+        };
+        Self::with_work(dataset, work, cfg, pool)
+    }
+
+    fn with_work(
+        dataset: Arc<Dataset>,
+        work: Work,
+        cfg: LoaderConfig,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
         if cfg.batch_size == 0 {
             return Err(Error::InvalidArgument(
                 "batch size must be at least 1".into(),
@@ -127,7 +180,7 @@ impl DataLoader {
         Ok(DataLoader {
             inner: Arc::new(Inner {
                 dataset,
-                pipeline,
+                work,
                 cfg,
                 pool,
                 free: Mutex::new(Vec::new()),
@@ -162,8 +215,25 @@ impl DataLoader {
     pub fn batch_size(&self) -> usize {
         self.inner.cfg.batch_size
     }
+    /// The side of the items' squares: the pipeline's, else what the first made item had (or
+    /// the promised size; 0 while neither is known).
     pub fn sz(&self) -> usize {
-        self.inner.pipeline.sz()
+        match &self.inner.work {
+            Work::Fused(p) => p.sz(),
+            Work::Made { sz, shape } => shape.get().map(|s| s[1]).or(*sz).unwrap_or(0),
+        }
+    }
+    /// The items' channels: 3 on the fused path, else what the first made item had (None
+    /// until one was made).
+    pub fn channels(&self) -> Option<usize> {
+        match &self.inner.work {
+            Work::Fused(_) => Some(3),
+            Work::Made { shape, .. } => shape.get().map(|s| s[0]),
+        }
+    }
+    /// Whether items are made by user code (no pipeline, no content key).
+    pub fn is_made(&self) -> bool {
+        matches!(self.inner.work, Work::Made { .. })
     }
     pub fn seed(&self) -> u64 {
         self.inner.cfg.seed
@@ -171,8 +241,12 @@ impl DataLoader {
     pub fn shuffle(&self) -> bool {
         self.inner.cfg.shuffle
     }
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.inner.pipeline
+    /// The Rust pipeline (None when user code makes the items).
+    pub fn pipeline(&self) -> Option<&Pipeline> {
+        match &self.inner.work {
+            Work::Fused(p) => Some(p),
+            Work::Made { .. } => None,
+        }
     }
     pub fn targets(&self) -> &Targets {
         self.inner.dataset.targets()
@@ -183,7 +257,10 @@ impl DataLoader {
     }
     /// Stable text describing everything that changes pixel values.
     pub fn pipeline_key(&self) -> String {
-        self.inner.pipeline.key()
+        match &self.inner.work {
+            Work::Fused(p) => p.key(),
+            Work::Made { .. } => "made by Python code".into(),
+        }
     }
 
     /// The dataset order of an epoch: `epoch_order` when shuffling, else identity.
@@ -200,13 +277,16 @@ impl DataLoader {
     /// `out` (3·sz·sz).
     fn fill_item(&self, index: usize, stream: Stream, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
+        let Work::Fused(pipeline) = &inner.work else {
+            return Err(Error::internal("fill_item on a loader of made items"));
+        };
         inner.dataset.with_pixels(index, |src| {
             let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
-            let params = inner.pipeline.draw(&mut rng);
+            let params = pipeline.draw(&mut rng);
             // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
             // does not skip (`build_batch`'s catch-all would call it undecodable).
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                inner.pipeline.apply(src, &params, out)
+                pipeline.apply(src, &params, out)
             }));
             applied
                 .unwrap_or_else(|_| {
@@ -251,24 +331,131 @@ impl DataLoader {
 
     /// Item `index` transformed (3·sz·sz floats) with the draws of its `access`-th reading
     /// outside the loaders (`ds[i]` in Python), on the dataset-item stream.
-    pub fn item(&self, index: usize, access: u64) -> Result<Vec<f32>> {
+    pub fn item(&self, index: usize, access: u64) -> Result<(Vec<f32>, [usize; 3])> {
         if index >= self.num_items() {
             return Err(Error::InvalidArgument(format!(
                 "index {index} out of range for a dataset of {} items",
                 self.num_items()
             )));
         }
+        if let Some(maker) = self.inner.dataset.maker() {
+            let maker = maker.clone();
+            let item = self
+                .inner
+                .pool
+                .install(|| self.make_checked(&maker, index))?;
+            return Ok((item.x, item.shape));
+        }
         let sz = self.sz();
         let mut out = vec![0f32; 3 * sz * sz];
         self.inner
             .pool
             .install(|| self.fill_item(index, Stream::DatasetItem, access, &mut out))?;
-        Ok(out)
+        Ok((out, [3, sz, sz]))
+    }
+
+    /// Item `index` made by user code, its x checked against the first item's shape (and the
+    /// promised size); the first item made fixes the shape.
+    fn make_checked(&self, maker: &Arc<dyn ItemMaker>, index: usize) -> Result<MadeItem> {
+        let Work::Made { sz, shape } = &self.inner.work else {
+            return Err(Error::internal("make_checked on a fused loader"));
+        };
+        // A panic in user-facing glue must become an error, not a dead pool.
+        let item = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| maker.make(index)))
+            .unwrap_or_else(|_| {
+                Err(Error::internal(format!(
+                    "{}: making the item panicked",
+                    maker.describe(index)
+                )))
+            })?;
+        let s = item.shape;
+        if item.x.len() != s.iter().product::<usize>() {
+            return Err(Error::internal(format!(
+                "{}: {} values for shape {s:?}",
+                maker.describe(index),
+                item.x.len()
+            )));
+        }
+        if s[1] != s[2] || sz.is_some_and(|want| want != s[1]) || s[0] == 0 || s[1] == 0 {
+            let want = match sz {
+                Some(w) => format!("(C, {w}, {w})"),
+                None => "(C, sz, sz), a square".to_string(),
+            };
+            return Err(Error::InvalidArgument(format!(
+                "{}: the transformed x has shape ({}, {}, {}); expected {want}",
+                maker.describe(index),
+                s[0],
+                s[1],
+                s[2]
+            )));
+        }
+        let first = *shape.get_or_init(|| s);
+        if first != s {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the transformed x has shape ({}, {}, {}); expected ({}, {}, {}) like the \
+                 dataset's first item (every item must have the same channels and size)",
+                maker.describe(index),
+                s[0],
+                s[1],
+                s[2],
+                first[0],
+                first[1],
+                first[2]
+            )));
+        }
+        Ok(item)
+    }
+
+    /// The batch of dataset indices `idx`, each item made by user code on the pool, then
+    /// copied into one buffer and the labels collated.
+    fn build_made_batch(
+        &self,
+        maker: &Arc<dyn ItemMaker>,
+        idx: &[usize],
+        stop: &AtomicBool,
+    ) -> Result<Batch> {
+        let made: Vec<Result<Option<MadeItem>>> = self.inner.pool.install(|| {
+            idx.par_iter()
+                .map(|&i| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(None); // the consumer is gone; the batch is thrown away
+                    }
+                    self.make_checked(maker, i).map(Some)
+                })
+                .collect()
+        });
+        let mut items = Vec::with_capacity(idx.len());
+        for r in made {
+            match r? {
+                Some(item) => items.push(item),
+                None => return Err(Error::internal("the loader was closed")),
+            }
+        }
+        let [c, sz, _] = items.first().map(|i| i.shape).unwrap_or([0, 0, 0]);
+        let per = c * sz * sz;
+        let mut x = self.take_buffer(items.len() * per);
+        let mut ys = Vec::with_capacity(items.len());
+        for (slot, item) in x.chunks_mut(per).zip(items) {
+            slot.copy_from_slice(&item.x);
+            ys.push(item.y);
+        }
+        let y = Targets::collate(ys, |k| maker.describe(idx[k]))?;
+        Ok(Batch {
+            x,
+            y,
+            n: idx.len(),
+            c,
+            sz,
+            skipped: Vec::new(),
+        })
     }
 
     /// Builds the batch of dataset indices `idx` on the pool. With `skip_bad`, undecodable
     /// items are left out and listed in the batch's `skipped`.
     fn build_batch(&self, idx: &[usize], epoch: u64, stop: &AtomicBool) -> Result<Batch> {
+        if let Items::Made(maker) = self.inner.dataset.items() {
+            return self.build_made_batch(maker, idx, stop);
+        }
         let sz = self.sz();
         let per = 3 * sz * sz;
         let stream = self.inner.cfg.stream;
@@ -320,6 +507,7 @@ impl DataLoader {
             x,
             y: self.inner.dataset.targets().select(&kept),
             n: kept.len(),
+            c: 3,
             sz,
             skipped,
         })

@@ -6,7 +6,7 @@
 //! (a value of the wrong Python type stays pyo3's TypeError, which names the argument).
 //! Numpy helpers shared by the data bindings live here too.
 
-use numpy::ndarray::{Array1, Array2};
+use numpy::ndarray::{Array1, Array2, ArrayD, IxDyn};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -16,7 +16,7 @@ use tch::Device;
 
 use super::head::PyHead;
 use crate::cache::{Precision, Split};
-use crate::data::dataset::{ArrayData, Targets};
+use crate::data::dataset::{ArrayData, ItemTarget, Targets, Values};
 use crate::models::{EntryKind, HeadChoice, Output};
 use crate::transforms::{Aug, Border, CropKind, RandomScale};
 
@@ -340,8 +340,82 @@ pub fn targets_to_py<'py>(py: Python<'py>, t: Targets, n: usize) -> PyResult<Bou
         Targets::Continuous { data, dim } => Array2::from_shape_vec((n, dim), data)
             .map_err(|e| PyValueError::new_err(e.to_string()))?
             .into_pyarray_any(py),
+        Targets::PerItem { data, shape, .. } => {
+            let mut full = vec![n];
+            full.extend_from_slice(&shape);
+            let bad = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+            match data {
+                Values::I64(v) => ArrayD::from_shape_vec(IxDyn(&full), v)
+                    .map_err(bad)?
+                    .into_pyarray_any(py),
+                Values::F32(v) => ArrayD::from_shape_vec(IxDyn(&full), v)
+                    .map_err(bad)?
+                    .into_pyarray_any(py),
+            }
+        }
         Targets::Unlabelled => Array1::<f32>::zeros(n).into_pyarray_any(py),
     })
+}
+
+/// The values of a numpy array of `T` in C order (one slice copy when contiguous).
+fn array_values<T: numpy::Element + Copy>(a: &Bound<'_, PyArrayDyn<T>>) -> Vec<T> {
+    let ro = a.readonly();
+    match ro.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => ro.as_array().iter().copied().collect(),
+    }
+}
+
+/// A made item's x: a float32 (C, H, W) numpy array, as (values, shape); anything else is a
+/// ValueError naming the item (`who`) and what was expected.
+pub fn made_x(x: &Bound<'_, PyAny>, who: &str) -> PyResult<(Vec<f32>, [usize; 3])> {
+    let expected = "a float32 numpy array (C, sz, sz), CHW, as fastai's transforms return";
+    let Ok(arr) = x.downcast::<numpy::PyUntypedArray>() else {
+        return Err(PyValueError::new_err(format!(
+            "{who}: the transformed x is a {}; expected {expected}",
+            x.get_type().name()?
+        )));
+    };
+    let (dtype, shape) = (arr.dtype().str()?.to_string(), arr.shape().to_vec());
+    let Ok(f) = x.downcast::<PyArrayDyn<f32>>() else {
+        return Err(PyValueError::new_err(format!(
+            "{who}: the transformed x is {dtype} of shape {shape:?}; expected {expected}"
+        )));
+    };
+    if shape.len() != 3 {
+        return Err(PyValueError::new_err(format!(
+            "{who}: the transformed x has shape {shape:?}; expected {expected}"
+        )));
+    }
+    Ok((array_values(f), [shape[0], shape[1], shape[2]]))
+}
+
+/// A made item's y: None (no label), an int (a class index), or an int64 / float32 numpy
+/// array (a float scalar is a 0-d array). The Python side brings other spellings to these.
+pub fn made_y(y: &Bound<'_, PyAny>, who: &str) -> PyResult<ItemTarget> {
+    if y.is_none() {
+        return Ok(ItemTarget::None);
+    }
+    if let Ok(i) = y.downcast::<pyo3::types::PyInt>() {
+        return Ok(ItemTarget::Class(i.extract()?));
+    }
+    if let Ok(a) = y.downcast::<PyArrayDyn<i64>>() {
+        return Ok(ItemTarget::Array {
+            shape: a.shape().to_vec(),
+            data: Values::I64(array_values(a)),
+        });
+    }
+    if let Ok(a) = y.downcast::<PyArrayDyn<f32>>() {
+        return Ok(ItemTarget::Array {
+            shape: a.shape().to_vec(),
+            data: Values::F32(array_values(a)),
+        });
+    }
+    Err(PyValueError::new_err(format!(
+        "{who}: y is a {}; expected an integer class index, a number, or an integer or float \
+         numpy array",
+        y.get_type().name()?
+    )))
 }
 
 /// The values of a uint8 (0-255) or float32 (0-1) numpy array, copied into Rust memory.

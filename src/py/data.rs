@@ -12,10 +12,13 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
-use super::convert::{array_shape, pixels_from_py, targets_to_py, IntoPyArrayAny, TargetKind};
+use super::convert::{
+    array_shape, made_x, made_y, pixels_from_py, targets_to_py, IntoPyArrayAny, TargetKind,
+};
+use super::errors::from_pyerr;
 use super::transforms::PyPipeline;
 use super::{run_detached, to_pyerr};
-use crate::data::dataset::{Dataset, ImageArray};
+use crate::data::dataset::{Dataset, ImageArray, ItemMaker, MadeItem};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
 use crate::util::rng::Stream;
@@ -42,6 +45,44 @@ impl PyThreadPool {
     #[getter]
     fn num_threads(&self) -> usize {
         self.n
+    }
+}
+
+/// Items made by a Python callable: `func(i)` returns `(x, y)` as a dataset's `__getitem__`
+/// does. The GIL is taken only inside `make`, on the loader's worker threads; every wait of
+/// the main thread on a batch runs without it (`run_detached`), so the two never deadlock.
+struct PyMaker {
+    func: PyObject,
+    n: usize,
+    /// The dataset's class, for messages.
+    name: String,
+    /// Each item's file, for messages, when the dataset has files.
+    files: Option<Vec<String>>,
+}
+
+impl ItemMaker for PyMaker {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn make(&self, index: usize) -> crate::Result<MadeItem> {
+        Python::with_gil(|py| {
+            let who = || self.describe(index);
+            let out = self.func.bind(py).call1((index,)).map_err(from_pyerr)?;
+            let (x, y): (Bound<'_, PyAny>, Bound<'_, PyAny>) = out.extract().map_err(|_| {
+                crate::Error::InvalidArgument(format!("{}: the item is not an (x, y) pair", who()))
+            })?;
+            let (x, shape) = made_x(&x, &who()).map_err(from_pyerr)?;
+            let y = made_y(&y, &who()).map_err(from_pyerr)?;
+            Ok(MadeItem { x, shape, y })
+        })
+    }
+
+    fn describe(&self, index: usize) -> String {
+        match self.files.as_ref().and_then(|f| f.get(index)) {
+            Some(f) => format!("{} item {index} ({f})", self.name),
+            None => format!("{} item {index}", self.name),
+        }
     }
 }
 
@@ -105,6 +146,27 @@ impl PyDataset {
         Ok(Self::wrap(ds))
     }
 
+    /// Items made by Python: `func(i) -> (x, y)`, x float32 (C, sz, sz), y None, an int class
+    /// index, or an int64 / float32 numpy array; `name` (the dataset's class) and `files` (one
+    /// per item) name an item in messages.
+    #[staticmethod]
+    #[pyo3(signature = (func, n, name, files=None))]
+    fn from_python(func: PyObject, n: usize, name: String, files: Option<Vec<String>>) -> Self {
+        let maker = PyMaker {
+            func,
+            n,
+            name,
+            files,
+        };
+        Self::wrap(Dataset::from_maker(Arc::new(maker)))
+    }
+
+    /// Whether the items are made by Python code.
+    #[getter]
+    fn is_python(&self) -> bool {
+        self.inner.maker().is_some()
+    }
+
     fn __len__(&self) -> usize {
         self.inner.len()
     }
@@ -126,19 +188,21 @@ impl PyDataset {
 pub struct PyDataLoader {
     pub inner: DataLoader,
     dataset: Py<PyDataset>,
-    pipeline: Py<PyPipeline>,
+    pipeline: Option<Py<PyPipeline>>,
 }
 
 #[pymethods]
 impl PyDataLoader {
     /// A loader over `dataset` through `pipeline` (shared, not copied), on `pool`'s threads. With `tta`,
-    /// the augmentation draws from the test-time stream (the `aug_dl` loaders).
+    /// the augmentation draws from the test-time stream (the `aug_dl` loaders). A dataset of
+    /// items made by Python takes no pipeline; `sz` is then the size its transform promises.
     #[new]
-    #[pyo3(signature = (dataset, pipeline, pool, *, bs, shuffle=false, seed=0, prefetch=DEFAULT_PREFETCH, skip_bad=false, drop_last=false, tta=false))]
+    #[pyo3(signature = (dataset, pipeline, pool, *, bs, shuffle=false, seed=0, prefetch=DEFAULT_PREFETCH, skip_bad=false, drop_last=false, tta=false, sz=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         dataset: Py<PyDataset>,
-        pipeline: Py<PyPipeline>,
+        pipeline: Option<Py<PyPipeline>>,
         pool: &PyThreadPool,
         bs: usize,
         shuffle: bool,
@@ -147,6 +211,7 @@ impl PyDataLoader {
         skip_bad: bool,
         drop_last: bool,
         tta: bool,
+        sz: Option<usize>,
     ) -> PyResult<Self> {
         let cfg = LoaderConfig {
             batch_size: bs,
@@ -157,12 +222,19 @@ impl PyDataLoader {
             skip_bad,
             stream: if tta { Stream::Tta } else { Stream::Aug },
         };
-        let inner = DataLoader::new(
-            dataset.get().inner.clone(),
-            pipeline.get().inner.clone(),
-            cfg,
-            pool.inner.clone(),
-        )
+        let ds = dataset.get().inner.clone();
+        let inner = match (&pipeline, ds.maker().is_some()) {
+            (None, true) => DataLoader::new_made(ds, sz, cfg, pool.inner.clone()),
+            (Some(p), false) => {
+                DataLoader::new(ds, p.bind(py).get().inner.clone(), cfg, pool.inner.clone())
+            }
+            (Some(_), true) => Err(crate::Error::InvalidArgument(
+                "a dataset of items made by Python takes no pipeline".into(),
+            )),
+            (None, false) => Err(crate::Error::InvalidArgument(
+                "a dataset of files or arrays needs a pipeline".into(),
+            )),
+        }
         .map_err(super::to_pyerr)?;
         Ok(PyDataLoader {
             inner,
@@ -177,10 +249,17 @@ impl PyDataLoader {
         self.dataset.clone_ref(py)
     }
 
-    /// The pipeline this loader runs (the same object as its `Transforms`' other loaders').
+    /// The pipeline this loader runs (the same object as its `Transforms`' other loaders'),
+    /// None when Python makes the items.
     #[getter]
-    fn pipeline(&self, py: Python<'_>) -> Py<PyPipeline> {
-        self.pipeline.clone_ref(py)
+    fn pipeline(&self, py: Python<'_>) -> Option<Py<PyPipeline>> {
+        self.pipeline.as_ref().map(|p| p.clone_ref(py))
+    }
+    /// The items' channel count: 3 on the fused path, else the first made item's (None until
+    /// one was made).
+    #[getter]
+    fn channels(&self) -> Option<usize> {
+        self.inner.channels()
     }
 
     /// (dataset index, path) of the items that the loader's latest pass skipped as
@@ -228,12 +307,11 @@ impl PyDataLoader {
         PyArray1::from_vec(py, o)
     }
     /// Item `index` transformed with the draws of its `access`-th reading (`ds[i]`): float32
-    /// (3, sz, sz).
+    /// (C, sz, sz).
     fn item<'py>(&self, py: Python<'py>, index: usize, access: u64) -> PyResult<Bound<'py, PyAny>> {
         let dl = self.inner.clone();
-        let v = run_detached(py, move || dl.item(index, access))?;
-        let sz = self.inner.sz();
-        let a = Array3::from_shape_vec((3, sz, sz), v)
+        let (v, [c, h, w]) = run_detached(py, move || dl.item(index, access))?;
+        let a = Array3::from_shape_vec((c, h, w), v)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(a.into_pyarray_any(py))
     }
@@ -291,6 +369,22 @@ fn batch_x_to_py<'py>(
     Ok(arr.into_any())
 }
 
+/// An iterator freed without `close` (garbage-collected with the GIL held) stops its producer
+/// without the GIL: the producer's workers may be waiting for it to make Python items, and
+/// joining them while holding it would never end.
+impl Drop for PyBatchIter {
+    fn drop(&mut self) {
+        if let Ok(it) = self.inner.get_mut() {
+            Python::with_gil(|py| {
+                let _ = run_detached(py, || {
+                    it.close();
+                    Ok(())
+                });
+            });
+        }
+    }
+}
+
 impl PyBatchIter {
     fn lock(&self) -> PyResult<MutexGuard<'_, BatchIter>> {
         self.inner.lock().map_err(|_| {
@@ -307,14 +401,14 @@ impl PyBatchIter {
         slf
     }
 
-    /// (x float32 (n, 3, sz, sz), y) as numpy arrays sharing the batch memory.
+    /// (x float32 (n, c, sz, sz), y) as numpy arrays sharing the batch memory.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let mut guard = self.lock()?;
         let it: &mut BatchIter = &mut guard;
         match run_detached(py, || it.next().transpose())? {
             None => Err(PyStopIteration::new_err(())),
             Some(b) => {
-                let x = Array4::from_shape_vec((b.n, 3, b.sz, b.sz), b.x)
+                let x = Array4::from_shape_vec((b.n, b.c, b.sz, b.sz), b.x)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 Ok((
                     batch_x_to_py(py, x, &self.loader)?,

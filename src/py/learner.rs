@@ -564,6 +564,7 @@ impl PyActivations {
                 CacheStatus::Computed => "computed",
                 CacheStatus::Recomputed(_) => "recomputed",
                 CacheStatus::Uncached(_) => "uncached",
+                CacheStatus::InMemory => "memory",
             },
             rows: PyTensor(a.rows).into_pyobject(py)?.unbind(),
             kept: kept.into_pyobject(py)?.unbind(),

@@ -35,6 +35,10 @@ pub enum CacheStatus {
     Recomputed(StaleReason),
     /// Computed, but the file could not be written (the activations are still usable).
     Uncached(Error),
+    /// Computed and kept in memory only: the items are made by Python code, whose output no
+    /// key can vouch for (the same code may read other files, or draw), so no file is read
+    /// or written.
+    InMemory,
 }
 
 /// A digest of the body that computes the activations and of the precision it runs in.
@@ -84,7 +88,7 @@ impl Activations {
             CacheStatus::Uncached(e) => {
                 Some(format!("{path}: activations computed but not cached ({e})"))
             }
-            CacheStatus::Hit | CacheStatus::Computed => None,
+            CacheStatus::Hit | CacheStatus::Computed | CacheStatus::InMemory => None,
         }
     }
 }
@@ -155,6 +159,9 @@ impl Learner {
         on_batch: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Activations> {
         let net = &self.net;
+        if dl.is_made() {
+            return self.precompute_in_memory(dl, split, body, on_batch);
+        }
         let mut content = KeyHasher::default();
         dl.dataset().hash_content(&mut content)?;
         let key = CacheKey::new(
@@ -170,13 +177,13 @@ impl Learner {
             sz: dl.sz(),
             maps: net.has_custom_head(),
             images: match dl.dataset().items() {
-                Items::Array(_) => ImagesAt::Memory,
+                Items::Array(_) | Items::Made(_) => ImagesAt::Memory,
                 Items::Files { root, .. } => {
                     ImagesAt::Folder(cache::relative_folder(root, dir.data_path))
                 }
             },
             top_folder: match dl.dataset().items() {
-                Items::Array(_) => None,
+                Items::Array(_) | Items::Made(_) => None,
                 Items::Files { names, .. } => names.first().and_then(|f| f.split('/').next()),
             },
         };
@@ -248,6 +255,28 @@ impl Learner {
         };
         finish(rows, kept, status)
     }
+
+    /// The activations of a loader of items made by Python code: computed every time, kept
+    /// in memory, never written (see [`CacheStatus::InMemory`]).
+    fn precompute_in_memory(
+        &self,
+        dl: &DataLoader,
+        split: Split,
+        body: &BodyKey,
+        on_batch: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Activations> {
+        let rows = self.features(dl, on_batch)?;
+        let n = dl.num_items();
+        Ok(Activations {
+            split,
+            rows,
+            kept: Kept::all(n),
+            left_out_names: Vec::new(),
+            status: CacheStatus::InMemory,
+            path: PathBuf::new(),
+            body: body.clone(),
+        })
+    }
 }
 
 /// The names of items `idx` of `dl` for messages: their paths, or `item <i>` in memory.
@@ -256,7 +285,7 @@ fn left_out_names(dl: &DataLoader, idx: &[usize]) -> Vec<String> {
         return Vec::new();
     }
     match dl.dataset().items() {
-        Items::Array(_) => idx.iter().map(|i| format!("item {i}")).collect(),
+        Items::Array(_) | Items::Made(_) => idx.iter().map(|i| format!("item {i}")).collect(),
         Items::Files { root, names } => idx
             .iter()
             .filter_map(|&i| names.get(i))
