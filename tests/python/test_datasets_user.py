@@ -300,12 +300,19 @@ def test_the_library_classes_keep_the_fused_path(tmp_path):
                                                        val_idxs=[4, 5], tfms=tfms, bs=2, seed=md.seed)
         assert torch.equal(torch.cat([x for x, _ in md.val_dl]), torch.cat([x for x, _ in ref.val_dl]))
     assert md.c == 5
-    # A transform that runs only in Python sends the same class down the Python path.
-    tfms[1].fusable = False
+    # A transform that runs only in Python (a user step in the training transform) sends the
+    # same class down the Python path for the loaders that use it.
+    from fastai.transforms import Transform
+
+    class Identity(Transform):
+        def do_transform(self, x, is_y):
+            return x
+
+    tfms = tfms_from_stats(imagenet_stats, SZ, aug_tfms=[Identity()])
     ds = ImageClassifierData.get_ds(FilesIndexArrayDataset, (names[:4], y[:4]), (names[4:], y[4:]),
                                     tfms, path=str(tmp_path))
     md = ImageClassifierData(str(tmp_path), ds, 2, 2, None)
-    assert md.val_dl._native.dataset.is_python and not md.trn_dl._native.dataset.is_python
+    assert md.trn_dl._native.dataset.is_python and not md.val_dl._native.dataset.is_python
 
 
 def test_a_learner_fits_predicts_and_precomputes_on_python_items(tmp_path):
