@@ -10,6 +10,11 @@ Differences from fastai 0.7, all on purpose (spec section 13):
 - `lr_find` restores the weights from memory (also when interrupted) and leaves `models/tmp.h5`
   alone; `fit` returns plain floats `[val_loss, accuracy]`.
 
+`learn.crit` is fastai 0.7's loss for the data (`F.nll_loss`, `F.binary_cross_entropy` or
+`F.l1_loss`), computed natively by the Rust loop; any other callable assigned to it is called by
+that loop once per batch (the model's output and the targets in, a scalar loss tensor out) and
+backward and the step stay in Rust. `fit(callbacks=...)` calls fastai 0.7's hooks in its order.
+
 `custom_head` (any `torch.nn.Module`, given the raw body map as in fastai 0.7): the Rust loops
 call it once per batch through `_HeadRunner`; its parameters and buffers are handed to the Rust
 model as the same tensors (no copies), so the Rust SGD steps them, freezing and snapshots
@@ -110,8 +115,8 @@ def _call_one(cb, event, *args):
 def _overrides(cb, event):
     """Does `cb` do something on `event` (not Callback's no-op)? Saves a call per batch."""
     from .sgdr import Callback
-    hook = getattr(type(cb), event, None)
-    return getattr(cb, event, None) is not None and hook is not getattr(Callback, event)
+    hook = getattr(cb, event, None)
+    return hook is not None and getattr(hook, "__func__", hook) is not getattr(Callback, event)
 
 
 def _default_device():

@@ -284,6 +284,25 @@ def test_a_partial_callback_and_a_callback_that_raises(hub, folder):
     assert len(learn.fit(1e-2, 1)) == 2
 
 
+def test_an_object_with_only_some_hooks_is_a_callback(hub, folder):
+    """Not derived from Callback: the hooks it lacks are skipped; a hook set on the instance is
+    called like a method."""
+    class Plain:
+        def __init__(self):
+            self.epochs, self.begins = 0, 0
+
+            def begin():
+                self.begins += 1
+            self.on_batch_begin = begin
+
+        def on_epoch_end(self, metrics):
+            self.epochs += 1
+    learn = make(folder)
+    cb = Plain()
+    learn.fit(1e-2, 2, callbacks=[cb])
+    assert (cb.epochs, cb.begins) == (2, 6)
+
+
 def test_loss_recorder_as_a_callback_records_what_the_loop_reports(hub, folder):
     learn = make(folder)
     rec = LossRecorder(types.SimpleNamespace(lr=[1e-3, 1e-2]))
