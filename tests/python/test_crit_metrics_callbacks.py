@@ -165,6 +165,38 @@ def test_a_regression_style_crit_function_works_without_precompute(hub, folder):
     assert sum(n[:3]) == 16  # three training batches went through it
 
 
+def csv_data(tmp_path, rows, **kw):
+    for i, (fid, _) in enumerate(rows):
+        img = np.random.default_rng(i).integers(0, 255, (36, 40, 3), dtype=np.uint8)
+        os.makedirs(tmp_path / "imgs", exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{fid}.png")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("\n".join(["id,tags"] + [f"{a},{b}" for a, b in rows]) + "\n")
+    return ImageClassifierData.from_csv(str(tmp_path) + "/", "imgs", str(csv), bs=3, suffix=".png",
+                                        tfms=tfms_from_model(resnet18, SZ), num_workers=1, seed=0,
+                                        val_idxs=[0, 1, 2, 3], **kw)
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_user_crits_on_multi_label_and_regression_targets(hub, tmp_path, precompute):
+    """Float targets as the data gives them: n-hot (N, c) for multi-label, (N, 1) values for
+    regression; the validation loss is the user's loss over predict()'s outputs."""
+    tags = ["sky water", "sky", "tree water sky", "tree", "water", "sky tree", "tree", "sky water", "water tree"]
+    multi = csv_data(tmp_path / "m", [(f"m{i}", t) for i, t in enumerate(tags)])
+    reg = csv_data(tmp_path / "r", [(f"r{i}", str(0.5 * i - 1)) for i in range(9)], continuous=True)
+    for data, default, mine in ((multi, F.binary_cross_entropy, nn.L1Loss()), (reg, F.l1_loss, nn.MSELoss())):
+        learn = ConvLearner.pretrained(resnet18, data, precompute=precompute)
+        assert learn.crit is default
+        learn.crit = mine
+        vals = learn.fit(1e-3, 1)
+        out = torch.as_tensor(learn.predict())
+        targ = torch.as_tensor(np.asarray(data.val_y), dtype=torch.float32)
+        assert out.shape == targ.shape
+        per = [float(mine(out[s:s + 3], targ[s:s + 3])) * len(out[s:s + 3]) for s in range(0, 4, 3)]
+        assert vals[0] == pytest.approx(sum(per) / 4, rel=1e-5)
+        assert vals[0] != pytest.approx(float(default(out, targ)), rel=1e-3)
+
+
 def test_a_crit_that_raises_comes_back_with_the_batch_named(hub, folder):
     learn = make(folder)
 
