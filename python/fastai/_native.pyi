@@ -288,6 +288,7 @@ class Learner:
         fused_head: bool = True,
         opt: Optimizer | None = None,
         clip: float | None = None,
+        crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None: ...
     def end_fit(self) -> tuple[list[float], list[float], list[float] | None, int]: ...
     def train_epoch_tensors(
@@ -298,6 +299,7 @@ class Learner:
         seed: int,
         epoch: int,
         on_batch: Callable[[int, float], object] | None = None,
+        on_batch_begin: Callable[[int], object] | None = None,
     ) -> tuple[float, bool]: ...
     def predict_tensors(
         self,
@@ -314,6 +316,7 @@ class Learner:
         dl: DataLoader,
         epoch: int,
         on_batch: Callable[[int, float], object] | None = None,
+        on_batch_begin: Callable[[int], object] | None = None,
     ) -> tuple[float, bool]: ...
     def predict_loader(
         self,

@@ -10,6 +10,11 @@ Differences from fastai 0.7, all on purpose (spec section 13):
 - `lr_find` restores the weights from memory (also when interrupted) and leaves `models/tmp.h5`
   alone; `fit` returns plain floats `[val_loss, accuracy]`.
 
+`learn.crit` is fastai 0.7's loss for the data (`F.nll_loss`, `F.binary_cross_entropy` or
+`F.l1_loss`), computed natively by the Rust loop; any other callable assigned to it is called by
+that loop once per batch (the model's output and the targets in, a scalar loss tensor out) and
+backward and the step stay in Rust. `fit(callbacks=...)` calls fastai 0.7's hooks in its order.
+
 `custom_head` (any `torch.nn.Module`, given the raw body map as in fastai 0.7): the Rust loops
 call it once per batch through `_HeadRunner`; its parameters and buffers are handed to the Rust
 model as the same tensors (no copies), so the Rust SGD steps them, freezing and snapshots
@@ -24,6 +29,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _native, _progress
 from ._weights import load_pretrained
@@ -31,7 +37,7 @@ from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import Learner, _check_clip, _group_values, _opt_spec
 from .metrics import accuracy, accuracy_np, accuracy_thresh
-from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder
+from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder, SaveBestModel
 from ._archs import arch_from, default_meta
 
 # fastai 0.7's model_meta: {arch: [cut, lr_cut]}, keyed by the arch handle (`resnet34`), with the
@@ -62,6 +68,55 @@ def _meta_of(f, arch):
         pass
     raise ValueError(f"model_meta[{arch.name}] must be [cut, lr_cut], two non-negative integers; "
                      f"got {entry!r}")
+
+
+def _output_kind(data):
+    """What the model's last layer gives for this data, which also names the loss the Rust loop
+    computes itself: log-probabilities (NLL), sigmoid probabilities (binary cross-entropy) or
+    raw values (L1). Regression first, as fastai 0.7 (a multi-column regression is both)."""
+    return "identity" if data.is_reg else ("sigmoid" if data.is_multi else "log_softmax")
+
+
+# The loss fastai 0.7's ConvLearner chose for each output kind; when `learn.crit` is this very
+# function the Rust loop computes it natively instead of calling back into Python per batch.
+_NATIVE_CRIT = {"log_softmax": F.nll_loss, "sigmoid": F.binary_cross_entropy, "identity": F.l1_loss}
+
+
+def _name_of(f):
+    """A metric's column title: its `__name__`, else its class name (a callable object or a
+    functools.partial has none)."""
+    return getattr(f, "__name__", None) or type(f).__name__
+
+
+def _call_all(callbacks, event, *args):
+    """Calls `event` on every callback in order; an exception comes back unchanged with a note
+    naming the callback and the event."""
+    for cb in callbacks:
+        _call_one(cb, event, *args)
+
+
+def _any_stops(callbacks, event, *args):
+    """fastai 0.7's `stop = stop or cb.event(...)`: the first callback returning something
+    truthy stops the round (the later ones are not called)."""
+    return any(_call_one(cb, event, *args) for cb in callbacks)
+
+
+def _call_one(cb, event, *args):
+    hook = getattr(cb, event, None)
+    if hook is None:  # an object not derived from Callback, without this hook
+        return None
+    try:
+        return hook(*args)
+    except BaseException as e:
+        e.add_note(f"raised by the fit callback {type(cb).__name__}.{event}")
+        raise
+
+
+def _overrides(cb, event):
+    """Does `cb` do something on `event` (not Callback's no-op)? Saves a call per batch."""
+    from .sgdr import Callback
+    hook = getattr(cb, event, None)
+    return hook is not None and getattr(hook, "__func__", hook) is not getattr(Callback, event)
 
 
 def _default_device():
@@ -208,7 +263,7 @@ class ConvLearner(Learner):
                              "(from_arrays without tfms); pass tfms=tfms_from_model(arch, sz)")
         if isinstance(xtra_cut, bool) or not isinstance(xtra_cut, (int, np.integer)) or xtra_cut < 0:
             raise ValueError(f"xtra_cut must be a non-negative integer (body children to drop), got {xtra_cut!r}")
-        output = "sigmoid" if data.is_multi else ("identity" if data.is_reg else "log_softmax")
+        output = _output_kind(data)
         if ps is not None and not isinstance(ps, (list, tuple, np.ndarray)):
             ps = [float(ps)]
         head = None if custom_head is None else _custom_head_args(custom_head)
@@ -262,6 +317,22 @@ class ConvLearner(Learner):
 
     def __repr__(self):
         return repr(self.model)
+
+    def _get_crit(self, data):
+        """fastai 0.7's ConvLearner loss: L1 for regression, binary cross-entropy for
+        multi-label, else negative log-likelihood (the head ends in log-softmax)."""
+        return _NATIVE_CRIT[_output_kind(data)]
+
+    def _crit_for_fit(self):
+        """`learn.crit` for the Rust loop: None when it is the loss the loop computes natively
+        for this model, else the callable (called once per batch)."""
+        crit = self.crit
+        if crit is _NATIVE_CRIT[_output_kind(self.data_)]:
+            return None
+        if not callable(crit):
+            raise TypeError(f"learn.crit must be a callable (output, target) -> loss tensor, such as "
+                            f"F.nll_loss or nn.L1Loss(); got {type(crit).__name__}")
+        return crit
 
     def get_layer_groups(self):
         """Number of layer groups that `fit` sees: 1 (head) with precompute, else 3."""
@@ -460,46 +531,56 @@ class ConvLearner(Learner):
     def _fit_loop(self, lrs, wds, schedule, n_epoch, metrics, callbacks, rec_cls, lr_find=False,
                   cycle_len=None, cycle_mult=1, cycle_save_name=None, best_save_name=None):
         metrics = self.metrics if metrics is None else metrics
-        callbacks = list(callbacks or [])  # never mutate the user's list
-        names = ["epoch", "trn_loss", "val_loss"] + [m.__name__ for m in metrics]
+        # fastai 0.7's order: the user's callbacks, then (the schedule, recorded by the Rust
+        # loop here) SaveBestModel. The user's list itself is never mutated.
+        callbacks = list(callbacks or [])
+        if best_save_name:
+            callbacks.append(SaveBestModel(self, None, metrics, name=best_save_name))
+        names = ["epoch", "trn_loss", "val_loss"] + [_name_of(m) for m in metrics]
         precompute = self.precompute
         B = self._n_train_batches()
         self._check_not_empty(precompute)
+        crit = self._crit_for_fit()
         # The hand-written head step is float32: mixed precision keeps the autograd path.
         self._native.begin_fit(lrs=lrs, wds=wds, schedule=schedule, precompute=precompute,
                                stop_on_divergence=lr_find,
                                fused_head=self._fused_head and self._amp_dtype is None,
-                               opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip))
+                               opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip), crit=crit)
         progress = _progress.fit_progress(n_epoch, B, names[3:])
-        result, best = None, None
+        result = None
         cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0
         # What learn.sched keeps per completed epoch, as fastai 0.7's LossRecorder did.
         n_recorded, epoch_ends, val_losses, rec_metrics = 0, [], [], []
+        # on_batch_begin crosses into Python before every step only when a callback uses it.
+        begin_cbs = [cb for cb in callbacks if _overrides(cb, "on_batch_begin")]
         try:
-            for cb in callbacks:
-                cb.on_train_begin()
+            _call_all(callbacks, "on_train_begin")
+            _call_all(callbacks, "on_phase_begin")
             for epoch in range(n_epoch):
                 def on_batch(i, loss, epoch=epoch):
                     nonlocal n_recorded
                     n_recorded += 1
                     progress.on_batch(epoch, i, loss)
-                    stop = False
-                    for cb in callbacks:
-                        stop = bool(cb.on_batch_end(loss)) or stop
-                    return stop
+                    return _any_stops(callbacks, "on_batch_end", loss)
+
+                def on_batch_begin(i):
+                    _call_all(begin_cbs, "on_batch_begin")
+                begin = on_batch_begin if begin_cbs else None
                 seed_epoch = self._epochs_seen
                 self._epochs_seen += 1
                 with self._autocast():
                     if precompute:
                         trn_loss, stopped = self._native.train_epoch_tensors(
                             *self._act_rows("trn"), self.data_.bs,
-                            int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch)
+                            int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch, begin)
                     else:
                         trn_loss, stopped = self._native.train_epoch_loader(
-                            self.data_.trn_dl._native, seed_epoch, on_batch)
+                            self.data_.trn_dl._native, seed_epoch, on_batch, begin)
                         self._warn_loader_skips(self.data_.trn_dl)
                 if stopped:
                     return None
+                if epoch + 1 == n_epoch:  # the fit's one phase ends with its last batch
+                    _call_all(callbacks, "on_phase_end")
                 vals = self._validate(metrics, precompute)
                 result = vals
                 epoch_ends.append(n_recorded)
@@ -512,15 +593,9 @@ class ConvLearner(Learner):
                     cycle_idx += 1
                     cycle_epochs *= cycle_mult
                     cycle_end += cycle_epochs
-                if best_save_name:
-                    score = (vals[1], -vals[0]) if len(vals) > 1 else (-vals[0],)
-                    if best is None or score > best:
-                        best = score
-                        self.save(best_save_name)
-                if any([bool(cb.on_epoch_end(vals)) for cb in callbacks]):
+                if _any_stops(callbacks, "on_epoch_end", vals):
                     break
-            for cb in callbacks:
-                cb.on_train_end()
+            _call_all(callbacks, "on_train_end")
             return result
         finally:
             lrs_rec, losses, moms, one_row = self._native.end_fit()

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _native
 from .core import SGD_Momentum
@@ -143,7 +144,7 @@ class Learner:
     """State shared by every learner: data, paths, metrics, the last schedule."""
 
     def __init__(self, data, native, metrics=None, tmp_name="tmp", models_name="models", clip=None,
-                 opt_fn=None):
+                 opt_fn=None, crit=None):
         self.data_ = data
         self._native = native
         self.sched = None
@@ -163,6 +164,13 @@ class Learner:
         if metrics is None:
             metrics = [accuracy_thresh(0.5)] if data.is_multi else ([] if data.is_reg else [accuracy])
         self.metrics = metrics
+        # fastai 0.7's loss: the one given, else the default for this kind of data. A plain
+        # attribute, read at the start of each fit.
+        self.crit = crit if crit is not None else self._get_crit(data)
+
+    def _get_crit(self, data):
+        """The default loss for `data`; the base learner's is mean squared error."""
+        return F.mse_loss
 
     @property
     def clip(self):

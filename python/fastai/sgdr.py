@@ -31,14 +31,18 @@ from . import core as _core  # noqa: E402
 
 # Star imports bring what fastai 0.7's did (spec 1.1): see `_exports`.
 __all__, __getattr__ = _exports.reexport(__name__, [
-        "Callback", "LossRecorder", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
+        "Callback", "LossRecorder", "SaveBestModel", "LR_Finder", "CosAnneal", "CircularLR", "CircularLR_beta",
         "sum_geom", "cos_anneal_lrs", "lr_find_lrs"
     ], [_imports, _torch_imports, _core])
 
 
 class Callback:
-    """The hooks the training loop calls. Subclass and override what you need; returning True
-    from `on_batch_end` stops training at once, from `on_epoch_end` after that epoch."""
+    """The hooks the training loop calls, in this order: `on_train_begin`, `on_phase_begin`,
+    per batch `on_batch_begin` then (after the step) `on_batch_end(smoothed_loss)`, per epoch
+    `on_epoch_end([val_loss, *metrics])`, `on_phase_end` after the last batch of the fit, and
+    `on_train_end`. Subclass and override what you need (the others do nothing); returning
+    True from `on_batch_end` stops training at once (`fit` returns None), from `on_epoch_end`
+    after that epoch."""
 
     def on_train_begin(self):
         pass
@@ -46,10 +50,16 @@ class Callback:
     def on_batch_begin(self):
         pass
 
-    def on_batch_end(self, loss):
+    def on_phase_begin(self):
         pass
 
     def on_epoch_end(self, metrics):
+        pass
+
+    def on_phase_end(self):
+        pass
+
+    def on_batch_end(self, metrics):
         pass
 
     def on_train_end(self):
@@ -74,15 +84,21 @@ class LossRecorder(Callback):
     * `val_losses`, `rec_metrics`: validation loss and metric values per completed epoch;
     * `init_lrs`: the per-group base learning rates of the call.
 
-    The object is a finished record: the Rust loop does the recording, so the Callback hooks
-    inherited here do nothing.
+    `learn.sched` is built from what the Rust loop recorded. Passed to `fit(callbacks=[...])`,
+    a recorder also records through the hooks as fastai 0.7's did: `on_train_begin` clears
+    it, `on_batch_end(loss)` adds a batch (the learning rate is the last value of
+    `layer_opt.lr` when `layer_opt` has one, else NaN), `on_epoch_end(metrics)` an epoch.
     """
 
     _fields = ("iterations", "lrs", "losses", "epochs", "momentums", "val_losses",
                "rec_metrics", "init_lrs")
 
-    def __init__(self, iterations=None, lrs=None, losses=None, epochs=None, momentums=None,
+    def __init__(self, layer_opt=None, save_path="", record_mom=False, metrics=None, *,
+                 iterations=None, lrs=None, losses=None, epochs=None, momentums=None,
                  val_losses=None, rec_metrics=None, init_lrs=None):
+        self.layer_opt = layer_opt
+        self.save_path = save_path
+        self.record_mom = record_mom
         self.losses = _array([] if losses is None else losses, "losses")
         n = len(self.losses)
         self.lrs = _array([] if lrs is None else lrs, "lrs")
@@ -98,6 +114,35 @@ class LossRecorder(Callback):
         self.val_losses = _array([] if val_losses is None else val_losses, "val_losses")
         self.rec_metrics = [] if rec_metrics is None else [list(m) for m in rec_metrics]
         self.init_lrs = None if init_lrs is None else np.atleast_1d(np.asarray(init_lrs, float))
+
+    # ---- the hooks, for a recorder used as a callback -----------------------------------
+    def on_train_begin(self):
+        self.losses, self.lrs = np.zeros(0), np.zeros(0)
+        self.iterations = np.zeros(0, np.int64)
+        self.epochs = np.zeros(0, np.int64)
+        self.val_losses, self.rec_metrics = np.zeros(0), []
+        self.momentums = None
+        self.iteration = 0
+
+    def _current_lr(self):
+        lr = getattr(self.layer_opt, "lr", None)
+        if lr is None:
+            return math.nan
+        return float(np.atleast_1d(np.asarray(lr, dtype=np.float64))[-1])
+
+    def on_batch_end(self, loss):
+        self.iteration = getattr(self, "iteration", len(self.losses)) + 1
+        # A list (fastai's all_val) is the loss followed by metrics: the loss is recorded.
+        if isinstance(loss, (list, tuple)):
+            loss = loss[0]
+        self.losses = np.append(self.losses, float(loss))
+        self.lrs = np.append(self.lrs, self._current_lr())
+        self.iterations = np.append(self.iterations, self.iteration)
+
+    def on_epoch_end(self, metrics):
+        self.epochs = np.append(self.epochs, len(self.losses))
+        self.val_losses = np.append(self.val_losses, float(metrics[0]))
+        self.rec_metrics.append([float(m) for m in metrics[1:]])
 
     @classmethod
     def from_record(cls, record):
@@ -148,6 +193,39 @@ class LossRecorder(Callback):
     def _window(self, n_skip, n_skip_end):
         # The original sliced [n_skip:-n_skip_end], which is empty for n_skip_end=0.
         return slice(n_skip, len(self) - n_skip_end)
+
+
+class SaveBestModel(LossRecorder):
+    """`fit(..., best_save_name=name)`'s callback: after each epoch, saves the model (through
+    `model.save(name)`, the learner's atomic save into its models folder) when it is the best
+    so far. With metrics, the first one is taken as higher-is-better and a tie is broken by a
+    lower validation loss; without (None or an empty list), a lower validation loss is better.
+    An epoch whose validation loss is NaN is never the best."""
+
+    def __init__(self, model, layer_opt=None, metrics=None, name="best_model"):
+        super().__init__(layer_opt)
+        self.model = model
+        self.name = name
+        self.by_metric = bool(metrics)
+        self.best_loss = None
+        self.best_acc = None
+
+    def on_epoch_end(self, metrics):
+        super().on_epoch_end(metrics)
+        loss = float(metrics[0])
+        if math.isnan(loss):
+            return
+        if self.by_metric and len(metrics) > 1:
+            acc = float(metrics[1])
+            better = (self.best_acc is None or acc > self.best_acc
+                      or (acc == self.best_acc and loss < self.best_loss))
+            if better:
+                self.best_acc = acc
+        else:
+            better = self.best_loss is None or loss < self.best_loss
+        if better:
+            self.best_loss = loss
+            self.model.save(self.name)
 
 
 class LR_Finder(LossRecorder):

@@ -17,7 +17,7 @@ use super::schedule::{PyOptimizer, PySchedule};
 use super::{run_detached, to_pyerr};
 use crate::cache::{Precision, Split};
 use crate::models::{ConvNet, HeadChoice, Meta, Naming, Output};
-use crate::train::learner::{BatchSource, FitConfig, Learner, TensorSet};
+use crate::train::learner::{BatchSource, FitConfig, Learner, LossAt, LossFn, TensorSet};
 use crate::train::optim::Algo;
 use crate::train::precompute::{Activations, CacheDir, CacheStatus};
 use crate::train::rows::{self, Kept};
@@ -47,6 +47,76 @@ impl Hook {
                     .and_then(|r| r.is_truthy(py))
                     .map_err(from_pyerr),
             }
+        })
+    }
+}
+
+/// The user's `learn.crit`, called from the Rust loops with the GIL taken for that call only:
+/// the model's output (the same tensor, autograd graph included, so backward from the result
+/// reaches the model) and the targets in, a scalar loss tensor out.
+struct PyCrit(PyObject);
+
+impl PyCrit {
+    fn name(&self, py: Python<'_>) -> String {
+        let obj = self.0.bind(py);
+        obj.getattr("__name__")
+            .or_else(|_| obj.get_type().getattr("__name__"))
+            .and_then(|n| n.extract::<String>())
+            .unwrap_or_else(|_| "crit".into())
+    }
+}
+
+impl LossFn for PyCrit {
+    fn loss(&self, out: &Tensor, y: &Tensor, at: LossAt) -> Result<Tensor> {
+        let place = match at {
+            LossAt::Train(b) => format!("training batch {b}"),
+            LossAt::Valid(b) => format!("validation batch {b}"),
+        };
+        Python::with_gil(|py| {
+            let args = (PyTensor(out.shallow_clone()), PyTensor(y.shallow_clone()));
+            let r = match self.0.call1(py, args) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The user's exception goes back unchanged, with where it happened added
+                    // as a note (shown under its traceback).
+                    let note = format!("raised by learn.crit ({}) on {place}", self.name(py));
+                    let _ = e.value(py).call_method1("add_note", (note,));
+                    return Err(from_pyerr(e));
+                }
+            };
+            let bad = |what: String| {
+                from_pyerr(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "learn.crit ({}) must return the batch's loss as a scalar tensor; on {place} it returned {what}",
+                    self.name(py)
+                )))
+            };
+            let bound = r.bind(py);
+            let Ok(t) = bound.extract::<PyTensor>() else {
+                let shown = bound
+                    .repr()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|_| "?".into());
+                let shown: String = shown.chars().take(80).collect();
+                return Err(bad(format!(
+                    "a {} ({shown})",
+                    bound
+                        .get_type()
+                        .name()
+                        .map_or("?".into(), |n| n.to_string())
+                )));
+            };
+            let t = t.0;
+            if t.numel() != 1 {
+                return Err(bad(format!("a tensor of shape {:?}", t.size())));
+            }
+            if matches!(at, LossAt::Train(_)) && !t.requires_grad() {
+                return Err(bad(
+                    "a tensor that does not depend on the model's output (no gradient flows back)"
+                        .into(),
+                ));
+            }
+            t.f_reshape([] as [i64; 0])
+                .map_err(Error::torch("reading the loss learn.crit returned"))
         })
     }
 }
@@ -253,9 +323,11 @@ impl PyLearner {
     /// trainable now, at `lrs` / `wds` (1 value or 3, one per layer group) following
     /// `schedule`. `precompute`: the epochs train the head on activations. `fused_head`:
     /// precompute epochs on the CPU may use the hand-written head step. `clip`: the gradient
-    /// norm to clip to before each step (None: none).
+    /// norm to clip to before each step (None: none). `crit`: a callable (output, target) ->
+    /// scalar loss tensor used for this fit's training and validation loss instead of the one
+    /// the model's output implies (None: that one).
     #[pyo3(signature = (*, lrs, wds, schedule, precompute, stop_on_divergence=false,
-                        fused_head=true, opt=None, clip=None))]
+                        fused_head=true, opt=None, clip=None, crit=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
@@ -267,17 +339,22 @@ impl PyLearner {
         fused_head: bool,
         opt: Option<PyOptimizer>,
         clip: Option<f64>,
+        crit: Option<PyObject>,
     ) -> PyResult<()> {
-        self.lock()?.begin_fit(FitConfig {
-            lrs: lrs.0,
-            wds: wds.0,
-            schedule: schedule.0,
-            precompute,
-            stop_on_divergence,
-            fused_head,
-            algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
-            clip,
-        });
+        let crit = crit.map(|c| Box::new(PyCrit(c)) as Box<dyn LossFn>);
+        self.lock()?.begin_fit_with(
+            FitConfig {
+                lrs: lrs.0,
+                wds: wds.0,
+                schedule: schedule.0,
+                precompute,
+                stop_on_divergence,
+                fused_head,
+                algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
+                clip,
+            },
+            crit,
+        );
         Ok(())
     }
 
@@ -291,8 +368,10 @@ impl PyLearner {
     }
 
     /// One training epoch over in-memory rows (precomputed activations).
-    /// `on_batch(i, smoothed_loss)` -> truthy stops. Returns (trn_loss, stopped).
-    #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None))]
+    /// `on_batch(i, smoothed_loss)` -> truthy stops; `on_batch_begin(i)` runs before each step.
+    /// Returns (trn_loss, stopped).
+    #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None, on_batch_begin=None))]
+    #[allow(clippy::too_many_arguments)]
     fn train_epoch_tensors(
         &self,
         py: Python<'_>,
@@ -302,12 +381,14 @@ impl PyLearner {
         seed: u64,
         epoch: u64,
         on_batch: Option<PyObject>,
+        on_batch_begin: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
         self.train_epoch(
             py,
             Box::new(tensor_set(x, y, bs, true, seed)),
             epoch,
             on_batch,
+            on_batch_begin,
         )
     }
 
@@ -369,16 +450,24 @@ impl PyLearner {
         Ok(PyTensor(out?))
     }
 
-    /// One training epoch over an image loader (augmentation drawn for `epoch`).
-    #[pyo3(signature = (dl, epoch, on_batch=None))]
+    /// One training epoch over an image loader (augmentation drawn for `epoch`); the hooks
+    /// as for `train_epoch_tensors`.
+    #[pyo3(signature = (dl, epoch, on_batch=None, on_batch_begin=None))]
     fn train_epoch_loader(
         &self,
         py: Python<'_>,
         dl: PyRef<'_, PyDataLoader>,
         epoch: u64,
         on_batch: Option<PyObject>,
+        on_batch_begin: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
-        self.train_epoch(py, Box::new(dl.inner.clone()), epoch, on_batch)
+        self.train_epoch(
+            py,
+            Box::new(dl.inner.clone()),
+            epoch,
+            on_batch,
+            on_batch_begin,
+        )
     }
 
     /// Eval-mode outputs over an image loader: (outputs, targets, mean loss, kept). Outputs
@@ -471,10 +560,21 @@ impl PyLearner {
         src: Source,
         epoch: u64,
         on_batch: Option<PyObject>,
+        on_batch_begin: Option<PyObject>,
     ) -> PyResult<(f64, bool)> {
         let hook = Hook(on_batch);
+        // No hook, no call: the GIL is not taken before each batch for nothing.
+        let begin = on_batch_begin.map(|f| Hook(Some(f)));
         let r = self.detached(py, move |l| {
-            l.train_epoch(&*src, epoch, &mut |b, loss| hook.call((b, loss)))
+            l.train_epoch_hooked(
+                &*src,
+                epoch,
+                &mut |b| match &begin {
+                    Some(h) => h.call((b,)).map(|_| ()),
+                    None => Ok(()),
+                },
+                &mut |b, loss| hook.call((b, loss)),
+            )
         })?;
         Ok((r.trn_loss, r.stopped))
     }

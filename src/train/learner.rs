@@ -69,6 +69,22 @@ impl TensorSet {
     }
 }
 
+/// Where a loss is computed: the training batch or the validation batch of that index (what a
+/// user's loss function is told, so its errors can name the batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossAt {
+    Train(usize),
+    Valid(usize),
+}
+
+/// A loss function other than the one the model's output implies (fastai's `learn.crit` set by
+/// the user). `out` is the model's output (part of the autograd graph when training), `y` the
+/// batch's targets as the source gives them; the result is the batch's loss, a scalar that
+/// backward runs from. The bindings implement it by calling back into Python.
+pub trait LossFn: Send {
+    fn loss(&self, out: &Tensor, y: &Tensor, at: LossAt) -> Result<Tensor>;
+}
+
 /// The settings of one `fit` / `lr_find` call.
 pub struct FitConfig {
     /// Per layer group, earliest first.
@@ -109,6 +125,8 @@ struct FitState {
     fused: Option<FusedHead>,
     /// Gradient-norm clipping before each step (see [`FitConfig::clip`]).
     clip: Option<f64>,
+    /// The user's loss function, None for the one the model's output implies.
+    crit: Option<Box<dyn LossFn>>,
 }
 
 impl FitState {
@@ -266,6 +284,12 @@ impl Learner {
 
     /// Starts a `fit` / `lr_find` call: a new optimiser for the groups trainable now.
     pub fn begin_fit(&mut self, cfg: FitConfig) {
+        self.begin_fit_with(cfg, None)
+    }
+
+    /// [`Learner::begin_fit`] with the loss of this call: `crit` replaces the one the model's
+    /// output implies for training and for the validation loss, until `end_fit`.
+    pub fn begin_fit_with(&mut self, cfg: FitConfig, crit: Option<Box<dyn LossFn>>) {
         let FitConfig {
             lrs,
             wds,
@@ -296,6 +320,7 @@ impl Learner {
             fused_allowed: fused_head,
             fused: None,
             clip,
+            crit,
         });
     }
 
@@ -303,7 +328,18 @@ impl Learner {
         self.fit.take().map(|f| f.record).unwrap_or_default()
     }
 
-    fn loss(&self, out: &Tensor, y: &Tensor) -> Result<Tensor> {
+    /// The loss of one batch: the user's function during a fit that set one, else the one the
+    /// model's output implies.
+    fn loss(
+        &self,
+        crit: Option<&dyn LossFn>,
+        out: &Tensor,
+        y: &Tensor,
+        at: LossAt,
+    ) -> Result<Tensor> {
+        if let Some(crit) = crit {
+            return crit.loss(out, y, at);
+        }
         let r = match self.net.output() {
             Output::LogSoftmax => out.f_nll_loss(y, None::<Tensor>, tch::Reduction::Mean, -100),
             Output::Sigmoid => out.f_binary_cross_entropy(
@@ -326,13 +362,25 @@ impl Learner {
         epoch: u64,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
+        self.train_epoch_hooked(src, epoch, &mut |_| Ok(()), on_batch)
+    }
+
+    /// [`Learner::train_epoch`] with `before(batch_index)` also run before every step (fastai's
+    /// `on_batch_begin`); an Err from it aborts like one from `on_batch`.
+    pub fn train_epoch_hooked(
+        &mut self,
+        src: &dyn BatchSource,
+        epoch: u64,
+        before: &mut dyn FnMut(usize) -> Result<()>,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<EpochResult> {
         let mut fit = self
             .fit
             .take()
             .ok_or_else(|| Error::internal("train_epoch called outside a fit"))?;
         let result = match self.fused_rows(&mut fit, src) {
-            Ok(Some(rows)) => Self::train_epoch_fused(&mut fit, rows, epoch, on_batch),
-            Ok(None) => self.train_epoch_autograd(&mut fit, src, epoch, on_batch),
+            Ok(Some(rows)) => Self::train_epoch_fused(&mut fit, rows, epoch, before, on_batch),
+            Ok(None) => self.train_epoch_autograd(&mut fit, src, epoch, before, on_batch),
             Err(e) => Err(e),
         };
         self.fit = Some(fit);
@@ -352,11 +400,13 @@ impl Learner {
         let plain = |t: &Tensor, kind: Kind, dim: usize| {
             t.device() == Device::Cpu && t.kind() == kind && t.is_contiguous() && t.dim() == dim
         };
-        // The hand-written step does SGD only, without gradient clipping.
+        // The hand-written step does SGD only, without gradient clipping, on the model's own
+        // loss (its gradient is written out by hand).
         let sgd = fit.opt.sgd_momentum().is_some();
         if !(fit.fused_allowed
             && sgd
             && fit.clip.is_none()
+            && fit.crit.is_none()
             && fit.precompute
             && !self.bn_freeze
             && self.device == Device::Cpu)
@@ -385,6 +435,7 @@ impl Learner {
         fit: &mut FitState,
         rows: &TensorSet,
         epoch: u64,
+        before: &mut dyn FnMut(usize) -> Result<()>,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
         let Some(mut fused) = fit.fused.take() else {
@@ -406,6 +457,7 @@ impl Learner {
                     fit.skip_one_row();
                     continue;
                 }
+                before(b)?;
                 let (lrs, mom) = fit.batch_rates();
                 let next = batches.get(b + 1).copied().unwrap_or(&[]);
                 let Some(mu) = fit.opt.sgd_momentum() else {
@@ -433,6 +485,7 @@ impl Learner {
         fit: &mut FitState,
         src: &dyn BatchSource,
         epoch: u64,
+        before: &mut dyn FnMut(usize) -> Result<()>,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
         let bn = if fit.precompute {
@@ -447,6 +500,7 @@ impl Learner {
                 fit.skip_one_row();
                 continue;
             }
+            before(b)?;
             let (lrs, mom) = fit.batch_rates();
             let x = self.upload(x)?;
             let y = self.upload(y)?;
@@ -455,7 +509,7 @@ impl Learner {
             } else {
                 self.net.forward(&x, true, bn)?
             };
-            let loss = self.loss(&out, &y)?;
+            let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
             fit.opt.zero_grad();
             loss.f_backward().map_err(Error::torch("backward pass"))?;
             if let Some(max_norm) = fit.clip {
@@ -488,6 +542,8 @@ impl Learner {
         let mut ys = Vec::new();
         let mut loss_sum = 0.0;
         let mut n = 0usize;
+        // Inside a fit (its validation), the fit's loss function.
+        let crit = self.fit.as_ref().and_then(|f| f.crit.as_deref());
         tch::no_grad(|| -> Result<()> {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
@@ -499,8 +555,9 @@ impl Learner {
                 };
                 let bs = x.size()[0] as usize;
                 if with_loss {
+                    let y = self.upload(y.shallow_clone())?;
                     loss_sum += self
-                        .loss(&out, &self.upload(y.shallow_clone())?)?
+                        .loss(crit, &out, &y, LossAt::Valid(b))?
                         .double_value(&[])
                         * bs as f64;
                 }
