@@ -200,7 +200,8 @@ impl DataLoader {
     /// `out` (3·sz·sz).
     fn fill_item(&self, index: usize, stream: Stream, epoch: u64, out: &mut [f32]) -> Result<()> {
         let inner = &self.inner;
-        inner.dataset.with_pixels(index, |src| {
+        let min_side = inner.pipeline.min_source_side();
+        inner.dataset.with_pixels(index, min_side, |src| {
             let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
             let params = inner.pipeline.draw(&mut rng);
             // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
