@@ -204,8 +204,12 @@ fn supported_eighths() -> &'static [usize] {
 /// No margin is added above `min_side`: the pipeline's first step resizes the short side to
 /// at most `min_side` with an antialiasing filter whose support widens with the reduction, so
 /// a decode of exactly `min_side` is copied as is and a larger one is reduced; neither is
-/// enlarged. The DCT-domain reduction itself low-passes (it keeps the block's lowest M × M
-/// frequencies), which is why the result stays close to reducing the full decode.
+/// enlarged. The DCT-domain reduction keeps the block's lowest M × M frequencies, a sharper
+/// low-pass than the pipeline's triangle filter, so the two-step result is a little sharper
+/// than reducing the full decode in one step. On 200 Dogs-vs-Cats photos a margin did not
+/// bring it reliably closer: the mean absolute difference per reduced photo (normalised
+/// units) was 0.051 without one and 0.055 asking 1.25 × the side at sz 224, 0.066 and 0.042
+/// at sz 128, and 0.043 asking twice the side, which leaves most photos at full size.
 pub fn jpeg_scale_eighths(w: usize, h: usize, min_side: usize, eighths: &[usize]) -> usize {
     let short = w.min(h);
     eighths
