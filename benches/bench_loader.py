@@ -1,5 +1,7 @@
 """Loader throughput: our `aug_dl` against a PyTorch DataLoader doing the same work with PIL and
-torchvision, and against PIL's decode alone. Not a test; run it by hand:
+torchvision, against PIL's decode alone, and against libjpeg-turbo's full-size decode alone of
+the same files already in memory (through PIL when it is built on libjpeg-turbo), on as many
+threads as the loader has workers. Not a test; run it by hand:
 
     PYTHONPATH=python python benches/bench_loader.py [--path ../shared/data/dogscats]
         [--workers 2] [--n 1280]
@@ -7,6 +9,7 @@ torchvision, and against PIL's decode alone. Not a test; run it by hand:
 All three read the same files of `<path>/train` (page cache warmed first), at sz 224 with
 `transforms_side_on` and `max_zoom=1.1`. Prints images/s of each and the ratios.
 """
+import io
 import argparse
 import glob
 import os
@@ -99,6 +102,21 @@ def main():
             list(ex.map(lambda f: Image.open(f).convert("RGB").load(), files[:n]))
         return n
 
+    blobs = []
+    for f in files[:n]:
+        with open(f, "rb") as fh:
+            blobs.append(fh.read())
+
+    def decode_blob(b):
+        im = Image.open(io.BytesIO(b))
+        im.load()
+        return im if im.mode == "RGB" else im.convert("RGB")
+
+    def turbo_w():
+        with ThreadPoolExecutor(W) as ex:
+            list(ex.map(decode_blob, blobs))
+        return n
+
     def ours():
         got = 0
         for i, (x, y) in enumerate(data.aug_dl):
@@ -120,20 +138,27 @@ def main():
 
     best, best_cpu = {}, {}
     for _ in range(args.rounds):
-        for name, fn in [("pil1", pil_1), ("pilw", pil_w), ("ours", ours), ("torch", torch_dl)]:
+        for name, fn in [("pil1", pil_1), ("pilw", pil_w), ("turbo", turbo_w), ("ours", ours),
+                         ("torch", torch_dl)]:
             t, c = time.perf_counter(), cpu()
             got = fn()
             best[name] = max(best.get(name, 0.0), rate(got, time.perf_counter() - t))
             best_cpu[name] = max(best_cpu.get(name, 0.0), rate(got, cpu() - c))
     pil1, pilw, ours, tv = best["pil1"], best["pilw"], best["ours"], best["torch"]
+    turbo = best["turbo"]
+    from PIL import features
+    codec = "libjpeg-turbo" if features.check_feature("libjpeg_turbo") else "libjpeg (not turbo)"
 
     print(f"PIL decode only, 1 thread : {pil1:8.1f} img/s")
     print(f"PIL decode only, {W} threads: {pilw:8.1f} img/s")
+    print(f"{codec} decode only, from memory, {W} threads: {turbo:8.1f} img/s")
     print(f"torch DataLoader + PIL/tv : {tv:8.1f} img/s")
     print(f"fastai-rs aug_dl          : {ours:8.1f} img/s")
     print(f"ratio ours / DataLoader   : {ours / tv:8.2f}x   (target >= 4)")
     print(f"ratio ours / PIL decode {W}t: {ours / pilw:8.2f}    (target >= 0.70)")
     print(f"ratio ours / PIL decode 1t: {ours / pil1:8.2f}")
+    print(f"ratio ours / {codec} full decode only, memory, {W}t: {ours / turbo:8.2f}    "
+          "(target >= 0.85)")
     c = best_cpu
     print("per CPU-second (insensitive to other load on the machine):")
     print(f"  PIL decode {c['pil1']:.1f}, DataLoader {c['torch']:.1f}, ours {c['ours']:.1f} img/cpu-s; "

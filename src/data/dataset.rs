@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::image::decode::decode_file;
+use crate::image::decode::decode_file_covering;
 use crate::transforms::{Src, SrcRef};
 use crate::util::hash::KeyHasher;
 use crate::{Error, Result};
@@ -381,12 +381,18 @@ impl Dataset {
         }
     }
 
-    /// Calls `f` with the pixels of item `i`: decoded from its file, or read in place.
-    pub fn with_pixels<R>(&self, i: usize, f: impl FnOnce(&Src<'_>) -> Result<R>) -> Result<R> {
+    /// Calls `f` with the pixels of item `i`: decoded from its file (smaller when its short
+    /// side may be as small as `min_side`, see `decode_file_covering`), or read in place.
+    pub fn with_pixels<R>(
+        &self,
+        i: usize,
+        min_side: Option<usize>,
+        f: impl FnOnce(&Src<'_>) -> Result<R>,
+    ) -> Result<R> {
         match &self.items {
             Items::Array(images) => f(&images.item(i)),
             Items::Files { root, names } => {
-                let decoded = decode_file(&root.join(&names[i]))?;
+                let decoded = decode_file_covering(&root.join(&names[i]), min_side)?;
                 f(&Src {
                     data: SrcRef::U8(&decoded.data),
                     rows: decoded.height,

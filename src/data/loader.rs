@@ -280,22 +280,24 @@ impl DataLoader {
         let Work::Fused(pipeline) = &inner.work else {
             return Err(Error::internal("fill_item on a loader of made items"));
         };
-        inner.dataset.with_pixels(index, |src| {
-            let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
-            let params = pipeline.draw(&mut rng);
-            // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
-            // does not skip (`build_batch`'s catch-all would call it undecodable).
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                pipeline.apply(src, &params, out)
-            }));
-            applied
-                .unwrap_or_else(|_| {
-                    Err(Error::Pipeline {
-                        reason: "the pipeline panicked".into(),
+        inner
+            .dataset
+            .with_pixels(index, pipeline.min_source_side(), |src| {
+                let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
+                let params = pipeline.draw(&mut rng);
+                // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
+                // does not skip (`build_batch`'s catch-all would call it undecodable).
+                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pipeline.apply(src, &params, out)
+                }));
+                applied
+                    .unwrap_or_else(|_| {
+                        Err(Error::Pipeline {
+                            reason: "the pipeline panicked".into(),
+                        })
                     })
-                })
-                .map_err(|e| crate::transforms::naming_image(&inner.dataset.path(index))(e))
-        })
+                    .map_err(|e| crate::transforms::naming_image(&inner.dataset.path(index))(e))
+            })
     }
 
     /// Hands a batch's `x` back for reuse once the consumer is done with it (optional; the

@@ -184,6 +184,62 @@ impl Pipeline {
             crate::image::decode::DECODER_VERSION
         )
     }
+
+    /// The smallest short side a source image may be decoded at without any output pixel
+    /// being made from an enlarged decode, or `None` when the output depends on the source's
+    /// own pixel size and only the full-size decode will do.
+    ///
+    /// Every crop but GoogleNet's first resizes the source so its short side is the scale
+    /// step's target, `int(sz · m)`: the largest m is the need. Padding, rotation, zoom,
+    /// stretch, flips and the crop all act on that working image, whose size does not depend
+    /// on the source's, so a zoom-in enlarges the working image alike whatever the decode (it
+    /// needs no more source pixels).
+    ///
+    /// GoogleNet's crop works on the source itself: its window, as small as
+    /// √(min_area_frac / ρ) of the short side (ρ: the most elongated aspect ratio, either
+    /// way), is resized to `sz`, after augmentations that may enlarge it further (zoom and
+    /// stretch, by at most their largest factor each). Its Cutout holes are a number of source
+    /// pixels, so with Cutout the full size is kept.
+    pub fn min_source_side(&self) -> Option<usize> {
+        let CropKind::GoogleNet {
+            min_area_frac,
+            min_aspect_ratio,
+            max_aspect_ratio,
+            ..
+        } = self.crop
+        else {
+            let sz = self.sz as f64;
+            let scaled = match &self.scale {
+                // `int(sz · m)` with m drawn from [lo, hi) when the step fires; sz otherwise.
+                Some(s) if s.p > 0.0 => {
+                    let top = ((s.lo.max(s.hi) * sz) as usize).max(1);
+                    if s.p < 1.0 {
+                        top.max(self.sz)
+                    } else {
+                        top
+                    }
+                }
+                _ => self.sz,
+            };
+            return Some(scaled);
+        };
+        let mut enlarge = 1.0f64;
+        for aug in &self.augs {
+            enlarge *= match aug {
+                Aug::Cutout { .. } => return None,
+                Aug::Zoom {
+                    zoom_max, zoom_min, ..
+                } => 1.0 + zoom_max.max(*zoom_min).max(0.0),
+                Aug::Stretch { max } => 1.0 + max,
+                Aug::RotateZoom { zoom, stretch, .. } => 1.0 + zoom.max(*stretch).max(0.0),
+                _ => 1.0,
+            };
+        }
+        let rho = max_aspect_ratio.max(1.0 / min_aspect_ratio).max(1.0);
+        // The window's short side over the image's short side, at the smallest.
+        let window = (min_area_frac / rho).sqrt().min(1.0);
+        Some((self.sz as f64 * enlarge / window).ceil() as usize)
+    }
 }
 
 /// Names the image at `path` in an error of [`Pipeline::apply`] (which does not know it):
@@ -397,6 +453,67 @@ mod tests {
             crate::image::decode::DECODER_VERSION
         );
         assert_eq!(Pipeline::new(spec()).unwrap().key(), expect);
+    }
+
+    #[test]
+    fn the_source_side_needed_is_the_largest_scale_target() {
+        let need = |f: &dyn Fn(&mut PipelineSpec)| {
+            let mut s = spec();
+            s.crop = CropKind::Center;
+            f(&mut s);
+            Pipeline::new(s).unwrap().min_source_side()
+        };
+        // RandomScale(224, 1.1, p=0.75): int(224 · 1.1) = 246 at most.
+        assert_eq!(need(&|_| {}), Some(246));
+        // Scale(224) (no random scale, or one that never fires): 224.
+        assert_eq!(need(&|s| s.scale = None), Some(224));
+        assert_eq!(need(&|s| s.scale.as_mut().unwrap().p = 0.0), Some(224));
+        // A scale that always shrinks: int(100 · 0.8) = 80; one that sometimes does: sz.
+        let shrink = |p| RandomScale {
+            lo: 0.5,
+            hi: 0.8,
+            p,
+        };
+        let small = |p: f64| {
+            move |s: &mut PipelineSpec| {
+                s.sz = 100;
+                s.scale = Some(shrink(p));
+            }
+        };
+        assert_eq!(need(&small(1.0)), Some(80));
+        assert_eq!(need(&small(0.5)), Some(100));
+        // Zooms, padding and the crop type act on the scaled image: no more is needed.
+        let zoomed = |s: &mut PipelineSpec| {
+            s.augs.push(Aug::Zoom {
+                zoom_max: 0.5,
+                zoom_min: 0.0,
+                border: Border::Reflect,
+            });
+            s.crop = CropKind::No;
+        };
+        assert_eq!(need(&zoomed), Some(246));
+    }
+
+    #[test]
+    fn googlenet_needs_its_smallest_window_at_full_output_size() {
+        let gnet = |augs: Vec<Aug>| {
+            let mut s = spec();
+            s.augs = augs;
+            Pipeline::new(s).unwrap().min_source_side()
+        };
+        // Smallest window side: √(0.08 / (1 / 0.75)) = √0.06 = 0.24495 of the short side;
+        // 224 / 0.24495 = 914.48.
+        assert_eq!(gnet(vec![Aug::Flip { p: 0.5 }]), Some(915));
+        // A zoom-in by up to 1.2 and a stretch by up to 1.1 enlarge it further:
+        // 914.48 · 1.2 · 1.1 = 1207.1.
+        let zoom = Aug::Zoom {
+            zoom_max: 0.2,
+            zoom_min: -0.1,
+            border: Border::Reflect,
+        };
+        assert_eq!(gnet(vec![zoom, Aug::Stretch { max: 0.1 }]), Some(1208));
+        // Cutout holes are counted in source pixels: the full size only.
+        assert_eq!(gnet(spec().augs), None);
     }
 
     #[test]
