@@ -211,3 +211,29 @@ def test_a_get_x_subclass_with_a_python_transform_or_get_y_keeps_the_python_item
     # Black images normalised: -mean/std in every pixel of each channel.
     m, s = imagenet_stats
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), -np.asarray(m) / np.asarray(s), rtol=1e-5)
+
+
+def test_an_arrays_subclass_with_its_own_get_x_feeds_the_fused_pipeline(tmp_path):
+    from fastai.dataset import ArraysIndexDataset
+
+    class UpsideDown(ArraysIndexDataset):
+        def get_x(self, i):
+            return self.x[i][::-1]  # a strided view: copied as the values it shows
+
+    rng = np.random.RandomState(1)
+    x = rng.randint(0, 256, size=(N_TRN + N_VAL, 20, 24, 3)).astype(np.uint8)
+    y = np.arange(N_TRN + N_VAL) % 3
+    ds = ImageClassifierData.get_ds(UpsideDown, (x[:N_TRN], y[:N_TRN]), (x[N_TRN:], y[N_TRN:]),
+                                    _tfms())
+    md = ImageClassifierData(str(tmp_path), ds, 2, 2, ["a", "b", "c"])
+    assert md.val_dl._native.dataset.python_pixels
+    flipped = np.ascontiguousarray(x[:, ::-1])
+    ref = ImageClassifierData.from_arrays(str(tmp_path), (flipped[:N_TRN], y[:N_TRN]),
+                                          (flipped[N_TRN:], y[N_TRN:]), bs=2, tfms=_tfms(), seed=md.seed)
+    for dl, rdl in ((md.val_dl, ref.val_dl), (md.trn_dl, ref.trn_dl)):
+        (a, t), (b, u) = _all(dl), _all(rdl)
+        assert torch.equal(a, b) and torch.equal(t, u)
+    # Not the unflipped images: the reference can tell them apart.
+    plain = ImageClassifierData.from_arrays(str(tmp_path), (x[:N_TRN], y[:N_TRN]),
+                                            (x[N_TRN:], y[N_TRN:]), bs=2, tfms=_tfms())
+    assert not torch.equal(_all(md.val_dl)[0], _all(plain.val_dl)[0])
