@@ -12,7 +12,8 @@ The same files of `<path>/train` (page cache warmed first), sz 224, `transforms_
   `lighting`); such a pipeline runs per item as 0.7's objects in Python on the loader's
   threads, each built-in step one Rust kernel;
 * get_x subclass: the built-in pipeline over a dataset class overriding `get_x` (it calls the
-  library's own), which also takes the per-item path;
+  library's own): only get_x(i) runs in Python on the loader's threads, its image then
+  goes through the fused pipeline;
 * 0.7's way: what fastai 0.7 ran for the same pipeline, written out here with OpenCV and numpy
   (cv2.imread, RandomScale with INTER_AREA, RandomRotate, lighting, flip, random crop,
   normalise) in a PyTorch DataLoader with one OpenCV thread per worker process.
@@ -144,7 +145,8 @@ def main():
     user = loader_of(transforms_side_on + [UserLighting(0.05, 0.05)])
     own_get_x = loader_of(transforms_side_on, OwnGetX)
     assert not builtin._native.dataset.is_python
-    assert user._native.dataset.is_python and own_get_x._native.dataset.is_python
+    # Only get_x is the user's: its images feed the fused pipeline (not the Python item path).
+    assert user._native.dataset.is_python and own_get_x._native.dataset.python_pixels
     nb = n // BS
 
     def through(dl):

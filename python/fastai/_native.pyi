@@ -114,6 +114,17 @@ class Dataset:
         name: str,
         files: Sequence[str] | None = None,
     ) -> Dataset: ...
+    @staticmethod
+    def from_get_x(
+        get_x: Callable[[int], Any],
+        n: int,
+        name: str,
+        files: Sequence[str] | None = None,
+        kind: _TargetKind = ...,
+        y: _Labels | None = None,
+    ) -> Dataset: ...
+    @property
+    def python_pixels(self) -> bool: ...
     @property
     def is_python(self) -> bool: ...
     def __len__(self) -> int: ...

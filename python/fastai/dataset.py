@@ -5,7 +5,9 @@ arranges the six loaders of spec §2.4 and converts batches to torch tensors (wi
 A dataset class of the user's (`get_x`/`get_y` overridden, passed through `get_ds` to
 `ImageClassifierData(path, datasets, bs, num_workers, classes)`) or a transform that runs only
 in Python is served by the same Rust loaders, which call `ds[i]` once per item on their worker
-threads (order, prefetch and batching unchanged; x may have any channel count).
+threads (order, prefetch and batching unchanged; x may have any channel count). When the class
+changes only `get_x` and the transform is built-in, the loaders call just `get_x(i)` there and
+run the rest (transform, labels, batching) as for the library's classes.
 
 Decisions where the original had rough edges (spec §13):
 * class folders and the files inside them are sorted; hidden files and non-image extensions are
@@ -25,6 +27,7 @@ import itertools
 import math
 import os
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -245,8 +248,9 @@ class BaseDataset:
     A user's subclass (overriding `get_x`, `get_y`, `get`, `get1item` or `__getitem__`), or one
     whose transform runs only in Python, is served by the loaders through this very protocol,
     one call per item on the loader's threads. The library's own classes with a transform the
-    Rust pipeline runs are served by Rust alone (decoding and transforming fused); `ds[i]` then
-    reads the same Rust item (`_native`, the loader serving this dataset)."""
+    Rust pipeline runs are served by Rust alone (decoding and transforming fused), and so is a
+    subclass that overrides only `get_x` but for that call; `ds[i]` then reads the same Rust
+    item (`_native`, the loader serving this dataset)."""
 
     _native = None
 
@@ -476,16 +480,21 @@ _FUSED_KINDS = {
 _ITEM_PROTOCOL = ("get_x", "get_y", "get", "get1item", "__getitem__", "_item", "get_n", "__len__")
 
 
-def _fused_kind(ds):
-    """The label kind of the Rust dataset that can serve `ds` without Python ('class',
-    'multihot', 'continuous', 'none'), or None when Python must make its items: a class (or
-    method) of the user's in the item protocol, a transform that runs only in Python, labels
-    or images the Rust dataset does not hold as given (they would come out other than 0.7's)."""
-    base = next((b for b in type(ds).__mro__ if b in _FUSED_KINDS), None)
-    if base is None or any(getattr(type(ds), m) is not getattr(base, m) for m in _ITEM_PROTOCOL):
-        return None
-    if any(m in vars(ds) for m in _ITEM_PROTOCOL):  # methods patched on the instance
-        return None
+def _fused_base(ds):
+    """The library class of `_FUSED_KINDS` that `ds` derives from (None: none of them)."""
+    return next((b for b in type(ds).__mro__ if b in _FUSED_KINDS), None)
+
+
+def _own_protocol(ds, base):
+    """The names of the item protocol that `ds` does not take from `base`: methods its class
+    overrides, or patched on the instance."""
+    return {m for m in _ITEM_PROTOCOL
+            if m in vars(ds) or getattr(type(ds), m) is not getattr(base, m)}
+
+
+def _label_kind(ds, base):
+    """The kind of labels of the Rust dataset for `ds` (see `_fused_kind`), or None when it
+    cannot hold `ds.y` as given, or the transform runs only in Python."""
     tfm = ds.transform
     if not isinstance(tfm, _transforms.Transforms) or not tfm.fusable:
         return None
@@ -498,12 +507,47 @@ def _fused_kind(ds):
             return None
         if kind in ("multihot", "continuous") and not (y.ndim == 2 and y.dtype.kind in "fiub"):
             return None
-    if isinstance(ds, ArraysDataset):
+    return kind
+
+
+def _fused_kind(ds):
+    """The label kind of the Rust dataset that can serve `ds` without Python ('class',
+    'multihot', 'continuous', 'none'), or None when Python must make its items: a class (or
+    method) of the user's in the item protocol, a transform that runs only in Python, labels
+    or images the Rust dataset does not hold as given (they would come out other than 0.7's)."""
+    base = _fused_base(ds)
+    if base is None or _own_protocol(ds, base):
+        return None
+    kind = _label_kind(ds, base)
+    if kind is not None and isinstance(ds, ArraysDataset):
         x = ds.x
         if not (isinstance(x, np.ndarray) and x.ndim == 4 and x.shape[3] == 3
                 and x.dtype in (np.uint8, np.float32)):
             return None
     return kind
+
+
+def _own_get_x_kind(ds):
+    """The label kind when `ds` changes only `get_x` of a library class whose labels, and
+    transform, the Rust side runs: its images then come from Python one at a time and go
+    through the fused pipeline, the labels staying in Rust. None otherwise."""
+    base = _fused_base(ds)
+    if base is None or _own_protocol(ds, base) != {"get_x"}:
+        return None
+    return _label_kind(ds, base)
+
+
+def _item_where(ds, i):
+    """How a note names item `i`'s file: ` (<path>)`, or nothing for a dataset without files."""
+    try:
+        return f" ({os.path.join(ds.path, ds.fnames[i])})"
+    except Exception:  # noqa: BLE001 -- a dataset without files (or odd names)
+        return ""
+
+
+def _add_item_note(e, ds, name, i):
+    if isinstance(e, Exception):
+        e.add_note(f"raised while making item {i} of {name}{_item_where(ds, i)} for a loader")
 
 
 def _python_item_fn(ds):
@@ -514,18 +558,11 @@ def _python_item_fn(ds):
     code reaches the caller as itself, with a note naming the dataset, the item and its file."""
     name = type(ds).__name__
 
-    def where(i):
-        try:
-            return f" ({os.path.join(ds.path, ds.fnames[i])})"
-        except Exception:  # noqa: BLE001 -- a dataset without files (or odd names)
-            return ""
-
     def item(i):
         try:
             x, y = ds[i]
         except BaseException as e:
-            if isinstance(e, Exception):
-                e.add_note(f"raised while making item {i} of {name}{where(i)} for a loader")
+            _add_item_note(e, ds, name, i)
             raise
         if torch.is_tensor(x):
             x = x.detach().cpu().numpy()
@@ -534,6 +571,37 @@ def _python_item_fn(ds):
         return x, _item_y(y, name, i)
 
     return item
+
+
+def _get_x_fn(ds):
+    """What the Rust loader calls for the image of item i of a dataset that changes only
+    `get_x`: `ds.get_x(i)`, a float64 array or a torch tensor brought to float32 numpy (Rust
+    checks the rest), an exception with the note of `_python_item_fn`. The dataset is held
+    weakly: its `_native` loader holds this function, and a strong reference back would be a
+    cycle through Rust that the garbage collector cannot see."""
+    name = type(ds).__name__
+    try:
+        held = weakref.ref(ds)
+    except TypeError:  # a class with __slots__ and no __weakref__
+        def held():
+            return ds
+
+    def get_x(i):
+        d = held()
+        if d is None:
+            raise ReferenceError(f"{name} was freed while one of its loaders was still running")
+        try:
+            x = d.get_x(i)
+        except BaseException as e:
+            _add_item_note(e, d, name, i)
+            raise
+        if torch.is_tensor(x):
+            x = x.detach().cpu().numpy()
+        if isinstance(x, np.ndarray) and x.dtype == np.float64:
+            x = x.astype(np.float32)
+        return x
+
+    return get_x
 
 
 def _item_y(y, name, i):
@@ -571,7 +639,12 @@ class _Loaders:
         """The Rust loader of `ds` (None for untransformed arrays, batched in Python)."""
         if ds.transform is None:
             return None
-        kind = _fused_kind(ds)
+        kind, own_x = _fused_kind(ds), False
+        if kind is None:
+            # Only get_x is the user's: its images go through the fused pipeline, one Rust
+            # dataset per Python dataset (the key holds the dataset itself, not its items).
+            kind = _own_get_x_kind(ds)
+            own_x = kind is not None
         if kind is None:
             nds = _native.Dataset.from_python(_python_item_fn(ds), len(ds), type(ds).__name__,
                                               _item_files(ds))
@@ -579,15 +652,18 @@ class _Loaders:
             return _native.DataLoader(nds, None, self.pool, bs=bs, shuffle=shuffle, seed=self.seed,
                                       tta=tta, sz=int(sz) if isinstance(sz, (int, np.integer)) else None)
         arrays = isinstance(ds, ArraysDataset)
-        items = ds.x if arrays else ds.fnames
-        key = (arrays, id(items), id(getattr(ds, "y", None)), kind,
+        items = ds if own_x else ds.x if arrays else ds.fnames
+        key = (own_x or arrays, id(items), id(getattr(ds, "y", None)), kind,
                None if arrays else os.fspath(ds.path))
         # The key holds ids: each entry keeps the objects it names alive beside their dataset.
         nds = self._datasets.get(key, (None,))[0]
         if nds is None:
             y = None if kind == "none" else np.ascontiguousarray(
                 ds.y, dtype=np.int64 if kind == "class" else np.float32)
-            if arrays:
+            if own_x:
+                nds = _native.Dataset.from_get_x(_get_x_fn(ds), len(ds), type(ds).__name__,
+                                                 _item_files(ds), kind, y)
+            elif arrays:
                 nds = _native.Dataset.from_images(np.ascontiguousarray(items), kind, y)
             else:
                 nds = _native.Dataset.from_files(os.fspath(ds.path), [os.fspath(f) for f in items],

@@ -83,6 +83,29 @@ pub trait ItemMaker: Send + Sync {
     fn describe(&self, index: usize) -> String;
 }
 
+/// The pixels of one item as user code gave them (a Python dataset's `get_x`): `rows × cols ×
+/// 3`, HWC, bytes (0-255) or floats in [0, 1] -- what a decoded file or an in-memory array
+/// hands the pipeline.
+pub struct GivenPixels {
+    pub data: ArrayData,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Images given by user code one item at a time (a dataset's own `get_x`) while everything
+/// after them -- the pipeline, the labels, the batches -- stays the library's: the loader asks
+/// for item `i`'s pixels on its worker threads where it would decode a file.
+pub trait PixelSource: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The pixels of item `index` (checked: 3 channels, a height and a width).
+    fn pixels(&self, index: usize) -> Result<GivenPixels>;
+    /// How messages name item `index`: its dataset, the index, its file when there is one.
+    fn describe(&self, index: usize) -> String;
+}
+
 impl Targets {
     /// The targets of `items` (one batch, in order) in the variant that fits them: class
     /// indices, per-item arrays of one dtype and shape, or none. `describe` names an item for
@@ -282,6 +305,8 @@ pub enum Items {
     Array(ImageArray),
     /// Items made by user code on the loader's threads.
     Made(Arc<dyn ItemMaker>),
+    /// Images given by user code on the loader's threads, run through the pipeline.
+    Given(Arc<dyn PixelSource>),
 }
 
 /// The items of one split and their labels.
@@ -317,6 +342,18 @@ impl Dataset {
         }
     }
 
+    /// Images given by user code (`source`), labelled by `targets` (one per item, or
+    /// `Unlabelled`).
+    pub fn from_pixel_source(source: Arc<dyn PixelSource>, targets: Targets) -> Result<Self> {
+        Self::checked(Items::Given(source), targets)
+    }
+
+    /// Whether user code gives the items or their pixels: nothing identifies their content
+    /// but running that code, so they have no cache key.
+    pub fn from_user_code(&self) -> bool {
+        matches!(self.items, Items::Made(_) | Items::Given(_))
+    }
+
     /// The maker of items made by user code (None for files and arrays).
     pub fn maker(&self) -> Option<&Arc<dyn ItemMaker>> {
         match &self.items {
@@ -329,8 +366,12 @@ impl Dataset {
         let ds = Dataset { items, targets };
         if let Some(n) = ds.targets.len() {
             if n != ds.len() {
+                let what = match ds.items {
+                    Items::Files { .. } => "files",
+                    _ => "items",
+                };
                 return Err(Error::InvalidArgument(format!(
-                    "{} files but {} targets",
+                    "{} {what} but {} targets",
                     ds.len(),
                     n
                 )));
@@ -344,6 +385,7 @@ impl Dataset {
             Items::Files { names, .. } => names.len(),
             Items::Array(images) => images.len(),
             Items::Made(m) => m.len(),
+            Items::Given(s) => s.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -360,7 +402,7 @@ impl Dataset {
     pub fn root(&self) -> &Path {
         match &self.items {
             Items::Files { root, .. } => root,
-            Items::Array(_) | Items::Made(_) => Path::new(ARRAY_ROOT),
+            Items::Array(_) | Items::Made(_) | Items::Given(_) => Path::new(ARRAY_ROOT),
         }
     }
 
@@ -370,6 +412,7 @@ impl Dataset {
             Items::Files { root, names } => root.join(&names[i]),
             Items::Array(_) => Path::new(ARRAY_ROOT).join(format!("item {i}")),
             Items::Made(m) => PathBuf::from(m.describe(i)),
+            Items::Given(s) => PathBuf::from(s.describe(i)),
         }
     }
 
@@ -377,12 +420,13 @@ impl Dataset {
     pub fn files(&self) -> Vec<PathBuf> {
         match &self.items {
             Items::Files { root, names } => names.iter().map(|f| root.join(f)).collect(),
-            Items::Array(_) | Items::Made(_) => Vec::new(),
+            Items::Array(_) | Items::Made(_) | Items::Given(_) => Vec::new(),
         }
     }
 
     /// Calls `f` with the pixels of item `i`: decoded from its file (smaller when its short
-    /// side may be as small as `min_side`, see `decode_file_covering`), or read in place.
+    /// side may be as small as `min_side`, see `decode_file_covering`), read in place, or asked
+    /// of the user code that gives them.
     pub fn with_pixels<R>(
         &self,
         i: usize,
@@ -397,6 +441,28 @@ impl Dataset {
                     data: SrcRef::U8(&decoded.data),
                     rows: decoded.height,
                     cols: decoded.width,
+                })
+            }
+            Items::Given(source) => {
+                let p = source.pixels(i)?;
+                let (data, len) = match &p.data {
+                    ArrayData::U8(v) => (SrcRef::U8(v), v.len()),
+                    ArrayData::F32(v) => (SrcRef::F32(v), v.len()),
+                };
+                // The source checks what user code returned; a wrong count here is its bug,
+                // and would otherwise read past the image in the pipeline.
+                if p.rows == 0 || p.cols == 0 || len != p.rows * p.cols * 3 {
+                    return Err(Error::internal(format!(
+                        "{}: {len} values for an image of {} x {} x 3",
+                        source.describe(i),
+                        p.rows,
+                        p.cols
+                    )));
+                }
+                f(&Src {
+                    data,
+                    rows: p.rows,
+                    cols: p.cols,
                 })
             }
             Items::Made(m) => Err(Error::internal(format!(
@@ -416,7 +482,7 @@ impl Dataset {
             }
             Items::Files { root, .. } => hash_files(h, root, &self.files()),
             // What Python code makes cannot be told from a key: such data is never cached.
-            Items::Made(_) => Err(Error::InvalidArgument(
+            Items::Made(_) | Items::Given(_) => Err(Error::InvalidArgument(
                 "items made by Python code (a dataset's get_x/get_y or a Python transform) have \
                  no content key"
                     .into(),
@@ -533,6 +599,52 @@ mod tests {
         let ds = Dataset::from_files("/x".into(), names, Targets::Unlabelled).unwrap();
         assert_eq!(ds.len(), 2);
         assert_eq!(ds.path(1), PathBuf::from("/x/b.png"));
+    }
+
+    /// A source of flat grey images whose size and value follow the index.
+    struct Greys;
+    impl PixelSource for Greys {
+        fn len(&self) -> usize {
+            3
+        }
+        fn pixels(&self, index: usize) -> Result<GivenPixels> {
+            if index == 2 {
+                return Err(Error::InvalidArgument(self.describe(index) + ": no pixels"));
+            }
+            Ok(GivenPixels {
+                data: ArrayData::F32(vec![index as f32 / 4.0; (index + 1) * 2 * 3]),
+                rows: index + 1,
+                cols: 2,
+            })
+        }
+        fn describe(&self, index: usize) -> String {
+            format!("Greys item {index}")
+        }
+    }
+
+    #[test]
+    fn given_pixels_reach_the_pipeline_as_given_with_the_labels_kept() {
+        let err = Dataset::from_pixel_source(Arc::new(Greys), Targets::Class(vec![0]))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("3 items but 1 targets"));
+        let ds =
+            Dataset::from_pixel_source(Arc::new(Greys), Targets::Class(vec![4, 5, 6])).unwrap();
+        assert!(ds.from_user_code() && ds.maker().is_none());
+        assert_eq!(ds.targets().select(&[2, 0]), Targets::Class(vec![6, 4]));
+        let seen = ds
+            .with_pixels(1, None, |src| {
+                let SrcRef::F32(v) = src.data else {
+                    panic!("float pixels expected")
+                };
+                Ok((src.rows, src.cols, v.len(), v[0]))
+            })
+            .unwrap();
+        assert_eq!(seen, (2, 2, 12, 0.25));
+        let err = ds.with_pixels(2, None, |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("Greys item 2: no pixels"), "{err}");
+        assert_eq!(ds.path(1), PathBuf::from("Greys item 1"));
+        assert!(ds.hash_content(&mut KeyHasher::default()).is_err());
     }
 
     #[test]

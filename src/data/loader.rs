@@ -6,12 +6,15 @@
 //! Each item is decoded, transformed and written straight into its slot of the batch buffer
 //! (which becomes the numpy/torch tensor memory without a copy). The order of an epoch comes
 //! from (seed, epoch) (`epoch_order`) and each item's augmentation from (seed, epoch, index), so batches do not
-//! depend on the number of threads. No Python is involved: workers never touch the GIL.
+//! depend on the number of threads. For files and arrays no Python is involved: workers never
+//! touch the GIL.
 //!
 //! A dataset of items made by user code ([`Items::Made`]) is served the same way (order,
 //! batching, prefetch, close), except that each worker asks the dataset's [`ItemMaker`] for its
 //! item instead of decoding and transforming; the first item fixes the (C, sz, sz) every other
 //! item must have, and the items' labels are collated per batch.
+//! A dataset whose images user code gives ([`Items::Given`]: a Python `get_x`) is served by the
+//! fused path: the worker asks for the pixels where it would decode a file.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

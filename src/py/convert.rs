@@ -16,7 +16,7 @@ use tch::Device;
 
 use super::head::PyHead;
 use crate::cache::{Precision, Split};
-use crate::data::dataset::{ArrayData, ItemTarget, Targets, Values};
+use crate::data::dataset::{ArrayData, GivenPixels, ItemTarget, Targets, Values};
 use crate::models::{EntryKind, HeadChoice, Output};
 use crate::transforms::{Aug, Border, CropKind, RandomScale};
 
@@ -388,6 +388,35 @@ pub fn made_x(x: &Bound<'_, PyAny>, who: &str) -> PyResult<(Vec<f32>, [usize; 3]
         )));
     }
     Ok((array_values(f), [shape[0], shape[1], shape[2]]))
+}
+
+/// The image a dataset's own `get_x` returned for item `who`: a uint8 (0-255) or float32
+/// (0-1, as `open_image` gives) numpy array (H, W, 3), copied into Rust memory; anything else
+/// is a ValueError naming the item and what was expected.
+pub fn given_pixels(x: &Bound<'_, PyAny>, who: &str) -> PyResult<GivenPixels> {
+    let expected = "an (H, W, 3) RGB numpy array, float32 in [0, 1] as open_image gives or \
+                    uint8 0-255";
+    let Ok(arr) = x.downcast::<numpy::PyUntypedArray>() else {
+        return Err(PyValueError::new_err(format!(
+            "{who}: get_x returned a {}; expected {expected}",
+            x.get_type().name()?
+        )));
+    };
+    let (dtype, shape) = (arr.dtype().str()?.to_string(), arr.shape().to_vec());
+    let bad = || {
+        PyValueError::new_err(format!(
+            "{who}: get_x returned {dtype} of shape {shape:?}; expected {expected}"
+        ))
+    };
+    if shape.len() != 3 || shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+        return Err(bad());
+    }
+    let data = pixels_from_py(x, who).map_err(|_| bad())?;
+    Ok(GivenPixels {
+        data,
+        rows: shape[0],
+        cols: shape[1],
+    })
 }
 
 /// A made item's y: None (no label), an int (a class index), or an int64 / float32 numpy

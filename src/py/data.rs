@@ -13,12 +13,13 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
 use super::convert::{
-    array_shape, made_x, made_y, pixels_from_py, targets_to_py, IntoPyArrayAny, TargetKind,
+    array_shape, given_pixels, made_x, made_y, pixels_from_py, targets_to_py, IntoPyArrayAny,
+    TargetKind,
 };
 use super::errors::from_pyerr;
 use super::transforms::PyPipeline;
 use super::{run_detached, to_pyerr};
-use crate::data::dataset::{Dataset, ImageArray, ItemMaker, MadeItem};
+use crate::data::dataset::{Dataset, GivenPixels, ImageArray, ItemMaker, MadeItem, PixelSource};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
 use crate::util::rng::Stream;
@@ -79,10 +80,43 @@ impl ItemMaker for PyMaker {
     }
 
     fn describe(&self, index: usize) -> String {
-        match self.files.as_ref().and_then(|f| f.get(index)) {
-            Some(f) => format!("{} item {index} ({f})", self.name),
-            None => format!("{} item {index}", self.name),
-        }
+        describe_item(&self.name, self.files.as_deref(), index)
+    }
+}
+
+/// How messages name item `index` of a Python dataset: its class, the index, its file.
+fn describe_item(name: &str, files: Option<&[String]>, index: usize) -> String {
+    match files.and_then(|f| f.get(index)) {
+        Some(f) => format!("{name} item {index} ({f})"),
+        None => format!("{name} item {index}"),
+    }
+}
+
+/// Images given by a Python callable, a dataset's own `get_x`: `func(i)` returns item i's
+/// (H, W, 3) array, which the fused pipeline then transforms. As for [`PyMaker`], the GIL is
+/// taken only inside `pixels`, on the loader's worker threads, while every wait of the main
+/// thread runs without it.
+struct PySource {
+    func: PyObject,
+    n: usize,
+    name: String,
+    files: Option<Vec<String>>,
+}
+
+impl PixelSource for PySource {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn pixels(&self, index: usize) -> crate::Result<GivenPixels> {
+        Python::with_gil(|py| {
+            let x = self.func.bind(py).call1((index,)).map_err(from_pyerr)?;
+            given_pixels(&x, &self.describe(index)).map_err(from_pyerr)
+        })
+    }
+
+    fn describe(&self, index: usize) -> String {
+        describe_item(&self.name, self.files.as_deref(), index)
     }
 }
 
@@ -159,6 +193,36 @@ impl PyDataset {
             files,
         };
         Self::wrap(Dataset::from_maker(Arc::new(maker)))
+    }
+
+    /// Images given by Python, `get_x(i)` -> (H, W, 3) uint8 (0-255) or float32 (0-1), run
+    /// through the loaders' fused pipeline; labels as in `from_files` (held here, never asked
+    /// of Python); `name` and `files` name an item in messages.
+    #[staticmethod]
+    #[pyo3(signature = (get_x, n, name, files=None, kind=TargetKind::Unlabelled, y=None))]
+    fn from_get_x(
+        get_x: PyObject,
+        n: usize,
+        name: String,
+        files: Option<Vec<String>>,
+        kind: TargetKind,
+        y: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let targets = kind.targets(y, n)?;
+        let source = PySource {
+            func: get_x,
+            n,
+            name,
+            files,
+        };
+        let ds = Dataset::from_pixel_source(Arc::new(source), targets).map_err(super::to_pyerr)?;
+        Ok(Self::wrap(ds))
+    }
+
+    /// Whether the images come from Python code (a dataset's `get_x`) into the fused pipeline.
+    #[getter]
+    fn python_pixels(&self) -> bool {
+        matches!(self.inner.items(), crate::data::dataset::Items::Given(_))
     }
 
     /// Whether the items are made by Python code.

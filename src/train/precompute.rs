@@ -159,7 +159,7 @@ impl Learner {
         on_batch: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Activations> {
         let net = &self.net;
-        if dl.is_made() {
+        if dl.dataset().from_user_code() {
             return self.precompute_in_memory(dl, split, body, on_batch);
         }
         let mut content = KeyHasher::default();
@@ -177,13 +177,13 @@ impl Learner {
             sz: dl.sz(),
             maps: net.has_custom_head(),
             images: match dl.dataset().items() {
-                Items::Array(_) | Items::Made(_) => ImagesAt::Memory,
+                Items::Array(_) | Items::Made(_) | Items::Given(_) => ImagesAt::Memory,
                 Items::Files { root, .. } => {
                     ImagesAt::Folder(cache::relative_folder(root, dir.data_path))
                 }
             },
             top_folder: match dl.dataset().items() {
-                Items::Array(_) | Items::Made(_) => None,
+                Items::Array(_) | Items::Made(_) | Items::Given(_) => None,
                 Items::Files { names, .. } => names.first().and_then(|f| f.split('/').next()),
             },
         };
@@ -285,7 +285,9 @@ fn left_out_names(dl: &DataLoader, idx: &[usize]) -> Vec<String> {
         return Vec::new();
     }
     match dl.dataset().items() {
-        Items::Array(_) | Items::Made(_) => idx.iter().map(|i| format!("item {i}")).collect(),
+        Items::Array(_) | Items::Made(_) | Items::Given(_) => {
+            idx.iter().map(|i| format!("item {i}")).collect()
+        }
         Items::Files { root, names } => idx
             .iter()
             .filter_map(|&i| names.get(i))

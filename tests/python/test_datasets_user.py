@@ -315,7 +315,10 @@ def test_the_library_classes_keep_the_fused_path(tmp_path):
     assert md.trn_dl._native.dataset.is_python and not md.val_dl._native.dataset.is_python
 
 
-def test_a_learner_fits_predicts_and_precomputes_on_python_items(tmp_path):
+@pytest.mark.parametrize("own_y", [False, True])
+def test_a_learner_fits_predicts_and_precomputes_on_python_items(tmp_path, own_y):
+    """Only get_x the user's: its images go through the fused pipeline; get_y too: Python
+    makes each item."""
     from fastai.conv_learner import ConvLearner, resnet18
     from fastai.transforms import tfms_from_model
     names, _ = write_pngs(str(tmp_path), 10, size=(SZ * 2, SZ * 2))
@@ -324,11 +327,17 @@ def test_a_learner_fits_predicts_and_precomputes_on_python_items(tmp_path):
         def get_x(self, i):
             return super().get_x(i) * 0.5
 
+    class HalfOwnY(Half):
+        def get_y(self, i):
+            return int(self.y[i])
+
     y = np.arange(10) % 2
     tfms = tfms_from_model(resnet18, 32)
-    ds = ImageClassifierData.get_ds(Half, (names[:6], y[:6]), (names[6:], y[6:]), tfms, path=str(tmp_path))
+    ds = ImageClassifierData.get_ds(HalfOwnY if own_y else Half, (names[:6], y[:6]),
+                                    (names[6:], y[6:]), tfms, path=str(tmp_path))
     md = ImageClassifierData(str(tmp_path), ds, 3, 2, ["a", "b"])
-    assert md.trn_dl._native.dataset.is_python
+    nds = md.trn_dl._native.dataset
+    assert (nds.is_python, nds.python_pixels) == ((True, False) if own_y else (False, True))
     learn = ConvLearner.pretrained(resnet18, md, pretrained=False)
     vals = learn.fit(1e-2, 1)
     assert np.isfinite(vals[0])
