@@ -78,6 +78,36 @@ fn check_out(out_w: usize, out_h: usize) -> Result<()> {
     Ok(())
 }
 
+/// Calls `$body` with the const `$n` set to the channel count when it is 1, 2, 3 or 4 (so the
+/// per-pixel channel loops unroll and vectorise), and to 0 for any other count, which the
+/// kernels read as "use the runtime count".
+macro_rules! with_channels {
+    ($ch:expr, $n:ident => $body:expr) => {
+        match $ch {
+            1 => {
+                const $n: usize = 1;
+                $body
+            }
+            2 => {
+                const $n: usize = 2;
+                $body
+            }
+            3 => {
+                const $n: usize = 3;
+                $body
+            }
+            4 => {
+                const $n: usize = 4;
+                $body
+            }
+            _ => {
+                const $n: usize = 0;
+                $body
+            }
+        }
+    };
+}
+
 /// OpenCV's `borderInterpolate`: the source index read for index `p` of an axis of `len`
 /// pixels, or `None` for a constant border outside the axis.
 pub fn border_index(p: i64, len: usize, border: Border) -> Option<usize> {
@@ -149,12 +179,12 @@ pub fn resize_by(
             let ys: Vec<usize> = (0..out_h)
                 .map(|d| ((d as f64 * scale_y).floor() as usize).min(sh - 1))
                 .collect();
-            gather(src, &ys, &xs, &mut out);
+            with_channels!(src.channels, N => gather::<N>(src, &ys, &xs, &mut out));
         }
         Interp::Area if scale_x >= 1.0 && scale_y >= 1.0 => {
             let xt = area_table(sw, out_w, scale_x);
             let yt = area_table(sh, out_h, scale_y);
-            separable(src, &yt, &xt, out_w, &mut out);
+            with_channels!(src.channels, N => separable::<N>(src, &yt, &xt, &mut out));
         }
         // Enlarging (on either axis) with INTER_AREA is OpenCV's linear resize with its
         // "area mode" coefficients on both axes.
@@ -162,113 +192,241 @@ pub fn resize_by(
             let area = interp == Interp::Area;
             let xt = linear_table(sw, out_w, scale_x, inv_x, area);
             let yt = linear_table(sh, out_h, scale_y, inv_y, area);
-            separable(src, &yt, &xt, out_w, &mut out);
+            with_channels!(src.channels, N => separable::<N>(src, &yt, &xt, &mut out));
         }
     }
     Ok(out)
 }
 
-/// Taps of one output index: (source index, weight).
-type Taps = Vec<(usize, f32)>;
-
-fn gather(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut [f32]) {
-    let ch = src.channels;
-    let row_len = xs.len() * ch;
-    out.par_chunks_mut(row_len)
-        .zip(ys.par_iter())
-        .for_each(|(row, &sy)| {
-            let srow = &src.data[sy * src.cols * ch..(sy + 1) * src.cols * ch];
-            for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
-                o.copy_from_slice(&srow[sx * ch..(sx + 1) * ch]);
-            }
-        });
+/// The channel count a kernel monomorphised for `N` channels works with (`N == 0`: any).
+#[inline(always)]
+fn channels<const N: usize>(src: &Image<'_>) -> usize {
+    if N == 0 {
+        src.channels
+    } else {
+        N
+    }
 }
 
-/// Horizontal pass then vertical pass, as OpenCV orders them (so float rounding agrees).
-fn separable(src: Image<'_>, yt: &[Taps], xt: &[Taps], out_w: usize, out: &mut [f32]) {
-    let ch = src.channels;
+/// Output size (pixels) from which one call splits its rows over rayon's pool. The kernels are
+/// mostly called from loader worker threads that already run items in parallel, where forking
+/// costs more than it saves; a single-threaded pass over a megapixel takes a few milliseconds,
+/// which dwarfs the tens of microseconds a fork and join cost.
+const PARALLEL_MIN_PIXELS: usize = 1 << 20;
+
+/// Runs `band(first_row, rows)` over the rows of `out` (rows of `row_len` values): on the
+/// calling thread, or in bands of rows on rayon's pool for outputs of at least
+/// `PARALLEL_MIN_PIXELS` pixels.
+fn for_row_bands<F>(out: &mut [f32], row_len: usize, pixels: usize, band: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if row_len == 0 {
+        return;
+    }
+    let rows = out.len() / row_len;
+    if pixels < PARALLEL_MIN_PIXELS || rows < 2 {
+        band(0, out);
+        return;
+    }
+    // A few bands per thread, so uneven progress still balances.
+    let per_band = rows.div_ceil(4 * rayon::current_num_threads()).max(8);
+    out.par_chunks_mut(per_band * row_len)
+        .enumerate()
+        .for_each(|(i, rows)| band(i * per_band, rows));
+}
+
+/// One axis of a separable resampling: output index `d` reads the consecutive source indices
+/// `start[d]..` with the weights `weights[off[d]..off[d + 1]]`, summed in that order.
+#[derive(Debug, PartialEq)]
+struct AxisTable {
+    start: Vec<usize>,
+    off: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+impl AxisTable {
+    fn with_len(dlen: usize) -> Self {
+        let mut off = Vec::with_capacity(dlen + 1);
+        off.push(0);
+        AxisTable {
+            start: Vec::with_capacity(dlen),
+            off,
+            weights: Vec::with_capacity(2 * dlen),
+        }
+    }
+
+    /// Appends the next output index: it reads from source index `start` on.
+    fn push(&mut self, start: usize, weights: &[f32]) {
+        self.start.push(start);
+        self.weights.extend_from_slice(weights);
+        self.off.push(self.weights.len());
+    }
+
+    /// (first source index, weights) of output index `d`.
+    #[inline(always)]
+    fn taps(&self, d: usize) -> (usize, &[f32]) {
+        (self.start[d], &self.weights[self.off[d]..self.off[d + 1]])
+    }
+
+    fn max_taps(&self) -> usize {
+        self.off.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    }
+}
+
+/// Copies one source pixel per output pixel: row `ys[r]`, column `xs[c]`.
+fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut [f32]) {
+    let ch = channels::<N>(&src);
+    let src_row = src.cols * ch;
+    let row_len = xs.len() * ch;
+    for_row_bands(out, row_len, xs.len() * ys.len(), |first, rows| {
+        for (row, &sy) in rows.chunks_exact_mut(row_len).zip(&ys[first..]) {
+            let srow = &src.data[sy * src_row..(sy + 1) * src_row];
+            for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
+                let p = &srow[sx * ch..sx * ch + ch];
+                for c in 0..ch {
+                    o[c] = p[c];
+                }
+            }
+        }
+    });
+}
+
+/// The horizontal pass over one source row: each output pixel is the weighted sum of its
+/// source pixels, accumulated from zero in tap order (OpenCV's order, so rounding agrees).
+#[inline(always)]
+fn horizontal<const N: usize>(srow: &[f32], ch: usize, xt: &AxisTable, out: &mut [f32]) {
+    for (d, o) in out.chunks_exact_mut(ch).enumerate() {
+        let (s, w) = xt.taps(d);
+        let px = &srow[s * ch..(s + w.len()) * ch];
+        if N == 0 {
+            o.fill(0.0);
+            for (p, &wt) in px.chunks_exact(ch).zip(w) {
+                for (ov, &pv) in o.iter_mut().zip(p) {
+                    *ov += pv * wt;
+                }
+            }
+        } else {
+            let mut acc = [0f32; 4];
+            for (p, &wt) in px.chunks_exact(ch).zip(w) {
+                for c in 0..ch {
+                    acc[c] += p[c] * wt;
+                }
+            }
+            o.copy_from_slice(&acc[..ch]);
+        }
+    }
+}
+
+/// Horizontal pass then vertical pass, as OpenCV orders them (so float rounding agrees). Each
+/// source row's horizontal pass is computed once and kept in a ring of rows while the output
+/// rows that read it are made.
+fn separable<const N: usize>(src: Image<'_>, yt: &AxisTable, xt: &AxisTable, out: &mut [f32]) {
+    let ch = channels::<N>(&src);
+    let out_w = xt.start.len();
     let row_len = out_w * ch;
-    out.par_chunks_mut(row_len)
-        .zip(yt.par_iter())
-        .for_each(|(row, ytaps)| {
-            let mut hrow = vec![0f32; row_len];
-            for (k, &(sy, wy)) in ytaps.iter().enumerate() {
-                let srow = &src.data[sy * src.cols * ch..(sy + 1) * src.cols * ch];
-                for (h, taps) in hrow.chunks_exact_mut(ch).zip(xt) {
-                    h.fill(0.0);
-                    for &(sx, wx) in taps {
-                        for (hv, &sv) in h.iter_mut().zip(&srow[sx * ch..(sx + 1) * ch]) {
-                            *hv += sv * wx;
+    let src_row = src.cols * ch;
+    // The source rows of one output row are consecutive, so `sy % slots` never maps two rows
+    // of one output row to one slot.
+    let slots = yt.max_taps().max(1);
+    for_row_bands(out, row_len, out_w * yt.start.len(), |first, rows| {
+        let mut ring = vec![0f32; slots * row_len];
+        let mut held = vec![usize::MAX; slots];
+        for (i, orow) in rows.chunks_exact_mut(row_len).enumerate() {
+            let (sy0, wy) = yt.taps(first + i);
+            for sy in sy0..sy0 + wy.len() {
+                let slot = sy % slots;
+                if held[slot] != sy {
+                    let srow = &src.data[sy * src_row..(sy + 1) * src_row];
+                    let dst = &mut ring[slot * row_len..(slot + 1) * row_len];
+                    horizontal::<N>(srow, ch, xt, dst);
+                    held[slot] = sy;
+                }
+            }
+            let hrow = |k: usize| {
+                let slot = (sy0 + k) % slots;
+                &ring[slot * row_len..(slot + 1) * row_len]
+            };
+            match *wy {
+                [w0] => {
+                    for (o, &a) in orow.iter_mut().zip(hrow(0)) {
+                        *o = a * w0;
+                    }
+                }
+                [w0, w1] => {
+                    for ((o, &a), &b) in orow.iter_mut().zip(hrow(0)).zip(hrow(1)) {
+                        *o = a * w0 + b * w1;
+                    }
+                }
+                _ => {
+                    orow.fill(0.0);
+                    for (k, &w) in wy.iter().enumerate() {
+                        for (o, &a) in orow.iter_mut().zip(hrow(k)) {
+                            *o += a * w;
                         }
                     }
                 }
-                for (o, &h) in row.iter_mut().zip(&hrow) {
-                    if k == 0 {
-                        *o = h * wy;
-                    } else {
-                        *o += h * wy;
-                    }
-                }
             }
-        });
+        }
+    });
 }
 
 /// OpenCV's linear coefficients for one axis (`area`: the INTER_AREA enlargement rule, which
 /// replicates source pixels and blends only across their boundaries).
-fn linear_table(slen: usize, dlen: usize, scale: f64, inv_scale: f64, area: bool) -> Vec<Taps> {
-    (0..dlen)
-        .map(|d| {
-            let (mut s, mut f) = if area {
-                let s = (d as f64 * scale).floor() as i64;
-                let f = ((d + 1) as f64 - (s + 1) as f64 * inv_scale) as f32;
-                (s, if f <= 0.0 { 0.0 } else { f - f.floor() })
-            } else {
-                let fx = ((d as f64 + 0.5) * scale - 0.5) as f32;
-                let s = fx.floor() as i64;
-                (s, fx - s as f32)
-            };
-            if s < 0 {
-                s = 0;
-                f = 0.0;
-            }
-            if s >= slen as i64 - 1 {
-                s = slen as i64 - 1;
-                f = 0.0;
-            }
-            let s = s as usize;
-            if f == 0.0 {
-                vec![(s, 1.0)]
-            } else {
-                vec![(s, 1.0 - f), (s + 1, f)]
-            }
-        })
-        .collect()
+fn linear_table(slen: usize, dlen: usize, scale: f64, inv_scale: f64, area: bool) -> AxisTable {
+    let mut t = AxisTable::with_len(dlen);
+    for d in 0..dlen {
+        let (mut s, mut f) = if area {
+            let s = (d as f64 * scale).floor() as i64;
+            let f = ((d + 1) as f64 - (s + 1) as f64 * inv_scale) as f32;
+            (s, if f <= 0.0 { 0.0 } else { f - f.floor() })
+        } else {
+            let fx = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let s = fx.floor() as i64;
+            (s, fx - s as f32)
+        };
+        if s < 0 {
+            s = 0;
+            f = 0.0;
+        }
+        if s >= slen as i64 - 1 {
+            s = slen as i64 - 1;
+            f = 0.0;
+        }
+        if f == 0.0 {
+            t.push(s as usize, &[1.0]);
+        } else {
+            t.push(s as usize, &[1.0 - f, f]);
+        }
+    }
+    t
 }
 
 /// OpenCV's area-shrink coefficients for one axis: each output pixel averages the source
 /// interval it covers, partial pixels at its ends weighted by the covered fraction.
-fn area_table(slen: usize, dlen: usize, scale: f64) -> Vec<Taps> {
-    (0..dlen)
-        .map(|d| {
-            let f1 = d as f64 * scale;
-            let f2 = f1 + scale;
-            let cell = scale.min(slen as f64 - f1);
-            let s2 = (f2.floor() as usize).min(slen - 1);
-            let s1 = (f1.ceil() as usize).min(s2);
-            let mut taps = Vec::new();
-            // OpenCV ignores slivers under a thousandth of a pixel at both ends.
-            if s1 as f64 - f1 > 1e-3 {
-                taps.push((s1 - 1, ((s1 as f64 - f1) / cell) as f32));
-            }
-            for s in s1..s2 {
-                taps.push((s, (1.0 / cell) as f32));
-            }
-            if f2 - s2 as f64 > 1e-3 {
-                taps.push((s2, ((f2 - s2 as f64).min(1.0).min(cell) / cell) as f32));
-            }
-            taps
-        })
-        .collect()
+fn area_table(slen: usize, dlen: usize, scale: f64) -> AxisTable {
+    let mut t = AxisTable::with_len(dlen);
+    let mut w = Vec::new();
+    for d in 0..dlen {
+        let f1 = d as f64 * scale;
+        let f2 = f1 + scale;
+        let cell = scale.min(slen as f64 - f1);
+        let s2 = (f2.floor() as usize).min(slen - 1);
+        let s1 = (f1.ceil() as usize).min(s2);
+        w.clear();
+        let mut start = s1;
+        // OpenCV ignores slivers under a thousandth of a pixel at both ends.
+        if s1 as f64 - f1 > 1e-3 {
+            start = s1 - 1;
+            w.push(((s1 as f64 - f1) / cell) as f32);
+        }
+        w.extend((s1..s2).map(|_| (1.0 / cell) as f32));
+        if f2 - s2 as f64 > 1e-3 {
+            w.push(((f2 - s2 as f64).min(1.0).min(cell) / cell) as f32);
+        }
+        t.push(start, &w);
+    }
+    t
 }
 
 /// OpenCV's inverse of a 2x3 affine matrix (`warpAffine` without `WARP_INVERSE_MAP`); a
@@ -279,6 +437,30 @@ pub fn invert_affine(m: [[f64; 3]; 2]) -> [[f64; 3]; 2] {
     let det = if det != 0.0 { 1.0 / det } else { 0.0 };
     let (a2, b2, d2, e2) = (e * det, -b * det, -d * det, a * det);
     [[a2, b2, -a2 * c - b2 * f], [d2, e2, -d2 * c - e2 * f]]
+}
+
+// OpenCV's warp fixed point: coordinates in 1/1024 pixel, bilinear weights in 1/32.
+const AB_BITS: i64 = 10;
+const INTER_BITS: i64 = 5;
+const TAB: i64 = 1 << INTER_BITS;
+
+/// OpenCV's bilinear weights for each fractional position (`ay * TAB + ax`, in 1/32 pixel):
+/// the products of the 1-D weights `1 - a`, `a`, in f32.
+fn bilinear_weights() -> Vec<[f32; 4]> {
+    let mut tab = Vec::with_capacity((TAB * TAB) as usize);
+    for iy in 0..TAB {
+        for ix in 0..TAB {
+            let ax = ix as f32 / TAB as f32;
+            let ay = iy as f32 / TAB as f32;
+            tab.push([
+                (1.0 - ay) * (1.0 - ax),
+                (1.0 - ay) * ax,
+                ay * (1.0 - ax),
+                ay * ax,
+            ]);
+        }
+    }
+    tab
 }
 
 /// `cv2.warpAffine(src, m, (out_w, out_h), flags=interp, borderMode=border)`: `m` maps source
@@ -299,75 +481,152 @@ pub fn warp_affine(
         )));
     }
     let inv = invert_affine(m);
-    let ch = src.channels;
-    let nearest = interp == Interp::Nearest;
-    // OpenCV's fixed point: coordinates in 1/1024 pixel, bilinear weights in 1/32.
-    const AB_BITS: i64 = 10;
-    const INTER_BITS: i64 = 5;
-    const AB_SCALE: f64 = (1 << AB_BITS) as f64;
-    const TAB: i64 = 1 << INTER_BITS;
-    let round_delta: i64 = if nearest {
-        1 << (AB_BITS - 1)
+    let mut out = vec![0f32; out_w * out_h * src.channels];
+    let w = Warp {
+        src,
+        inv,
+        out_w,
+        border,
+    };
+    if interp == Interp::Nearest {
+        with_channels!(src.channels, N => w.nearest::<N>(&mut out));
     } else {
-        (1 << AB_BITS) / TAB / 2
-    };
-    let fixed = |v: f64| -> i64 { v.round_ties_even() as i64 };
-    let adelta: Vec<i64> = (0..out_w)
-        .map(|x| fixed(inv[0][0] * x as f64 * AB_SCALE))
-        .collect();
-    let bdelta: Vec<i64> = (0..out_w)
-        .map(|x| fixed(inv[1][0] * x as f64 * AB_SCALE))
-        .collect();
-    let (sw, sh) = (src.cols, src.rows);
-    let pixel = |sy: i64, sx: i64| -> Option<&[f32]> {
-        let y = border_index(sy, sh, border)?;
-        let x = border_index(sx, sw, border)?;
-        Some(&src.data[(y * sw + x) * ch..(y * sw + x + 1) * ch])
-    };
-    let mut out = vec![0f32; out_w * out_h * ch];
-    out.par_chunks_mut(out_w * ch)
-        .enumerate()
-        .for_each(|(y, row)| {
-            let x0 = fixed((inv[0][1] * y as f64 + inv[0][2]) * AB_SCALE) + round_delta;
-            let y0 = fixed((inv[1][1] * y as f64 + inv[1][2]) * AB_SCALE) + round_delta;
-            for (x, o) in row.chunks_exact_mut(ch).enumerate() {
-                if nearest {
-                    let sx = (x0 + adelta[x]) >> AB_BITS;
-                    let sy = (y0 + bdelta[x]) >> AB_BITS;
-                    match pixel(sy, sx) {
-                        Some(p) => o.copy_from_slice(p),
-                        None => o.fill(0.0),
-                    }
-                    continue;
-                }
-                let xf = (x0 + adelta[x]) >> (AB_BITS - INTER_BITS);
-                let yf = (y0 + bdelta[x]) >> (AB_BITS - INTER_BITS);
-                let (sx, sy) = (xf >> INTER_BITS, yf >> INTER_BITS);
-                let ax = (xf & (TAB - 1)) as f32 / TAB as f32;
-                let ay = (yf & (TAB - 1)) as f32 / TAB as f32;
-                let w = [
-                    (1.0 - ay) * (1.0 - ax),
-                    (1.0 - ay) * ax,
-                    ay * (1.0 - ax),
-                    ay * ax,
-                ];
-                let taps = [
-                    pixel(sy, sx),
-                    pixel(sy, sx + 1),
-                    pixel(sy + 1, sx),
-                    pixel(sy + 1, sx + 1),
-                ];
-                o.fill(0.0);
-                for (t, wt) in taps.iter().zip(w) {
-                    if let Some(p) = t {
-                        for (ov, &pv) in o.iter_mut().zip(p.iter()) {
-                            *ov += pv * wt;
+        with_channels!(src.channels, N => w.bilinear::<N>(&mut out));
+    }
+    Ok(out)
+}
+
+struct Warp<'a> {
+    src: Image<'a>,
+    inv: [[f64; 3]; 2],
+    out_w: usize,
+    border: Border,
+}
+
+impl Warp<'_> {
+    /// OpenCV's per-column offsets of the source coordinates, in 1/1024 pixel: rounded once
+    /// per column (not accumulated), so they match OpenCV's to the last bit.
+    fn column_deltas(&self) -> (Vec<i64>, Vec<i64>) {
+        let scale = (1i64 << AB_BITS) as f64;
+        let col = |k: f64| -> Vec<i64> {
+            (0..self.out_w)
+                .map(|x| fixed(k * x as f64 * scale))
+                .collect()
+        };
+        (col(self.inv[0][0]), col(self.inv[1][0]))
+    }
+
+    /// The source coordinates of column 0 of output row `y`, in 1/1024 pixel, plus `round`.
+    fn row_origin(&self, y: usize, round: i64) -> (i64, i64) {
+        let scale = (1i64 << AB_BITS) as f64;
+        let inv = &self.inv;
+        (
+            fixed((inv[0][1] * y as f64 + inv[0][2]) * scale) + round,
+            fixed((inv[1][1] * y as f64 + inv[1][2]) * scale) + round,
+        )
+    }
+
+    fn nearest<const N: usize>(&self, out: &mut [f32]) {
+        let src = &self.src;
+        let ch = channels::<N>(src);
+        let (sw, sh) = (src.cols, src.rows);
+        let (adelta, bdelta) = self.column_deltas();
+        let row_len = self.out_w * ch;
+        let pixels = self.out_w * (out.len() / row_len.max(1));
+        for_row_bands(out, row_len, pixels, |first, rows| {
+            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                let (x0, y0) = self.row_origin(first + i, 1 << (AB_BITS - 1));
+                for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
+                    let sx = (x0 + a) >> AB_BITS;
+                    let sy = (y0 + b) >> AB_BITS;
+                    // Inside the source (negative values wrap to huge ones): a plain copy.
+                    let at = if (sx as u64) < sw as u64 && (sy as u64) < sh as u64 {
+                        Some((sy as usize * sw + sx as usize) * ch)
+                    } else {
+                        border_index(sy, sh, self.border)
+                            .zip(border_index(sx, sw, self.border))
+                            .map(|(y, x)| (y * sw + x) * ch)
+                    };
+                    match at {
+                        Some(at) => {
+                            let p = &src.data[at..at + ch];
+                            for c in 0..ch {
+                                o[c] = p[c];
+                            }
                         }
+                        None => o.fill(0.0),
                     }
                 }
             }
         });
-    Ok(out)
+    }
+
+    fn bilinear<const N: usize>(&self, out: &mut [f32]) {
+        let src = &self.src;
+        let ch = channels::<N>(src);
+        let (sw, sh) = (src.cols, src.rows);
+        let stride = sw * ch;
+        let (adelta, bdelta) = self.column_deltas();
+        let wtab = bilinear_weights();
+        let row_len = self.out_w * ch;
+        let pixels = self.out_w * (out.len() / row_len.max(1));
+        let shift = AB_BITS - INTER_BITS;
+        let round = (1 << AB_BITS) / TAB / 2;
+        for_row_bands(out, row_len, pixels, |first, rows| {
+            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                let (x0, y0) = self.row_origin(first + i, round);
+                for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
+                    let xf = (x0 + a) >> shift;
+                    let yf = (y0 + b) >> shift;
+                    let (sx, sy) = (xf >> INTER_BITS, yf >> INTER_BITS);
+                    let w = &wtab[((yf & (TAB - 1)) * TAB + (xf & (TAB - 1))) as usize];
+                    // All four taps inside the source: read them directly; only pixels on or
+                    // past the edges go through the border rule.
+                    if (sx as u64) < (sw - 1) as u64 && (sy as u64) < (sh - 1) as u64 {
+                        let at = sy as usize * stride + sx as usize * ch;
+                        let r0 = &src.data[at..at + 2 * ch];
+                        let r1 = &src.data[at + stride..at + stride + 2 * ch];
+                        for c in 0..ch {
+                            o[c] =
+                                r0[c] * w[0] + r0[ch + c] * w[1] + r1[c] * w[2] + r1[ch + c] * w[3];
+                        }
+                    } else {
+                        self.bilinear_edge(sx, sy, w, o);
+                    }
+                }
+            }
+        });
+    }
+
+    /// A bilinear output pixel whose taps are not all inside the source: taps outside read the
+    /// border rule, and a constant border's taps add nothing.
+    #[cold]
+    fn bilinear_edge(&self, sx: i64, sy: i64, w: &[f32; 4], o: &mut [f32]) {
+        let src = &self.src;
+        let (sw, sh, ch) = (src.cols, src.rows, src.channels);
+        let xs = [
+            border_index(sx, sw, self.border),
+            border_index(sx + 1, sw, self.border),
+        ];
+        let ys = [
+            border_index(sy, sh, self.border),
+            border_index(sy + 1, sh, self.border),
+        ];
+        o.fill(0.0);
+        for (k, &wt) in w.iter().enumerate() {
+            if let (Some(y), Some(x)) = (ys[k / 2], xs[k % 2]) {
+                let p = &src.data[(y * sw + x) * ch..(y * sw + x + 1) * ch];
+                for (ov, &pv) in o.iter_mut().zip(p) {
+                    *ov += pv * wt;
+                }
+            }
+        }
+    }
+}
+
+/// OpenCV's `saturate_cast<int>` of a coordinate: round half to even.
+fn fixed(v: f64) -> i64 {
+    v.round_ties_even() as i64
 }
 
 #[cfg(test)]
