@@ -280,6 +280,9 @@ fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut 
     let src_row = src.cols * ch;
     let row_len = xs.len() * ch;
     for_row_bands(out, row_len, xs.len() * ys.len(), |first, rows| {
+        // Re-read inside the closure: a captured runtime count would keep the channel loops
+        // generic, as the closure is not inlined into its caller.
+        let ch = channels::<N>(&src);
         for (row, &sy) in rows.chunks_exact_mut(row_len).zip(&ys[first..]) {
             let srow = &src.data[sy * src_row..(sy + 1) * src_row];
             for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
@@ -292,11 +295,67 @@ fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut 
     });
 }
 
+/// The linear case of an `AxisTable` (at most two taps per output) laid out for a tight loop:
+/// the first `pairs` outputs read two adjacent source pixels from element offset `at[d]` with
+/// `weights[d]` (a single tap gets weight 0 on its right neighbour, as in OpenCV); the outputs
+/// after them sit on the last source pixel and read only it.
+#[derive(Debug, PartialEq)]
+struct PairTable {
+    pairs: usize,
+    at: Vec<usize>,
+    weights: Vec<[f32; 2]>,
+}
+
+impl PairTable {
+    /// `None` where some output reads more than two source pixels (area shrinking).
+    fn new(xt: &AxisTable, slen: usize, ch: usize) -> Option<Self> {
+        if xt.max_taps() > 2 {
+            return None;
+        }
+        let mut t = PairTable {
+            pairs: 0,
+            at: Vec::with_capacity(xt.start.len()),
+            weights: Vec::with_capacity(xt.start.len()),
+        };
+        for d in 0..xt.start.len() {
+            let (s, w) = xt.taps(d);
+            if s + 1 >= slen {
+                break;
+            }
+            t.at.push(s * ch);
+            t.weights.push(match *w {
+                [a, b] => [a, b],
+                [a] => [a, 0.0],
+                _ => [0.0, 0.0],
+            });
+            t.pairs += 1;
+        }
+        Some(t)
+    }
+}
+
 /// The horizontal pass over one source row: each output pixel is the weighted sum of its
-/// source pixels, accumulated from zero in tap order (OpenCV's order, so rounding agrees).
+/// source pixels in tap order (OpenCV's order, so rounding agrees).
 #[inline(always)]
-fn horizontal<const N: usize>(srow: &[f32], ch: usize, xt: &AxisTable, out: &mut [f32]) {
-    for (d, o) in out.chunks_exact_mut(ch).enumerate() {
+fn horizontal<const N: usize>(
+    srow: &[f32],
+    ch: usize,
+    xt: &AxisTable,
+    pairs: Option<&PairTable>,
+    out: &mut [f32],
+) {
+    let mut first = 0;
+    if let Some(pt) = pairs {
+        let (head, _) = out.split_at_mut(pt.pairs * ch);
+        for ((o, &at), w) in head.chunks_exact_mut(ch).zip(&pt.at).zip(&pt.weights) {
+            let p = &srow[at..at + 2 * ch];
+            for c in 0..ch {
+                o[c] = p[c] * w[0] + p[ch + c] * w[1];
+            }
+        }
+        first = pt.pairs;
+    }
+    for (d, o) in out.chunks_exact_mut(ch).enumerate().skip(first) {
         let (s, w) = xt.taps(d);
         let px = &srow[s * ch..(s + w.len()) * ch];
         if N == 0 {
@@ -329,7 +388,11 @@ fn separable<const N: usize>(src: Image<'_>, yt: &AxisTable, xt: &AxisTable, out
     // The source rows of one output row are consecutive, so `sy % slots` never maps two rows
     // of one output row to one slot.
     let slots = yt.max_taps().max(1);
+    let pairs = PairTable::new(xt, src.cols, ch);
     for_row_bands(out, row_len, out_w * yt.start.len(), |first, rows| {
+        // Re-read inside the closure: a captured runtime count would keep the channel loops
+        // generic, as the closure is not inlined into its caller.
+        let ch = channels::<N>(&src);
         let mut ring = vec![0f32; slots * row_len];
         let mut held = vec![usize::MAX; slots];
         for (i, orow) in rows.chunks_exact_mut(row_len).enumerate() {
@@ -339,7 +402,7 @@ fn separable<const N: usize>(src: Image<'_>, yt: &AxisTable, xt: &AxisTable, out
                 if held[slot] != sy {
                     let srow = &src.data[sy * src_row..(sy + 1) * src_row];
                     let dst = &mut ring[slot * row_len..(slot + 1) * row_len];
-                    horizontal::<N>(srow, ch, xt, dst);
+                    horizontal::<N>(srow, ch, xt, pairs.as_ref(), dst);
                     held[slot] = sy;
                 }
             }
@@ -496,6 +559,37 @@ pub fn warp_affine(
     Ok(out)
 }
 
+/// `border_index` of one axis, tabulated over the indices a warp mostly reads outside the
+/// source (one axis length either side), so edge pixels look their taps up.
+struct BorderLut {
+    lo: i64,
+    idx: Vec<Option<usize>>,
+    len: usize,
+    border: Border,
+}
+
+impl BorderLut {
+    fn new(len: usize, border: Border) -> Self {
+        let lo = -(len as i64) - 2;
+        let hi = 2 * len as i64 + 2;
+        BorderLut {
+            lo,
+            idx: (lo..hi).map(|p| border_index(p, len, border)).collect(),
+            len,
+            border,
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, p: i64) -> Option<usize> {
+        // Below `lo` the offset wraps to a huge index, which `get` refuses like one past the end.
+        match self.idx.get(p.wrapping_sub(self.lo) as usize) {
+            Some(&i) => i,
+            None => border_index(p, self.len, self.border),
+        }
+    }
+}
+
 struct Warp<'a> {
     src: Image<'a>,
     inv: [[f64; 3]; 2],
@@ -531,9 +625,16 @@ impl Warp<'_> {
         let ch = channels::<N>(src);
         let (sw, sh) = (src.cols, src.rows);
         let (adelta, bdelta) = self.column_deltas();
+        let (lx, ly) = (
+            BorderLut::new(sw, self.border),
+            BorderLut::new(sh, self.border),
+        );
         let row_len = self.out_w * ch;
         let pixels = self.out_w * (out.len() / row_len.max(1));
         for_row_bands(out, row_len, pixels, |first, rows| {
+            // Re-read inside the closure: a captured runtime count would keep the channel loops
+            // generic, as the closure is not inlined into its caller.
+            let ch = channels::<N>(src);
             for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                 let (x0, y0) = self.row_origin(first + i, 1 << (AB_BITS - 1));
                 for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
@@ -543,9 +644,7 @@ impl Warp<'_> {
                     let at = if (sx as u64) < sw as u64 && (sy as u64) < sh as u64 {
                         Some((sy as usize * sw + sx as usize) * ch)
                     } else {
-                        border_index(sy, sh, self.border)
-                            .zip(border_index(sx, sw, self.border))
-                            .map(|(y, x)| (y * sw + x) * ch)
+                        ly.get(sy).zip(lx.get(sx)).map(|(y, x)| (y * sw + x) * ch)
                     };
                     match at {
                         Some(at) => {
@@ -568,11 +667,18 @@ impl Warp<'_> {
         let stride = sw * ch;
         let (adelta, bdelta) = self.column_deltas();
         let wtab = bilinear_weights();
+        let (lx, ly) = (
+            BorderLut::new(sw, self.border),
+            BorderLut::new(sh, self.border),
+        );
         let row_len = self.out_w * ch;
         let pixels = self.out_w * (out.len() / row_len.max(1));
         let shift = AB_BITS - INTER_BITS;
         let round = (1 << AB_BITS) / TAB / 2;
         for_row_bands(out, row_len, pixels, |first, rows| {
+            // Re-read inside the closure: a captured runtime count would keep the channel loops
+            // generic, as the closure is not inlined into its caller.
+            let ch = channels::<N>(src);
             for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                 let (x0, y0) = self.row_origin(first + i, round);
                 for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
@@ -591,34 +697,37 @@ impl Warp<'_> {
                                 r0[c] * w[0] + r0[ch + c] * w[1] + r1[c] * w[2] + r1[ch + c] * w[3];
                         }
                     } else {
-                        self.bilinear_edge(sx, sy, w, o);
+                        bilinear_edge::<N>(
+                            src,
+                            [lx.get(sx), lx.get(sx + 1)],
+                            [ly.get(sy), ly.get(sy + 1)],
+                            w,
+                            o,
+                        );
                     }
                 }
             }
         });
     }
+}
 
-    /// A bilinear output pixel whose taps are not all inside the source: taps outside read the
-    /// border rule, and a constant border's taps add nothing.
-    #[cold]
-    fn bilinear_edge(&self, sx: i64, sy: i64, w: &[f32; 4], o: &mut [f32]) {
-        let src = &self.src;
-        let (sw, sh, ch) = (src.cols, src.rows, src.channels);
-        let xs = [
-            border_index(sx, sw, self.border),
-            border_index(sx + 1, sw, self.border),
-        ];
-        let ys = [
-            border_index(sy, sh, self.border),
-            border_index(sy + 1, sh, self.border),
-        ];
-        o.fill(0.0);
-        for (k, &wt) in w.iter().enumerate() {
-            if let (Some(y), Some(x)) = (ys[k / 2], xs[k % 2]) {
-                let p = &src.data[(y * sw + x) * ch..(y * sw + x + 1) * ch];
-                for (ov, &pv) in o.iter_mut().zip(p) {
-                    *ov += pv * wt;
-                }
+/// A bilinear output pixel whose taps are not all inside the source, given the source columns
+/// and rows its taps read under the border rule (`None`: a constant border's zero).
+fn bilinear_edge<const N: usize>(
+    src: &Image<'_>,
+    xs: [Option<usize>; 2],
+    ys: [Option<usize>; 2],
+    w: &[f32; 4],
+    o: &mut [f32],
+) {
+    let ch = channels::<N>(src);
+    let sw = src.cols;
+    o.fill(0.0);
+    for (k, &wt) in w.iter().enumerate() {
+        if let (Some(y), Some(x)) = (ys[k / 2], xs[k % 2]) {
+            let p = &src.data[(y * sw + x) * ch..(y * sw + x + 1) * ch];
+            for c in 0..ch {
+                o[c] += p[c] * wt;
             }
         }
     }
