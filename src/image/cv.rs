@@ -274,6 +274,26 @@ impl AxisTable {
     }
 }
 
+/// The four values from `s[0]` on, as one SIMD-sized group: a 3-channel pixel plus the next
+/// pixel's first value, so 3- and 4-channel pixels move as one vector.
+#[inline(always)]
+fn lanes(s: &[f32]) -> [f32; 4] {
+    let mut v = [0f32; 4];
+    v.copy_from_slice(&s[..4]);
+    v
+}
+
+/// Writes the pixel `v` (`N` of its lanes) at `out[i..]`. With 3 channels all four lanes are
+/// written where they fit: the fourth lands on the next pixel, which the caller writes after.
+#[inline(always)]
+fn put<const N: usize>(out: &mut [f32], i: usize, v: &[f32; 4]) {
+    if N == 3 && i + 4 <= out.len() {
+        out[i..i + 4].copy_from_slice(v);
+    } else {
+        out[i..i + N].copy_from_slice(&v[..N]);
+    }
+}
+
 /// Copies one source pixel per output pixel: row `ys[r]`, column `xs[c]`.
 fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut [f32]) {
     let ch = channels::<N>(&src);
@@ -285,10 +305,20 @@ fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut 
         let ch = channels::<N>(&src);
         for (row, &sy) in rows.chunks_exact_mut(row_len).zip(&ys[first..]) {
             let srow = &src.data[sy * src_row..(sy + 1) * src_row];
-            for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
-                let p = &srow[sx * ch..sx * ch + ch];
-                for c in 0..ch {
-                    o[c] = p[c];
+            if N == 3 || N == 4 {
+                for (d, &sx) in xs.iter().enumerate() {
+                    if sx * ch + 4 <= srow.len() {
+                        put::<N>(row, d * ch, &lanes(&srow[sx * ch..]));
+                    } else {
+                        row[d * ch..d * ch + ch].copy_from_slice(&srow[sx * ch..sx * ch + ch]);
+                    }
+                }
+            } else {
+                for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
+                    let p = &srow[sx * ch..sx * ch + ch];
+                    for c in 0..ch {
+                        o[c] = p[c];
+                    }
                 }
             }
         }
@@ -346,11 +376,26 @@ fn horizontal<const N: usize>(
 ) {
     let mut first = 0;
     if let Some(pt) = pairs {
-        let (head, _) = out.split_at_mut(pt.pairs * ch);
-        for ((o, &at), w) in head.chunks_exact_mut(ch).zip(&pt.at).zip(&pt.weights) {
-            let p = &srow[at..at + 2 * ch];
-            for c in 0..ch {
-                o[c] = p[c] * w[0] + p[ch + c] * w[1];
+        if N == 3 || N == 4 {
+            for (d, (&at, w)) in pt.at.iter().zip(&pt.weights).enumerate() {
+                if at + ch + 4 <= srow.len() {
+                    let (a, b) = (lanes(&srow[at..]), lanes(&srow[at + ch..]));
+                    let r: [f32; 4] = std::array::from_fn(|c| a[c] * w[0] + b[c] * w[1]);
+                    put::<N>(out, d * ch, &r);
+                } else {
+                    let p = &srow[at..at + 2 * ch];
+                    for c in 0..ch {
+                        out[d * ch + c] = p[c] * w[0] + p[ch + c] * w[1];
+                    }
+                }
+            }
+        } else {
+            let (head, _) = out.split_at_mut(pt.pairs * ch);
+            for ((o, &at), w) in head.chunks_exact_mut(ch).zip(&pt.at).zip(&pt.weights) {
+                let p = &srow[at..at + 2 * ch];
+                for c in 0..ch {
+                    o[c] = p[c] * w[0] + p[ch + c] * w[1];
+                }
             }
         }
         first = pt.pairs;
@@ -637,7 +682,7 @@ impl Warp<'_> {
             let ch = channels::<N>(src);
             for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                 let (x0, y0) = self.row_origin(first + i, 1 << (AB_BITS - 1));
-                for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
+                for (x, (&a, &b)) in adelta.iter().zip(&bdelta).enumerate() {
                     let sx = (x0 + a) >> AB_BITS;
                     let sy = (y0 + b) >> AB_BITS;
                     // Inside the source (negative values wrap to huge ones): a plain copy.
@@ -646,14 +691,13 @@ impl Warp<'_> {
                     } else {
                         ly.get(sy).zip(lx.get(sx)).map(|(y, x)| (y * sw + x) * ch)
                     };
+                    let i = x * ch;
                     match at {
-                        Some(at) => {
-                            let p = &src.data[at..at + ch];
-                            for c in 0..ch {
-                                o[c] = p[c];
-                            }
+                        Some(at) if (N == 3 || N == 4) && at + 4 <= src.data.len() => {
+                            put::<N>(row, i, &lanes(&src.data[at..]));
                         }
-                        None => o.fill(0.0),
+                        Some(at) => row[i..i + ch].copy_from_slice(&src.data[at..at + ch]),
+                        None => row[i..i + ch].fill(0.0),
                     }
                 }
             }
@@ -681,20 +725,34 @@ impl Warp<'_> {
             let ch = channels::<N>(src);
             for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                 let (x0, y0) = self.row_origin(first + i, round);
-                for ((o, &a), &b) in row.chunks_exact_mut(ch).zip(&adelta).zip(&bdelta) {
+                for (x, (&a, &b)) in adelta.iter().zip(&bdelta).enumerate() {
                     let xf = (x0 + a) >> shift;
                     let yf = (y0 + b) >> shift;
                     let (sx, sy) = (xf >> INTER_BITS, yf >> INTER_BITS);
                     let w = &wtab[((yf & (TAB - 1)) * TAB + (xf & (TAB - 1))) as usize];
+                    let i = x * ch;
                     // All four taps inside the source: read them directly; only pixels on or
                     // past the edges go through the border rule.
                     if (sx as u64) < (sw - 1) as u64 && (sy as u64) < (sh - 1) as u64 {
                         let at = sy as usize * stride + sx as usize * ch;
-                        let r0 = &src.data[at..at + 2 * ch];
-                        let r1 = &src.data[at + stride..at + stride + 2 * ch];
-                        for c in 0..ch {
-                            o[c] =
-                                r0[c] * w[0] + r0[ch + c] * w[1] + r1[c] * w[2] + r1[ch + c] * w[3];
+                        let d = src.data;
+                        if (N == 3 || N == 4) && at + stride + ch + 4 <= d.len() {
+                            let (p0, p1) = (lanes(&d[at..]), lanes(&d[at + ch..]));
+                            let (q0, q1) =
+                                (lanes(&d[at + stride..]), lanes(&d[at + stride + ch..]));
+                            let r: [f32; 4] = std::array::from_fn(|c| {
+                                p0[c] * w[0] + p1[c] * w[1] + q0[c] * w[2] + q1[c] * w[3]
+                            });
+                            put::<N>(row, i, &r);
+                        } else {
+                            let r0 = &d[at..at + 2 * ch];
+                            let r1 = &d[at + stride..at + stride + 2 * ch];
+                            for c in 0..ch {
+                                row[i + c] = r0[c] * w[0]
+                                    + r0[ch + c] * w[1]
+                                    + r1[c] * w[2]
+                                    + r1[ch + c] * w[3];
+                            }
                         }
                     } else {
                         bilinear_edge::<N>(
@@ -702,7 +760,7 @@ impl Warp<'_> {
                             [lx.get(sx), lx.get(sx + 1)],
                             [ly.get(sy), ly.get(sy + 1)],
                             w,
-                            o,
+                            &mut row[i..i + ch],
                         );
                     }
                 }
