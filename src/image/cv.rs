@@ -274,26 +274,6 @@ impl AxisTable {
     }
 }
 
-/// The four values from `s[0]` on, as one SIMD-sized group: a 3-channel pixel plus the next
-/// pixel's first value, so 3- and 4-channel pixels move as one vector.
-#[inline(always)]
-fn lanes(s: &[f32]) -> [f32; 4] {
-    let mut v = [0f32; 4];
-    v.copy_from_slice(&s[..4]);
-    v
-}
-
-/// Writes the pixel `v` (`N` of its lanes) at `out[i..]`. With 3 channels all four lanes are
-/// written where they fit: the fourth lands on the next pixel, which the caller writes after.
-#[inline(always)]
-fn put<const N: usize>(out: &mut [f32], i: usize, v: &[f32; 4]) {
-    if N == 3 && i + 4 <= out.len() {
-        out[i..i + 4].copy_from_slice(v);
-    } else {
-        out[i..i + N].copy_from_slice(&v[..N]);
-    }
-}
-
 /// Copies one source pixel per output pixel: row `ys[r]`, column `xs[c]`.
 fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut [f32]) {
     let ch = channels::<N>(&src);
@@ -305,20 +285,10 @@ fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut 
         let ch = channels::<N>(&src);
         for (row, &sy) in rows.chunks_exact_mut(row_len).zip(&ys[first..]) {
             let srow = &src.data[sy * src_row..(sy + 1) * src_row];
-            if N == 3 || N == 4 {
-                for (d, &sx) in xs.iter().enumerate() {
-                    if sx * ch + 4 <= srow.len() {
-                        put::<N>(row, d * ch, &lanes(&srow[sx * ch..]));
-                    } else {
-                        row[d * ch..d * ch + ch].copy_from_slice(&srow[sx * ch..sx * ch + ch]);
-                    }
-                }
-            } else {
-                for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
-                    let p = &srow[sx * ch..sx * ch + ch];
-                    for c in 0..ch {
-                        o[c] = p[c];
-                    }
+            for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
+                let p = &srow[sx * ch..sx * ch + ch];
+                for c in 0..ch {
+                    o[c] = p[c];
                 }
             }
         }
@@ -376,26 +346,11 @@ fn horizontal<const N: usize>(
 ) {
     let mut first = 0;
     if let Some(pt) = pairs {
-        if N == 3 || N == 4 {
-            for (d, (&at, w)) in pt.at.iter().zip(&pt.weights).enumerate() {
-                if at + ch + 4 <= srow.len() {
-                    let (a, b) = (lanes(&srow[at..]), lanes(&srow[at + ch..]));
-                    let r: [f32; 4] = std::array::from_fn(|c| a[c] * w[0] + b[c] * w[1]);
-                    put::<N>(out, d * ch, &r);
-                } else {
-                    let p = &srow[at..at + 2 * ch];
-                    for c in 0..ch {
-                        out[d * ch + c] = p[c] * w[0] + p[ch + c] * w[1];
-                    }
-                }
-            }
-        } else {
-            let (head, _) = out.split_at_mut(pt.pairs * ch);
-            for ((o, &at), w) in head.chunks_exact_mut(ch).zip(&pt.at).zip(&pt.weights) {
-                let p = &srow[at..at + 2 * ch];
-                for c in 0..ch {
-                    o[c] = p[c] * w[0] + p[ch + c] * w[1];
-                }
+        let (head, _) = out.split_at_mut(pt.pairs * ch);
+        for ((o, &at), w) in head.chunks_exact_mut(ch).zip(&pt.at).zip(&pt.weights) {
+            let p = &srow[at..at + 2 * ch];
+            for c in 0..ch {
+                o[c] = p[c] * w[0] + p[ch + c] * w[1];
             }
         }
         first = pt.pairs;
@@ -665,6 +620,34 @@ impl Warp<'_> {
         )
     }
 
+    /// Walks the output rows `rows` (the first is output row `first`) in tiles of
+    /// `TILE_ROWS` x `TILE_COLS` pixels, calling `pixels(row, x0, y0, columns)` for each row's
+    /// share of a tile, with that row's source origin (`row_origin` with `round`). A tile's source
+    /// footprint stays in the L1 cache while its rows are made; whole rows would sweep a rotated
+    /// source band too tall for it. Within a row, tiles come left to right, so a pixel write
+    /// that spills one lane onto the next pixel is overwritten in order.
+    fn tiles<F>(&self, first: usize, rows: &mut [f32], row_len: usize, round: i64, mut pixels: F)
+    where
+        F: FnMut(&mut [f32], i64, i64, std::ops::Range<usize>),
+    {
+        const TILE_ROWS: usize = 32;
+        const TILE_COLS: usize = 128;
+        let n = rows.len() / row_len;
+        let mut origins = [(0i64, 0i64); TILE_ROWS];
+        for g in (0..n).step_by(TILE_ROWS) {
+            let g_end = (g + TILE_ROWS).min(n);
+            for (r, o) in (g..g_end).zip(origins.iter_mut()) {
+                *o = self.row_origin(first + r, round);
+            }
+            for xb in (0..self.out_w).step_by(TILE_COLS) {
+                let xe = (xb + TILE_COLS).min(self.out_w);
+                for (r, &(x0, y0)) in (g..g_end).zip(origins.iter()) {
+                    pixels(&mut rows[r * row_len..(r + 1) * row_len], x0, y0, xb..xe);
+                }
+            }
+        }
+    }
+
     fn nearest<const N: usize>(&self, out: &mut [f32]) {
         let src = &self.src;
         let ch = channels::<N>(src);
@@ -680,27 +663,30 @@ impl Warp<'_> {
             // Re-read inside the closure: a captured runtime count would keep the channel loops
             // generic, as the closure is not inlined into its caller.
             let ch = channels::<N>(src);
-            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                let (x0, y0) = self.row_origin(first + i, 1 << (AB_BITS - 1));
-                for (x, (&a, &b)) in adelta.iter().zip(&bdelta).enumerate() {
-                    let sx = (x0 + a) >> AB_BITS;
-                    let sy = (y0 + b) >> AB_BITS;
-                    // Inside the source (negative values wrap to huge ones): a plain copy.
-                    let at = if (sx as u64) < sw as u64 && (sy as u64) < sh as u64 {
-                        Some((sy as usize * sw + sx as usize) * ch)
-                    } else {
-                        ly.get(sy).zip(lx.get(sx)).map(|(y, x)| (y * sw + x) * ch)
-                    };
-                    let i = x * ch;
-                    match at {
-                        Some(at) if (N == 3 || N == 4) && at + 4 <= src.data.len() => {
-                            put::<N>(row, i, &lanes(&src.data[at..]));
+            self.tiles(
+                first,
+                rows,
+                row_len,
+                1 << (AB_BITS - 1),
+                |row, x0, y0, xs| {
+                    let cols = adelta[xs.clone()].iter().zip(&bdelta[xs.clone()]);
+                    for (x, (&a, &b)) in xs.zip(cols) {
+                        let sx = (x0 + a) >> AB_BITS;
+                        let sy = (y0 + b) >> AB_BITS;
+                        // Inside the source (negative values wrap to huge ones): a plain copy.
+                        let at = if (sx as u64) < sw as u64 && (sy as u64) < sh as u64 {
+                            Some((sy as usize * sw + sx as usize) * ch)
+                        } else {
+                            ly.get(sy).zip(lx.get(sx)).map(|(y, x)| (y * sw + x) * ch)
+                        };
+                        let i = x * ch;
+                        match at {
+                            Some(at) => row[i..i + ch].copy_from_slice(&src.data[at..at + ch]),
+                            None => row[i..i + ch].fill(0.0),
                         }
-                        Some(at) => row[i..i + ch].copy_from_slice(&src.data[at..at + ch]),
-                        None => row[i..i + ch].fill(0.0),
                     }
-                }
-            }
+                },
+            );
         });
     }
 
@@ -723,9 +709,9 @@ impl Warp<'_> {
             // Re-read inside the closure: a captured runtime count would keep the channel loops
             // generic, as the closure is not inlined into its caller.
             let ch = channels::<N>(src);
-            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                let (x0, y0) = self.row_origin(first + i, round);
-                for (x, (&a, &b)) in adelta.iter().zip(&bdelta).enumerate() {
+            self.tiles(first, rows, row_len, round, |row, x0, y0, xs| {
+                let cols = adelta[xs.clone()].iter().zip(&bdelta[xs.clone()]);
+                for (x, (&a, &b)) in xs.zip(cols) {
                     let xf = (x0 + a) >> shift;
                     let yf = (y0 + b) >> shift;
                     let (sx, sy) = (xf >> INTER_BITS, yf >> INTER_BITS);
@@ -736,23 +722,11 @@ impl Warp<'_> {
                     if (sx as u64) < (sw - 1) as u64 && (sy as u64) < (sh - 1) as u64 {
                         let at = sy as usize * stride + sx as usize * ch;
                         let d = src.data;
-                        if (N == 3 || N == 4) && at + stride + ch + 4 <= d.len() {
-                            let (p0, p1) = (lanes(&d[at..]), lanes(&d[at + ch..]));
-                            let (q0, q1) =
-                                (lanes(&d[at + stride..]), lanes(&d[at + stride + ch..]));
-                            let r: [f32; 4] = std::array::from_fn(|c| {
-                                p0[c] * w[0] + p1[c] * w[1] + q0[c] * w[2] + q1[c] * w[3]
-                            });
-                            put::<N>(row, i, &r);
-                        } else {
-                            let r0 = &d[at..at + 2 * ch];
-                            let r1 = &d[at + stride..at + stride + 2 * ch];
-                            for c in 0..ch {
-                                row[i + c] = r0[c] * w[0]
-                                    + r0[ch + c] * w[1]
-                                    + r1[c] * w[2]
-                                    + r1[ch + c] * w[3];
-                            }
+                        let r0 = &d[at..at + 2 * ch];
+                        let r1 = &d[at + stride..at + stride + 2 * ch];
+                        for c in 0..ch {
+                            row[i + c] =
+                                r0[c] * w[0] + r0[ch + c] * w[1] + r1[c] * w[2] + r1[ch + c] * w[3];
                         }
                     } else {
                         bilinear_edge::<N>(
@@ -764,7 +738,7 @@ impl Warp<'_> {
                         );
                     }
                 }
-            }
+            });
         });
     }
 }
