@@ -286,10 +286,7 @@ fn gather<const N: usize>(src: Image<'_>, ys: &[usize], xs: &[usize], out: &mut 
         for (row, &sy) in rows.chunks_exact_mut(row_len).zip(&ys[first..]) {
             let srow = &src.data[sy * src_row..(sy + 1) * src_row];
             for (o, &sx) in row.chunks_exact_mut(ch).zip(xs) {
-                let p = &srow[sx * ch..sx * ch + ch];
-                for c in 0..ch {
-                    o[c] = p[c];
-                }
+                o.copy_from_slice(&srow[sx * ch..sx * ch + ch]);
             }
         }
     });
@@ -863,6 +860,128 @@ mod tests {
         assert_eq!(r(Border::Reflect), vec![2.0, 1.0, 1.0]);
         assert_eq!(r(Border::Reflect101), vec![3.0, 2.0, 1.0]);
         assert_eq!(r(Border::Wrap), vec![2.0, 3.0, 1.0]);
+    }
+
+    #[test]
+    fn area_table_splits_cells_at_fractional_edges() {
+        // 5 -> 2: cells [0, 2.5) and [2.5, 5), each weight over 2.5 pixels.
+        let t = area_table(5, 2, 2.5);
+        assert_eq!(t.taps(0), (0, &[0.4, 0.4, 0.2][..]));
+        assert_eq!(t.taps(1), (2, &[0.2, 0.4, 0.4][..]));
+        assert_eq!(t.max_taps(), 3);
+        // 4 -> 2: whole pixels only, no sliver taps.
+        let t = area_table(4, 2, 2.0);
+        assert_eq!(t.taps(0), (0, &[0.5, 0.5][..]));
+        assert_eq!(t.taps(1), (2, &[0.5, 0.5][..]));
+    }
+
+    #[test]
+    fn linear_tables_clamp_at_both_ends() {
+        // 2 -> 4: centres at -0.25, 0.25, 0.75, 1.25.
+        let t = linear_table(2, 4, 0.5, 2.0, false);
+        assert_eq!(t.taps(0), (0, &[1.0][..]));
+        assert_eq!(t.taps(1), (0, &[0.75, 0.25][..]));
+        assert_eq!(t.taps(2), (0, &[0.25, 0.75][..]));
+        assert_eq!(t.taps(3), (1, &[1.0][..]));
+        // INTER_AREA enlarging 2 -> 5: replicate, blend once across the pixel edge at 2.5.
+        let t = linear_table(2, 5, 0.4, 2.5, true);
+        let got: Vec<_> = (0..5).map(|d| t.taps(d)).collect();
+        let want: Vec<(usize, &[f32])> = vec![
+            (0, &[1.0]),
+            (0, &[1.0]),
+            (0, &[0.5, 0.5]),
+            (1, &[1.0]),
+            (1, &[1.0]),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn pair_table_pads_single_taps_and_stops_at_the_last_pixel() {
+        let t = linear_table(2, 4, 0.5, 2.0, false);
+        let p = PairTable::new(&t, 2, 3).unwrap();
+        assert_eq!(p.pairs, 3);
+        assert_eq!(p.at, vec![0, 0, 0]);
+        assert_eq!(p.weights, vec![[1.0, 0.0], [0.75, 0.25], [0.25, 0.75]]);
+        assert!(PairTable::new(&area_table(5, 2, 2.5), 5, 1).is_none());
+    }
+
+    #[test]
+    fn bilinear_weights_are_products_of_the_fractions() {
+        let w = bilinear_weights();
+        assert_eq!(w.len(), 1024);
+        assert_eq!(w[0], [1.0, 0.0, 0.0, 0.0]);
+        // ay = 16/32, ax = 8/32.
+        assert_eq!(w[16 * 32 + 8], [0.375, 0.125, 0.375, 0.125]);
+    }
+
+    #[test]
+    fn border_lut_agrees_with_the_rule_inside_and_beyond_its_window() {
+        let lut = BorderLut::new(5, Border::Reflect101);
+        assert_eq!(lut.get(-7), Some(1));
+        assert_eq!(lut.get(4), Some(4));
+        assert_eq!(lut.get(13), Some(3));
+        // Beyond the table, `border_index` answers: period 8 for a reflected 5-pixel axis.
+        assert_eq!(lut.get(-41), Some(1));
+        let wrap = BorderLut::new(5, Border::Wrap);
+        assert_eq!(wrap.get(100), Some(0));
+        assert_eq!(wrap.get(-101), Some(4));
+        assert_eq!(BorderLut::new(5, Border::Constant).get(-1), None);
+    }
+
+    #[test]
+    fn row_bands_cover_every_row_once_in_parallel() {
+        // 3000 rows of 400 pixels (over the threshold, so split over the pool).
+        let (rows, row_len) = (3000, 4);
+        let mut out = vec![-1f32; rows * row_len];
+        for_row_bands(&mut out, row_len, rows * 400, |first, band| {
+            for (i, r) in band.chunks_exact_mut(row_len).enumerate() {
+                r.fill((first + i) as f32);
+            }
+        });
+        for (r, row) in out.chunks_exact(row_len).enumerate() {
+            assert!(row.iter().all(|&v| v == r as f32), "row {r}: {row:?}");
+        }
+    }
+
+    #[test]
+    fn warp_over_several_tiles_interpolates_a_ramp_exactly() {
+        // A ramp v = x + 100 y + 10000 c is reproduced exactly by bilinear interpolation at
+        // dyadic offsets; 40 x 150 pixels spans two tile rows and two tile columns, 3 and 5
+        // channels take the unrolled and the generic loops, and 1000 x 1100 pixels are split
+        // over rayon's pool.
+        for (h, w, ch) in [(40usize, 150usize, 3usize), (40, 150, 5), (1000, 1100, 1)] {
+            let v = |x: f32, y: f32, c: usize| x + 100.0 * y + 10000.0 * c as f32;
+            let mut src = Vec::with_capacity(h * w * ch);
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..ch {
+                        src.push(v(x as f32, y as f32, c));
+                    }
+                }
+            }
+            // Source (x + 0.5, y + 0.25) lands on destination (x, y).
+            let m = [[1.0, 0.0, -0.5], [0.0, 1.0, -0.25]];
+            let r = warp_affine(
+                img(&src, h, w, ch),
+                m,
+                w,
+                h,
+                Interp::Linear,
+                Border::Replicate,
+            )
+            .unwrap();
+            for y in 0..h {
+                for x in 0..w {
+                    // The last column and row read themselves past the edge (replicate).
+                    let sx = if x + 1 < w { x as f32 + 0.5 } else { x as f32 };
+                    let sy = if y + 1 < h { y as f32 + 0.25 } else { y as f32 };
+                    for c in 0..ch {
+                        assert_eq!(r[(y * w + x) * ch + c], v(sx, sy, c), "({x}, {y}, {c})");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
