@@ -75,3 +75,20 @@ def png_claiming(path, width, height):
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
                 chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
     return path
+
+
+def replay_googlenet(rng, h, w, flip, min_area=0.08, min_ar=0.75, max_ar=1.333):
+    """fastai 0.7's GoogLeNet crop draws replayed with `rng` (a `random.Random` seeded as the
+    transform's): the crop (top, left, height, width) of an h x w image, or None when all ten
+    attempts fail and the transform falls back to scale + centre crop."""
+    for _ in range(10):
+        area = rng.uniform(min_area, 1.0) * h * w
+        ar = rng.uniform(min_ar, max_ar)
+        ww, hh = int(np.sqrt(area * ar) + 0.5), int(np.sqrt(area / ar) + 0.5)
+        if flip:
+            ww, hh = hh, ww
+        if hh <= h and ww <= w:
+            x1 = 0 if w == ww else rng.randint(0, w - ww)
+            y1 = 0 if h == hh else rng.randint(0, h - hh)
+            return y1, x1, hh, ww
+    return None

@@ -10,6 +10,8 @@ import pytest
 from fastai import _native
 from fastai import transforms as T
 
+from _fixtures import replay_googlenet
+
 RNG = np.random.default_rng(20)
 
 
@@ -211,27 +213,13 @@ def test_no_crop_center_crop_crop():
     np.testing.assert_array_equal(T.crop(img, 3, 5, 10), img[3:13, 5:15])
 
 
-def replay_googlenet(rng, h, w, min_area, min_ar, max_ar, flip):
-    for _ in range(10):
-        area = rng.uniform(min_area, 1.0) * h * w
-        ar = rng.uniform(min_ar, max_ar)
-        ww, hh = int(np.sqrt(area * ar) + 0.5), int(np.sqrt(area / ar) + 0.5)
-        if flip:
-            ww, hh = hh, ww
-        if hh <= h and ww <= w:
-            x1 = 0 if w == ww else rng.randint(0, w - ww)
-            y1 = 0 if h == hh else rng.randint(0, h - hh)
-            return y1, x1, hh, ww
-    return None
-
-
 def test_googlenet_resize_replays_the_draws():
     img = rand_img(75, 100)
     crops = 0
     for seed in range(30):
         random.seed(seed)
         out = T.googlenet_resize(img, 20, 0.08, 0.75, 1.333, seed % 2 == 0)
-        win = replay_googlenet(random.Random(seed), 75, 100, 0.08, 0.75, 1.333, seed % 2 == 0)
+        win = replay_googlenet(random.Random(seed), 75, 100, seed % 2 == 0)
         assert win is not None
         y1, x1, hh, ww = win
         crops += 1

@@ -19,7 +19,7 @@ import pytest
 from fastai import _native
 from fastai import transforms as T
 from fastai.transforms import TfmType
-from _fixtures import IMAGENET_MEAN, IMAGENET_STD, save, smooth_image
+from _fixtures import IMAGENET_MEAN, IMAGENET_STD, replay_googlenet, save, smooth_image
 
 NO, PIXEL, COORD, CLASS = TfmType.NO, TfmType.PIXEL, TfmType.COORD, TfmType.CLASS
 ALL = (NO, PIXEL, CLASS, COORD)
@@ -143,25 +143,13 @@ def test_add_padding(mode):
           lambda r, npr, ty: lambda img, kind: cv2.copyMakeBorder(img, 3, 3, 3, 3, mode))
 
 
-def replay_googlenet(rng, h, w, flip, min_area=0.08, min_ar=0.75, max_ar=1.333):
-    for _ in range(10):
-        area = rng.uniform(min_area, 1.0) * h * w
-        ar = rng.uniform(min_ar, max_ar)
-        ww, hh = int(np.sqrt(area * ar) + 0.5), int(np.sqrt(area / ar) + 0.5)
-        if flip:
-            ww, hh = hh, ww
-        if hh <= h and ww <= w:
-            x1 = 0 if w == ww else rng.randint(0, w - ww)
-            y1 = 0 if h == hh else rng.randint(0, h - hh)
-            return y1, x1, hh, ww
-    raise AssertionError("the replay fell back")
-
-
 def test_googlenet_resize_same_crop_for_x_and_y():
     def op_for(r, npr, tfm_y):
         flip = r.random() < 0.5
         seed = r.getrandbits(64)
-        y1, x1, hh, ww = replay_googlenet(random.Random(seed), 30, 45, flip)
+        crop = replay_googlenet(random.Random(seed), 30, 45, flip)
+        assert crop is not None, "the replay fell back"
+        y1, x1, hh, ww = crop
         interp = lambda kind: cv2.INTER_NEAREST if kind in ("class", "mask") else cv2.INTER_AREA
         return lambda img, kind: cv2.resize(img[y1:y1 + hh, x1:x1 + ww], (20, 20),
                                             interpolation=interp(kind))
