@@ -21,19 +21,9 @@ from fastai.metrics import f1, f2, fbeta, opt_th, precision, recall
 from fastai.sgdr import Callback, LossRecorder, SaveBestModel
 from fastai.transforms import tfms_from_model
 
+from test_learner import write_images  # the two colour-coded classes the learner tests use
+
 SZ = 32
-
-
-def write_images(root, n=8, n_valid=4, seed=0):
-    rng = np.random.default_rng(seed)
-    for split, k in (("train", n), ("valid", n_valid)):
-        for c, name in enumerate(("cats", "dogs")):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(k):
-                img = rng.integers(0, 80, (40, 48, 3), dtype=np.uint8)
-                img[..., 2 * c] += 150
-                Image.fromarray(img).save(d / f"{name[:-1]}.{i}.png")
 
 
 @pytest.fixture
