@@ -391,7 +391,7 @@ fn precompute_computes_then_reads_and_recomputes_when_the_body_changes() {
         other.status,
         CacheStatus::Recomputed(StaleReason::KeyChanged)
     ));
-    let e = &learner.net.store.entries[0];
+    let e = &learner.net.store().entries[0];
     tch::no_grad(|| {
         let _ = e.tensor.shallow_clone().fill_(0.5);
     });

@@ -78,10 +78,15 @@ fn rows(n: i64, shuffle: bool) -> TensorSet {
     }
 }
 
+/// Where the head's keys start in a native network's flat numbering.
+fn head_start(l: &Learner) -> usize {
+    l.net.conv().map_or(0, |n| n.head_start)
+}
+
 fn config(lrs: [f64; 3], wds: [f64; 3], algo: Algo, precompute: bool) -> FitConfig {
     FitConfig {
-        lrs,
-        wds,
+        lrs: lrs.to_vec(),
+        wds: wds.to_vec(),
         schedule: Schedule::Constant,
         precompute,
         stop_on_divergence: false,
@@ -217,7 +222,7 @@ impl Reference {
     fn of(l: &Learner) -> Reference {
         let w = l
             .net
-            .store
+            .store()
             .entries
             .iter()
             .map(|e| {
@@ -232,7 +237,7 @@ impl Reference {
             .collect();
         Reference {
             w,
-            head_start: l.net.head_start,
+            head_start: head_start(&l),
             kernels: false,
             m: HashMap::new(),
             v: HashMap::new(),
@@ -449,7 +454,7 @@ impl Reference {
 /// A copy of every tensor of the learner, by key.
 fn state(l: &Learner) -> HashMap<String, Tensor> {
     l.net
-        .store
+        .store()
         .entries
         .iter()
         .map(|e| (e.key.clone(), e.tensor.detach().copy()))
@@ -468,7 +473,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 /// returns how many were compared.
 fn assert_close(l: &Learner, r: &Reference, tol: f64, select: impl Fn(&str) -> bool) -> usize {
     let mut n = 0;
-    for e in l.net.store.entries.iter().filter(|e| select(&e.key)) {
+    for e in l.net.store().entries.iter().filter(|e| select(&e.key)) {
         let d = max_diff(&e.tensor.detach(), r.t(&e.key));
         assert!(
             d <= tol,
@@ -538,7 +543,8 @@ fn sgd_on_precomputed_rows_matches_a_hand_written_loop() {
         l.begin_fit(FitConfig {
             fused_head,
             ..config(lrs, wds, SGD, true)
-        });
+        })
+        .unwrap();
         let res = l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
         let record = l.end_fit();
         reference_epoch(
@@ -567,11 +573,11 @@ fn sgd_on_precomputed_rows_matches_a_hand_written_loop() {
         assert!(!res.stopped && (res.trn_loss - want[2]).abs() < 1e-5);
         // The steps were not vanishing, and only the head took them.
         let moved = max_diff(
-            &l.net.store.get("5.weight").unwrap().tensor.detach(),
+            &l.net.store().get("5.weight").unwrap().tensor.detach(),
             &before["5.weight"],
         );
         assert!(moved > 1e-3, "W1 moved by {moved}");
-        for e in l.net.store.entries.iter().filter(|e| !is_head(&e.key)) {
+        for e in l.net.store().entries.iter().filter(|e| !is_head(&e.key)) {
             assert!(e.tensor.equal(&before[&e.key]), "{} moved", e.key);
         }
     }
@@ -601,7 +607,8 @@ fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
     l.begin_fit(FitConfig {
         fused_head: true,
         ..config(lrs, wds, adam, true)
-    });
+    })
+    .unwrap();
     l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
     l.end_fit();
     reference_epoch(
@@ -619,7 +626,7 @@ fn adam_on_precomputed_rows_matches_a_hand_written_loop() {
     assert_eq!(assert_close(&l, &r, 1e-5, is_head), 12);
     // Adam's first steps move every element by about lr.
     let moved = max_diff(
-        &l.net.store.get("8.weight").unwrap().tensor.detach(),
+        &l.net.store().get("8.weight").unwrap().tensor.detach(),
         &before["8.weight"],
     );
     assert!(moved > 0.01, "W2 moved by {moved}");
@@ -657,7 +664,7 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     let (lrs, wds) = ([1e-3, 2e-3, 5e-3], [1e-2, 1e-2, 1e-1]);
     let all = [true; 3];
 
-    l.begin_fit(config(lrs, wds, SGD, false));
+    l.begin_fit(config(lrs, wds, SGD, false)).unwrap();
     let stopped = l
         .train_epoch(&dl, 0, &mut |_, _| Ok(true))
         .expect("epoch 0");
@@ -665,7 +672,7 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     let (x, y) = &image_batches(&dl, 0)[0];
     let loss = formulas.nll(&formulas.resnet18(x, true), y);
     formulas.step(loss, all, lrs, wds, SGD, None);
-    for e in l.net.store.entries.iter().filter(|e| !is_buffer(&e.key)) {
+    for e in l.net.store().entries.iter().filter(|e| !is_buffer(&e.key)) {
         let want = formulas.t(&e.key) - &before[&e.key];
         let got = e.tensor.detach() - &before[&e.key];
         let err = (&got - &want).norm().double_value(&[]) / want.norm().double_value(&[]);
@@ -687,14 +694,17 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     }
     assert_eq!(
         assert_close(&l, &r, 1e-5, |_| true),
-        l.net.store.entries.len()
+        l.net.store().entries.len()
     );
     for (got, want) in record.losses.iter().zip(r.smoothed()) {
         assert!((got - want).abs() < 1e-5, "smoothed loss {got} vs {want}");
     }
     // Every group moved.
     for key in ["0.weight", "7.1.conv2.weight", "14.weight"] {
-        let moved = max_diff(&l.net.store.get(key).unwrap().tensor.detach(), &before[key]);
+        let moved = max_diff(
+            &l.net.store().get(key).unwrap().tensor.detach(),
+            &before[key],
+        );
         assert!(moved > 1e-4, "{key} moved by {moved}");
     }
 
@@ -774,7 +784,8 @@ fn recorded_learning_rates_follow_the_schedules() {
         },
         fused_head: true,
         ..config(base, [1e-4; 3], SGD, true)
-    });
+    })
+    .unwrap();
     for epoch in 0..14 {
         l.train_epoch(&data, epoch, &mut no_callback())
             .expect("epoch");
@@ -811,7 +822,8 @@ fn recorded_learning_rates_follow_the_schedules() {
         },
         stop_on_divergence: true,
         ..config([start / 100.0, start / 10.0, start], [0.0; 3], SGD, true)
-    });
+    })
+    .unwrap();
     let res = l
         .train_epoch(&data, 0, &mut no_callback())
         .expect("lr_find");
@@ -833,10 +845,10 @@ fn recorded_learning_rates_follow_the_schedules() {
 
 fn group_tensors(l: &Learner, group: usize) -> Vec<(String, Tensor, bool)> {
     l.net
-        .store
+        .store()
         .entries
         .iter()
-        .filter(|e| group_of(&e.key, l.net.head_start) == group)
+        .filter(|e| group_of(&e.key, head_start(&l)) == group)
         .map(|e| (e.key.clone(), e.tensor.detach().copy(), is_buffer(&e.key)))
         .collect()
 }
@@ -854,13 +866,14 @@ fn frozen_groups_do_not_move() {
     for bn_freeze in [false, true] {
         l.bn_freeze = bn_freeze;
         let before: Vec<_> = (0..3).map(|g| group_tensors(&l, g)).collect();
-        l.begin_fit(config([0.01; 3], [1e-3; 3], SGD, false));
+        l.begin_fit(config([0.01; 3], [1e-3; 3], SGD, false))
+            .unwrap();
         l.train_epoch(&dl, 0, &mut no_callback()).expect("epoch");
         l.end_fit();
         for (g, tensors) in before.iter().enumerate() {
             assert!(!tensors.is_empty());
             for (key, was, buffer) in tensors {
-                let now = &l.net.store.get(key).unwrap().tensor;
+                let now = &l.net.store().get(key).unwrap().tensor;
                 let still = now.equal(was);
                 match (g, buffer) {
                     (0, _) => assert!(still, "{key} of frozen group 0 changed"),
@@ -905,7 +918,7 @@ fn a_callback_stops_or_fails_the_epoch() {
         let data = rows(ROWS, true);
 
         let mut l = head_learner();
-        l.begin_fit(cfg());
+        l.begin_fit(cfg()).unwrap();
         let mut calls = Vec::new();
         let res = l
             .train_epoch(&data, 0, &mut |b, _| {
@@ -919,7 +932,7 @@ fn a_callback_stops_or_fails_the_epoch() {
 
         let mut l = head_learner();
         let mut r = Reference::of(&l);
-        l.begin_fit(cfg());
+        l.begin_fit(cfg()).unwrap();
         let err = l
             .train_epoch(&data, 0, &mut |b, _| {
                 if b == 1 {
@@ -998,7 +1011,8 @@ fn clip_scales_the_gradient_norm_as_torch_does() {
         fused_head: true,
         clip: Some(max_norm),
         ..config(lrs, wds, SGD, true)
-    });
+    })
+    .unwrap();
     l.train_epoch(&data, 0, &mut no_callback()).expect("epoch");
     l.end_fit();
     let norms = reference_epoch(
@@ -1031,7 +1045,8 @@ fn snapshot_restore_and_predict() {
     let mut l = head_learner();
     let train = rows(ROWS, true);
     // An epoch first, so that the BatchNorm running statistics are not the initial ones.
-    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true));
+    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true))
+        .unwrap();
     l.train_epoch(&train, 0, &mut no_callback()).expect("epoch");
     l.end_fit();
 
@@ -1059,19 +1074,20 @@ fn snapshot_restore_and_predict() {
 
     let copies = state(&l);
     let snap = l.snapshot();
-    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true));
+    l.begin_fit(config([0.0, 0.0, 0.05], [0.0; 3], SGD, true))
+        .unwrap();
     l.train_epoch(&train, 1, &mut no_callback()).expect("epoch");
     l.end_fit();
     let changed = l
         .net
-        .store
+        .store()
         .entries
         .iter()
         .filter(|e| !e.tensor.equal(&copies[&e.key]))
         .count();
     assert_eq!(changed, 12, "the epoch moved every head tensor");
     l.restore(&snap);
-    for e in &l.net.store.entries {
+    for e in &l.net.store().entries {
         assert!(e.tensor.equal(&copies[&e.key]), "{} not restored", e.key);
     }
     let (out3, _, loss3) = predict(&l);

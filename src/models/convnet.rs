@@ -262,12 +262,36 @@ pub fn load_checkpoint(
     naming: Naming,
     source: &str,
 ) -> Result<()> {
+    let published = (naming == Naming::Published).then_some((arch, cut));
+    load_into(store, arch.name, entries, published, source)
+}
+
+/// Copies a model's own flat state dict into `store` (a user module's, named `model_name` in
+/// errors), as strictly as [`load_checkpoint`] with [`Naming::Flat`].
+pub fn load_flat(
+    store: &ParamStore,
+    model_name: &str,
+    entries: &[(String, Tensor)],
+    source: &str,
+) -> Result<()> {
+    load_into(store, model_name, entries, None, source)
+}
+
+/// `published`: the architecture and cut of a published checkpoint's naming; None for the
+/// flat naming.
+fn load_into(
+    store: &ParamStore,
+    model_name: &str,
+    entries: &[(String, Tensor)],
+    published: Option<(&ArchSpec, usize)>,
+    source: &str,
+) -> Result<()> {
     let is_body = |e: &Entry| e.group != HEAD_GROUP;
     let mut load: Vec<(&str, &Entry, &Tensor)> = Vec::new();
     let mut unexpected: Vec<&str> = Vec::new();
     for (key, tensor) in entries {
-        let target = match naming {
-            Naming::Published => {
+        let target = match published {
+            Some((arch, cut)) => {
                 if is_bn_counter(key) || key.split('.').next() == Some(arch.classifier) {
                     continue;
                 }
@@ -285,7 +309,7 @@ pub fn load_checkpoint(
                     None => None,
                 }
             }
-            Naming::Flat => match store.get(key) {
+            None => match store.get(key) {
                 Some(e) => Some(e),
                 None if is_bn_counter(key) => continue,
                 None => None,
@@ -300,9 +324,9 @@ pub fn load_checkpoint(
     let missing: Vec<&str> = store
         .entries
         .iter()
-        .filter(|e| match naming {
-            Naming::Published => is_body(e),
-            Naming::Flat => !is_bn_counter(&e.key),
+        .filter(|e| match published {
+            Some(_) => is_body(e),
+            None => !is_bn_counter(&e.key),
         })
         .map(|e| e.key.as_str())
         .filter(|k| !loaded.contains(k))
@@ -333,7 +357,7 @@ pub fn load_checkpoint(
             context: source.to_string(),
             reason: format!(
                 "does not fit this {} model: {}",
-                arch.name,
+                model_name,
                 problems.join(", ")
             ),
         });

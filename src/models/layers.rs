@@ -109,7 +109,12 @@ impl BatchNorm {
     }
 
     /// `train`: use batch statistics and update the running ones (PyTorch's training mode).
+    /// A layer whose weight does not require a gradient is frozen and stays on its running
+    /// statistics even then: fastai 0.7 put every non-trainable BatchNorm in eval mode while
+    /// training, and freezing (by layer group, or a user's `requires_grad_(False)` on a layer
+    /// of `learn.model`) is what clears the flag.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let train = train && self.weight.requires_grad();
         x.batch_norm(
             Some(&self.weight),
             Some(&self.bias),

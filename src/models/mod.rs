@@ -15,13 +15,17 @@ pub mod convnet;
 pub mod efficientnet;
 pub mod head;
 pub mod layers;
+pub mod module;
+pub mod net;
 pub mod resnet;
 pub mod store;
 
 pub use arch::{arch, arch_names, ArchSpec, Meta, Stats, Weights, ARCHS, STATS};
-pub use convnet::{backbone_features, load_checkpoint, ConvNet, Naming};
+pub use convnet::{backbone_features, load_checkpoint, load_flat, ConvNet, Naming};
 pub use head::{Head, Output, HEAD_GROUP};
 pub use layers::{BatchNorm, Conv, ConvConfig};
+pub use module::{BatchAt, ExternalModel, ModuleNet, Part};
+pub use net::Net;
 pub use store::{Entry, EntryKind, ParamStore, Scope};
 
 use tch::Tensor;

@@ -58,6 +58,17 @@ impl ParamStore {
         self.add(key.into(), tensor, EntryKind::Buffer, group)
     }
 
+    /// Adds a tensor owned elsewhere (a user's module) as it is: its `requires_grad` is the
+    /// module's to set (freezing changes it later).
+    pub fn insert(&mut self, key: String, tensor: Tensor, kind: EntryKind, group: usize) {
+        self.entries.push(Entry {
+            key,
+            tensor,
+            kind,
+            group,
+        });
+    }
+
     pub fn get(&self, key: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.key == key)
     }

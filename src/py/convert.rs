@@ -205,24 +205,6 @@ impl<'py> FromPyObject<'py> for Wrap<Aug> {
     }
 }
 
-/// fastai's per-layer-group values (learning rates, weight decays): one for every group, or
-/// one per group, earliest first.
-pub struct PerGroup(pub [f64; 3]);
-
-impl FromPyObject<'_> for PerGroup {
-    fn extract_bound(ob: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let v: Vec<f64> = ob.extract()?;
-        match v.as_slice() {
-            [x] => Ok(PerGroup([*x; 3])),
-            [a, b, c] => Ok(PerGroup([*a, *b, *c])),
-            _ => Err(PyValueError::new_err(format!(
-                "expected 1 or 3 values (one per layer group), got {}",
-                v.len()
-            ))),
-        }
-    }
-}
-
 /// fastai's `custom_head` as `conv_learner._custom_head_args` hands it over: (forward(x,
 /// train, bn_train) callable, layer name, [(state key, tensor, is_parameter)] of the module's
 /// state dict).

@@ -10,13 +10,16 @@ use pyo3::prelude::*;
 use pyo3_tch::PyTensor;
 use tch::{Device, Tensor};
 
-use super::convert::{CustomHead, PerGroup, Wrap};
+use super::convert::{CustomHead, Wrap};
 use super::data::PyDataLoader;
 use super::errors::from_pyerr;
+use super::module::PyModel;
 use super::schedule::{PyOptimizer, PySchedule};
 use super::{run_detached, to_pyerr};
 use crate::cache::{Precision, Split};
-use crate::models::{ConvNet, HeadChoice, Meta, Naming, Output};
+use crate::models::{
+    ConvNet, EntryKind, HeadChoice, Meta, ModuleNet, Naming, Net, Output, ParamStore,
+};
 use crate::train::learner::{BatchSource, FitConfig, Learner, LossAt, LossFn, TensorSet};
 use crate::train::optim::Algo;
 use crate::train::precompute::{Activations, CacheDir, CacheStatus};
@@ -154,7 +157,24 @@ impl PyLearner {
         source: &str,
     ) -> PyResult<()> {
         let entries: Vec<(String, Tensor)> = state.into_iter().map(|(k, t)| (k, t.0)).collect();
-        self.detached(py, move |l| l.net.load_checkpoint(&entries, naming, source))
+        self.detached(py, move |l| match (naming, &l.net) {
+            (Naming::Flat, net) => net.load_state(&entries, source),
+            (Naming::Published, Net::Conv(n)) => n.load_checkpoint(&entries, naming, source),
+            (Naming::Published, Net::Module(_)) => Err(Error::InvalidArgument(
+                "a user's module loads its pretrained weights itself".into(),
+            )),
+        })
+    }
+
+    /// Reads the native network (the architectures this crate builds), for what only it has.
+    fn conv<T>(&self, what: &str, f: impl FnOnce(&ConvNet) -> T) -> PyResult<T> {
+        match &self.lock()?.net {
+            Net::Conv(n) => Ok(f(n)),
+            Net::Module(m) => Err(to_pyerr(Error::InvalidArgument(format!(
+                "{what}: {} is a user's module, not one of the built-in architectures",
+                m.name
+            )))),
+        }
     }
 
     /// The learner for a quick read or setting, with the GIL held.
@@ -208,22 +228,75 @@ impl PyLearner {
         })
     }
 
+    /// A learner for a user's torch module: `forward(part, x, train, bn_freeze)` runs it
+    /// (part 'model', or 'body' / 'head' when `splits`), `state` is its state dict as
+    /// (key, tensor, is_parameter, layer group) with the module's own tensors (group
+    /// `n_groups`: in no group), `output` names the loss the loop computes natively when
+    /// `learn.crit` is that one, `name` names it in messages and cache files.
+    #[staticmethod]
+    #[pyo3(signature = (forward, state, n_groups, *, name, output=Wrap(Output::LogSoftmax), device=Wrap(Device::Cpu), splits=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_module(
+        forward: PyObject,
+        state: Vec<(String, PyTensor, bool, usize)>,
+        n_groups: usize,
+        name: String,
+        output: Wrap<Output>,
+        device: Wrap<Device>,
+        splits: bool,
+    ) -> PyResult<Self> {
+        if n_groups == 0 || (splits && n_groups < 2) {
+            return Err(to_pyerr(Error::InvalidArgument(format!(
+                "{name}: {n_groups} layer group(s); need at least {}",
+                if splits { 2 } else { 1 }
+            ))));
+        }
+        let mut store = ParamStore::new();
+        for (key, t, is_param, group) in state {
+            if store.get(&key).is_some() {
+                return Err(to_pyerr(Error::InvalidArgument(format!(
+                    "{name}: state key {key:?} appears twice"
+                ))));
+            }
+            let group = group.min(n_groups);
+            let kind = if is_param {
+                EntryKind::Param
+            } else {
+                EntryKind::Buffer
+            };
+            store.insert(key, t.0, kind, group);
+        }
+        let model = Box::new(PyModel {
+            forward,
+            name: name.clone(),
+        });
+        let net = ModuleNet::new(store, model, output.0, n_groups, splits, name);
+        Ok(PyLearner {
+            inner: Mutex::new(Learner::new(net, device.0)),
+        })
+    }
+
     #[getter]
     fn arch(&self) -> PyResult<String> {
-        Ok(self.lock()?.net.arch.name.to_string())
+        self.conv("arch", |n| n.arch.name.to_string())
     }
     #[getter]
     fn nf(&self) -> PyResult<i64> {
-        Ok(self.lock()?.net.nf)
+        self.conv("nf", |n| n.nf)
     }
     #[getter]
     fn head_start(&self) -> PyResult<usize> {
-        Ok(self.lock()?.net.head_start)
+        self.conv("head_start", |n| n.head_start)
     }
     /// Body children kept (fastai's `cut` after `cut -= xtra_cut`).
     #[getter]
     fn cut(&self) -> PyResult<usize> {
-        Ok(self.lock()?.net.cut)
+        self.conv("cut", |n| n.cut)
+    }
+    /// Number of layer groups.
+    #[getter]
+    fn n_groups(&self) -> PyResult<usize> {
+        Ok(self.lock()?.net.n_groups())
     }
     /// "cpu" or "cuda" (the device type the model is on; torch.autocast takes it).
     #[getter]
@@ -239,7 +312,7 @@ impl PyLearner {
         Ok(self
             .lock()?
             .net
-            .store
+            .store()
             .entries
             .iter()
             .map(|e| (e.key.clone(), PyTensor(e.tensor.shallow_clone())))
@@ -247,11 +320,16 @@ impl PyLearner {
     }
     #[getter]
     fn has_custom_head(&self) -> PyResult<bool> {
-        Ok(self.lock()?.net.has_custom_head())
+        Ok(self
+            .lock()?
+            .net
+            .conv()
+            .is_some_and(ConvNet::has_custom_head))
     }
+    /// Per layer group: does it train?
     #[getter]
-    fn trainable(&self) -> PyResult<[bool; 3]> {
-        Ok(self.lock()?.trainable)
+    fn trainable(&self) -> PyResult<Vec<bool>> {
+        Ok(self.lock()?.trainable.clone())
     }
     #[getter]
     fn bn_freeze(&self) -> PyResult<bool> {
@@ -267,7 +345,7 @@ impl PyLearner {
         Ok(())
     }
     fn freeze_all_but(&self, n: usize) -> PyResult<()> {
-        self.lock()?.freeze_all_but(n.min(2));
+        self.lock()?.freeze_all_but(n);
         Ok(())
     }
 
@@ -275,7 +353,7 @@ impl PyLearner {
     fn entries(&self) -> PyResult<Vec<(String, Vec<i64>, usize, bool)>> {
         let l = self.lock()?;
         Ok(l.net
-            .store
+            .store()
             .entries
             .iter()
             .map(|e| {
@@ -291,7 +369,10 @@ impl PyLearner {
 
     /// (layer, output shape) of each layer for one (3, sz, sz) input.
     fn summary(&self, py: Python<'_>, sz: i64) -> PyResult<Vec<(String, Vec<i64>)>> {
-        self.detached(py, move |l| l.net.summary(sz))
+        self.detached(py, move |l| match &l.net {
+            Net::Conv(n) => n.summary(sz),
+            Net::Module(_) => Err(Error::internal("summary of a user's module runs in Python")),
+        })
     }
 
     /// Loads a published checkpoint (torchvision names) into the body; strict.
@@ -331,8 +412,8 @@ impl PyLearner {
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
-        lrs: PerGroup,
-        wds: PerGroup,
+        lrs: Vec<f64>,
+        wds: Vec<f64>,
         schedule: PySchedule,
         precompute: bool,
         stop_on_divergence: bool,
@@ -342,20 +423,21 @@ impl PyLearner {
         crit: Option<PyObject>,
     ) -> PyResult<()> {
         let crit = crit.map(|c| Box::new(PyCrit(c)) as Box<dyn LossFn>);
-        self.lock()?.begin_fit_with(
-            FitConfig {
-                lrs: lrs.0,
-                wds: wds.0,
-                schedule: schedule.0,
-                precompute,
-                stop_on_divergence,
-                fused_head,
-                algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
-                clip,
-            },
-            crit,
-        );
-        Ok(())
+        self.lock()?
+            .begin_fit_with(
+                FitConfig {
+                    lrs,
+                    wds,
+                    schedule: schedule.0,
+                    precompute,
+                    stop_on_divergence,
+                    fused_head,
+                    algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
+                    clip,
+                },
+                crit,
+            )
+            .map_err(to_pyerr)
     }
 
     /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch, momentum per
@@ -429,14 +511,21 @@ impl PyLearner {
         Ok((PyTensor(p), y, loss))
     }
 
-    /// Outputs for one batch already in model input format: images (n, 3, H, W) or pooled
-    /// activations (n, nf).
-    fn predict_array(&self, py: Python<'_>, x: PyTensor) -> PyResult<PyTensor> {
+    /// Outputs for one batch already in model input format: the model's inputs, or (with
+    /// `head_only`) the head's (precomputed activations). `head_only=None`: images are
+    /// (n, 3, H, W) and anything else is activations.
+    #[pyo3(signature = (x, head_only=None))]
+    fn predict_array(
+        &self,
+        py: Python<'_>,
+        x: PyTensor,
+        head_only: Option<bool>,
+    ) -> PyResult<PyTensor> {
         let x = x.0;
         let out = self.detached(py, move |l| -> Result<Tensor> {
             // Images are (n, 3, H, W); anything else is activations (pooled (n, nf), or a
             // custom head's (n, C, h, w) maps, whose C is never 3 for our bodies).
-            let head_only = !(x.dim() == 4 && x.size()[1] == 3);
+            let head_only = head_only.unwrap_or(!(x.dim() == 4 && x.size()[1] == 3));
             let y = Tensor::zeros([x.size()[0]], (tch::Kind::Int64, Device::Cpu));
             let src = TensorSet {
                 x,

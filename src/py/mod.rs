@@ -14,6 +14,7 @@ mod errors;
 mod head;
 mod learner;
 mod models;
+mod module;
 mod schedule;
 mod transforms;
 

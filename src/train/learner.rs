@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 use super::fused_head::FusedHead;
 use super::optim::{Algo, Optimizer};
 use super::schedule::{Schedule, SmoothedLoss};
-use crate::models::{BnMode, ConvNet, EntryKind, Output};
+use crate::models::{BatchAt, EntryKind, Net, Output};
 use crate::util::rng::epoch_order;
 use crate::{Error, Result};
 
@@ -87,9 +87,9 @@ pub trait LossFn: Send {
 
 /// The settings of one `fit` / `lr_find` call.
 pub struct FitConfig {
-    /// Per layer group, earliest first.
-    pub lrs: [f64; 3],
-    pub wds: [f64; 3],
+    /// One per layer group, earliest first.
+    pub lrs: Vec<f64>,
+    pub wds: Vec<f64>,
     pub schedule: Schedule,
     /// Train the head on the cached activations.
     pub precompute: bool,
@@ -107,8 +107,8 @@ pub struct FitConfig {
 /// What the batch loop of one `fit` / `lr_find` call keeps between epochs.
 struct FitState {
     opt: Optimizer,
-    lrs: [f64; 3],
-    wds: [f64; 3],
+    lrs: Vec<f64>,
+    wds: Vec<f64>,
     schedule: Schedule,
     /// Global batch index within this call.
     t: usize,
@@ -132,13 +132,13 @@ struct FitState {
 impl FitState {
     /// This batch's learning rates, and its momentum when the schedule cycles it (already
     /// handed to the optimiser).
-    fn batch_rates(&mut self) -> ([f64; 3], Option<f64>) {
+    fn batch_rates(&mut self) -> (Vec<f64>, Option<f64>) {
         let m = self.schedule.multiplier(self.t);
         let mom = self.schedule.momentum(self.t);
         if let Some(mu) = mom {
             self.opt.set_momentum(mu);
         }
-        (self.lrs.map(|lr| lr * m), mom)
+        (self.lrs.iter().map(|lr| lr * m).collect(), mom)
     }
 
     /// A training batch of one row is left out: BatchNorm cannot take batch statistics of a
@@ -157,7 +157,7 @@ impl FitState {
         &mut self,
         b: usize,
         raw: f64,
-        lrs: &[f64; 3],
+        lrs: &[f64],
         mom: Option<f64>,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<Option<EpochResult>> {
@@ -176,7 +176,8 @@ impl FitState {
                 self.best = smoothed;
             }
         }
-        self.record.lrs.push(lrs[2]);
+        // The last group's rate: the head's, which `sched.plot_lr` shows.
+        self.record.lrs.push(lrs.last().copied().unwrap_or(0.0));
         self.record.moms.extend(mom);
         self.record.losses.push(smoothed);
         if on_batch(b, smoothed)? {
@@ -207,9 +208,9 @@ pub struct EpochResult {
 }
 
 pub struct Learner {
-    pub net: ConvNet,
-    /// Which of the three layer groups train (fastai's freeze_to on the full 3-group view).
-    pub trainable: [bool; 3],
+    pub net: Net,
+    /// Which layer groups train (fastai's freeze_to; the native networks have three).
+    pub trainable: Vec<bool>,
     /// Keep every BatchNorm on running statistics even in trainable groups.
     pub bn_freeze: bool,
     pub device: Device,
@@ -217,11 +218,13 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn new(net: ConvNet, device: Device) -> Self {
+    pub fn new(net: impl Into<Net>, device: Device) -> Self {
+        let net = net.into();
         net.to_device(device);
+        let n = net.n_groups();
         let mut l = Learner {
             net,
-            trainable: [false, false, true],
+            trainable: vec![false; n],
             bn_freeze: false,
             device,
             fit: None,
@@ -246,50 +249,45 @@ impl Learner {
 
     /// Groups `n..` train, the earlier ones are frozen (Python slice semantics: -1 = head only).
     pub fn freeze_to(&mut self, n: i64) {
+        let groups = self.trainable.len();
         let start = if n < 0 {
-            (3 + n).max(0) as usize
+            (groups as i64 + n).max(0) as usize
         } else {
-            (n as usize).min(3)
+            (n as usize).min(groups)
         };
-        for g in 0..3 {
-            self.trainable[g] = g >= start;
+        for (g, t) in self.trainable.iter_mut().enumerate() {
+            *t = g >= start;
         }
         self.apply_requires_grad();
     }
 
     /// Only group `n` trains.
     pub fn freeze_all_but(&mut self, n: usize) {
-        for g in 0..3 {
-            self.trainable[g] = g == n;
+        for (g, t) in self.trainable.iter_mut().enumerate() {
+            *t = g == n;
         }
         self.apply_requires_grad();
     }
 
+    /// Sets `requires_grad` of every parameter in a layer group to its group's flag; a
+    /// parameter in no group is left as it is. The optimiser and BatchNorm's training mode
+    /// read the flag itself, so a user's later change to one layer is honoured too.
     fn apply_requires_grad(&mut self) {
-        for e in &self.net.store.entries {
-            if e.kind == EntryKind::Param {
-                let _ = e
-                    .tensor
-                    .shallow_clone()
-                    .set_requires_grad(self.trainable[e.group.min(2)]);
+        for e in &self.net.store().entries {
+            if let (EntryKind::Param, Some(&t)) = (e.kind, self.trainable.get(e.group)) {
+                let _ = e.tensor.shallow_clone().set_requires_grad(t);
             }
         }
     }
 
-    /// BatchNorm mode while training: batch statistics only in trainable groups without
-    /// bn_freeze (spec 4.7).
-    fn train_bn_mode(&self) -> BnMode {
-        BnMode([0, 1, 2].map(|g| self.trainable[g] && !self.bn_freeze))
-    }
-
-    /// Starts a `fit` / `lr_find` call: a new optimiser for the groups trainable now.
-    pub fn begin_fit(&mut self, cfg: FitConfig) {
+    /// Starts a `fit` / `lr_find` call: a new optimiser for the parameters trainable now.
+    pub fn begin_fit(&mut self, cfg: FitConfig) -> Result<()> {
         self.begin_fit_with(cfg, None)
     }
 
     /// [`Learner::begin_fit`] with the loss of this call: `crit` replaces the one the model's
     /// output implies for training and for the validation loss, until `end_fit`.
-    pub fn begin_fit_with(&mut self, cfg: FitConfig, crit: Option<Box<dyn LossFn>>) {
+    pub fn begin_fit_with(&mut self, cfg: FitConfig, crit: Option<Box<dyn LossFn>>) -> Result<()> {
         let FitConfig {
             lrs,
             wds,
@@ -300,14 +298,28 @@ impl Learner {
             algo,
             clip,
         } = cfg;
-        // With precompute only the head sees data, so only its parameters may step.
-        let trainable = if precompute {
-            [false, false, true]
-        } else {
-            self.trainable
+        let groups = self.net.n_groups();
+        for (what, v) in [("learning rates", &lrs), ("weight decays", &wds)] {
+            if v.len() != groups {
+                return Err(Error::InvalidArgument(format!(
+                    "{} {what} for a model of {groups} layer groups",
+                    v.len()
+                )));
+            }
+        }
+        if precompute && !self.net.has_body() {
+            return Err(Error::InvalidArgument(
+                "precompute: this model has no body and head to run apart".into(),
+            ));
+        }
+        // fastai 0.7's optimiser took every parameter of a layer group that requires a
+        // gradient; with precompute only the head sees data, so only its parameters may step.
+        let head = self.net.head_group();
+        let select = |e: &crate::models::Entry| {
+            e.group < groups && e.tensor.requires_grad() && (!precompute || e.group == head)
         };
         self.fit = Some(FitState {
-            opt: Optimizer::new(&self.net.store, trainable, algo),
+            opt: Optimizer::new(self.net.store(), select, algo),
             lrs,
             wds,
             schedule,
@@ -322,6 +334,7 @@ impl Learner {
             clip,
             crit,
         });
+        Ok(())
     }
 
     pub fn end_fit(&mut self) -> Record {
@@ -463,7 +476,9 @@ impl Learner {
                 let Some(mu) = fit.opt.sgd_momentum() else {
                     return Err(Error::internal("the head step is SGD's"));
                 };
-                let raw = fused.step(x, y, idx, next, lrs[2], fit.wds[2], mu)?;
+                let head = lrs.len().saturating_sub(1);
+                let (lr, wd) = (lrs[head], fit.wds.get(head).copied().unwrap_or(0.0));
+                let raw = fused.step(x, y, idx, next, lr, wd, mu)?;
                 if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                     return Ok(stop);
                 }
@@ -488,12 +503,8 @@ impl Learner {
         before: &mut dyn FnMut(usize) -> Result<()>,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
-        let bn = if fit.precompute {
-            BnMode([false, false, !self.bn_freeze])
-        } else {
-            self.train_bn_mode()
-        };
-        let batch_stats = bn.0.iter().any(|&b| b);
+        // BatchNorm layers of trainable layers take batch statistics, unless bn_freeze.
+        let batch_stats = !self.bn_freeze;
         for (b, batch) in src.batches(epoch).enumerate() {
             let (x, y) = batch?;
             if batch_stats && x.size()[0] == 1 {
@@ -504,10 +515,14 @@ impl Learner {
             let (lrs, mom) = fit.batch_rates();
             let x = self.upload(x)?;
             let y = self.upload(y)?;
+            let at = BatchAt {
+                phase: "training batch",
+                index: b,
+            };
             let out = if fit.precompute {
-                self.net.head_forward(&x, true, bn)?
+                self.net.head_forward(&x, true, batch_stats, at)?
             } else {
-                self.net.forward(&x, true, bn)?
+                self.net.forward(&x, true, batch_stats, at)?
             };
             let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
             fit.opt.zero_grad();
@@ -548,10 +563,18 @@ impl Learner {
             for (b, batch) in src.batches(epoch).enumerate() {
                 let (x, y) = batch?;
                 let x = self.upload(x)?;
+                let at = BatchAt {
+                    phase: if with_loss {
+                        "validation batch"
+                    } else {
+                        "batch"
+                    },
+                    index: b,
+                };
                 let out = if head_only {
-                    self.net.head_forward(&x, false, BnMode::EVAL)?
+                    self.net.head_forward(&x, false, false, at)?
                 } else {
-                    self.net.forward(&x, false, BnMode::EVAL)?
+                    self.net.forward(&x, false, false, at)?
                 };
                 let bs = x.size()[0] as usize;
                 if with_loss {
@@ -590,9 +613,13 @@ impl Learner {
         tch::no_grad(|| -> Result<()> {
             for (b, batch) in src.batches(0).enumerate() {
                 let (x, _) = batch?;
+                let at = BatchAt {
+                    phase: "precompute batch",
+                    index: b,
+                };
                 outs.push(
                     self.net
-                        .features(&self.upload(x)?, BnMode::EVAL)
+                        .features(&self.upload(x)?, at)?
                         .to_device(Device::Cpu),
                 );
                 on_batch(b)?;
@@ -600,7 +627,8 @@ impl Learner {
             Ok(())
         })?;
         if outs.is_empty() {
-            return Ok(Tensor::zeros([0, self.net.nf], (Kind::Float, Device::Cpu)));
+            let nf = self.net.conv().map_or(0, |n| n.nf);
+            return Ok(Tensor::zeros([0, nf], (Kind::Float, Device::Cpu)));
         }
         Ok(Tensor::cat(&outs, 0))
     }
@@ -608,7 +636,7 @@ impl Learner {
     /// A copy of every parameter and buffer (lr_find restores it, also when interrupted).
     pub fn snapshot(&self) -> Vec<Tensor> {
         self.net
-            .store
+            .store()
             .entries
             .iter()
             .map(|e| e.tensor.detach().copy())
@@ -617,7 +645,7 @@ impl Learner {
 
     pub fn restore(&self, snap: &[Tensor]) {
         tch::no_grad(|| {
-            for (e, s) in self.net.store.entries.iter().zip(snap) {
+            for (e, s) in self.net.store().entries.iter().zip(snap) {
                 let _ = e.tensor.shallow_clone().copy_(s);
             }
         });

@@ -11,7 +11,7 @@
 
 use tch::Tensor;
 
-use crate::models::{EntryKind, ParamStore};
+use crate::models::{Entry, EntryKind, ParamStore};
 use crate::{Error, Result};
 
 /// Which update rule, with its constants.
@@ -38,15 +38,17 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// Takes the parameters of the trainable groups at this moment.
-    pub fn new(store: &ParamStore, trainable: [bool; 3], algo: Algo) -> Self {
+    /// Takes the parameters `select` picks among the store's parameters (the learner picks
+    /// those that require a gradient now, in a layer group, as fastai 0.7's optimiser took
+    /// each group's trainable parameters). A parameter steps with its group's rates.
+    pub fn new(store: &ParamStore, select: impl Fn(&Entry) -> bool, algo: Algo) -> Self {
         let params = store
             .entries
             .iter()
-            .filter(|e| e.kind == EntryKind::Param && trainable[e.group.min(2)])
+            .filter(|e| e.kind == EntryKind::Param && select(e))
             .map(|e| Slot {
                 param: e.tensor.shallow_clone(),
-                group: e.group.min(2),
+                group: e.group,
                 buf: None,
                 buf2: None,
             })
@@ -122,7 +124,7 @@ impl Optimizer {
         })
     }
 
-    pub fn step(&mut self, lrs: &[f64; 3], wds: &[f64; 3]) -> Result<()> {
+    pub fn step(&mut self, lrs: &[f64], wds: &[f64]) -> Result<()> {
         match self.algo {
             Algo::Sgd { momentum } => self.sgd_step(lrs, wds, momentum),
             Algo::Adam { beta1, beta2, eps } => self.adam_step(lrs, wds, beta1, beta2, eps),
@@ -132,14 +134,7 @@ impl Optimizer {
     /// torch.optim.Adam's single-tensor update (what it runs on CPU tensors), operation for
     /// operation: g += wd·w; m = lerp(m, g, 1 − β1); v = β2·v + (1 − β2)·g²;
     /// w -= lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps).
-    fn adam_step(
-        &mut self,
-        lrs: &[f64; 3],
-        wds: &[f64; 3],
-        b1: f64,
-        b2: f64,
-        eps: f64,
-    ) -> Result<()> {
+    fn adam_step(&mut self, lrs: &[f64], wds: &[f64], b1: f64, b2: f64, eps: f64) -> Result<()> {
         self.steps += 1;
         let t = self.steps;
         let step_size = |lr: f64| lr / (1.0 - b1.powi(t));
@@ -151,7 +146,7 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                let (lr, wd) = (lrs[s.group], wds[s.group]);
+                let (lr, wd) = rates(lrs, wds, s.group);
                 let g = if wd != 0.0 {
                     grad.f_add(&(&s.param * wd)).map_err(e())?
                 } else {
@@ -175,7 +170,7 @@ impl Optimizer {
         })
     }
 
-    fn sgd_step(&mut self, lrs: &[f64; 3], wds: &[f64; 3], mu: f64) -> Result<()> {
+    fn sgd_step(&mut self, lrs: &[f64], wds: &[f64], mu: f64) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for Slot {
                 param: p,
@@ -188,7 +183,7 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                let (lr, wd) = (lrs[*group], wds[*group]);
+                let (lr, wd) = rates(lrs, wds, *group);
                 if mu != 0.0 && fused_cpu_step(p, &grad, buf, lr, wd, mu) {
                     continue;
                 }
@@ -215,6 +210,15 @@ impl Optimizer {
             Ok(())
         })
     }
+}
+
+/// The learning rate and weight decay of layer group `group` (the learner checks that every
+/// selected parameter's group has both; 0 for a group beyond them steps nothing).
+fn rates(lrs: &[f64], wds: &[f64], group: usize) -> (f64, f64) {
+    (
+        lrs.get(group).copied().unwrap_or(0.0),
+        wds.get(group).copied().unwrap_or(0.0),
+    )
 }
 
 /// The whole update of one contiguous float32 CPU parameter in a single pass over memory
@@ -288,7 +292,7 @@ mod tests {
     #[test]
     fn clip_scales_the_trainable_gradients_to_the_norm() {
         let (store, [a, b, c]) = store_with_grads();
-        let mut opt = Optimizer::new(&store, [false, false, true], Algo::Sgd { momentum: 0.9 });
+        let mut opt = Optimizer::new(&store, |e| e.group == 2, Algo::Sgd { momentum: 0.9 });
         let norm = opt.clip_grad_norm(6.5).unwrap();
         assert!((norm - 13.0).abs() < 1e-6);
         // Scaled by 6.5 / (13 + 1e-6); the frozen parameter's gradient is not part of it.
@@ -302,7 +306,7 @@ mod tests {
     #[test]
     fn clip_leaves_gradients_under_the_norm_alone() {
         let (store, [_, b, c]) = store_with_grads();
-        let mut opt = Optimizer::new(&store, [false, false, true], Algo::Sgd { momentum: 0.9 });
+        let mut opt = Optimizer::new(&store, |e| e.group == 2, Algo::Sgd { momentum: 0.9 });
         assert!((opt.clip_grad_norm(20.0).unwrap() - 13.0).abs() < 1e-6);
         assert_eq!(grad(&b), vec![3.0, 4.0]);
         assert_eq!(grad(&c), vec![12.0]);

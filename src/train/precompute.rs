@@ -13,7 +13,6 @@ use crate::cache::file::{self, Lookup, StaleReason};
 use crate::cache::{self, CacheKey, CacheName, ImagesAt, KeyHasher, Precision, Split};
 use crate::data::dataset::Items;
 use crate::data::loader::DataLoader;
-use crate::models::HEAD_GROUP;
 use crate::{Error, Result};
 
 /// Where the cache files go, and the folder the image folders' names are taken relative to
@@ -98,24 +97,18 @@ impl Learner {
     pub fn body_key(&self, precision: Precision) -> Result<BodyKey> {
         let net = &self.net;
         let mut h = KeyHasher::default();
-        h.str(net.arch.name);
         // A cut body, and raw maps (custom head) instead of pooled vectors, are other
         // activations from the same weights.
-        h.str(&format!(
-            "cut {} {}",
-            net.cut,
-            if net.has_custom_head() {
-                "raw maps"
-            } else {
-                "concat pool"
-            }
-        ));
+        let (name, cut) = net.describe_body();
+        h.str(&name);
+        h.str(&cut);
+        let head = net.head_group();
         cache::hash_tensors(
             &mut h,
-            net.store
+            net.store()
                 .entries
                 .iter()
-                .filter(|e| e.group < HEAD_GROUP)
+                .filter(|e| e.group != head)
                 .map(|e| (e.key.as_str(), &e.tensor)),
         )?;
         Ok(BodyKey {
@@ -159,6 +152,9 @@ impl Learner {
         on_batch: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Activations> {
         let net = &self.net;
+        let conv = net.conv();
+        // Raw maps (a custom head's input) rather than pooled vectors.
+        let maps = conv.is_some_and(|n| n.has_custom_head());
         if dl.dataset().from_user_code() {
             return self.precompute_in_memory(dl, split, body, on_batch);
         }
@@ -170,12 +166,13 @@ impl Learner {
             &content.hex(),
             body.precision,
         );
+        let (model_name, _) = net.describe_body();
         let name = CacheName {
             split,
-            arch: net.arch.name,
-            xtra_cut: net.arch.meta.cut.saturating_sub(net.cut),
+            arch: &model_name,
+            xtra_cut: conv.map_or(0, |n| n.arch.meta.cut.saturating_sub(n.cut)),
             sz: dl.sz(),
-            maps: net.has_custom_head(),
+            maps,
             images: match dl.dataset().items() {
                 Items::Array(_) | Items::Made(_) | Items::Given(_) => ImagesAt::Memory,
                 Items::Files { root, .. } => {
@@ -189,11 +186,12 @@ impl Learner {
         };
         let path = dir.dir.join(name.file_name());
         // The shape of one item's activations: the cache stores them flattened.
-        let item_shape = if net.has_custom_head() {
-            let sz = dl.sz() as i64;
-            net.feature_shape(sz, sz)[1..].to_vec()
-        } else {
-            vec![net.nf]
+        let item_shape = match conv {
+            Some(n) if !maps => vec![n.nf],
+            _ => {
+                let sz = dl.sz() as i64;
+                net.feature_shape(sz, sz)?[1..].to_vec()
+            }
         };
         let cols: i64 = item_shape.iter().product();
         let n = dl.num_items();
