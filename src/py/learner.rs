@@ -400,8 +400,8 @@ impl PyLearner {
         self.load_checkpoint(py, state, Naming::Flat, source)
     }
 
-    /// Starts a fit: a new optimiser (`opt`, default SGD with momentum 0.9) for the groups
-    /// trainable now, at `lrs` / `wds` (1 value or 3, one per layer group) following
+    /// Starts a fit: a new optimiser (`opt`, default SGD with momentum 0.9) for the parameters
+    /// trainable now, at `lrs` / `wds` (1 value, or one per layer group) following
     /// `schedule`. `precompute`: the epochs train the head on activations. `fused_head`:
     /// precompute epochs on the CPU may use the hand-written head step. `clip`: the gradient
     /// norm to clip to before each step (None: none). `crit`: a callable (output, target) ->
@@ -423,21 +423,28 @@ impl PyLearner {
         crit: Option<PyObject>,
     ) -> PyResult<()> {
         let crit = crit.map(|c| Box::new(PyCrit(c)) as Box<dyn LossFn>);
-        self.lock()?
-            .begin_fit_with(
-                FitConfig {
-                    lrs,
-                    wds,
-                    schedule: schedule.0,
-                    precompute,
-                    stop_on_divergence,
-                    fused_head,
-                    algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
-                    clip,
-                },
-                crit,
-            )
-            .map_err(to_pyerr)
+        let mut l = self.lock()?;
+        // One value stands for every layer group (fastai's broadcasting).
+        let groups = l.net.n_groups();
+        let per_group = |v: Vec<f64>| match v.as_slice() {
+            [x] => vec![*x; groups],
+            _ => v,
+        };
+        let (lrs, wds) = (per_group(lrs), per_group(wds));
+        l.begin_fit_with(
+            FitConfig {
+                lrs,
+                wds,
+                schedule: schedule.0,
+                precompute,
+                stop_on_divergence,
+                fused_head,
+                algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
+                clip,
+            },
+            crit,
+        )
+        .map_err(to_pyerr)
     }
 
     /// Ends the fit; returns (last group's lr per batch, smoothed loss per batch, momentum per
