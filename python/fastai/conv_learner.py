@@ -39,12 +39,14 @@ from .learner import Learner, _check_clip, _group_values, _opt_spec
 from .metrics import accuracy, accuracy_np, accuracy_thresh
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder, SaveBestModel
 from ._archs import arch_from, default_meta
+from ._zoo import cut_model, model_features, num_features, zoo_meta
 
 # fastai 0.7's model_meta: {arch: [cut, lr_cut]}, keyed by the arch handle (`resnet34`), with the
 # values of the Rust core's architecture table. `ConvLearner.pretrained` reads it, so a changed
 # or added entry (keyed by our handle, or by the function the user passes, e.g. torchvision's
 # constructor) sets where the body is cut (before `xtra_cut`) and where layer group 1 starts.
 model_meta = default_meta()
+model_meta = zoo_meta(model_meta)  # + 0.7's zoo; also answers for torchvision's constructors
 
 
 def _meta_of(f, arch):
@@ -753,5 +755,6 @@ from . import _exports, core as _core, layers as _layers, learner as _learner  #
 # As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world (spec
 # 1.1): numpy, torch, the architectures, transforms, data classes, metrics, layers, callbacks.
 __all__, __getattr__ = _exports.reexport(
-    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary"],
+    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary",
+                "model_features", "cut_model", "num_features"],
     [_core, _layers, _learner])
