@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _native, _progress
+from ._modules import NativeModels
 from ._weights import load_pretrained
 from .core import sum_geom, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
@@ -166,25 +167,6 @@ def _custom_head_args(module):
     return (_HeadRunner(module), type(module).__name__, entries)
 
 
-class ModelSummary:
-    """What `learn.model` shows: the layers of the flat Sequential and the parameter count."""
-
-    def __init__(self, native, precompute):
-        self._entries = native.entries()
-        self._head_start = native.head_start
-        self.precompute = precompute
-
-    def parameters_count(self):
-        return sum(int(np.prod(s)) for _, s, _, is_p in self._entries if is_p)
-
-    def __repr__(self):
-        rows = []
-        for key, shape, group, is_param in self._entries:
-            rows.append(f"  {key:<32} {str(tuple(shape)):<22} group {group}{'' if is_param else ' (buffer)'}")
-        n = self.parameters_count()
-        return "ConvnetModel(\n" + "\n".join(rows) + f"\n)  {n:,} parameters"
-
-
 def _set_conv_layout(native, channels_last):
     """Puts every 4-D tensor of the model (convolution weights) in channels-last or the default
     layout, in place: the Rust layers hold the same tensors and see the change."""
@@ -292,11 +274,18 @@ class ConvLearner(Learner):
 
     @property
     def model(self):
-        return ModelSummary(self._native, self.precompute)
+        """The model as a torch module holding the Rust model's own tensors (fastai 0.7's
+        `fc_model`, the head alone, while precompute is on)."""
+        m = self.models
+        return m.fc_model if self.precompute else m.model
 
     @property
     def models(self):
-        return self
+        """fastai 0.7's models object (`.model`, `.fc_model`, `.top_model`, `.nf`, `.name`),
+        built at first use."""
+        if getattr(self, "_torch_models", None) is None:
+            self._torch_models = NativeModels(self._native, getattr(self, "custom_head", None), self.name)
+        return self._torch_models
 
     @property
     def name(self):
@@ -753,5 +742,5 @@ from . import _exports, core as _core, layers as _layers, learner as _learner  #
 # As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world (spec
 # 1.1): numpy, torch, the architectures, transforms, data classes, metrics, layers, callbacks.
 __all__, __getattr__ = _exports.reexport(
-    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary"],
+    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta"],
     [_core, _layers, _learner])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _native
+from ._modules import sync_trainable
 from .core import SGD_Momentum
 from .exceptions import WeightsError
 from .metrics import accuracy, accuracy_thresh
@@ -246,6 +247,7 @@ class Learner:
     # ---- freezing ----------------------------------------------------------------------
     def freeze_to(self, n):
         self._native.freeze_to(n)
+        sync_trainable(getattr(self, "_torch_models", None), self._native)
 
     def freeze(self):
         self.freeze_to(-1)
@@ -255,6 +257,7 @@ class Learner:
 
     def freeze_all_but(self, n):
         self._native.freeze_all_but(n)
+        sync_trainable(getattr(self, "_torch_models", None), self._native)
 
     def bn_freeze(self, do_freeze):
         self._native.bn_freeze = bool(do_freeze)
