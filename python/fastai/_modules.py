@@ -23,6 +23,38 @@ from .exceptions import InternalError
 from .layers import AdaptiveConcatPool2d, Flatten
 
 
+class _Uncounted:
+    """BatchNorm without the `num_batches_tracked` buffer: the Rust layers count no batches
+    (PyTorch 0.3, which fastai 0.7 ran on, had no such counter), so the state dict has exactly
+    the store's keys, and forward skips the count. Loading ignores a counter in the file, as
+    `learn.load` does, and does not ask for one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_batches_tracked = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "num_batches_tracked"
+        had = key in state_dict
+        # torch's BatchNorm adds a zero counter to a file without one (written before the
+        # counter existed), which this layer would then report as unexpected.
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if not had:
+            state_dict.pop(key, None)
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+
+
+class BatchNorm2d(_Uncounted, nn.BatchNorm2d):
+    pass
+
+
+class BatchNorm1d(_Uncounted, nn.BatchNorm1d):
+    pass
+
+
 # ---- ResNet (torchvision's layout, so the keys are torchvision's below the child number) ----
 
 def _conv(c_in, c_out, k, stride=1):
@@ -34,7 +66,7 @@ def _downsample(c_in, c_out, stride):
     """The shortcut's 1x1 projection, present where a block changes the shape."""
     if stride == 1 and c_in == c_out:
         return None
-    return nn.Sequential(_conv(c_in, c_out, 1, stride), nn.BatchNorm2d(c_out))
+    return nn.Sequential(_conv(c_in, c_out, 1, stride), BatchNorm2d(c_out))
 
 
 class BasicBlock(nn.Module):
@@ -44,10 +76,10 @@ class BasicBlock(nn.Module):
     def __init__(self, c_in, width, stride=1):
         super().__init__()
         self.conv1 = _conv(c_in, width, 3, stride)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv(width, width, 3)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = BatchNorm2d(width)
         self.downsample = _downsample(c_in, width, stride)
 
     def forward(self, x):
@@ -66,11 +98,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         out = width * self.expansion
         self.conv1 = _conv(c_in, width, 1)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = BatchNorm2d(width)
         self.conv2 = _conv(width, width, 3, stride)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = BatchNorm2d(width)
         self.conv3 = _conv(width, out, 1)
-        self.bn3 = nn.BatchNorm2d(out)
+        self.bn3 = BatchNorm2d(out)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(c_in, out, stride)
 
@@ -95,7 +127,7 @@ def _resnet_body(arch, cut):
     """[(name, module)] of torchvision's children conv1, bn1, relu, maxpool, layer1..4 (numbered
     0..7 as fastai 0.7's Sequential numbered them), the first `cut` of them."""
     blocks, block = _RESNETS[arch]
-    children = [_conv(3, 64, 7, 2), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+    children = [_conv(3, 64, 7, 2), BatchNorm2d(64), nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, stride=2, padding=1)]
     c_in = 64
     for i, n in enumerate(blocks):
@@ -151,11 +183,11 @@ class MBConvBlock(nn.Module):
         mid = c_in * expand
         if expand != 1:
             self._expand_conv = Conv2dSame(c_in, mid, 1)
-            self._bn0 = nn.BatchNorm2d(mid, **_EFF_BN)
+            self._bn0 = BatchNorm2d(mid, **_EFF_BN)
         self._depthwise_conv = Conv2dSame(mid, mid, k, stride, groups=mid)
-        self._bn1 = nn.BatchNorm2d(mid, **_EFF_BN)
+        self._bn1 = BatchNorm2d(mid, **_EFF_BN)
         self._project_conv = Conv2dSame(mid, c_out, 1)
-        self._bn2 = nn.BatchNorm2d(c_out, **_EFF_BN)
+        self._bn2 = BatchNorm2d(c_out, **_EFF_BN)
         self.expand = expand != 1
         self.residual = stride == 1 and c_in == c_out
 
@@ -174,9 +206,9 @@ def _efficientnet_lite0_body(cut):
         for r in range(repeats):
             blocks.append(MBConvBlock(expand, k, stride if r == 0 else 1, c_in, c_out))
             c_in = c_out
-    children = [("_conv_stem", Conv2dSame(3, 32, 3, 2)), ("_bn0", nn.BatchNorm2d(32, **_EFF_BN)),
+    children = [("_conv_stem", Conv2dSame(3, 32, 3, 2)), ("_bn0", BatchNorm2d(32, **_EFF_BN)),
                 ("2", nn.ReLU6()), ("_blocks", nn.Sequential(*blocks)),
-                ("_conv_head", Conv2dSame(c_in, 1280, 1)), ("_bn1", nn.BatchNorm2d(1280, **_EFF_BN)),
+                ("_conv_head", Conv2dSame(c_in, 1280, 1)), ("_bn1", BatchNorm2d(1280, **_EFF_BN)),
                 ("6", nn.ReLU6())]
     return children[:cut]
 
@@ -197,7 +229,7 @@ def _fastai_head(native, shapes):
         bn_shape = shapes.get(f"{idx}.weight")
         if bn_shape is None or len(bn_shape) != 1:
             raise InternalError(f"learn.model: the head has no BatchNorm1d weight at key '{idx}.weight'")
-        layers.append((str(idx), nn.BatchNorm1d(bn_shape[0])))
+        layers.append((str(idx), BatchNorm1d(bn_shape[0])))
         idx += 1
         if p > 0:
             layers.append((str(idx), nn.Dropout(p)))
@@ -217,15 +249,6 @@ def _fastai_head(native, shapes):
 
 
 # ---- binding -------------------------------------------------------------------------------
-
-def _drop_bn_counters(module):
-    """The Rust BatchNorm layers count no batches (PyTorch 0.3, which fastai 0.7 ran on, had no
-    such counter either): without the buffer the state dict has exactly the store's keys, and
-    BatchNorm's forward skips the count."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.num_batches_tracked = None
-
 
 def _bind(model, live):
     """Replaces every parameter and buffer of `model` by the live tensor of the same key (the
@@ -276,7 +299,6 @@ def build_native_model(native, custom_head=None):
             head = []
         else:
             head = [(str(cut), AdaptiveConcatPool2d()), (str(cut + 1), Flatten())] + _fastai_head(native, shapes)
-    _drop_bn_counters(nn.Sequential(*(m for _, m in children + head)))
     if native.has_custom_head:
         if not isinstance(custom_head, nn.Module):
             raise InternalError("learn.model: the learner has a custom head but no module was given")
