@@ -264,3 +264,17 @@ def test_precompute_model_is_the_fc_part(folder):
         np.testing.assert_allclose(fc.eval()(acts).numpy(), learn.predict_array(acts.numpy()), rtol=1e-5, atol=1e-5)
     learn.precompute = False
     assert learn.model is full
+
+
+def test_multi_label_and_regression_heads_end_as_0_7s(tmp_path):
+    from test_crit_metrics_callbacks import csv_data
+    tags = ["sky water", "sky", "tree water sky", "tree", "water", "sky tree", "tree", "sky water", "water tree"]
+    multi = csv_data(tmp_path / "m", [(f"m{i}", t) for i, t in enumerate(tags)])
+    reg = csv_data(tmp_path / "r", [(f"r{i}", str(0.5 * i - 1)) for i in range(9)], continuous=True)
+    for data, last, width in ((multi, "Sigmoid", 3), (reg, "Linear", 1)):
+        learn = ConvLearner.pretrained(resnet18, data, pretrained=False)
+        m = learn.model
+        assert type(m[-1]).__name__ == last and len(m) == (18 if last == "Sigmoid" else 17)
+        x = batch(2)
+        assert forward(learn, x).shape == (2, width)
+        assert_same_as_rust(learn, x)
