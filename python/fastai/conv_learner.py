@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import _native, _progress
+from ._modules import NativeModels
 from ._weights import load_pretrained
 from .core import children, split_by_idxs, to_np, user_stacklevel
 from .layers import AdaptiveConcatPool2d, Flatten
@@ -110,25 +111,6 @@ def _custom_head_args(module):
     return (_HeadRunner(module), type(module).__name__, entries)
 
 
-class ModelSummary:
-    """What `learn.model` shows: the layers of the flat Sequential and the parameter count."""
-
-    def __init__(self, native, precompute):
-        self._entries = native.entries()
-        self._head_start = native.head_start
-        self.precompute = precompute
-
-    def parameters_count(self):
-        return sum(int(np.prod(s)) for _, s, _, is_p in self._entries if is_p)
-
-    def __repr__(self):
-        rows = []
-        for key, shape, group, is_param in self._entries:
-            rows.append(f"  {key:<32} {str(tuple(shape)):<22} group {group}{'' if is_param else ' (buffer)'}")
-        n = self.parameters_count()
-        return "ConvnetModel(\n" + "\n".join(rows) + f"\n)  {n:,} parameters"
-
-
 def _set_conv_layout(native, channels_last):
     """Puts every 4-D tensor of the model (convolution weights) in channels-last or the default
     layout, in place: the Rust layers hold the same tensors and see the change."""
@@ -158,7 +140,8 @@ def _native_arch(f):
 
 class _NativeConvnet:
     """The models object of a network the Rust core builds (fastai 0.7's `ConvnetBuilder` for
-    `resnet34` & co.): the native learner, and what 0.7's builder exposed."""
+    `resnet34` & co.): the native learner, and 0.7's `model` / `fc_model` / `top_model` as torch
+    modules holding the Rust model's own tensors (`_modules.NativeModels`, built at first use)."""
 
     def __init__(self, native, arch, xtra_cut, custom_head):
         self._native = native
@@ -166,6 +149,7 @@ class _NativeConvnet:
         self.f = arch
         self.xtra_cut = xtra_cut
         self.custom_head = custom_head
+        self._torch = None
 
     @property
     def name(self):
@@ -175,16 +159,25 @@ class _NativeConvnet:
     def nf(self):
         return self._native.nf
 
+    def _modules(self):
+        if self._torch is None:
+            self._torch = NativeModels(self._native, self.custom_head, self.name)
+        return self._torch
+
     @property
     def model(self):
-        return ModelSummary(self._native, False)
+        return self._modules().model
 
     @property
     def fc_model(self):
-        return ModelSummary(self._native, True)
+        return self._modules().fc_model
+
+    @property
+    def top_model(self):
+        return self._modules().top_model
 
     def get_layer_groups(self, precompute=False):
-        return ["head"] if precompute else ["group0", "group1", "head"]
+        return self._modules().get_layer_groups(precompute)
 
 
 class ConvnetBuilder:
@@ -545,6 +538,6 @@ from . import _exports, core as _core, layers as _layers, learner as _learner  #
 # As in fastai 0.7, `from fastai.conv_learner import *` brings the learner's whole world (spec
 # 1.1): numpy, torch, the architectures, transforms, data classes, metrics, layers, callbacks.
 __all__, __getattr__ = _exports.reexport(
-    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "ModelSummary",
-               "model_features", "cut_model", "num_features"],
+    __name__, ["ConvLearner", "ConvnetBuilder", "model_meta", "model_features", "cut_model",
+               "num_features"],
     [_core, _layers, _learner])

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _native, _progress
+from ._modules import sync_trainable
 from .core import BasicModel, SGD_Momentum, children, sum_geom, to_np, user_stacklevel
 from .exceptions import WeightsError
 from .sgdr import CircularLR, CircularLR_beta, CosAnneal, LossRecorder, LR_Finder, SaveBestModel
@@ -635,7 +636,8 @@ class Learner:
         """Sets 0.7's `trainable` attribute on every module of each layer group from the
         group's flag (the parameters' `requires_grad` the Rust learner has set)."""
         groups = getattr(self._native, "_groups", None)
-        if groups is None:
+        if groups is None:  # a native network: its module, if built yet
+            sync_trainable(getattr(self.models, "_torch", None), self._native)
             return
         for group, on in zip(groups, self._native.trainable):
             for m in group:

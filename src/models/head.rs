@@ -109,6 +109,13 @@ impl Head {
         Head { blocks, output }
     }
 
+    /// The dropout probability of each BatchNorm/Dropout/Linear block, in order (0: the block
+    /// has no Dropout layer): what the layer sizes of the store cannot tell, for rebuilding
+    /// the head as PyTorch modules.
+    pub fn dropouts(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.p).collect()
+    }
+
     /// `train`: dropout active and BatchNorm on batch statistics (unless `bn_frozen`).
     pub fn forward(&self, x: &Tensor, train: bool, bn_train: bool) -> Tensor {
         self.forward_traced(x, train, bn_train, &mut |_, _| {})

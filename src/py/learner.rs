@@ -326,6 +326,21 @@ impl PyLearner {
             .conv()
             .is_some_and(ConvNet::has_custom_head))
     }
+    /// The dropout probability of each block of fastai's head (None with a custom head).
+    #[getter]
+    fn head_ps(&self) -> PyResult<Option<Vec<f64>>> {
+        Ok(self.lock()?.net.fastai_head().map(|h| h.dropouts()))
+    }
+    /// The final activation, in the spelling the constructor takes: 'log_softmax',
+    /// 'sigmoid' or 'identity'.
+    #[getter]
+    fn output(&self) -> PyResult<&'static str> {
+        Ok(match self.lock()?.net.output() {
+            Output::LogSoftmax => "log_softmax",
+            Output::Sigmoid => "sigmoid",
+            Output::Identity => "identity",
+        })
+    }
     /// Per layer group: does it train?
     #[getter]
     fn trainable(&self) -> PyResult<Vec<bool>> {

@@ -283,7 +283,7 @@ def test_custom_head_save_load_lr_find_tta_summary(hub, folder):
     learn.bn_freeze(True)
     learn.fit(1e-3, 1)
     learn.freeze()
-    assert learn.model.parameters_count() > 11_000_000
+    assert sum(p.numel() for p in learn.model.parameters()) > 11_000_000
 
 
 def test_custom_head_error_is_raised_unchanged_and_the_learner_recovers(hub, folder):

@@ -225,8 +225,8 @@ def test_summary_shapes_and_model_repr(hub, folder):
     assert s["Conv2d-1"]["nb_params"] == 64 * 3 * 7 * 7 and not s["Conv2d-1"]["trainable"]
     tv = torchvision.models.resnet18()
     n_body = sum(p.numel() for n, p in tv.named_parameters() if not n.startswith("fc."))
-    assert learn.model.parameters_count() == n_body + 528_898
-    assert f"{n_body + 528_898:,} parameters" in repr(learn.model)
+    assert sum(p.numel() for p in learn.model.parameters()) == n_body + 528_898
+    assert repr(learn) == repr(learn.model) and repr(learn).startswith("Sequential(")
 
 
 def test_predict_array_images_activations_and_bad_shape(hub, folder):
