@@ -195,7 +195,7 @@ def test_each_python_spelling_is_parsed_at_the_boundary():
     with pytest.raises(ValueError, match='unknown target kind "labels"'):
         _native.Dataset.from_files("/nowhere", ["a.jpg"], "labels", None)
     learn = _native.Learner("resnet18", 2)
-    with pytest.raises(ValueError, match="expected 1 or 3 values"):
+    with pytest.raises(ValueError, match="2 learning rates for a model of 3 layer groups"):
         learn.begin_fit(lrs=[1e-2, 1e-3], wds=[0.0], schedule=_native.Schedule.constant(), precompute=True)
     with pytest.raises(ValueError, match='unknown precision "float16"'):
         learn.precompute([], "/nowhere", "/nowhere", "float16")
