@@ -225,6 +225,12 @@ class Learner:
             _remove_quietly(tmp)
             raise
 
+    def distrib_ctx(self, timeout=1800):
+        """Data-parallel training under torchrun (fastai v2's spelling); does nothing outside
+        a launch. See `fastai.distributed`."""
+        from .distributed import distrib_ctx
+        return distrib_ctx(self, timeout=timeout)
+
     def load(self, name):
         """Reads `models/<name>.h5` (written by `save`, or by fastai 0.7 for the same model)."""
         path = self.get_model_path(name)
