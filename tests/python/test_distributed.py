@@ -58,6 +58,11 @@ WORKER = textwrap.dedent("""
             learn.save("after_pre")
             real_save(dict(learn._native.state_dict()), out + f".{rank}.pre.pt")
             result["vals"] = [float(v) for v in vals]
+            # The head's BatchNorm on each rank's batch statistics: running statistics drift
+            # apart per rank and are averaged at the epoch's end.
+            learn.bn_freeze(False)
+            learn.fit(0.05, 1)
+            real_save(dict(learn._native.state_dict()), out + f".{rank}.bn.pt")
         result["saves"] = saves
         # After the context: the whole validation set, predictions and TTA on every rank.
         learn.precompute = False
@@ -156,6 +161,13 @@ def test_two_ranks_at_bs_equal_one_rank_at_2bs_and_save_once(setup):
             for k, want in want_all.items():
                 got = got_all[k]
                 assert torch.allclose(got.double(), want.double(), atol=1e-5, rtol=0), (phase, rank, k)
+    # BatchNorm running statistics: moved by the last fit, then the same on both ranks.
+    bn0, bn1 = (torch.load(f"{out}.{rank}.bn.pt") for rank in (0, 1))
+    pre0 = torch.load(f"{out}.0.pre.pt")
+    stats = [k for k in bn0 if k.endswith(("running_mean", "running_var"))]
+    assert stats and any(not torch.equal(bn0[k], pre0[k]) for k in stats)
+    for k in bn0:
+        assert torch.allclose(bn0[k].double(), bn1[k].double(), atol=1e-6, rtol=0), k
     # Validation on every rank over the whole set: the same numbers as one process.
     assert np.allclose(r0["vals"], ref["vals"], atol=1e-5) and r0["vals"] == r1["vals"]
     # Each checkpoint written once, by rank 0; the file is rank 0's weights.
@@ -164,7 +176,7 @@ def test_two_ranks_at_bs_equal_one_rank_at_2bs_and_save_once(setup):
     for k, v in torch.load(f"{out}.0.pre.pt").items():
         assert torch.equal(saved[k], v), k
     # Only rank 0 printed the epoch table.
-    assert two.stdout.count("trn_loss") == 2, two.stdout
+    assert two.stdout.count("trn_loss") == 3, two.stdout
     # After the context, predict and TTA see the whole validation set (6 images).
     assert r0["n_pred"] == r1["n_pred"] == 6 and r0["tta_shape"] == [2, 6, 2]
 
