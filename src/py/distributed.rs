@@ -37,7 +37,7 @@ impl GradSync for PyGradSync {
             // A callable that does not reduce in place returns the sum instead.
             if let Ok(sum) = r.bind(py).extract::<PyTensor>() {
                 let e = Error::torch("copying the all-reduced gradients");
-                let _ = flat.f_copy_(&sum.0).map_err(e)?;
+                flat.f_copy_(&sum.0).map_err(e)?;
             }
             Ok(())
         })

@@ -82,8 +82,7 @@ pub fn average_grads(store: &ParamStore, sync: &dyn GradSync) -> Result<()> {
             for g in part {
                 let n = g.numel() as i64;
                 let mean = flat.f_narrow(0, at, n).and_then(|t| t.f_view_as(g));
-                let _ = g
-                    .shallow_clone()
+                g.shallow_clone()
                     .f_copy_(&mean.map_err(e())?)
                     .map_err(e())?;
                 at += n;
