@@ -11,4 +11,10 @@ if [ "${1:-}" != "--cpu" ]; then
 else
   PY=${FASTAI_VENV:-.venv}/bin/python
 fi
-exec "$PY" scripts/gpu_check.py "$@"
+"$PY" scripts/gpu_check.py "$@"
+# Data-parallel scaling (learn.distrib_ctx, NCCL): 1, 2, 4, ... ranks up to the GPUs present.
+if [ "${1:-}" != "--cpu" ]; then
+  WORLDS=$("$PY" -c 'import torch; n = torch.cuda.device_count(); print(",".join(str(w) for w in (1, 2, 4, 8) if w <= n))')
+  PYTHONPATH=$PWD/python "$PY" benches/bench_distributed.py --worlds "$WORLDS" --sz 224 --bs 64 \
+    --steps 30 --threads 4 --unfreeze
+fi

@@ -93,6 +93,7 @@ fn config(lrs: [f64; 3], wds: [f64; 3], algo: Algo, precompute: bool) -> FitConf
         fused_head: false,
         algo,
         clip: None,
+        grad_sync: None,
     }
 }
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _native, _progress
+from . import _native, _progress, distributed as _distributed
 from ._modules import sync_trainable
 from .core import BasicModel, SGD_Momentum, children, sum_geom, to_np, user_stacklevel
 from .exceptions import WeightsError
@@ -194,7 +194,8 @@ def _overrides(cb, event):
 
 
 def _default_device():
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    # Under torchrun each process of a node takes its own GPU (LOCAL_RANK).
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
 
 
 def _is_batchnorm(m):
@@ -581,6 +582,12 @@ class Learner:
             _remove_quietly(tmp)
             raise
 
+    def distrib_ctx(self, timeout=1800):
+        """Data-parallel training under torchrun (fastai v2's spelling); does nothing outside
+        a launch. See `fastai.distributed`."""
+        from .distributed import distrib_ctx
+        return distrib_ctx(self, timeout=timeout)
+
     def load(self, name):
         """Reads `models/<name>.h5` (written by `save`, or by fastai 0.7 for the same model)."""
         path = self.get_model_path(name)
@@ -757,11 +764,13 @@ class Learner:
         B = self._n_train_batches()
         self._check_not_empty(precompute)
         crit = self._crit_for_fit()
+        group = _distributed.active(self)  # inside learn.distrib_ctx(), else None
         # The hand-written head step is float32: mixed precision keeps the autograd path.
         self._native.begin_fit(lrs=lrs, wds=wds, schedule=schedule, precompute=precompute,
                                stop_on_divergence=lr_find,
                                fused_head=self._fused_head and self._amp_dtype is None,
-                               opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip), crit=crit)
+                               opt=_opt_spec(self.opt_fn), clip=_check_clip(self.clip), crit=crit,
+                               grad_sync=group and group.grad_sync)
         progress = _progress.fit_progress(n_epoch, B, names[3:])
         result = None
         cycle_end, cycle_epochs, cycle_idx = (cycle_len or 0), (cycle_len or 0), 0
@@ -788,13 +797,16 @@ class Learner:
                     if precompute:
                         trn_loss, stopped = self._native.train_epoch_tensors(
                             *self._act_rows("trn"), self.data_.bs,
-                            int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch, begin)
+                            int(getattr(self.data_, "seed", 0) or 0), seed_epoch, on_batch, begin,
+                            shard=group and group.shard)
                     else:
                         trn_loss, stopped = self._native.train_epoch_loader(
                             self.data_.trn_dl._native, seed_epoch, on_batch, begin)
                         self._warn_loader_skips(self.data_.trn_dl)
                 if stopped:
                     return None
+                if group is not None:
+                    group.average_bn_stats(self._native)
                 if epoch + 1 == n_epoch:  # the fit's one phase ends with its last batch
                     _call_all(callbacks, "on_phase_end")
                 vals = self._validate(metrics, precompute)

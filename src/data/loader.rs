@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use super::dataset::{Dataset, ItemMaker, Items, MadeItem, Targets};
+use super::shard::Shard;
 use crate::transforms::Pipeline;
 use crate::util::rng::{epoch_order, Stream};
 use crate::{Error, Result};
@@ -115,6 +116,8 @@ struct Inner {
     /// For consumers that see only the batches (the learner's loops) and must line their
     /// outputs up with the dataset's files and labels.
     latest: Mutex<LatestPass>,
+    /// Data-parallel training: the rank's slice of every epoch (see `data::shard`).
+    shard: Option<Shard>,
 }
 
 /// A loader: one dataset (shared with the split's other loaders), one pipeline, one order.
@@ -190,13 +193,55 @@ impl DataLoader {
                 fresh: AtomicUsize::new(0),
                 passes: AtomicU64::new(0),
                 latest: Mutex::new(LatestPass::default()),
+                shard: None,
             }),
         })
+    }
+
+    /// This loader as rank `shard.rank` of a data-parallel group reads it (same dataset,
+    /// pipeline, threads and seed; None: the whole epoch again).
+    pub fn sharded(&self, shard: Option<Shard>) -> Self {
+        let i = &self.inner;
+        let work = match &i.work {
+            Work::Fused(p) => Work::Fused(p.clone()),
+            Work::Made { sz, shape } => Work::Made {
+                sz: *sz,
+                shape: shape.clone(),
+            },
+        };
+        DataLoader {
+            inner: Arc::new(Inner {
+                dataset: i.dataset.clone(),
+                work,
+                cfg: i.cfg.clone(),
+                pool: i.pool.clone(),
+                free: Mutex::new(Vec::new()),
+                fresh: AtomicUsize::new(0),
+                passes: AtomicU64::new(0),
+                latest: Mutex::new(LatestPass::default()),
+                shard,
+            }),
+        }
+    }
+
+    pub fn shard(&self) -> Option<Shard> {
+        self.inner.shard
+    }
+
+    /// The batches (dataset indices) of `epoch`, in order.
+    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let order = self.order(epoch);
+        let (bs, drop_last) = (self.batch_size(), self.inner.cfg.drop_last);
+        let shard = self.inner.shard.unwrap_or(Shard { rank: 0, world: 1 });
+        shard.batches(&order, bs, drop_last)
     }
 
     /// Batches per epoch: ceil(items / bs), or floor with `drop_last`.
     pub fn len(&self) -> usize {
         let (n, bs) = (self.num_items(), self.inner.cfg.batch_size);
+        if let Some(shard) = self.inner.shard {
+            return shard.num_batches(n, bs, self.inner.cfg.drop_last);
+        }
         if self.inner.cfg.drop_last {
             n / bs
         } else {
@@ -554,18 +599,11 @@ impl DataLoader {
         let spawned = std::thread::Builder::new()
             .name("fastai-loader-producer".into())
             .spawn(move || {
-                let order = me.order(epoch);
-                let bs = me.batch_size();
-                let full = if me.inner.cfg.drop_last {
-                    order.len() / bs * bs
-                } else {
-                    order.len()
-                };
-                for chunk in order[..full].chunks(bs) {
+                for chunk in me.epoch_batches(epoch) {
                     if stop2.load(Ordering::Relaxed) {
                         return;
                     }
-                    let res = me.build_batch(chunk, epoch, &stop2);
+                    let res = me.build_batch(&chunk, epoch, &stop2);
                     let failed = res.is_err();
                     // Blocks while `prefetch` batches wait; fails at once when the consumer is dropped.
                     if tx.send(Msg::Batch(res)).is_err() {

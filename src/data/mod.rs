@@ -5,3 +5,4 @@ pub mod dataset;
 pub mod folder;
 pub mod loader;
 pub mod resize;
+pub mod shard;

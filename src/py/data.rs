@@ -22,6 +22,7 @@ use super::{run_detached, to_pyerr};
 use crate::data::dataset::{Dataset, GivenPixels, ImageArray, ItemMaker, MadeItem, PixelSource};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
+use crate::data::shard::Shard;
 use crate::util::rng::Stream;
 
 // ---------------------------------------------------------------------------------------------
@@ -378,6 +379,21 @@ impl PyDataLoader {
         let a = Array3::from_shape_vec((c, h, w), v)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(a.into_pyarray_any(py))
+    }
+    /// This loader as rank `rank` of `world` reads it in a data-parallel fit: its slice of
+    /// every global batch of bs × world rows (same dataset, pipeline, threads and seed).
+    fn sharded(&self, py: Python<'_>, rank: usize, world: usize) -> PyResult<Self> {
+        let shard = Shard::new(rank, world).map_err(super::to_pyerr)?;
+        Ok(PyDataLoader {
+            inner: self.inner.sharded(Some(shard)),
+            dataset: self.dataset.clone_ref(py),
+            pipeline: self.pipeline.as_ref().map(|p| p.clone_ref(py)),
+        })
+    }
+    /// (rank, world) of a loader made by `sharded`, else None.
+    #[getter]
+    fn shard(&self) -> Option<(usize, usize)> {
+        self.inner.shard().map(|s| (s.rank, s.world))
     }
     /// The batches of `epoch`, produced in the background.
     fn iter_epoch(&self, epoch: u64) -> PyBatchIter {

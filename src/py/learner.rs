@@ -12,14 +12,17 @@ use tch::{Device, Tensor};
 
 use super::convert::{CustomHead, Wrap};
 use super::data::PyDataLoader;
+use super::distributed::PyGradSync;
 use super::errors::from_pyerr;
 use super::module::PyModel;
 use super::schedule::{PyOptimizer, PySchedule};
 use super::{run_detached, to_pyerr};
 use crate::cache::{Precision, Split};
+use crate::data::shard::Shard;
 use crate::models::{
     ConvNet, EntryKind, HeadChoice, Meta, ModuleNet, Naming, Net, Output, ParamStore,
 };
+use crate::train::distributed::{GradSync, ShardedRows};
 use crate::train::learner::{BatchSource, FitConfig, Learner, LossAt, LossFn, TensorSet};
 use crate::train::optim::Algo;
 use crate::train::precompute::{Activations, CacheDir, CacheStatus};
@@ -421,9 +424,10 @@ impl PyLearner {
     /// precompute epochs on the CPU may use the hand-written head step. `clip`: the gradient
     /// norm to clip to before each step (None: none). `crit`: a callable (output, target) ->
     /// scalar loss tensor used for this fit's training and validation loss instead of the one
-    /// the model's output implies (None: that one).
+    /// the model's output implies (None: that one). `grad_sync`: (all_reduce, rank, world) of
+    /// a data-parallel fit, all_reduce(t) summing the flat tensor t over the ranks in place.
     #[pyo3(signature = (*, lrs, wds, schedule, precompute, stop_on_divergence=false,
-                        fused_head=true, opt=None, clip=None, crit=None))]
+                        fused_head=true, opt=None, clip=None, crit=None, grad_sync=None))]
     #[allow(clippy::too_many_arguments)]
     fn begin_fit(
         &self,
@@ -436,8 +440,13 @@ impl PyLearner {
         opt: Option<PyOptimizer>,
         clip: Option<f64>,
         crit: Option<PyObject>,
+        grad_sync: Option<(PyObject, usize, usize)>,
     ) -> PyResult<()> {
         let crit = crit.map(|c| Box::new(PyCrit(c)) as Box<dyn LossFn>);
+        let grad_sync = match grad_sync {
+            Some(g) => Some(Box::new(PyGradSync::new(g)?) as Box<dyn GradSync>),
+            None => None,
+        };
         let mut l = self.lock()?;
         // One value stands for every layer group (fastai's broadcasting).
         let groups = l.net.n_groups();
@@ -456,6 +465,7 @@ impl PyLearner {
                 fused_head,
                 algo: opt.map_or(Algo::Sgd { momentum: 0.9 }, |o| o.0),
                 clip,
+                grad_sync,
             },
             crit,
         )
@@ -473,8 +483,9 @@ impl PyLearner {
 
     /// One training epoch over in-memory rows (precomputed activations).
     /// `on_batch(i, smoothed_loss)` -> truthy stops; `on_batch_begin(i)` runs before each step.
-    /// Returns (trn_loss, stopped).
-    #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None, on_batch_begin=None))]
+    /// Returns (trn_loss, stopped). `shard`: (rank, world) of a data-parallel fit, which reads
+    /// only its slice of each global batch.
+    #[pyo3(signature = (x, y, bs, seed, epoch, on_batch=None, on_batch_begin=None, shard=None))]
     #[allow(clippy::too_many_arguments)]
     fn train_epoch_tensors(
         &self,
@@ -486,14 +497,17 @@ impl PyLearner {
         epoch: u64,
         on_batch: Option<PyObject>,
         on_batch_begin: Option<PyObject>,
+        shard: Option<(usize, usize)>,
     ) -> PyResult<(f64, bool)> {
-        self.train_epoch(
-            py,
-            Box::new(tensor_set(x, y, bs, true, seed)),
-            epoch,
-            on_batch,
-            on_batch_begin,
-        )
+        let rows = tensor_set(x, y, bs, true, seed);
+        let src: Source = match shard {
+            None => Box::new(rows),
+            Some((rank, world)) => Box::new(ShardedRows {
+                rows,
+                shard: Shard::new(rank, world).map_err(to_pyerr)?,
+            }),
+        };
+        self.train_epoch(py, src, epoch, on_batch, on_batch_begin)
     }
 
     /// Eval-mode outputs over in-memory rows: (outputs, targets, mean loss). With `kept` (a

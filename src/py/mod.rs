@@ -10,6 +10,7 @@
 mod convert;
 mod cv;
 mod data;
+mod distributed;
 mod errors;
 mod head;
 mod learner;

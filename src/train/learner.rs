@@ -5,6 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use super::distributed::{average_grads, GradSync};
 use super::fused_head::FusedHead;
 use super::optim::{Algo, Optimizer};
 use super::schedule::{Schedule, SmoothedLoss};
@@ -102,6 +103,8 @@ pub struct FitConfig {
     /// fastai 0.7's `clip`: the total L2 norm the trainable parameters' gradients are scaled
     /// down to before each step, when they exceed it (None: no clipping).
     pub clip: Option<f64>,
+    /// Data-parallel training: the group the gradients are averaged over after each backward.
+    pub grad_sync: Option<Box<dyn GradSync>>,
 }
 
 /// What the batch loop of one `fit` / `lr_find` call keeps between epochs.
@@ -127,6 +130,7 @@ struct FitState {
     clip: Option<f64>,
     /// The user's loss function, None for the one the model's output implies.
     crit: Option<Box<dyn LossFn>>,
+    grad_sync: Option<Box<dyn GradSync>>,
 }
 
 impl FitState {
@@ -297,6 +301,7 @@ impl Learner {
             fused_head,
             algo,
             clip,
+            grad_sync,
         } = cfg;
         let groups = self.net.n_groups();
         for (what, v) in [("learning rates", &lrs), ("weight decays", &wds)] {
@@ -333,6 +338,7 @@ impl Learner {
             fused: None,
             clip,
             crit,
+            grad_sync,
         });
         Ok(())
     }
@@ -420,6 +426,7 @@ impl Learner {
             && sgd
             && fit.clip.is_none()
             && fit.crit.is_none()
+            && fit.grad_sync.is_none()
             && fit.precompute
             && !self.bn_freeze
             && self.device == Device::Cpu)
@@ -527,6 +534,9 @@ impl Learner {
             let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
             fit.opt.zero_grad();
             loss.f_backward().map_err(Error::torch("backward pass"))?;
+            if let Some(sync) = &fit.grad_sync {
+                average_grads(self.net.store(), sync.as_ref())?;
+            }
             if let Some(max_norm) = fit.clip {
                 fit.opt.clip_grad_norm(max_norm)?;
             }

@@ -4,6 +4,7 @@
 //! depends on it.
 
 pub mod batches;
+pub mod distributed;
 pub mod fused_head;
 pub mod learner;
 pub mod optim;
