@@ -26,6 +26,7 @@ Decisions where the original had rough edges (spec §13):
 import itertools
 import math
 import os
+import threading
 import warnings
 import weakref
 
@@ -568,9 +569,78 @@ def _python_item_fn(ds):
             x = x.detach().cpu().numpy()
         if isinstance(x, np.ndarray) and x.dtype == np.float64:
             x = x.astype(np.float32)
+        if _is_multi_target(y):
+            return x, _pack_parts(ds, y, name, i)
         return x, _item_y(y, name, i)
 
     return item
+
+
+# A target of several parts (`get_y` returning `(boxes, classes)`) reaches the loss as a list
+# of tensors, as fastai 0.7's collate made it. The Rust loaders batch one array per item, so
+# the parts travel packed in one float32 row (their layout kept on the dataset, the same for
+# every item) and are split again into batch tensors of their own shapes and dtypes.
+_PARTS_LOCK = threading.Lock()
+# Integers above this are not exact in float32.
+_EXACT_INT = 2 ** 24
+
+
+def _is_multi_target(y):
+    """A tuple, or a list holding arrays: one target per element (a list of numbers stays
+    one target, a row)."""
+    if isinstance(y, tuple):
+        return True
+    return isinstance(y, list) and any(isinstance(p, (np.ndarray, torch.Tensor, list, tuple)) for p in y)
+
+
+def _pack_parts(ds, y, name, i):
+    parts, layout = [], []
+    for k, p in enumerate(y):
+        if torch.is_tensor(p):
+            p = p.detach().cpu().numpy()
+        a = np.asarray(p)
+        if a.dtype.kind in "iub":
+            if a.size and np.abs(a).max() >= _EXACT_INT:
+                raise ValueError(f"{name} item {i}: y part {k} holds integers beyond {_EXACT_INT} "
+                                 "(they travel as float32)")
+            kind = "int64"
+        elif a.dtype.kind == "f":
+            kind = "float32"
+        else:
+            raise ValueError(f"{name} item {i}: y part {k} is {a.dtype} of shape {a.shape}; each "
+                             "part of a tuple target must be numbers")
+        parts.append(a.astype(np.float32).ravel())
+        layout.append((a.shape, kind))
+    layout = tuple(layout)
+    with _PARTS_LOCK:
+        known = ds.__dict__.setdefault("_y_parts", layout)
+    if known != layout:
+        raise ValueError(f"{name} item {i}: y is a tuple of {_show_layout(layout)}, but earlier items "
+                         f"gave {_show_layout(known)}; each part of a tuple target must have the same "
+                         "shape in every item (pad them to one length)")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _show_layout(layout):
+    return "(" + ", ".join(f"{kind} {shape}" for shape, kind in layout) + ")"
+
+
+def _split_target(y, *datasets):
+    """A batch's targets as the dataset gave them: a list of tensors (batch first) when the
+    first of `datasets` that made tuple targets did, else `y` unchanged."""
+    for ds in datasets:
+        layout = getattr(ds, "__dict__", {}).get("_y_parts")
+        if layout is None:
+            continue
+        y = torch.as_tensor(y)
+        out, at = [], 0
+        for shape, kind in layout:
+            n = int(np.prod(shape, dtype=np.int64))
+            part = y[:, at:at + n].reshape(y.shape[0], *shape)
+            out.append(part.to(torch.int64) if kind == "int64" else part)
+            at += n
+        return out
+    return y
 
 
 def _get_x_fn(ds):
@@ -735,7 +805,7 @@ class DataLoader:
                 x, y = torch.from_numpy(x), torch.from_numpy(y)
                 if to_gpu:
                     x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
-                yield x, y
+                yield x, _split_target(y, self.dataset)
             skipped = it.skipped()
             if skipped:
                 shown = ", ".join(str(p) for p in skipped[:10])

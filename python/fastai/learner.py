@@ -241,6 +241,23 @@ def _flat_modules(group):
                     "torch.nn.Module or a list of them")
 
 
+class _SplitTargetCrit:
+    """`learn.crit` given a tuple target as the list of its parts' batch tensors (fastai 0.7's
+    `crit(output, [boxes, classes])`); other targets pass unchanged. Named as the user's loss,
+    so errors name it."""
+
+    def __init__(self, crit, datasets):
+        self.crit, self.datasets = crit, datasets
+        self.__name__ = _name_of(crit)
+
+    def __call__(self, out, y):
+        return self.crit(out, _dataset._split_target(y, *self.datasets))
+
+
+def _targets_np(y):
+    return [to_np(t) for t in y] if isinstance(y, list) else to_np(y)
+
+
 class _ModuleRunner:
     """Runs a user's module for the Rust loop, in fastai 0.7's training mode: `train()` on the
     whole module, then every BatchNorm layer that is frozen (not `trainable`, or its weight
@@ -485,7 +502,26 @@ class Learner:
         if not callable(crit):
             raise TypeError(f"learn.crit must be a callable (output, target) -> loss tensor, such as "
                             f"F.nll_loss or nn.L1Loss(); got {type(crit).__name__}")
-        return crit
+        datasets = self._target_datasets()
+        if not datasets:
+            return crit
+        return _SplitTargetCrit(crit, datasets)
+
+    def _target_datasets(self):
+        """The datasets of the user's (items made in Python) whose targets may be tuples, which
+        reach the loss and metrics as lists of tensors."""
+        d = self.data_
+        out = []
+        for name in ("trn_dl", "val_dl"):
+            ds = getattr(getattr(d, name, None), "dataset", None)
+            if isinstance(ds, _dataset.BaseDataset) and _dataset._fused_kind(ds) is None:
+                out.append(ds)
+        return out
+
+    def _split(self, y, is_test=False):
+        d = self.data_
+        ds = getattr(getattr(d, "test_dl" if is_test else "val_dl", None), "dataset", None)
+        return _dataset._split_target(y, ds) if ds is not None else y
 
     def _metrics_for_fit(self):
         return list(self.metrics or [])
@@ -847,7 +883,7 @@ class Learner:
         for m in metrics:
             total = 0.0
             for s in range(0, n, bs):
-                p, t = preds[s:s + bs], targs[s:s + bs]
+                p, t = preds[s:s + bs], self._split(targs[s:s + bs])
                 total += float(m(p, t)) * len(p)
             vals.append(total / max(n, 1))
         return vals
@@ -895,8 +931,9 @@ class Learner:
         return to_np(self._predict_raw(is_test, caller="predict")[0])
 
     def predict_with_targs(self, is_test=False):
+        """(outputs, targets) as numpy; tuple targets as a list of arrays, one per part."""
         p, y, _, _ = self._predict_raw(is_test, caller="predict_with_targs")
-        return to_np(p), to_np(y)
+        return to_np(p), _targets_np(self._split(y, is_test))
 
     def predict_array(self, arr):
         """The model's outputs for one batch in its input format (numpy in, numpy out), in eval
@@ -908,13 +945,18 @@ class Learner:
     def TTA(self, n_aug=4, is_test=False):
         """(log_preds of shape (ceil(n_aug/4) + n_aug, N, c), targets): the centre-crop view,
         then `n_aug` passes of the training augmentation (always real images, even with
-        precompute on)."""
+        precompute on).
+
+        The targets are those of the plain view, as fastai 0.7 returned them. For masks
+        (`tfm_y=CLASS`) each augmented pass moves image and mask by one draw, but only the
+        outputs come back, in that pass's geometry (flipped, rotated): undo the moves before
+        averaging, or use flips alone and compare with the flipped masks."""
         if int(n_aug) < 1:
             raise ValueError(f"TTA: n_aug must be at least 1 (got {n_aug}); predict() gives the "
                              "centre-crop view alone")
         d = self.data_
         p0, targs, _, _ = self._predict_raw(is_test, precompute=False, caller="TTA")
-        p0, targs = to_np(p0), to_np(targs)
+        p0, targs = to_np(p0), _targets_np(self._split(targs, is_test))
         dl = d.test_aug_dl if is_test else d.aug_dl
         outs = [p0] * math.ceil(n_aug / 4)
         bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)

@@ -195,6 +195,11 @@ def test_tta_passes_follow_the_flip_of_their_own_draw(tmp_path):
             plain += a > b
             flipped += b > a
     assert plain and flipped
+    # The aug loader TTA reads moves each mask with its image (one draw for both).
+    for _ in range(3):
+        for x, y in md.aug_dl:
+            red = x.numpy()[:, 0] * STATS3[1][0] + STATS3[0][0] > 0.5
+            assert (red == (y.numpy() == 1)).mean() > 0.85
 
 
 def test_native_nll_loss_on_4d_log_probabilities_matches_torch(tmp_path):
@@ -369,3 +374,86 @@ def test_pretrained_with_a_4_channel_resnet_function(tmp_path):
         np.testing.assert_array_equal(targs, val[1])
     finally:
         del model_meta[resnet18_4]
+
+
+# ---- tuple targets (spec 4.10) ------------------------------------------------------------
+
+class BoxAndClass(FilesDataset):
+    """Lesson 8's joint target: `get_y` returns (box, class), a float32 (4,) and an int."""
+
+    def __init__(self, fnames, y, transform, path):
+        self.bbs, self.cls = y
+        super().__init__(fnames, transform, path)
+
+    def get_y(self, i):
+        return self.bbs[i], int(self.cls[i])
+
+    def get_c(self):
+        return 4 + 2
+
+
+def test_a_tuple_target_reaches_crit_and_metrics_as_a_list_of_tensors(tmp_path):
+    n = 10
+    rng = np.random.RandomState(0)
+    names = []
+    for i in range(n):
+        _write(str(tmp_path / "imgs" / f"{i}.png"), rng.randint(0, 256, (SZ, SZ, 3)).astype(np.uint8))
+        names.append(f"imgs/{i}.png")
+    names = np.array(names)
+    bbs = rng.uniform(0, SZ, (n, 4)).astype(np.float32)
+    cls = np.arange(n) % 2
+    trn = (names[:6], (bbs[:6], cls[:6]))
+    val = (names[6:], (bbs[6:], cls[6:]))
+    tfms = tfms_from_stats(STATS3, SZ, crop_type=CropType.NO)
+    md = ImageData(str(tmp_path), ImageData.get_ds(BoxAndClass, trn, val, tfms, path=str(tmp_path)),
+                   3, 1, ["a", "b"])
+    # Iterating a loader: [boxes, classes] per batch, as 0.7's collate made them.
+    ys = [y for _, y in md.val_dl]
+    assert isinstance(ys[0], list) and len(ys[0]) == 2
+    np.testing.assert_array_equal(torch.cat([y[0] for y in ys]).numpy(), bbs[6:])
+    assert ys[0][1].dtype == torch.int64
+    np.testing.assert_array_equal(torch.cat([y[1] for y in ys]).numpy(), cls[6:])
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6))
+    seen = []
+
+    def detn_loss(out, targ):
+        bb_t, c_t = targ
+        seen.append((bb_t.clone(), c_t.clone()))
+        return F.l1_loss(out[:, :4], bb_t) + F.cross_entropy(out[:, 4:], c_t)
+
+    def detn_acc(out, targ):
+        return (out[:, 4:].argmax(1) == targ[1]).float().mean()
+
+    learn = ConvLearner.from_model_data(m, md, crit=detn_loss, metrics=[detn_acc])
+    vals = learn.fit(1e-3, 1)
+    got_bb = torch.cat([b for b, _ in seen[:2]]).numpy()
+    assert sorted(map(tuple, got_bb)) == sorted(map(tuple, bbs[:6]))  # shuffled training rows
+    assert all(c.dtype == torch.int64 for _, c in seen)
+    preds, targs = learn.predict_with_targs()
+    assert isinstance(targs, list)
+    np.testing.assert_array_equal(targs[0], bbs[6:])
+    np.testing.assert_array_equal(targs[1], cls[6:])
+    p, b, c = torch.from_numpy(preds), torch.from_numpy(bbs[6:]), torch.from_numpy(cls[6:])
+    want = (F.l1_loss(p[:, :4], b) + F.cross_entropy(p[:, 4:], c)).item()
+    np.testing.assert_allclose(vals[0], want, rtol=1e-4)  # batches of 3, 1: weighted mean
+    np.testing.assert_allclose(vals[1], (p[:, 4:].argmax(1) == c).float().mean().item(), rtol=1e-5)
+
+
+class RaggedBoxes(BoxAndClass):
+    def get_y(self, i):
+        return self.bbs[i][: 4 if i % 2 else 2], int(self.cls[i])
+
+
+def test_tuple_targets_of_varying_shapes_are_an_error_naming_the_item(tmp_path):
+    names = []
+    for i in range(4):
+        _write(str(tmp_path / "imgs" / f"{i}.png"), np.full((SZ, SZ, 3), 9 * i, np.uint8))
+        names.append(f"imgs/{i}.png")
+    names, bbs, cls = np.array(names), np.ones((4, 4), np.float32), np.zeros(4, np.int64)
+    tfms = tfms_from_stats(STATS3, SZ, crop_type=CropType.NO)
+    ds = ImageData.get_ds(RaggedBoxes, (names, (bbs, cls)), (names, (bbs, cls)), tfms, path=str(tmp_path))
+    md = ImageData(str(tmp_path), ds, 4, 1, ["a"])
+    with pytest.raises(ValueError, match=r"RaggedBoxes item \d: y is a tuple of .*same shape in every item"):
+        list(md.val_dl)
