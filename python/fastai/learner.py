@@ -241,6 +241,11 @@ def _flat_modules(group):
                     "torch.nn.Module or a list of them")
 
 
+def _state_keys(models):
+    m = getattr(models, "model", None)
+    return tuple(m.state_dict(keep_vars=True)) if isinstance(m, torch.nn.Module) else None
+
+
 class _SplitTargetCrit:
     """`learn.crit` given a tuple target as the list of its parts' batch tensors (fastai 0.7's
     `crit(output, [boxes, classes])`); other targets pass unchanged. Named as the user's loss,
@@ -442,9 +447,17 @@ class Learner:
         self.crit = crit if crit is not None else self._get_crit(data)
         native = getattr(models, "_native", None)
         if native is None:
+            before = _state_keys(models)
             native = _module_learner(self, models)
             self._native = native
-            self._check_output_width()
+            out = self._trial_output()
+            if _state_keys(models) != before:
+                # A module that makes layers on its first call (DynamicUnet sizes its decoder
+                # from the encoder's activations): the trial call made them, and the learner
+                # must hold them too, or they would never train.
+                native = _module_learner(self, models)
+                self._native = native
+            self._check_output_width(out)
         self._native = native
 
     @classmethod
@@ -533,13 +546,9 @@ class Learner:
         other than 3 channels work, where 0.7 assumed 3)."""
         return _module_summary(self.model, self._sample_input())
 
-    def _check_output_width(self):
-        """A classifier whose output width is not the data's class count would fail (or, for
-        NLL, index past its outputs) only once training starts: say so at construction. Any
-        other trouble with the trial forward is left for training to report."""
-        c = getattr(self.data_, "c", None)
-        if c is None or self._output() == "identity":
-            return
+    def _trial_output(self):
+        """The model's output for one validation item (eval mode, no gradient), or None when
+        that fails: any trouble with it is left for training to report."""
         m = self.models.model
         try:
             x = torch.as_tensor(np.asarray(self._sample_input()[:1]))
@@ -551,10 +560,21 @@ class Learner:
             finally:
                 m.train(was)
         except Exception:
+            return None
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def _check_output_width(self, out):
+        """A classifier whose output width is not the data's class count would fail (or, for
+        NLL, index past its outputs) only once training starts: say so at construction. Not
+        for data whose `get_c()` is 0 (0.7's masks: the model decides) or whose targets are
+        tuples (a joint box-and-class output is wider than the classes)."""
+        c = getattr(self.data_, "c", None)
+        if not c or self._output() == "identity" or not torch.is_tensor(out):
             return
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if torch.is_tensor(out) and out.dim() >= 2 and out.shape[1] != c:
+        if any("_y_parts" in ds.__dict__ for ds in self._target_datasets()):
+            return
+        if out.dim() >= 2 and out.shape[1] != c:
+            m = self.models.model
             raise ValueError(f"{type(m).__name__} gives {out.shape[1]} outputs per item, but the data has "
                              f"{c} classes; make its last layer give {c}")
 

@@ -240,6 +240,45 @@ def test_a_user_dice_loss_gets_the_4d_outputs(tmp_path):
     assert seen[0] == ((4, 2, SZ, SZ), (4, SZ, SZ), torch.int64)
 
 
+class NoClassCount(MaskDataset):
+    """0.7's segmentation kernels: get_c() is 0, the model alone decides its outputs."""
+
+    def get_c(self):
+        return 0
+
+
+def test_get_c_zero_leaves_the_output_width_to_the_model(tmp_path):
+    trn, val = write_seg(tmp_path)
+    tfms = tfms_from_stats(STATS3, SZ, aug_tfms=[RandomFlip(tfm_y=TfmType.CLASS)],
+                           crop_type=CropType.CENTER, tfm_y=TfmType.CLASS)
+    md = ImageData(str(tmp_path), ImageData.get_ds(NoClassCount, trn, val, tfms, path=str(tmp_path)), 4, 1,
+                   None)
+    assert md.c == 0
+    learn = ConvLearner.from_model_data(TinyUnet(log_softmax=True), md)
+    vals = learn.fit(1e-2, 1)
+    assert np.isfinite(vals[0])
+
+
+def test_dynamic_unet_builds_its_decoder_before_the_learner_takes_its_parameters(tmp_path):
+    """fastai.models.unet.DynamicUnet makes its decoder on the first call: the learner's trial
+    call makes it, and every decoder parameter then trains (none left behind)."""
+    from fastai.models.unet import DynamicUnet
+    md, _ = seg_data(tmp_path, aug=False)
+    torch.manual_seed(0)
+    enc = nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:5])
+    m = DynamicUnet(enc, n_classes=2)
+    learn = ConvLearner.from_model_data(m, md)
+    assert hasattr(m, "upmodel") and len(learn.get_layer_groups()) == len(children(m)) > 1
+    learn.crit = nn.CrossEntropyLoss()
+    learn.opt_fn = torch.optim.Adam
+    before = {k: v.detach().clone() for k, v in m.named_parameters()}
+    vals = learn.fit(1e-3, 1)
+    assert np.isfinite(vals[0])
+    still = [k for k, v in m.named_parameters() if torch.equal(before[k], v)]
+    assert not still, still
+    assert learn.predict().shape == (4, 2, SZ, SZ)
+
+
 class WrongSizeMask(MaskDataset):
     def get_y(self, i):
         y = super().get_y(i)
@@ -340,6 +379,9 @@ def test_a_4_channel_module_trains_through_from_model_data(tmp_path):
     assert tta.shape == (3, 4, 2)
     np.testing.assert_array_equal(targs, val[1])
     np.testing.assert_array_equal(tta.mean(0).argmax(1), val[1])
+    # summary() runs a real batch (4 channels), where 0.7 fed 3.
+    rows = learn.summary()
+    assert rows["Conv2d-1"]["input_shape"] == [-1, 4, SZ, SZ]
 
 
 def resnet18_4(pre):
