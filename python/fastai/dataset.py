@@ -707,18 +707,21 @@ class _Loaders:
 
     def native(self, ds, bs, shuffle, tta=False):
         """The Rust loader of `ds` (None for untransformed arrays, batched in Python)."""
-        if ds.transform is None:
+        wrapper = not isinstance(ds, BaseDataset)
+        if not wrapper and ds.transform is None:
             return None
-        kind, own_x = _fused_kind(ds), False
-        if kind is None:
+        kind, own_x = (None, False) if wrapper else (_fused_kind(ds), False)
+        if kind is None and not wrapper:
             # Only get_x is the user's: its images go through the fused pipeline, one Rust
             # dataset per Python dataset (the key holds the dataset itself, not its items).
             kind = _own_get_x_kind(ds)
             own_x = kind is not None
         if kind is None:
+            # A dataset of the user's, or a wrapper around one of ours (0.7's ConcatLblDataset
+            # assigned to `dl.dataset`), whose items come made: `ds[i]` per item.
             nds = _native.Dataset.from_python(_python_item_fn(ds), len(ds), type(ds).__name__,
                                               _item_files(ds))
-            sz = getattr(ds.transform, "sz", None)
+            sz = getattr(getattr(ds, "transform", None), "sz", None)
             return _native.DataLoader(nds, None, self.pool, bs=bs, shuffle=shuffle, seed=self.seed,
                                       tta=tta, sz=int(sz) if isinstance(sz, (int, np.integer)) else None)
         arrays = isinstance(ds, ArraysDataset)
@@ -753,19 +756,39 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
                  pad_idx=0, num_workers=None, pin_memory=False, drop_last=False, pre_pad=True,
-                 half=False, transpose=False, transpose_y=False, *, _native_loader=False, _seed=None):
+                 half=False, transpose=False, transpose_y=False, *, _native_loader=False, _seed=None,
+                 _loaders=None, _tta=False):
         _check_loader_args(batch_size, 0 if num_workers is None else num_workers)
-        self.dataset = dataset
+        self._dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.num_workers = num_workers
         self._seed = _seed_or_random(_seed)
+        self._tta = _tta
         if _native_loader is False:
             # Made directly by the user (`DataLoader(ds)`): its own threads.
             workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-            _native_loader = _Loaders(workers or 1, self._seed).native(dataset, batch_size, shuffle)
+            _loaders = _Loaders(workers or 1, self._seed)
+            _native_loader = _loaders.native(dataset, batch_size, shuffle)
+        self._loaders = _loaders
         self._native = _native_loader
         self._epoch = 0
+
+    @property
+    def dataset(self):
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, ds):
+        """Real 0.7 code swaps in a wrapper (`md.trn_dl.dataset = ConcatLblDataset(md.trn_ds,
+        y2)`, items `(x, (box, class))`): the loader then serves the wrapper's items, made by
+        it in Python on the same threads, with the same seed."""
+        if ds is self._dataset:
+            return
+        native = self._native
+        if self._loaders is not None:
+            native = self._loaders.native(ds, self.batch_size, self.shuffle, self._tta)
+        self._dataset, self._native = ds, native
 
     def __len__(self):
         if self._native is None:
@@ -822,6 +845,18 @@ def _fused_base_protocol(ds):
     return base is not None and all(getattr(type(ds), m) is getattr(base, m) for m in _ITEM_PROTOCOL)
 
 
+def _through_wrapper(ds, name):
+    """`ds.<name>`, else that of the dataset a wrapper holds as `.ds` (a ConcatLblDataset
+    swapped into `dl.dataset` rarely copies `c`, `sz`, `is_multi`)."""
+    try:
+        return getattr(ds, name)
+    except AttributeError:
+        inner = getattr(ds, "ds", None)
+        if inner is None:
+            raise
+        return getattr(inner, name)
+
+
 def _seed_or_random(seed):
     if seed is None:
         return int.from_bytes(os.urandom(8), "little") >> 1
@@ -874,7 +909,7 @@ class ModelData:
     @property
     def is_multi(self):
         v = self.__dict__.get("_is_multi")
-        return self.trn_ds.is_multi if v is None else v
+        return _through_wrapper(self.trn_ds, "is_multi") if v is None else v
 
     @is_multi.setter
     def is_multi(self, value):
@@ -883,7 +918,7 @@ class ModelData:
     @property
     def is_reg(self):
         v = self.__dict__.get("_is_reg")
-        return self.trn_ds.is_reg if v is None else v
+        return _through_wrapper(self.trn_ds, "is_reg") if v is None else v
 
     @is_reg.setter
     def is_reg(self, value):
@@ -916,7 +951,7 @@ class ImageData(ModelData):
                 return None
             native = self._loaders.native(ds, bs, shuffle, tta)
             return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=num_workers,
-                              _native_loader=native, _seed=self.seed)
+                              _native_loader=native, _seed=self.seed, _loaders=self._loaders, _tta=tta)
 
         self.trn_dl, self.val_dl = dl(trn, True), dl(val, False)
         self.fix_dl = dl(fix, False)
@@ -948,11 +983,11 @@ class ImageData(ModelData):
 
     @property
     def sz(self):
-        return self.trn_ds.sz
+        return _through_wrapper(self.trn_ds, "sz")
 
     @property
     def c(self):
-        return self.trn_ds.c
+        return _through_wrapper(self.trn_ds, "c")
 
 
 class ImageClassifierData(ImageData):

@@ -527,7 +527,7 @@ class Learner:
         out = []
         for name in ("trn_dl", "val_dl"):
             ds = getattr(getattr(d, name, None), "dataset", None)
-            if isinstance(ds, _dataset.BaseDataset) and _dataset._fused_kind(ds) is None:
+            if ds is not None and not (isinstance(ds, _dataset.BaseDataset) and _dataset._fused_kind(ds)):
                 out.append(ds)
         return out
 
@@ -571,7 +571,7 @@ class Learner:
         c = getattr(self.data_, "c", None)
         if not c or self._output() == "identity" or not torch.is_tensor(out):
             return
-        if any("_y_parts" in ds.__dict__ for ds in self._target_datasets()):
+        if any("_y_parts" in getattr(ds, "__dict__", {}) for ds in self._target_datasets()):
             return
         if out.dim() >= 2 and out.shape[1] != c:
             m = self.models.model

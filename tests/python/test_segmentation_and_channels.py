@@ -499,3 +499,62 @@ def test_tuple_targets_of_varying_shapes_are_an_error_naming_the_item(tmp_path):
     md = ImageData(str(tmp_path), ds, 4, 1, ["a"])
     with pytest.raises(ValueError, match=r"RaggedBoxes item \d: y is a tuple of .*same shape in every item"):
         list(md.val_dl)
+
+
+class ConcatLblDataset(torch.utils.data.Dataset):
+    """Lesson 9's wrapper, verbatim in spirit: the loader's dataset replaced by one returning
+    (x, (box, class)) from the original dataset and a second label array."""
+
+    def __init__(self, ds, y2):
+        self.ds, self.y2 = ds, y2
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return x, (y, self.y2[i])
+
+
+def test_a_wrapper_assigned_to_dl_dataset_feeds_the_learner(tmp_path):
+    """Spec 2.7: `md.trn_dl.dataset = ConcatLblDataset(md.trn_ds, y2)`; the loaders then serve
+    the wrapper's items, `md.trn_ds` is the wrapper, and a learner made after trains on them."""
+    n = 10
+    rng = np.random.RandomState(1)
+    rows = []
+    for i in range(n):
+        _write(str(tmp_path / "imgs" / f"{i}.png"), rng.randint(0, 256, (40, 40, 3)).astype(np.uint8))
+        rows.append(f"{i}.png,{' '.join(str(v) for v in rng.randint(0, 30, 4))}")
+    (tmp_path / "bb.csv").write_text("fn,bbox\n" + "\n".join(rows) + "\n")
+    tfms = tfms_from_stats(STATS3, SZ, crop_type=CropType.NO)
+    md = ImageClassifierData.from_csv(str(tmp_path), "imgs", str(tmp_path / "bb.csv"), tfms=tfms,
+                                      continuous=True, bs=3, val_idxs=[0, 1, 2, 3], num_workers=1)
+    boxes = torch.cat([y for _, y in md.val_dl]).numpy()
+    x_plain = torch.cat([x for x, _ in md.val_dl]).numpy()
+    trn_cls, val_cls = np.arange(6) % 2, np.array([1, 0, 0, 1])
+    inner = md.val_ds
+    md.trn_dl.dataset = ConcatLblDataset(md.trn_ds, trn_cls)
+    md.val_dl.dataset = ConcatLblDataset(md.val_ds, val_cls)
+    assert md.val_ds.ds is inner and md.c == 4 and md.sz == SZ
+    xs, ys = zip(*md.val_dl)
+    np.testing.assert_allclose(torch.cat(xs).numpy(), x_plain, atol=1e-6)
+    np.testing.assert_array_equal(torch.cat([y[0] for y in ys]).numpy(), boxes)
+    np.testing.assert_array_equal(torch.cat([y[1] for y in ys]).numpy(), val_cls)
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6))
+    seen = []
+
+    def detn_loss(out, targ):
+        bb_t, c_t = targ
+        seen.append(c_t.clone())
+        return F.l1_loss(out[:, :4], bb_t) + F.cross_entropy(out[:, 4:], c_t)
+
+    learn = ConvLearner.from_model_data(m, md, crit=detn_loss)
+    vals = learn.fit(1e-3, 1)
+    assert sorted(torch.cat(seen[:2]).tolist()) == sorted(trn_cls.tolist())
+    preds, targs = learn.predict_with_targs()
+    np.testing.assert_array_equal(targs[1], val_cls)
+    p = torch.from_numpy(preds)
+    want = (F.l1_loss(p[:, :4], torch.from_numpy(boxes)) + F.cross_entropy(p[:, 4:], torch.from_numpy(val_cls))).item()
+    np.testing.assert_allclose(vals[0], want, rtol=1e-4)
