@@ -750,7 +750,7 @@ class _Loaders:
 
 class DataLoader:
     """Batches of a dataset as torch tensors: x float32 (bs, C, sz, sz), y as the dataset gives
-    it (int64 class indices, float rows, masks, ...). Iterable any number of times; each pass
+    it (int64 class indices, float rows, masks, ...; a list of tensors for tuple targets). Iterable any number of times; each pass
     is a new epoch (a new order when shuffling, new augmentations). `_native` is the Rust
     loader; None for untransformed items, which are batched here."""
 
