@@ -26,6 +26,7 @@ Decisions where the original had rough edges (spec §13):
 import itertools
 import math
 import os
+import threading
 import warnings
 import weakref
 
@@ -568,9 +569,78 @@ def _python_item_fn(ds):
             x = x.detach().cpu().numpy()
         if isinstance(x, np.ndarray) and x.dtype == np.float64:
             x = x.astype(np.float32)
+        if _is_multi_target(y):
+            return x, _pack_parts(ds, y, name, i)
         return x, _item_y(y, name, i)
 
     return item
+
+
+# A target of several parts (`get_y` returning `(boxes, classes)`) reaches the loss as a list
+# of tensors, as fastai 0.7's collate made it. The Rust loaders batch one array per item, so
+# the parts travel packed in one float32 row (their layout kept on the dataset, the same for
+# every item) and are split again into batch tensors of their own shapes and dtypes.
+_PARTS_LOCK = threading.Lock()
+# Integers above this are not exact in float32.
+_EXACT_INT = 2 ** 24
+
+
+def _is_multi_target(y):
+    """A tuple, or a list holding arrays: one target per element (a list of numbers stays
+    one target, a row)."""
+    if isinstance(y, tuple):
+        return True
+    return isinstance(y, list) and any(isinstance(p, (np.ndarray, torch.Tensor, list, tuple)) for p in y)
+
+
+def _pack_parts(ds, y, name, i):
+    parts, layout = [], []
+    for k, p in enumerate(y):
+        if torch.is_tensor(p):
+            p = p.detach().cpu().numpy()
+        a = np.asarray(p)
+        if a.dtype.kind in "iub":
+            if a.size and np.abs(a).max() >= _EXACT_INT:
+                raise ValueError(f"{name} item {i}: y part {k} holds integers beyond {_EXACT_INT} "
+                                 "(they travel as float32)")
+            kind = "int64"
+        elif a.dtype.kind == "f":
+            kind = "float32"
+        else:
+            raise ValueError(f"{name} item {i}: y part {k} is {a.dtype} of shape {a.shape}; each "
+                             "part of a tuple target must be numbers")
+        parts.append(a.astype(np.float32).ravel())
+        layout.append((a.shape, kind))
+    layout = tuple(layout)
+    with _PARTS_LOCK:
+        known = ds.__dict__.setdefault("_y_parts", layout)
+    if known != layout:
+        raise ValueError(f"{name} item {i}: y is a tuple of {_show_layout(layout)}, but earlier items "
+                         f"gave {_show_layout(known)}; each part of a tuple target must have the same "
+                         "shape in every item (pad them to one length)")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _show_layout(layout):
+    return "(" + ", ".join(f"{kind} {shape}" for shape, kind in layout) + ")"
+
+
+def _split_target(y, *datasets):
+    """A batch's targets as the dataset gave them: a list of tensors (batch first) when the
+    first of `datasets` that made tuple targets did, else `y` unchanged."""
+    for ds in datasets:
+        layout = getattr(ds, "__dict__", {}).get("_y_parts")
+        if layout is None:
+            continue
+        y = torch.as_tensor(y)
+        out, at = [], 0
+        for shape, kind in layout:
+            n = int(np.prod(shape, dtype=np.int64))
+            part = y[:, at:at + n].reshape(y.shape[0], *shape)
+            out.append(part.to(torch.int64) if kind == "int64" else part)
+            at += n
+        return out
+    return y
 
 
 def _get_x_fn(ds):
@@ -637,18 +707,21 @@ class _Loaders:
 
     def native(self, ds, bs, shuffle, tta=False):
         """The Rust loader of `ds` (None for untransformed arrays, batched in Python)."""
-        if ds.transform is None:
+        wrapper = not isinstance(ds, BaseDataset)
+        if not wrapper and ds.transform is None:
             return None
-        kind, own_x = _fused_kind(ds), False
-        if kind is None:
+        kind, own_x = (None, False) if wrapper else (_fused_kind(ds), False)
+        if kind is None and not wrapper:
             # Only get_x is the user's: its images go through the fused pipeline, one Rust
             # dataset per Python dataset (the key holds the dataset itself, not its items).
             kind = _own_get_x_kind(ds)
             own_x = kind is not None
         if kind is None:
+            # A dataset of the user's, or a wrapper around one of ours (0.7's ConcatLblDataset
+            # assigned to `dl.dataset`), whose items come made: `ds[i]` per item.
             nds = _native.Dataset.from_python(_python_item_fn(ds), len(ds), type(ds).__name__,
                                               _item_files(ds))
-            sz = getattr(ds.transform, "sz", None)
+            sz = getattr(getattr(ds, "transform", None), "sz", None)
             return _native.DataLoader(nds, None, self.pool, bs=bs, shuffle=shuffle, seed=self.seed,
                                       tta=tta, sz=int(sz) if isinstance(sz, (int, np.integer)) else None)
         arrays = isinstance(ds, ArraysDataset)
@@ -677,25 +750,45 @@ class _Loaders:
 
 class DataLoader:
     """Batches of a dataset as torch tensors: x float32 (bs, C, sz, sz), y as the dataset gives
-    it (int64 class indices, float rows, masks, ...). Iterable any number of times; each pass
+    it (int64 class indices, float rows, masks, ...; a list of tensors for tuple targets). Iterable any number of times; each pass
     is a new epoch (a new order when shuffling, new augmentations). `_native` is the Rust
     loader; None for untransformed items, which are batched here."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, batch_sampler=None,
                  pad_idx=0, num_workers=None, pin_memory=False, drop_last=False, pre_pad=True,
-                 half=False, transpose=False, transpose_y=False, *, _native_loader=False, _seed=None):
+                 half=False, transpose=False, transpose_y=False, *, _native_loader=False, _seed=None,
+                 _loaders=None, _tta=False):
         _check_loader_args(batch_size, 0 if num_workers is None else num_workers)
-        self.dataset = dataset
+        self._dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.num_workers = num_workers
         self._seed = _seed_or_random(_seed)
+        self._tta = _tta
         if _native_loader is False:
             # Made directly by the user (`DataLoader(ds)`): its own threads.
             workers = (os.cpu_count() or 1) if num_workers is None else num_workers
-            _native_loader = _Loaders(workers or 1, self._seed).native(dataset, batch_size, shuffle)
+            _loaders = _Loaders(workers or 1, self._seed)
+            _native_loader = _loaders.native(dataset, batch_size, shuffle)
+        self._loaders = _loaders
         self._native = _native_loader
         self._epoch = 0
+
+    @property
+    def dataset(self):
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, ds):
+        """Real 0.7 code swaps in a wrapper (`md.trn_dl.dataset = ConcatLblDataset(md.trn_ds,
+        y2)`, items `(x, (box, class))`): the loader then serves the wrapper's items, made by
+        it in Python on the same threads, with the same seed."""
+        if ds is self._dataset:
+            return
+        native = self._native
+        if self._loaders is not None:
+            native = self._loaders.native(ds, self.batch_size, self.shuffle, self._tta)
+        self._dataset, self._native = ds, native
 
     def __len__(self):
         if self._native is None:
@@ -735,7 +828,7 @@ class DataLoader:
                 x, y = torch.from_numpy(x), torch.from_numpy(y)
                 if to_gpu:
                     x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
-                yield x, y
+                yield x, _split_target(y, self.dataset)
             skipped = it.skipped()
             if skipped:
                 shown = ", ".join(str(p) for p in skipped[:10])
@@ -750,6 +843,18 @@ def _fused_base_protocol(ds):
     """Whether `ds`'s class leaves the item protocol of the library class it derives from."""
     base = next((b for b in type(ds).__mro__ if b in _FUSED_KINDS), None)
     return base is not None and all(getattr(type(ds), m) is getattr(base, m) for m in _ITEM_PROTOCOL)
+
+
+def _through_wrapper(ds, name):
+    """`ds.<name>`, else that of the dataset a wrapper holds as `.ds` (a ConcatLblDataset
+    swapped into `dl.dataset` rarely copies `c`, `sz`, `is_multi`)."""
+    try:
+        return getattr(ds, name)
+    except AttributeError:
+        inner = getattr(ds, "ds", None)
+        if inner is None:
+            raise
+        return getattr(inner, name)
 
 
 def _seed_or_random(seed):
@@ -804,7 +909,7 @@ class ModelData:
     @property
     def is_multi(self):
         v = self.__dict__.get("_is_multi")
-        return self.trn_ds.is_multi if v is None else v
+        return _through_wrapper(self.trn_ds, "is_multi") if v is None else v
 
     @is_multi.setter
     def is_multi(self, value):
@@ -813,7 +918,7 @@ class ModelData:
     @property
     def is_reg(self):
         v = self.__dict__.get("_is_reg")
-        return self.trn_ds.is_reg if v is None else v
+        return _through_wrapper(self.trn_ds, "is_reg") if v is None else v
 
     @is_reg.setter
     def is_reg(self, value):
@@ -846,7 +951,7 @@ class ImageData(ModelData):
                 return None
             native = self._loaders.native(ds, bs, shuffle, tta)
             return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=num_workers,
-                              _native_loader=native, _seed=self.seed)
+                              _native_loader=native, _seed=self.seed, _loaders=self._loaders, _tta=tta)
 
         self.trn_dl, self.val_dl = dl(trn, True), dl(val, False)
         self.fix_dl = dl(fix, False)
@@ -878,11 +983,11 @@ class ImageData(ModelData):
 
     @property
     def sz(self):
-        return self.trn_ds.sz
+        return _through_wrapper(self.trn_ds, "sz")
 
     @property
     def c(self):
-        return self.trn_ds.c
+        return _through_wrapper(self.trn_ds, "c")
 
 
 class ImageClassifierData(ImageData):

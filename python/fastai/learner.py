@@ -242,6 +242,28 @@ def _flat_modules(group):
                     "torch.nn.Module or a list of them")
 
 
+def _state_keys(models):
+    m = getattr(models, "model", None)
+    return tuple(m.state_dict(keep_vars=True)) if isinstance(m, torch.nn.Module) else None
+
+
+class _SplitTargetCrit:
+    """`learn.crit` given a tuple target as the list of its parts' batch tensors (fastai 0.7's
+    `crit(output, [boxes, classes])`); other targets pass unchanged. Named as the user's loss,
+    so errors name it."""
+
+    def __init__(self, crit, datasets):
+        self.crit, self.datasets = crit, datasets
+        self.__name__ = _name_of(crit)
+
+    def __call__(self, out, y):
+        return self.crit(out, _dataset._split_target(y, *self.datasets))
+
+
+def _targets_np(y):
+    return [to_np(t) for t in y] if isinstance(y, list) else to_np(y)
+
+
 class _ModuleRunner:
     """Runs a user's module for the Rust loop, in fastai 0.7's training mode: `train()` on the
     whole module, then every BatchNorm layer that is frozen (not `trainable`, or its weight
@@ -426,9 +448,17 @@ class Learner:
         self.crit = crit if crit is not None else self._get_crit(data)
         native = getattr(models, "_native", None)
         if native is None:
+            before = _state_keys(models)
             native = _module_learner(self, models)
             self._native = native
-            self._check_output_width()
+            out = self._trial_output()
+            if _state_keys(models) != before:
+                # A module that makes layers on its first call (DynamicUnet sizes its decoder
+                # from the encoder's activations): the trial call made them, and the learner
+                # must hold them too, or they would never train.
+                native = _module_learner(self, models)
+                self._native = native
+            self._check_output_width(out)
         self._native = native
 
     @classmethod
@@ -486,7 +516,26 @@ class Learner:
         if not callable(crit):
             raise TypeError(f"learn.crit must be a callable (output, target) -> loss tensor, such as "
                             f"F.nll_loss or nn.L1Loss(); got {type(crit).__name__}")
-        return crit
+        datasets = self._target_datasets()
+        if not datasets:
+            return crit
+        return _SplitTargetCrit(crit, datasets)
+
+    def _target_datasets(self):
+        """The datasets of the user's (items made in Python) whose targets may be tuples, which
+        reach the loss and metrics as lists of tensors."""
+        d = self.data_
+        out = []
+        for name in ("trn_dl", "val_dl"):
+            ds = getattr(getattr(d, name, None), "dataset", None)
+            if ds is not None and not (isinstance(ds, _dataset.BaseDataset) and _dataset._fused_kind(ds)):
+                out.append(ds)
+        return out
+
+    def _split(self, y, is_test=False):
+        d = self.data_
+        ds = getattr(getattr(d, "test_dl" if is_test else "val_dl", None), "dataset", None)
+        return _dataset._split_target(y, ds) if ds is not None else y
 
     def _metrics_for_fit(self):
         return list(self.metrics or [])
@@ -498,13 +547,9 @@ class Learner:
         other than 3 channels work, where 0.7 assumed 3)."""
         return _module_summary(self.model, self._sample_input())
 
-    def _check_output_width(self):
-        """A classifier whose output width is not the data's class count would fail (or, for
-        NLL, index past its outputs) only once training starts: say so at construction. Any
-        other trouble with the trial forward is left for training to report."""
-        c = getattr(self.data_, "c", None)
-        if c is None or self._output() == "identity":
-            return
+    def _trial_output(self):
+        """The model's output for one validation item (eval mode, no gradient), or None when
+        that fails: any trouble with it is left for training to report."""
         m = self.models.model
         try:
             x = torch.as_tensor(np.asarray(self._sample_input()[:1]))
@@ -516,10 +561,21 @@ class Learner:
             finally:
                 m.train(was)
         except Exception:
+            return None
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def _check_output_width(self, out):
+        """A classifier whose output width is not the data's class count would fail (or, for
+        NLL, index past its outputs) only once training starts: say so at construction. Not
+        for data whose `get_c()` is 0 (0.7's masks: the model decides) or whose targets are
+        tuples (a joint box-and-class output is wider than the classes)."""
+        c = getattr(self.data_, "c", None)
+        if not c or self._output() == "identity" or not torch.is_tensor(out):
             return
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if torch.is_tensor(out) and out.dim() >= 2 and out.shape[1] != c:
+        if any("_y_parts" in getattr(ds, "__dict__", {}) for ds in self._target_datasets()):
+            return
+        if out.dim() >= 2 and out.shape[1] != c:
+            m = self.models.model
             raise ValueError(f"{type(m).__name__} gives {out.shape[1]} outputs per item, but the data has "
                              f"{c} classes; make its last layer give {c}")
 
@@ -859,7 +915,7 @@ class Learner:
         for m in metrics:
             total = 0.0
             for s in range(0, n, bs):
-                p, t = preds[s:s + bs], targs[s:s + bs]
+                p, t = preds[s:s + bs], self._split(targs[s:s + bs])
                 total += float(m(p, t)) * len(p)
             vals.append(total / max(n, 1))
         return vals
@@ -907,8 +963,9 @@ class Learner:
         return to_np(self._predict_raw(is_test, caller="predict")[0])
 
     def predict_with_targs(self, is_test=False):
+        """(outputs, targets) as numpy; tuple targets as a list of arrays, one per part."""
         p, y, _, _ = self._predict_raw(is_test, caller="predict_with_targs")
-        return to_np(p), to_np(y)
+        return to_np(p), _targets_np(self._split(y, is_test))
 
     def predict_array(self, arr):
         """The model's outputs for one batch in its input format (numpy in, numpy out), in eval
@@ -920,13 +977,18 @@ class Learner:
     def TTA(self, n_aug=4, is_test=False):
         """(log_preds of shape (ceil(n_aug/4) + n_aug, N, c), targets): the centre-crop view,
         then `n_aug` passes of the training augmentation (always real images, even with
-        precompute on)."""
+        precompute on).
+
+        The targets are those of the plain view, as fastai 0.7 returned them. For masks
+        (`tfm_y=CLASS`) each augmented pass moves image and mask by one draw, but only the
+        outputs come back, in that pass's geometry (flipped, rotated): undo the moves before
+        averaging, or use flips alone and compare with the flipped masks."""
         if int(n_aug) < 1:
             raise ValueError(f"TTA: n_aug must be at least 1 (got {n_aug}); predict() gives the "
                              "centre-crop view alone")
         d = self.data_
         p0, targs, _, _ = self._predict_raw(is_test, precompute=False, caller="TTA")
-        p0, targs = to_np(p0), to_np(targs)
+        p0, targs = to_np(p0), _targets_np(self._split(targs, is_test))
         dl = d.test_aug_dl if is_test else d.aug_dl
         outs = [p0] * math.ceil(n_aug / 4)
         bar = _progress.ProgressBar(n_aug, desc="TTA", leave=False)

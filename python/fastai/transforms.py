@@ -386,6 +386,23 @@ def _tfm_type(tfm_y):
     return TfmType.NO if tfm_y is None else tfm_y
 
 
+def _check_target_shape(x, y, tfm_y):
+    """A mask (CLASS) or image-like target (PIXEL) goes through the image's geometry, so it
+    must cover the same area: the same size, or a proportional one (a target at another
+    resolution, as super-resolution uses with `sz_y`). Otherwise every crop and rotation would
+    pair pixels that do not belong together, silently (fastai 0.7 did not check)."""
+    y = np.asarray(y)
+    if y.ndim < 2 or x.ndim < 2:
+        return
+    (hx, wx), (hy, wy) = x.shape[:2], y.shape[:2]
+    # Proportional within a pixel of rounding: hy / wy == hx / wx.
+    if hx and wx and abs(hy - wy * hx / wx) <= 1 and abs(wy - hy * wx / hx) <= 1:
+        return
+    raise ValueError(f"the target (tfm_y={tfm_y.name}) is {hy}x{wy} (shape {y.shape}) but the image "
+                     f"is {hx}x{wx}; a mask must have the image's size (or its shape at another "
+                     "resolution)")
+
+
 class Transform:
     """A step of a pipeline, as in fastai 0.7.
 
@@ -948,6 +965,8 @@ class Transforms:
         im = np.asarray(im)
         if im.dtype == np.uint8:
             im = im.astype(np.float32) / 255
+        if y is not None and self.tfm_y in (TfmType.PIXEL, TfmType.CLASS):
+            _check_target_shape(im, y, self.tfm_y)
         out = compose(im, y, self.tfms)
         if y is None:
             return np.ascontiguousarray(out, dtype=np.float32)

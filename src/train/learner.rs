@@ -360,7 +360,9 @@ impl Learner {
             return crit.loss(out, y, at);
         }
         let r = match self.net.output() {
-            Output::LogSoftmax => out.f_nll_loss(y, None::<Tensor>, tch::Reduction::Mean, -100),
+            // The n-d form takes (N, C) rows and (N, C, d1, ...) maps alike (segmentation:
+            // log-probabilities per pixel against (N, H, W) labels), as torch's F.nll_loss.
+            Output::LogSoftmax => out.f_nll_loss_nd(y, None::<Tensor>, tch::Reduction::Mean, -100),
             Output::Sigmoid => out.f_binary_cross_entropy(
                 &y.to_kind(Kind::Float),
                 None::<Tensor>,
