@@ -785,8 +785,9 @@ class Learner:
         B = self._n_train_batches()
         self._check_not_empty(precompute)
         crit = self._crit_for_fit()
-        # The hand-written head step runs in float32 under mixed precision too: the cached
-        # activations are float32, and the head is too small for bfloat16 to pay there.
+        # The hand-written head step is kept under mixed precision: it trains the head in
+        # float32 on the float32 cached activations, 2x+ faster than float32 autograd (the
+        # body's precompute is where bfloat16 pays).
         self._native.begin_fit(lrs=lrs, wds=wds, schedule=schedule, precompute=precompute,
                                stop_on_divergence=lr_find,
                                fused_head=self._fused_head,
