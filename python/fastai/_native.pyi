@@ -39,7 +39,7 @@ __all__ = [
     "ThreadPool", "Dataset", "DataLoader", "BatchIter", "BatchMemory",
     "scan_labelled", "scan_flat", "read_label_csv", "check_files_exist", "resize_images",
     "decode_image",
-    "Schedule", "Optimizer", "Activations", "Learner", "epoch_order",
+    "Schedule", "Optimizer", "Activations", "Learner", "epoch_order", "cpu_has_native_bf16",
     "_roundtrip_tensor", "_roundtrip_array", "_raise_error", "_backbone_features",
 ]
 
@@ -371,6 +371,7 @@ class Learner:
     def restore(self, snap: Sequence[torch.Tensor]) -> None: ...
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]: ...
+def cpu_has_native_bf16() -> bool: ...
 
 # ---- test hooks -------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ impl fmt::Display for StaleReason {
             StaleReason::KeyChanged => {
                 write!(
                     f,
-                    "images, transforms or weights changed since it was written"
+                    "images, transforms, weights or precision changed since it was written"
                 )
             }
             StaleReason::Truncated { len, rows, cols } => write!(

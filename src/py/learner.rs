@@ -742,10 +742,18 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     crate::util::rng::epoch_order(n, seed, epoch)
 }
 
+/// Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16): the learners run
+/// under bfloat16 autocast by default on the CPU when it does.
+#[pyfunction]
+fn cpu_has_native_bf16() -> bool {
+    crate::util::cpu::has_native_bf16()
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLearner>()?;
     m.add_class::<PyActivations>()?;
     m.add_function(wrap_pyfunction!(epoch_order, m)?)?;
+    m.add_function(wrap_pyfunction!(cpu_has_native_bf16, m)?)?;
     Ok(())
 }
 

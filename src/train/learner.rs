@@ -629,10 +629,15 @@ impl Learner {
                     phase: "precompute batch",
                     index: b,
                 };
+                // Float32 whatever precision computed them (bfloat16 under autocast): the
+                // cache file holds float32, and a fresh run must train the head as a cached
+                // one does (the hand-written head step reads float32 only).
                 outs.push(
                     self.net
                         .features(&self.upload(x)?, at)?
-                        .to_device(Device::Cpu),
+                        .to_device(Device::Cpu)
+                        .f_to_kind(Kind::Float)
+                        .map_err(Error::torch("the activations to float32"))?,
                 );
                 on_batch(b)?;
             }

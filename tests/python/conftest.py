@@ -5,6 +5,11 @@ import os
 # module imports matplotlib.
 os.environ["MPLBACKEND"] = "Agg"
 
+# The suite compares against float32 references at tight tolerances, so its learners run in
+# float32 even on CPUs where bfloat16 autocast is the default (the learners read this at
+# construction); test_default_precision.py unsets it to test that default.
+os.environ["FASTAI_RS_PRECISION"] = "float32"
+
 
 import pytest  # noqa: E402
 
