@@ -59,21 +59,26 @@ class DropFirst(nn.Module):
         return x[:, :, 1:, 1:]
 
 
-def _padded(pool):
+class _TFPaddedPool(nn.Sequential):
     # one extra zero row/column at the top/left, the pool, then the first output row/column
     # dropped: the pooling windows then sit where TensorFlow's "SAME" padding puts them.
-    return nn.Sequential(OrderedDict([("pad", nn.ZeroPad2d((1, 0, 1, 0))), ("pool", pool),
+    def __init__(self, pool):
+        super().__init__(OrderedDict([("pad", nn.ZeroPad2d((1, 0, 1, 0))), ("pool", pool),
                                       ("crop", DropFirst())]))
 
 
-def MaxPoolPad():
+class MaxPoolPad(_TFPaddedPool):
     """3x3 stride-2 max pooling with TensorFlow's padding (see the module docstring)."""
-    return _padded(_max3())
+
+    def __init__(self):
+        super().__init__(_max3())
 
 
-def AvgPoolPad():
+class AvgPoolPad(_TFPaddedPool):
     """3x3 stride-2 average pooling with TensorFlow's padding."""
-    return _padded(_avg3(2))
+
+    def __init__(self):
+        super().__init__(_avg3(2))
 
 
 class SeparableConv2d(nn.Sequential):
@@ -136,7 +141,9 @@ class _FactorizedReduction:
 
 class _ReducingCell(nn.Module):
     """The wiring of the stem and reduction cells, on `a` (this cell's projected input) and `b`
-    (the other input, at the higher resolution in the stem cells); output: 4 blocks, half size."""
+    (the other one: the conv stem itself in the first stem cell, the factorized-reduced conv
+    stem in the second, the projected previous cell in a reduction cell); output: the last 4
+    of the 5 blocks, at half the size."""
 
     def _combine(self, a, b):
         c0 = self.comb_iter_0_left(a) + self.comb_iter_0_right(b)
