@@ -9,7 +9,7 @@ and models saved with 0.7 load key for key. Where the weights come from:
 * torchvision's ImageNet files (DenseNets, VGG-BN): the torch hub cache, downloaded there when
   absent, exactly as the ResNets' (`_weights.hub_file`); torchvision builds the network, and is
   imported only when one of these is called;
-* Inception-v4: Cadene's file, through the same hub cache and download;
+* Inception-v4 and NASNet-A-Large: Cadene's files, through the same hub cache and download;
 * fast.ai's converted ResNeXt / WRN / Inception-ResNet-v2 files, which were only ever shipped in
   fast.ai's `weights.tgz` and read from `<fastai package>/weights/`: they are looked up there,
   and when missing `pre=True` raises a FileNotFoundError saying which file to place where
@@ -18,9 +18,11 @@ and models saved with 0.7 load key for key. Where the weights come from:
 import os
 import re
 
+import torch
 import torch.nn as nn
 
 from . import _weights
+from .exceptions import WeightsError
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # Where fastai 0.7 told users to get the converted weights from (unpacked into WEIGHTS_DIR).
@@ -242,11 +244,40 @@ def num_features(m):
 
 
 def nasnetalarge(num_classes=1000, pretrained="imagenet"):
-    """Cadene's NASNet-A-Large (features only, 4032 channels) in fastai 0.7. Not built here yet:
-    the name exists so that 0.7 code imports, and calling it says so."""
-    raise NotImplementedError(
-        "nasnetalarge: NASNet-A-Large is not available in fastai-rs yet; pass a function "
-        "returning your own NASNet module to ConvLearner.pretrained instead")
+    """Cadene's NASNet-A-Large as fastai 0.7 shipped it: the module's forward returns the
+    features (ReLU of the last cell, 4032 channels; 11 x 11 at the 331-pixel input it was
+    trained at, with mean/std 0.5). `pretrained='imagenet'` reads Cadene's 1001-class file
+    through the torch hub cache (downloaded there when absent) and drops its background row;
+    `'imagenet+background'` keeps all 1001 rows; `None` builds with random weights."""
+    from .models.nasnet import (INPUT_SETTINGS, PRETRAINED_SETTINGS, WEIGHTS_FILE, WEIGHTS_URL,
+                                NASNetALarge)
+    if not pretrained:
+        return NASNetALarge(num_classes=num_classes)
+    if pretrained not in PRETRAINED_SETTINGS:
+        raise ValueError(f"nasnetalarge: unknown pretrained={pretrained!r} (choose "
+                         f"{', '.join(map(repr, PRETRAINED_SETTINGS))} or None)")
+    expected = PRETRAINED_SETTINGS[pretrained]["num_classes"]
+    if num_classes != expected:
+        raise ValueError(f"nasnetalarge: pretrained={pretrained!r} has {expected} classes, not "
+                         f"{num_classes}; pass pretrained=None to build {num_classes} classes")
+    path = _weights.hub_file(WEIGHTS_FILE, WEIGHTS_URL)
+    model = NASNetALarge(num_classes=1001)
+    try:
+        model.load_state_dict(_weights.read_state_dict(path))
+    except RuntimeError as e:  # torch's missing / unexpected / mis-shaped keys
+        raise WeightsError(f"{path}: does not fit NASNet-A-Large: {e}") from e
+    if num_classes == 1000:
+        # row 0 of Cadene's classifier is the "background" class TensorFlow's model was trained
+        # with; without it row i is ImageNet class i
+        old = model.last_linear
+        model.last_linear = nn.Linear(old.in_features, 1000)
+        with torch.no_grad():
+            model.last_linear.weight.copy_(old.weight[1:])
+            model.last_linear.bias.copy_(old.bias[1:])
+        model.num_classes = 1000
+    for k, v in INPUT_SETTINGS.items():
+        setattr(model, k, v)
+    return model
 
 
 ZOO = ["resnext50", "resnext101", "resnext101_64", "wrn", "inception_4", "inceptionresnet_2",
