@@ -35,7 +35,7 @@ _State = Sequence[tuple[str, torch.Tensor]]
 
 __all__ = [
     "__version__", "build_profile", "malloc_tuned", "IMAGE_EXTENSIONS", "ARCH_SPECS", "NORM_STATS",
-    "Pipeline", "transform_image", "cv_resize", "cv_warp_affine",
+    "Pipeline", "transform_image", "transform_item", "cv_resize", "cv_warp_affine",
     "ThreadPool", "Dataset", "DataLoader", "BatchIter", "BatchMemory",
     "scan_labelled", "scan_flat", "read_label_csv", "check_files_exist", "resize_images",
     "decode_image",
