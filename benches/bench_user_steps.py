@@ -14,6 +14,11 @@ The same files of `<path>/train` (page cache warmed first), sz 224, `transforms_
 * get_x subclass: the built-in pipeline over a dataset class overriding `get_x` (it calls the
   library's own): only get_x(i) runs in Python on the loader's threads, its image then
   goes through the fused pipeline;
+* CLASS masks, fused / per item: a segmentation dataset (a `FilesDataset` subclass whose
+  `get_y` reads a label mask: here each image's own pixels quantised to 4 labels) with
+  `tfm_y=TfmType.CLASS` and the side-on augmentations taking y: fused, the image and the mask
+  go through one Rust pass with the same draws (only get_y runs in Python); per item (the
+  same class also overriding `get_x`), 0.7's objects run in Python on the loader's threads;
 * 0.7's way: what fastai 0.7 ran for the same pipeline, written out here with OpenCV and numpy
   (cv2.imread, RandomScale with INTER_AREA, RandomRotate, lighting, flip, random crop,
   normalise) in a PyTorch DataLoader with one OpenCV thread per worker process.
@@ -35,9 +40,10 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "python"))
 
-from fastai.dataset import FilesIndexArrayDataset, ImageClassifierData  # noqa: E402
-from fastai.transforms import (TfmType, Transform, imagenet_stats, lighting, rand0,  # noqa: E402
-                               tfms_from_model, transforms_side_on)
+from fastai.dataset import FilesDataset, FilesIndexArrayDataset, ImageClassifierData  # noqa: E402
+from fastai.transforms import (RandomFlip, RandomLighting, RandomRotate, TfmType,  # noqa: E402
+                               Transform, imagenet_stats, lighting, rand0, tfms_from_model,
+                               transforms_side_on)
 
 SZ, BS = 224, 64
 
@@ -63,6 +69,29 @@ class UserLighting(Transform):
 
 class OwnGetX(FilesIndexArrayDataset):
     """A dataset class whose get_x is the user's (here: the library's, called through it)."""
+
+    def get_x(self, i):
+        return super().get_x(i)
+
+
+class Masks(FilesDataset):
+    """Segmentation as 0.7 kernels wrote it: y is a label mask read in get_y."""
+
+    def __init__(self, fnames, y, transform, path):
+        self.y = y
+        super().__init__(fnames, transform, path)
+
+    def get_y(self, i):
+        from PIL import Image
+        im = np.asarray(Image.open(os.path.join(self.path, self.fnames[i])).convert("L"))
+        return (im // 64).astype(np.int64)
+
+    def get_c(self):
+        return 4
+
+
+class MasksPerItem(Masks):
+    """The same, with get_x the user's too: the whole item is made in Python per item."""
 
     def get_x(self, i):
         return super().get_x(i)
@@ -144,6 +173,17 @@ def main():
     builtin = loader_of(transforms_side_on)
     user = loader_of(transforms_side_on + [UserLighting(0.05, 0.05)])
     own_get_x = loader_of(transforms_side_on, OwnGetX)
+
+    def masks_of(ds_cls):
+        t = TfmType.CLASS
+        aug = [RandomRotate(10, tfm_y=t), RandomLighting(0.05, 0.05, tfm_y=t), RandomFlip(tfm_y=t)]
+        tfms = tfms_from_model("resnet34", SZ, aug_tfms=aug, max_zoom=1.1, tfm_y=t)
+        fn = np.array([os.path.relpath(f, path) for f in files[:n]])
+        datasets = ImageClassifierData.get_ds(ds_cls, (fn, fn), (fn, fn), tfms, path=path)
+        return ImageClassifierData(path, datasets, BS, W, ["0", "1", "2", "3"]).aug_dl
+
+    masks_fused, masks_per_item = masks_of(Masks), masks_of(MasksPerItem)
+    assert masks_fused._native.pipeline is not None and masks_per_item._native.dataset.is_python
     assert not builtin._native.dataset.is_python
     # Only get_x is the user's: its images feed the fused pipeline (not the Python item path).
     assert user._native.dataset.is_python and own_get_x._native.dataset.python_pixels
@@ -170,6 +210,7 @@ def main():
         return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
     runs = [("builtin", through(builtin)), ("user", through(user)), ("getx", through(own_get_x)),
+            ("masks", through(masks_fused)), ("masks_item", through(masks_per_item)),
             ("fastai07", fastai07)]
     best, best_cpu = {}, {}
     for _ in range(args.rounds):  # interleaved, best round of each: the machine is shared
@@ -182,10 +223,13 @@ def main():
     print(f"built-in pipeline (fused)        : {b['builtin']:8.1f} img/s")
     print(f"+ one user Transform step        : {b['user']:8.1f} img/s")
     print(f"get_x subclass, built-in pipeline: {b['getx']:8.1f} img/s")
+    print(f"CLASS masks, fused               : {b['masks']:8.1f} img/s")
+    print(f"CLASS masks, per item            : {b['masks_item']:8.1f} img/s")
     print(f"fastai 0.7's way (OpenCV, {W} procs): {b['fastai07']:8.1f} img/s")
     print(f"ratio user step / built-in       : {b['user'] / b['builtin']:8.2f}")
     print(f"ratio user step / fastai 0.7     : {b['user'] / b['fastai07']:8.2f}x")
     print(f"ratio get_x subclass / built-in  : {b['getx'] / b['builtin']:8.2f}")
+    print(f"ratio CLASS masks fused / per item: {b['masks'] / b['masks_item']:7.2f}x")
     c = best_cpu
     print("per CPU-second: " + ", ".join(f"{k} {v:.1f}" for k, v in c.items()) + " img/cpu-s")
 

@@ -35,7 +35,7 @@ _State = Sequence[tuple[str, torch.Tensor]]
 
 __all__ = [
     "__version__", "build_profile", "malloc_tuned", "IMAGE_EXTENSIONS", "ARCH_SPECS", "NORM_STATS",
-    "Pipeline", "transform_image", "cv_resize", "cv_warp_affine",
+    "Pipeline", "transform_image", "transform_item", "cv_resize", "cv_warp_affine",
     "ThreadPool", "Dataset", "DataLoader", "BatchIter", "BatchMemory",
     "scan_labelled", "scan_flat", "read_label_csv", "check_files_exist", "resize_images",
     "decode_image",
@@ -67,6 +67,7 @@ class Pipeline:
         pad: int = 0,
         pad_mode: _Border = ...,
         augs: Sequence[dict[str, Any]] = ...,
+        target: tuple[str, int, bool, Sequence[bool], bool] | None = None,
     ) -> Pipeline: ...
     @property
     def sz(self) -> int: ...
@@ -74,6 +75,9 @@ class Pipeline:
 def transform_image(
     img: _Pixels, pipeline: Pipeline, seed: int, epoch: int, index: int
 ) -> tuple[_F32, dict[str, Any]]: ...
+def transform_item(
+    img: _Pixels, y: Any, pipeline: Pipeline, seed: int, epoch: int, index: int
+) -> tuple[_F32, npt.NDArray[Any], dict[str, Any]]: ...
 
 # ---- OpenCV-compatible kernels (src/py/cv.rs) ----------------------------------------------
 
@@ -101,7 +105,12 @@ class ThreadPool:
 class Dataset:
     @staticmethod
     def from_files(
-        root: _Path, names: Sequence[str], kind: _TargetKind = ..., y: _Labels | None = None
+        root: _Path,
+        names: Sequence[str],
+        kind: _TargetKind = ...,
+        y: _Labels | None = None,
+        get_y: Callable[[int], Any] | None = None,
+        name: str | None = None,
     ) -> Dataset: ...
     @staticmethod
     def from_images(

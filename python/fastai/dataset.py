@@ -500,6 +500,11 @@ def _label_kind(ds, base):
     if not isinstance(tfm, _transforms.Transforms) or not tfm.fusable:
         return None
     kind = _FUSED_KINDS[base]
+    target = tfm.tfm_y
+    if target in (_transforms.TfmType.CLASS, _transforms.TfmType.PIXEL) and kind != "none":
+        return None  # masks and images come from a dataset's own get_y (`_own_get_y`)
+    if target == _transforms.TfmType.COORD and kind not in ("continuous", "none"):
+        return None
     if kind != "none":
         y = np.asarray(ds.y)
         if len(y) != len(ds):
@@ -508,6 +513,8 @@ def _label_kind(ds, base):
             return None
         if kind in ("multihot", "continuous") and not (y.ndim == 2 and y.dtype.kind in "fiub"):
             return None
+        if target == _transforms.TfmType.COORD and y.shape[1] % 4:
+            return None  # not boxes: 0.7 would have failed on them
     return kind
 
 
@@ -536,6 +543,46 @@ def _own_get_x_kind(ds):
     if base is None or _own_protocol(ds, base) != {"get_x"}:
         return None
     return _label_kind(ds, base)
+
+
+def _own_get_y(ds):
+    """Whether `ds` is a file dataset whose only own piece of the item protocol is `get_y`,
+    giving masks or images that a fusable pipeline with tfm_y CLASS or PIXEL transforms (0.7's
+    segmentation datasets): its images are decoded and transformed in Rust, and the y of each
+    item, asked of its `get_y` on the loader's threads, goes through the same draws."""
+    tfm = ds.transform
+    if not (isinstance(ds, FilesDataset) and isinstance(tfm, _transforms.Transforms)
+            and tfm.tfm_y in (_transforms.TfmType.CLASS, _transforms.TfmType.PIXEL)
+            and tfm.fusable):
+        return False
+    return _own_protocol(ds, FilesDataset) == {"get_y"}
+
+
+def _get_y_fn(ds):
+    """What the Rust loader calls for the y of item i of an `_own_get_y` dataset: `ds.get_y(i)`
+    (a torch tensor brought to numpy), an exception with the note of `_python_item_fn`. The
+    dataset is held weakly, as in `_get_x_fn`."""
+    name = type(ds).__name__
+    try:
+        held = weakref.ref(ds)
+    except TypeError:
+        def held():
+            return ds
+
+    def get_y(i):
+        d = held()
+        if d is None:
+            raise ReferenceError(f"{name} was freed while one of its loaders was still running")
+        try:
+            y = d.get_y(i)
+        except BaseException as e:
+            _add_item_note(e, d, name, i)
+            raise
+        if torch.is_tensor(y):
+            y = y.detach().cpu().numpy()
+        return y
+
+    return get_y
 
 
 def _item_where(ds, i):
@@ -711,6 +758,15 @@ class _Loaders:
         if not wrapper and ds.transform is None:
             return None
         kind, own_x = (None, False) if wrapper else (_fused_kind(ds), False)
+        if kind is None and not wrapper and _own_get_y(ds):
+            # One Rust dataset per Python dataset: its get_y is part of it.
+            nds = _native.Dataset.from_files(os.fspath(ds.path), [os.fspath(f) for f in ds.fnames],
+                                             "none", None, get_y=_get_y_fn(ds), name=type(ds).__name__)
+            native = _native.DataLoader(nds, ds.transform._pipeline, self.pool, bs=bs,
+                                        shuffle=shuffle, seed=self.seed, skip_bad=self.skip_bad,
+                                        tta=tta)
+            ds._native = native
+            return native
         if kind is None and not wrapper:
             # Only get_x is the user's: its images go through the fused pipeline, one Rust
             # dataset per Python dataset (the key holds the dataset itself, not its items).

@@ -915,6 +915,17 @@ _FUSED_CROPS = tuple(_CROPS.values())
 _FUSED_BORDERS = (BORDER_CONSTANT, BORDER_REFLECT)
 
 
+def _y_follows(t, target):
+    """Whether the fused pass moves a `target` y through step `t` (whose tfm_y is set) as 0.7
+    did: every geometric step, and the value steps that leave such a y alone (lighting and
+    blur leave masks and boxes alone, cutout boxes)."""
+    if type(t) in (RandomLighting, RandomBlur):
+        return target != TfmType.PIXEL
+    if type(t) is Cutout:
+        return target == TfmType.COORD
+    return True
+
+
 class Transforms:
     """A full pipeline (what `tfms_from_model` returns two of): the given steps, then the crop
     of `crop_type`, `normalizer` (if any) and `ChannelOrder`.
@@ -978,12 +989,15 @@ class Transforms:
     def _unfusable(self):
         """Why the fused Rust pipeline cannot run this one (naming the first step it cannot
         run), or None when it can."""
-        def targeted(t):
-            return _tfm_type(getattr(t, "tfm_y", TfmType.NO)) != TfmType.NO
+        def ty(t):
+            return _tfm_type(getattr(t, "tfm_y", TfmType.NO))
 
+        target = self.tfm_y
         if self.crop_type != CropType.GOOGLENET and self.scale_step is None:
             first = self.aug_tfms[0] if self.aug_tfms else self.crop_step
             return f"{first!r} (the pipeline does not start with Scale or RandomScale)"
+        if target != TfmType.NO and self.crop_type == CropType.GOOGLENET:
+            return f"{self.crop_step!r} (a GoogleNet crop with tfm_y={target!r})"
         for t in [self.scale_step, self.pad_step] + self.aug_tfms + [self.crop_step]:
             if t is None:
                 continue
@@ -992,8 +1006,15 @@ class Transforms:
                 _FUSED_CROPS if t is self.crop_step else _FUSED_AUGS
             if type(t) not in allowed:
                 return f"{t!r} (a {type(t).__name__}, not a built-in step the loaders fuse)"
-            if targeted(t):
-                return f"{t!r} (tfm_y={t.tfm_y!r})"
+            # y follows a step when its tfm_y is the pipeline's; the scale and crop steps must
+            # take y (as image_gen builds them), the others may leave it alone.
+            must = t is self.scale_step or t is self.crop_step
+            if ty(t) not in ((target,) if must or target == TfmType.NO else (TfmType.NO, target)):
+                return f"{t!r} (tfm_y={t.tfm_y!r} in a pipeline with tfm_y={target!r})"
+            if ty(t) != TfmType.NO and not _y_follows(t, target):
+                return f"{t!r} (changes a {target!r} target's values)"
+            if must and getattr(t, "sz_y", self.sz_y) != self.sz_y:
+                return f"{t!r} (its sz_y differs from the pipeline's {self.sz_y})"
             mode = getattr(t, "mode", None)
             if mode is not None and _border_code(mode) not in _FUSED_BORDERS:
                 return f"{t!r} (border mode {mode!r})"
@@ -1001,16 +1022,15 @@ class Transforms:
                 return f"{t!r} (its size differs from the pipeline's {self.sz})"
         norm = self.norm
         if norm is not None and (type(norm) is not Normalize or norm.m.size != 3
-                                 or norm.s.size != 3 or targeted(norm)):
+                                 or norm.s.size != 3 or ty(norm) not in (TfmType.NO, target)):
             return f"{norm!r} (the loaders normalise 3 channels only)"
-        if self.tfm_y != TfmType.NO:
-            return f"{self.tfms[-1]!r} (tfm_y={self.tfm_y!r})"
         return None
 
     @property
     def fusable(self):
-        """True when every step is a built-in (by exact type) with tfm_y NO, so the loaders
-        can run the pipeline as one fused pass in Rust."""
+        """True when every step is a built-in (by exact type) and y, if the pipeline
+        transforms it, follows steps the fused pass can move it through (geometry with the
+        image's draws), so the loaders can run the pipeline as one fused pass in Rust."""
         return self._unfusable() is None
 
     @property
@@ -1041,11 +1061,20 @@ class Transforms:
             crop = ("googlenet", float(g.min_area_frac), float(g.min_aspect_ratio),
                     float(g.max_aspect_ratio), float(g.flip_hw_p))
         mean, std = ([0.0] * 3, [1.0] * 3) if self.norm is None else (self.norm.m, self.norm.s)
-        return {
+        args = {
             "sz": int(self.sz), "crop": crop, "scale": scale, "pad": pad, "pad_mode": pad_mode,
             "mean": [float(v) for v in mean], "std": [float(v) for v in std],
             "augs": [t._spec() for t in self.aug_tfms],
         }
+        if self.tfm_y != TfmType.NO:
+            def follows(t):
+                return t is not None and _tfm_type(getattr(t, "tfm_y", TfmType.NO)) != TfmType.NO
+
+            kind = {TfmType.CLASS: "class", TfmType.PIXEL: "pixel", TfmType.COORD: "coord"}
+            args["target"] = (kind[self.tfm_y], int(self.sz_y), follows(self.pad_step),
+                              [follows(t) for t in self.aug_tfms],
+                              self.tfm_y == TfmType.PIXEL and follows(self.norm))
+        return args
 
     def __repr__(self):
         return "\n".join(repr(t) for t in self.tfms)

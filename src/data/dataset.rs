@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::image::decode::decode_file_covering;
-use crate::transforms::{Src, SrcRef};
+use crate::transforms::{Src, SrcRef, TargetIn, TargetKind, TargetValues};
 use crate::util::hash::KeyHasher;
 use crate::{Error, Result};
 
@@ -104,6 +104,48 @@ pub trait PixelSource: Send + Sync {
     fn pixels(&self, index: usize) -> Result<GivenPixels>;
     /// How messages name item `index`: its dataset, the index, its file when there is one.
     fn describe(&self, index: usize) -> String;
+}
+
+/// The y of one item as user code gave it (a dataset's own `get_y`: a label mask or an
+/// image-like target), for the pipeline to transform: `shape` is (rows, cols) or
+/// (rows, cols, channels), row-major.
+pub struct GivenTarget {
+    pub data: Values,
+    pub shape: Vec<usize>,
+}
+
+impl GivenTarget {
+    /// As the pipeline takes it, or `Error::InvalidArgument` when it is not 2-D or 3-D or
+    /// holds fewer values than its shape says.
+    pub fn as_input(&self) -> Result<TargetIn<'_>> {
+        let (rows, cols, channels) = match self.shape[..] {
+            [r, c] => (r, c, 0),
+            [r, c, ch] => (r, c, ch),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "y of shape {:?}: a mask or image target is 2-D or 3-D",
+                    self.shape
+                )))
+            }
+        };
+        let data = match &self.data {
+            Values::F32(v) => TargetValues::F32(v),
+            Values::I64(v) => TargetValues::I64(v),
+        };
+        Ok(TargetIn::Mask {
+            data,
+            rows,
+            cols,
+            channels,
+        })
+    }
+}
+
+/// The y of each item given by user code on the loader's threads (a dataset's own `get_y`),
+/// where the pipeline transforms y with the image's draws.
+pub trait TargetSource: Send + Sync {
+    /// The y of item `index`.
+    fn target(&self, index: usize) -> Result<GivenTarget>;
 }
 
 impl Targets {
@@ -313,6 +355,8 @@ pub enum Items {
 pub struct Dataset {
     items: Items,
     targets: Targets,
+    /// Where each item's y comes from when user code gives it for the pipeline to transform.
+    target_source: Option<Arc<dyn TargetSource>>,
 }
 
 /// What errors call the items of an in-memory dataset: `<array>/item <i>`.
@@ -339,6 +383,7 @@ impl Dataset {
         Dataset {
             items: Items::Made(maker),
             targets: Targets::Unlabelled,
+            target_source: None,
         }
     }
 
@@ -363,7 +408,11 @@ impl Dataset {
     }
 
     fn checked(items: Items, targets: Targets) -> Result<Self> {
-        let ds = Dataset { items, targets };
+        let ds = Dataset {
+            items,
+            targets,
+            target_source: None,
+        };
         if let Some(n) = ds.targets.len() {
             if n != ds.len() {
                 let what = match ds.items {
@@ -378,6 +427,51 @@ impl Dataset {
             }
         }
         Ok(ds)
+    }
+
+    /// This dataset with each item's y given by `source` (for a pipeline that transforms y).
+    pub fn with_target_source(mut self, source: Arc<dyn TargetSource>) -> Self {
+        self.target_source = Some(source);
+        self
+    }
+
+    /// The y of item `i` that user code gives, or `Error::InvalidArgument` when this dataset
+    /// has no such source (its labels are not masks or images).
+    pub fn given_target(&self, i: usize) -> Result<GivenTarget> {
+        match &self.target_source {
+            Some(s) => s.target(i),
+            None => Err(Error::InvalidArgument(
+                "a pipeline that transforms mask or image targets needs a dataset whose y are \
+                 masks or images"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Whether this dataset gives the y a pipeline transforms as `kind`: boxes in its
+    /// continuous targets, masks and images from user code.
+    pub fn has_target_input(&self, kind: TargetKind) -> bool {
+        match kind {
+            TargetKind::Coord => matches!(self.targets, Targets::Continuous { .. }),
+            TargetKind::Class | TargetKind::Pixel => self.target_source.is_some(),
+        }
+    }
+
+    /// The boxes of item `i`: its row of continuous targets, 4 numbers a box.
+    pub fn box_row(&self, i: usize) -> Result<&[f32]> {
+        match &self.targets {
+            Targets::Continuous { data, dim } if *dim % 4 == 0 && (i + 1) * dim <= data.len() => {
+                Ok(&data[i * dim..(i + 1) * dim])
+            }
+            Targets::Continuous { dim, .. } => Err(Error::InvalidArgument(format!(
+                "boxes come in fours [r1, c1, r2, c2]; item {i} has {dim} numbers"
+            ))),
+            _ => Err(Error::InvalidArgument(
+                "a pipeline that transforms boxes needs continuous targets (from_csv(..., \
+                 continuous=True))"
+                    .into(),
+            )),
+        }
     }
 
     pub fn len(&self) -> usize {

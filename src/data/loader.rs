@@ -24,9 +24,9 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
-use super::dataset::{Dataset, ItemMaker, Items, MadeItem, Targets};
+use super::dataset::{Dataset, ItemMaker, ItemTarget, Items, MadeItem, Targets, Values};
 use super::shard::Shard;
-use crate::transforms::Pipeline;
+use crate::transforms::{Pipeline, TargetIn, TargetKind, TargetOut};
 use crate::util::rng::{epoch_order, Stream};
 use crate::{Error, Result};
 
@@ -322,30 +322,68 @@ impl DataLoader {
     }
 
     /// Decodes item `index` and transforms it with the draws of (`stream`, `epoch`) into
-    /// `out` (3·sz·sz).
-    fn fill_item(&self, index: usize, stream: Stream, epoch: u64, out: &mut [f32]) -> Result<()> {
+    /// `out` (3·sz·sz); with a pipeline that transforms y, also its y (with the same draws).
+    fn fill_item(
+        &self,
+        index: usize,
+        stream: Stream,
+        epoch: u64,
+        out: &mut [f32],
+    ) -> Result<Option<ItemTarget>> {
         let inner = &self.inner;
         let Work::Fused(pipeline) = &inner.work else {
             return Err(Error::internal("fill_item on a loader of made items"));
         };
-        inner
-            .dataset
-            .with_pixels(index, pipeline.min_source_side(), |src| {
-                let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
-                let params = pipeline.draw(&mut rng);
-                // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
-                // does not skip (`build_batch`'s catch-all would call it undecodable).
-                let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pipeline.apply(src, &params, out)
-                }));
-                applied
-                    .unwrap_or_else(|_| {
-                        Err(Error::Pipeline {
-                            reason: "the pipeline panicked".into(),
-                        })
+        // A set without y (a test set) gets its images alone whatever the pipeline does to y.
+        let target = pipeline
+            .target()
+            .filter(|t| inner.dataset.has_target_input(t.kind));
+        // Boxes and masks are in the source's own pixels: y needs the full-size decode.
+        let min_side = match target {
+            None => pipeline.min_source_side(),
+            Some(_) => None,
+        };
+        let given_y = match target {
+            Some(t) if t.kind != TargetKind::Coord => Some(inner.dataset.given_target(index)?),
+            _ => None,
+        };
+        let name = |e| crate::transforms::naming_image(&inner.dataset.path(index))(e);
+        inner.dataset.with_pixels(index, min_side, |src| {
+            let mut rng = stream.rng(inner.cfg.seed, epoch, index as u64);
+            let params = pipeline.draw(&mut rng);
+            // A panic here is the pipeline's bug, not the file's fault: an error that `skip_bad`
+            // does not skip (`build_batch`'s catch-all would call it undecodable).
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pipeline.apply(src, &params, out)?;
+                let Some(t) = target else { return Ok(None) };
+                let y = match (&given_y, t.kind) {
+                    (_, TargetKind::Coord) => TargetIn::Boxes {
+                        data: inner.dataset.box_row(index)?,
+                        rows: src.rows,
+                        cols: src.cols,
+                    },
+                    (Some(g), _) => g.as_input()?,
+                    (None, _) => return Err(Error::internal("no y for a pipeline that has one")),
+                };
+                Ok(Some(match pipeline.apply_target(y, &params)? {
+                    TargetOut::F32 { data, shape } => ItemTarget::Array {
+                        data: Values::F32(data),
+                        shape,
+                    },
+                    TargetOut::I64 { data, shape } => ItemTarget::Array {
+                        data: Values::I64(data),
+                        shape,
+                    },
+                }))
+            }));
+            applied
+                .unwrap_or_else(|_| {
+                    Err(Error::Pipeline {
+                        reason: "the pipeline panicked".into(),
                     })
-                    .map_err(|e| crate::transforms::naming_image(&inner.dataset.path(index))(e))
-            })
+                })
+                .map_err(name)
+        })
     }
 
     /// Hands a batch's `x` back for reuse once the consumer is done with it (optional; the
@@ -510,12 +548,12 @@ impl DataLoader {
         let per = 3 * sz * sz;
         let stream = self.inner.cfg.stream;
         let mut x = self.take_buffer(idx.len() * per);
-        let results: Vec<Result<()>> = self.inner.pool.install(|| {
+        let results: Vec<Result<Option<ItemTarget>>> = self.inner.pool.install(|| {
             x.par_chunks_mut(per)
                 .zip(idx.par_iter())
                 .map(|(slot, &i)| {
                     if stop.load(Ordering::Relaxed) {
-                        return Ok(()); // the consumer is gone; the batch is thrown away
+                        return Ok(None); // the consumer is gone; the batch is thrown away
                     }
                     // A panic in a codec or transform must become an error, not a dead pool.
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -531,10 +569,14 @@ impl DataLoader {
                 .collect()
         });
         let mut keep: Vec<usize> = Vec::with_capacity(idx.len());
+        let mut ys = Vec::new();
         let mut skipped = Vec::new();
         for (k, r) in results.into_iter().enumerate() {
             match r {
-                Ok(()) => keep.push(k),
+                Ok(y) => {
+                    keep.push(k);
+                    ys.extend(y);
+                }
                 Err(e) if self.inner.cfg.skip_bad && e.bad_source().is_some() => {
                     if let Some(path) = e.bad_source() {
                         skipped.push((idx[k], path.to_path_buf()));
@@ -553,9 +595,16 @@ impl DataLoader {
             x.truncate(keep.len() * per);
         }
         let kept: Vec<usize> = keep.iter().map(|&k| idx[k]).collect();
+        // Transformed ys, one per kept item, when the pipeline made them.
+        let y = if !ys.is_empty() && ys.len() == kept.len() {
+            let ds = &self.inner.dataset;
+            Targets::collate(ys, |k| ds.path(kept[k]).display().to_string())?
+        } else {
+            self.inner.dataset.targets().select(&kept)
+        };
         Ok(Batch {
             x,
-            y: self.inner.dataset.targets().select(&kept),
+            y,
             n: kept.len(),
             c: 3,
             sz,

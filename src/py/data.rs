@@ -19,7 +19,9 @@ use super::convert::{
 use super::errors::from_pyerr;
 use super::transforms::PyPipeline;
 use super::{run_detached, to_pyerr};
-use crate::data::dataset::{Dataset, GivenPixels, ImageArray, ItemMaker, MadeItem, PixelSource};
+use crate::data::dataset::{
+    Dataset, GivenPixels, GivenTarget, ImageArray, ItemMaker, MadeItem, PixelSource, TargetSource,
+};
 use crate::data::folder;
 use crate::data::loader::{thread_pool, BatchIter, DataLoader, LoaderConfig, DEFAULT_PREFETCH};
 use crate::data::shard::Shard;
@@ -121,6 +123,28 @@ impl PixelSource for PySource {
     }
 }
 
+/// Targets given by a Python callable, a dataset's own `get_y` (masks, image-like targets):
+/// `func(i)` returns item i's y array, which the pipeline transforms with the image's draws.
+/// The GIL is taken only here, on the loader's worker threads.
+struct PyTargets {
+    func: PyObject,
+    name: String,
+    files: Option<Vec<String>>,
+}
+
+impl TargetSource for PyTargets {
+    fn target(&self, index: usize) -> crate::Result<GivenTarget> {
+        Python::with_gil(|py| {
+            let y = self.func.bind(py).call1((index,)).map_err(from_pyerr)?;
+            let (data, shape) = super::transforms::target_from_py(&y).map_err(|e| {
+                let what = describe_item(&self.name, self.files.as_deref(), index);
+                from_pyerr(PyValueError::new_err(format!("{what}: get_y: {e}")))
+            })?;
+            Ok(GivenTarget { data, shape })
+        })
+    }
+}
+
 /// The items of one split and their labels, made once and shared by the split's loaders.
 #[pyclass(name = "Dataset", module = "fastai._native", frozen)]
 pub struct PyDataset {
@@ -141,17 +165,32 @@ impl PyDataset {
 #[pymethods]
 impl PyDataset {
     /// Files `names` under `root`, labelled by `y`: int64 class indices (`kind='class'`),
-    /// float32 rows (`'multihot'`, `'continuous'`), or none (`'none'`).
+    /// float32 rows (`'multihot'`, `'continuous'`), or none (`'none'`). `get_y(i)`, when
+    /// given, returns item i's y (a mask or an image) for a pipeline that transforms it; `name`
+    /// names the dataset in its errors.
     #[staticmethod]
-    #[pyo3(signature = (root, names, kind=TargetKind::Unlabelled, y=None))]
+    #[pyo3(signature = (root, names, kind=TargetKind::Unlabelled, y=None, get_y=None, name=None))]
     fn from_files(
         root: PathBuf,
         names: Vec<String>,
         kind: TargetKind,
         y: Option<&Bound<'_, PyAny>>,
+        get_y: Option<PyObject>,
+        name: Option<String>,
     ) -> PyResult<Self> {
         let targets = kind.targets(y, names.len())?;
-        let ds = Dataset::from_files(root, names, targets).map_err(super::to_pyerr)?;
+        let files: Vec<String> = names
+            .iter()
+            .map(|n| root.join(n).display().to_string())
+            .collect();
+        let mut ds = Dataset::from_files(root, names, targets).map_err(super::to_pyerr)?;
+        if let Some(func) = get_y {
+            ds = ds.with_target_source(Arc::new(PyTargets {
+                func,
+                name: name.unwrap_or_else(|| "dataset".into()),
+                files: Some(files),
+            }));
+        }
         Ok(Self::wrap(ds))
     }
 

@@ -10,9 +10,10 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::convert::{array_shape, pixels_from_py, IntoPyArrayAny, Wrap};
 use super::{run_detached, to_pyerr};
-use crate::data::dataset::ArrayData;
+use crate::data::dataset::{ArrayData, Values};
 use crate::transforms::{
     Aug, AugDraw, Border, CropKind, Params, Pipeline, PipelineSpec, RandomScale, Src, SrcRef,
+    TargetIn, TargetKind, TargetOut, TargetSpec, TargetValues,
 };
 use crate::util::rng::{Rng, Stream};
 
@@ -29,8 +30,10 @@ impl PyPipeline {
     /// in order (`Transform._spec()` dicts) → `crop` ('random' | 'center' | 'no' |
     /// ('googlenet', min_area_frac, min_aspect_ratio, max_aspect_ratio, flip_hw_p)) →
     /// (x − mean) / std. Values out of their step's range are a ValueError naming the step.
+    /// `target` = (kind 'class' | 'pixel' | 'coord', sz_y, pad, [per aug: transforms y],
+    /// normalize) makes it transform y too.
     #[new]
-    #[pyo3(signature = (*, sz, crop, mean, std, scale=None, pad=0, pad_mode=Wrap(Border::Reflect), augs=Vec::new()))]
+    #[pyo3(signature = (*, sz, crop, mean, std, scale=None, pad=0, pad_mode=Wrap(Border::Reflect), augs=Vec::new(), target=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         sz: usize,
@@ -41,6 +44,7 @@ impl PyPipeline {
         pad: usize,
         pad_mode: Wrap<Border>,
         augs: Vec<Wrap<Aug>>,
+        target: Option<(String, usize, bool, Vec<bool>, bool)>,
     ) -> PyResult<Self> {
         let pipeline = Pipeline::new(PipelineSpec {
             sz,
@@ -53,6 +57,30 @@ impl PyPipeline {
             std,
         })
         .map_err(to_pyerr)?;
+        let pipeline = match target {
+            None => pipeline,
+            Some((kind, sz_y, pad, augs, normalize)) => {
+                let kind = match kind.as_str() {
+                    "class" => TargetKind::Class,
+                    "pixel" => TargetKind::Pixel,
+                    "coord" => TargetKind::Coord,
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "target kind must be 'class', 'pixel' or 'coord', not {other:?}"
+                        )))
+                    }
+                };
+                pipeline
+                    .with_target(TargetSpec {
+                        kind,
+                        sz_y,
+                        pad,
+                        augs,
+                        normalize,
+                    })
+                    .map_err(to_pyerr)?
+            }
+        };
         Ok(PyPipeline {
             inner: Arc::new(pipeline),
         })
@@ -131,8 +159,110 @@ fn transform_image<'py>(
     Ok((a.into_pyarray_any(py), params_to_py(py, &params)?))
 }
 
+/// A target array: int64 or float32 (other numbers converted), row-major, with its shape.
+pub fn target_from_py(y: &Bound<'_, PyAny>) -> PyResult<(Values, Vec<usize>)> {
+    use numpy::{PyArrayDyn, PyArrayMethods};
+    let np = y.py().import("numpy")?;
+    let a = np.call_method1("asarray", (y,))?;
+    let kind: String = a.getattr("dtype")?.getattr("kind")?.extract()?;
+    let (dtype, is_int) = if "iub".contains(kind.as_str()) {
+        ("int64", true)
+    } else {
+        ("float32", false)
+    };
+    let a = np.call_method1("ascontiguousarray", (a, dtype))?;
+    let shape = array_shape(&a)?;
+    let values = if is_int {
+        let a = a.downcast::<PyArrayDyn<i64>>()?.readonly();
+        Values::I64(a.as_array().iter().copied().collect())
+    } else {
+        let a = a.downcast::<PyArrayDyn<f32>>()?.readonly();
+        Values::F32(a.as_array().iter().copied().collect())
+    };
+    Ok((values, shape))
+}
+
+/// A transformed target as numpy.
+pub fn target_to_py<'py>(py: Python<'py>, y: TargetOut) -> PyResult<Bound<'py, PyAny>> {
+    use numpy::ndarray::{ArrayD, IxDyn};
+    let err = |e: numpy::ndarray::ShapeError| PyValueError::new_err(e.to_string());
+    Ok(match y {
+        TargetOut::F32 { data, shape } => ArrayD::from_shape_vec(IxDyn(&shape), data)
+            .map_err(err)?
+            .into_pyarray_any(py),
+        TargetOut::I64 { data, shape } => ArrayD::from_shape_vec(IxDyn(&shape), data)
+            .map_err(err)?
+            .into_pyarray_any(py),
+    })
+}
+
+/// Runs `pipeline` (one that transforms y) on one (H, W, 3) image and its y (a mask or image
+/// array for 'class'/'pixel', boxes for 'coord') with the draws of (seed, epoch, index);
+/// returns (x float32 (3, sz, sz), y as a batch holds it, the drawn parameters).
+#[pyfunction]
+fn transform_item<'py>(
+    py: Python<'py>,
+    img: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    pipeline: &PyPipeline,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyDict>)> {
+    let (x, params) = transform_image(py, img, pipeline, seed, epoch, index)?;
+    let shape = array_shape(img)?;
+    let (rows, cols) = (shape[0], shape[1]);
+    let (values, yshape) = target_from_py(y)?;
+    let p = pipeline.inner.clone();
+    let drawn = p.draw(&mut Rng::for_item(seed, Stream::Aug, epoch, index));
+    let out = run_detached(py, move || {
+        let input = match (p.target().map(|t| t.kind), &values) {
+            (Some(TargetKind::Coord), Values::F32(v)) => TargetIn::Boxes {
+                data: v,
+                rows,
+                cols,
+            },
+            (Some(TargetKind::Coord), Values::I64(v)) => {
+                let v: Vec<f32> = v.iter().map(|&b| b as f32).collect();
+                return p.apply_target(
+                    TargetIn::Boxes {
+                        data: &v,
+                        rows,
+                        cols,
+                    },
+                    &drawn,
+                );
+            }
+            _ => {
+                let (r, c, ch) = match yshape[..] {
+                    [r, c] => (r, c, 0),
+                    [r, c, ch] => (r, c, ch),
+                    _ => {
+                        return Err(crate::Error::InvalidArgument(format!(
+                            "y of shape {yshape:?}: a mask or image target is 2-D or 3-D"
+                        )))
+                    }
+                };
+                let data = match &values {
+                    Values::F32(v) => TargetValues::F32(v),
+                    Values::I64(v) => TargetValues::I64(v),
+                };
+                TargetIn::Mask {
+                    data,
+                    rows: r,
+                    cols: c,
+                    channels: ch,
+                }
+            }
+        };
+        p.apply_target(input, &drawn)
+    })?;
+    Ok((x, target_to_py(py, out)?, params))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
     m.add_function(wrap_pyfunction!(transform_image, m)?)?;
+    m.add_function(wrap_pyfunction!(transform_item, m)?)?;
     Ok(())
 }

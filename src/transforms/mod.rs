@@ -27,9 +27,11 @@ mod plan;
 mod render;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+mod target;
 
 pub use crate::image::resample::{Src, SrcRef};
 pub use draw::{AugDraw, Params};
+pub use target::{TargetIn, TargetOut, TargetValues};
 
 use std::path::Path;
 
@@ -110,6 +112,33 @@ pub struct RandomScale {
     pub p: f64,
 }
 
+/// What the target (y) of an item is, for the steps that transform it (fastai's `TfmType`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TargetKind {
+    /// A label mask: the image's geometry, nearest-neighbour, black outside (never blended).
+    Class,
+    /// An image-like target: the image's geometry and sampling.
+    Pixel,
+    /// Boxes `[r1, c1, r2, c2]`, 4 numbers each, moved as 0.7 moved them: drawn as a mask,
+    /// warped, read back as the mask's extent.
+    Coord,
+}
+
+/// Which steps transform y, and how: the scale and crop steps always do (as `image_gen`
+/// builds them), the padding and each augmentation when its own `tfm_y` says so.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetSpec {
+    pub kind: TargetKind,
+    /// Side of the square y (`sz_y`).
+    pub sz_y: usize,
+    /// The padding step pads y too.
+    pub pad: bool,
+    /// Per augmentation (in `augs` order): it transforms y.
+    pub augs: Vec<bool>,
+    /// A `Pixel` target is normalised with the image's mean and std.
+    pub normalize: bool,
+}
+
 /// What a pipeline is made of, as the user gave it: [`Pipeline::new`] checks it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PipelineSpec {
@@ -142,6 +171,7 @@ pub struct Pipeline {
     crop: CropKind,
     mean: [f32; 3],
     std: [f32; 3],
+    target: Option<TargetSpec>,
 }
 
 impl Pipeline {
@@ -168,7 +198,50 @@ impl Pipeline {
             crop,
             mean,
             std,
+            target: None,
         })
+    }
+
+    /// This pipeline transforming y as `t` says, or `Error::InvalidArgument` when y cannot
+    /// follow it here: a GoogleNet crop (0.7 drew a second, independent crop for y), a count
+    /// of flags other than the augmentations', or a value step that would change a pixel or
+    /// mask target (lighting, blur or cutout on y).
+    pub fn with_target(mut self, t: TargetSpec) -> Result<Self> {
+        if t.sz_y == 0 {
+            return Err(invalid("sz_y must be at least 1".into()));
+        }
+        if matches!(self.crop, CropKind::GoogleNet { .. }) {
+            return Err(invalid(
+                "a GoogleNet crop cannot transform y in the fused pipeline".into(),
+            ));
+        }
+        if t.augs.len() != self.augs.len() {
+            return Err(invalid(format!(
+                "{} target flags for {} augmentations",
+                t.augs.len(),
+                self.augs.len()
+            )));
+        }
+        for (aug, &on) in self.augs.iter().zip(&t.augs) {
+            let value_step = match aug {
+                Aug::Lighting { .. } | Aug::Blur { .. } => t.kind == TargetKind::Pixel,
+                Aug::Cutout { .. } => t.kind != TargetKind::Coord,
+                _ => false,
+            };
+            if on && value_step {
+                return Err(invalid(format!(
+                    "{aug:?} on a {:?} target runs only per item",
+                    t.kind
+                )));
+            }
+        }
+        self.target = Some(t);
+        Ok(self)
+    }
+
+    /// How y is transformed, when it is.
+    pub fn target(&self) -> Option<&TargetSpec> {
+        self.target.as_ref()
     }
 
     /// Side of the square output.
@@ -179,10 +252,13 @@ impl Pipeline {
     /// Text that changes whenever the pixels this pipeline produces could change (including
     /// the decoder's version).
     pub fn key(&self) -> String {
-        format!(
+        let key = format!(
             "pipeline-v2 decoder {} {self:?}",
             crate::image::decode::DECODER_VERSION
-        )
+        );
+        // Caches of pipelines without a target were keyed before the field existed: their
+        // keys stay what they were.
+        key.replace(", target: None }", " }")
     }
 
     /// The smallest short side a source image may be decoded at without any output pixel

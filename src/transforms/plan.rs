@@ -2,7 +2,7 @@
 //! back to the working image (the scaled source), plus the value steps (lighting, cutout, blur)
 //! in the order they act.
 
-use super::{Aug, AugDraw, Border, CropKind, Params, Pipeline};
+use super::{Aug, AugDraw, Border, CropKind, Params, Pipeline, TargetKind, TargetSpec};
 use crate::image::resample::scale_min;
 
 /// One image's steps, built from its draws by [`Pipeline::build_plan`].
@@ -22,16 +22,44 @@ pub(super) struct Steps {
     crop_off: (f64, f64),
     crop_scale: (f64, f64),
     googlenet: bool,
+    /// For a target: the coordinate-aware steps that moved nothing (skipped by their draw),
+    /// by the number of geometric steps before them. 0.7 still redrew a box through each.
+    idle: Vec<usize>,
 }
 
 impl Pipeline {
     /// The steps of an image of `rows × cols` pixels with draws `params`.
-    pub(super) fn build_plan(&self, (rows, cols): (usize, usize), params: &Params) -> Steps {
+    pub(super) fn build_plan(&self, dims: (usize, usize), params: &Params) -> Steps {
+        self.build_steps(dims, params, None)
+    }
+
+    /// The steps of a target of `rows × cols` (a mask, or the image a box lives on) with the
+    /// image's draws: each step as 0.7 ran it on y, at `sz_y`, leaving out the padding and the
+    /// augmentations that do not transform y, and every value step (`with_target` refused
+    /// those that would change y).
+    pub(super) fn build_target_plan(
+        &self,
+        dims: (usize, usize),
+        params: &Params,
+        t: &TargetSpec,
+    ) -> Steps {
+        self.build_steps(dims, params, Some(t))
+    }
+
+    fn build_steps(
+        &self,
+        (rows, cols): (usize, usize),
+        params: &Params,
+        y: Option<&TargetSpec>,
+    ) -> Steps {
         let googlenet = matches!(self.crop, CropKind::GoogleNet { .. });
+        let sz = y.map_or(self.sz, |t| t.sz_y);
+        // Masks and boxes: rotations and zooms fill with 0 (a label, never a mirrored one).
+        let mask = y.is_some_and(|t| t.kind != TargetKind::Pixel);
         let work = if googlenet {
             (rows, cols)
         } else {
-            let targ = ((params.scale_m * self.sz as f64) as usize).max(1);
+            let targ = ((params.scale_m * sz as f64) as usize).max(1);
             scale_min(rows, cols, targ)
         };
         let mut s = Steps {
@@ -44,8 +72,9 @@ impl Pipeline {
             crop_off: (0.0, 0.0),
             crop_scale: (1.0, 1.0),
             googlenet,
+            idle: Vec::new(),
         };
-        if self.pad > 0 && !googlenet {
+        if self.pad > 0 && !googlenet && y.is_none_or(|t| t.pad) {
             let (rows, cols) = s.dims;
             s.geo.push(Geo::Pad {
                 p: self.pad as f32,
@@ -55,10 +84,27 @@ impl Pipeline {
             });
             s.dims = (rows + 2 * self.pad, cols + 2 * self.pad);
         }
-        for (aug, d) in self.augs.iter().zip(&params.augs) {
-            s.push(aug, d);
+        for (k, (aug, d)) in self.augs.iter().zip(&params.augs).enumerate() {
+            if let Some(t) = y {
+                let value_step = matches!(
+                    aug,
+                    Aug::Lighting { .. } | Aug::Blur { .. } | Aug::Cutout { .. }
+                );
+                if value_step || !t.augs.get(k).copied().unwrap_or(false) {
+                    continue;
+                }
+            }
+            let before = s.geo.len();
+            s.push(aug, d, mask);
+            let value_step = matches!(
+                aug,
+                Aug::Lighting { .. } | Aug::Blur { .. } | Aug::Cutout { .. }
+            );
+            if y.is_some() && !value_step && s.geo.len() == before {
+                s.idle.push(before);
+            }
         }
-        (s.crop_off, s.crop_scale) = self.crop_window(s.dims, params);
+        (s.crop_off, s.crop_scale) = self.crop_window(s.dims, params, sz);
         s
     }
 
@@ -67,8 +113,8 @@ impl Pipeline {
         &self,
         (rows, cols): (usize, usize),
         params: &Params,
+        sz: usize,
     ) -> ((f64, f64), (f64, f64)) {
-        let sz = self.sz;
         match &self.crop {
             CropKind::Random => (
                 (
@@ -94,14 +140,16 @@ impl Pipeline {
 }
 
 impl Steps {
-    /// Adds one augmentation step with its draws.
-    fn push(&mut self, aug: &Aug, d: &AugDraw) {
+    /// Adds one augmentation step with its draws; `mask`: a label or box mask, black outside
+    /// whatever the step's border.
+    fn push(&mut self, aug: &Aug, d: &AugDraw, mask: bool) {
         let (rows, cols) = self.dims;
+        let edge = |b: &Border| if mask { Border::Constant } else { *b };
         match (aug, d) {
             (
                 Aug::Rotate { border, .. } | Aug::RotateZoom { border, .. },
                 AugDraw::Rotate(Some(deg)),
-            ) => self.geo.push(rotation(*deg, rows, cols, *border)),
+            ) => self.geo.push(rotation(*deg, rows, cols, edge(border))),
             (Aug::Stretch { .. } | Aug::RotateZoom { .. }, AugDraw::Stretch { s, tall })
                 if *s > 0.0 =>
             {
@@ -115,7 +163,7 @@ impl Steps {
                     cy: rows as f32 / 2.0,
                     rows,
                     cols,
-                    border: *border,
+                    border: edge(border),
                 });
             }
             (Aug::Blur { .. }, AugDraw::Blur(Some(k))) if *k > 1 => {
@@ -147,6 +195,80 @@ impl Steps {
             }
             _ => {} // a skipped step (probability) or a draw that does not change the image
         }
+    }
+
+    /// A box's half-open pixel ranges `(r0, r1, c0, c1)` in the `rows × cols` source moved
+    /// as 0.7 moved it: at each step (scale, each geometric step, crop) drawn as a mask on the
+    /// image as it is then, that step applied with nearest-neighbour (OpenCV's: the source
+    /// pixel `floor(i · scale)` for a resize, the rounded coordinate for a warp), and read back
+    /// as its extent, inclusive (`to_bb`), which the next step fills end-exclusive again. So
+    /// a box loses about a pixel at its bottom and right per step, as in 0.7. Returns the
+    /// final extent `[r1, c1, r2, c2]`, all zero once the box has vanished.
+    pub(super) fn box_stepwise(
+        &self,
+        (r0, r1, c0, c1): (usize, usize, usize, usize),
+        (rows, cols): (usize, usize),
+        sz: usize,
+    ) -> [f32; 4] {
+        if r0 >= r1 || c0 >= c1 {
+            return [0.0; 4];
+        }
+        // The box as an inclusive extent on an image of `dims`, through one step.
+        let mut ext = resized_extent((r0, r1, c0, c1), (rows, cols), self.work);
+        let mut dims = self.work;
+        // A step that moves nothing still fills end-exclusive and reads inclusive.
+        let idle = |e: Option<(usize, usize, usize, usize)>, k: usize| {
+            let n = self.idle.iter().filter(|&&at| at == k).count();
+            e.and_then(|(a, b, c, d)| (b >= a + n && d >= c + n).then(|| (a, b - n, c, d - n)))
+        };
+        for (k, g) in self.geo.iter().enumerate() {
+            ext = idle(ext, k);
+            let Some((a, b, c, d)) = ext else { break };
+            let one = Plan {
+                geo: std::slice::from_ref(g),
+                crop_off: (0.0, 0.0),
+                crop_scale: (1.0, 1.0),
+            };
+            let out = g.out_dims(dims);
+            ext = mapped_extent(&one, (a, b, c, d), dims, out);
+            dims = out;
+        }
+        ext = idle(ext, self.geo.len());
+        // The crop fills the box end-exclusive too.
+        let Some((a, b, c, d)) = ext.filter(|&(a, b, c, d)| a < b && c < d) else {
+            return [0.0; 4];
+        };
+        let last = if self.crop_scale == (1.0, 1.0) {
+            // A window of `sz` at the crop offset: a shift, clipped.
+            let (top, left) = (self.crop_off.0 as usize, self.crop_off.1 as usize);
+            let clip = |lo: usize, end: usize, off: usize| {
+                let (lo, hi) = (lo.max(off), (end - 1).min(off + sz - 1));
+                (lo <= hi).then(|| (lo - off, hi - off))
+            };
+            clip(a, b, top)
+                .zip(clip(c, d, left))
+                .map(|((a, b), (c, d))| (a, b, c, d))
+        } else {
+            resized_extent((a, b, c, d), dims, (sz, sz))
+        };
+        last.map_or([0.0; 4], |(a, b, c, d)| {
+            [a as f32, c as f32, b as f32, d as f32]
+        })
+    }
+
+    /// Output pixel (i, j) of a `sz`-sided target → the pixel of the last geometric output
+    /// it reads with OpenCV's nearest neighbour (a resizing crop reads `floor(i · scale)`),
+    /// then that pixel's coordinates in the working image, or None on a black border.
+    pub(super) fn map_nearest(&self, i: usize, j: usize) -> Option<(f32, f32)> {
+        let geo = Plan {
+            geo: &self.geo,
+            crop_off: (0.0, 0.0),
+            crop_scale: (1.0, 1.0),
+        };
+        let at = |k: usize, off: f64, s: f64| off + (k as f64 * s).floor();
+        let y = at(i, self.crop_off.0, self.crop_scale.0);
+        let x = at(j, self.crop_off.1, self.crop_scale.1);
+        geo.map_with(y as f32, x as f32, true)
     }
 
     /// The inverse map of the geometric steps from step `from` on (0: all of them), then the
@@ -370,6 +492,71 @@ impl Plan<'_> {
         }
         Some((y, x))
     }
+}
+
+impl Geo {
+    /// Size of the step's output for an input of `(rows, cols)`.
+    fn out_dims(&self, (rows, cols): (usize, usize)) -> (usize, usize) {
+        match *self {
+            Geo::Pad { p, .. } => (rows + 2 * p as usize, cols + 2 * p as usize),
+            Geo::Dihedral { k, .. } if k % 2 == 1 => (cols, rows),
+            Geo::Affine { .. } | Geo::Dihedral { .. } | Geo::Flip { .. } => (rows, cols),
+        }
+    }
+}
+
+/// The inclusive extent `(r_min, r_max, c_min, c_max)` of the mask rows `r0..r1`, cols
+/// `c0..c1` of an image of `from` resized to `to` with OpenCV's nearest neighbour (output
+/// pixel i reads `floor(i · from / to)`), or None when no output pixel reads the box.
+fn resized_extent(
+    (r0, r1, c0, c1): (usize, usize, usize, usize),
+    from: (usize, usize),
+    to: (usize, usize),
+) -> Option<(usize, usize, usize, usize)> {
+    let axis = |lo: usize, hi: usize, n: usize, m: usize| {
+        let f = n as f64 / m as f64;
+        let hit = |i: usize| {
+            let s = ((i as f64 * f).floor() as usize).min(n.saturating_sub(1));
+            s >= lo && s < hi
+        };
+        let first = (0..m).find(|&i| hit(i))?;
+        let last = (0..m).rev().find(|&i| hit(i))?;
+        Some((first, last))
+    };
+    let (a, b) = axis(r0, r1, from.0, to.0)?;
+    let (c, d) = axis(c0, c1, from.1, to.1)?;
+    Some((a, b, c, d))
+}
+
+/// The inclusive extent of the pixels of an `out`-sized image whose nearest source pixel
+/// (rounded coordinate) under `plan` lies in the half-open box, in an image of `dims`.
+fn mapped_extent(
+    plan: &Plan,
+    (r0, r1, c0, c1): (usize, usize, usize, usize),
+    (rows, cols): (usize, usize),
+    (out_r, out_c): (usize, usize),
+) -> Option<(usize, usize, usize, usize)> {
+    let mut ext: Option<(usize, usize, usize, usize)> = None;
+    for i in 0..out_r {
+        for j in 0..out_c {
+            let Some((y, x)) = plan.map(i, j) else {
+                continue;
+            };
+            let (y, x) = ((y + 0.5).floor(), (x + 0.5).floor());
+            if y < 0.0 || x < 0.0 || y >= rows as f32 || x >= cols as f32 {
+                continue;
+            }
+            let (y, x) = (y as usize, x as usize);
+            if y < r0 || y >= r1 || x < c0 || x >= c1 {
+                continue;
+            }
+            ext = Some(match ext {
+                None => (i, i, j, j),
+                Some((a, b, c, d)) => (a.min(i), b.max(i), c.min(j), d.max(j)),
+            });
+        }
+    }
+    ext
 }
 
 #[inline]

@@ -43,111 +43,118 @@ impl Pipeline {
             .any(|a| matches!(a, AugDraw::Lighting { .. }));
         let mu = if needs_mean { pixel_mean(src) } else { 0.0 };
         let fin = Finish::new(&steps.lighting, mu, self.mean, self.std);
-        self.sample(src, &steps, &fin, out)?;
+        self.sample(src, &steps, &fin, sz, out)?;
         effects::holes_and_blurs(&steps, &fin, sz, out);
         Ok(())
     }
 
-    /// Samples the geometric steps and the crop into `out`, lit and normalised.
-    fn sample(&self, src: &Src, steps: &Steps, fin: &Finish, out: &mut [f32]) -> Result<()> {
-        SCRATCH.with(|w| {
-            let mut work = w.borrow_mut();
-            match steps.plain_window(self.sz) {
-                Some(window) => self.sample_window(src, steps.work, window, fin, &mut work, out),
-                None => self.sample_mapped(src, steps, fin, &mut work, out),
-            }
-        })
-    }
-
-    /// The fast path: only the crop window at (top, left) of the working image (of `wr × wc`),
-    /// resized straight from the source, then mirrored if `flipped`.
-    fn sample_window(
-        &self,
-        src: &Src,
-        (wr, wc): (usize, usize),
-        ((top, left), flipped): ((f64, f64), bool),
-        fin: &Finish,
-        work: &mut Work,
-        out: &mut [f32],
-    ) -> Result<()> {
-        let sz = self.sz;
-        let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
-        let win = (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx);
-        resize_window(src, win, sz, sz, work)?;
-        match work {
-            Work::U8(v) => write_window(&texture(v.as_slice(), sz, sz)?, flipped, fin, out),
-            Work::F32(v) => write_window(&texture(v.as_slice(), sz, sz)?, flipped, fin, out),
-        }
-        Ok(())
-    }
-
-    /// The general path: one sampling pass through the composed map. When the scale step
-    /// shrinks by at most 2× (or enlarges), bilinear straight from the decoded image is
-    /// alias-free enough and the scale is fused into the map; a stronger shrink first goes
-    /// through the antialiasing resizer.
-    fn sample_mapped(
+    /// Samples the geometric steps and the crop into `out` (`3 × sz × sz`), lit and
+    /// normalised.
+    pub(super) fn sample(
         &self,
         src: &Src,
         steps: &Steps,
         fin: &Finish,
-        work: &mut Work,
+        sz: usize,
         out: &mut [f32],
     ) -> Result<()> {
-        let (sz, plan, (wr, wc)) = (self.sz, steps.plan(0), steps.work);
-        let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
-        if fy <= 2.0 && fx <= 2.0 {
-            let (dims, f) = ((src.rows, src.cols), (fy as f32, fx as f32));
-            match src.data {
-                SrcRef::U8(d) => write_mapped(
-                    &texture(d, dims.0, dims.1)?,
-                    steps.work,
-                    f,
-                    &plan,
-                    sz,
-                    fin,
-                    out,
-                ),
-                SrcRef::F32(d) => write_mapped(
-                    &texture(d, dims.0, dims.1)?,
-                    steps.work,
-                    f,
-                    &plan,
-                    sz,
-                    fin,
-                    out,
-                ),
+        SCRATCH.with(|w| {
+            let mut work = w.borrow_mut();
+            match steps.plain_window(sz) {
+                Some(window) => sample_window(src, steps.work, window, fin, sz, &mut work, out),
+                None => sample_mapped(src, steps, fin, sz, &mut work, out),
             }
-            return Ok(());
-        }
-        let whole = (0.0, 0.0, src.rows as f64, src.cols as f64);
-        resize_window(src, whole, wr, wc, work)?;
-        let f = (1.0, 1.0);
-        match work {
-            Work::U8(v) => write_mapped(
-                &texture(v.as_slice(), wr, wc)?,
-                steps.work,
-                f,
-                &plan,
-                sz,
-                fin,
-                out,
-            ),
-            Work::F32(v) => write_mapped(
-                &texture(v.as_slice(), wr, wc)?,
-                steps.work,
-                f,
-                &plan,
-                sz,
-                fin,
-                out,
-            ),
-        }
-        Ok(())
+        })
     }
 }
 
+/// The fast path: only the crop window at (top, left) of the working image (of `wr × wc`),
+/// resized straight from the source, then mirrored if `flipped`.
+fn sample_window(
+    src: &Src,
+    (wr, wc): (usize, usize),
+    ((top, left), flipped): ((f64, f64), bool),
+    fin: &Finish,
+    sz: usize,
+    work: &mut Work,
+    out: &mut [f32],
+) -> Result<()> {
+    let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
+    let win = (top * fy, left * fx, sz as f64 * fy, sz as f64 * fx);
+    resize_window(src, win, sz, sz, work)?;
+    match work {
+        Work::U8(v) => write_window(&texture(v.as_slice(), sz, sz)?, flipped, fin, out),
+        Work::F32(v) => write_window(&texture(v.as_slice(), sz, sz)?, flipped, fin, out),
+    }
+    Ok(())
+}
+
+/// The general path: one sampling pass through the composed map. When the scale step
+/// shrinks by at most 2× (or enlarges), bilinear straight from the decoded image is
+/// alias-free enough and the scale is fused into the map; a stronger shrink first goes
+/// through the antialiasing resizer.
+fn sample_mapped(
+    src: &Src,
+    steps: &Steps,
+    fin: &Finish,
+    sz: usize,
+    work: &mut Work,
+    out: &mut [f32],
+) -> Result<()> {
+    let (plan, (wr, wc)) = (steps.plan(0), steps.work);
+    let (fy, fx) = (src.rows as f64 / wr as f64, src.cols as f64 / wc as f64);
+    if fy <= 2.0 && fx <= 2.0 {
+        let (dims, f) = ((src.rows, src.cols), (fy as f32, fx as f32));
+        match src.data {
+            SrcRef::U8(d) => write_mapped(
+                &texture(d, dims.0, dims.1)?,
+                steps.work,
+                f,
+                &plan,
+                sz,
+                fin,
+                out,
+            ),
+            SrcRef::F32(d) => write_mapped(
+                &texture(d, dims.0, dims.1)?,
+                steps.work,
+                f,
+                &plan,
+                sz,
+                fin,
+                out,
+            ),
+        }
+        return Ok(());
+    }
+    let whole = (0.0, 0.0, src.rows as f64, src.cols as f64);
+    resize_window(src, whole, wr, wc, work)?;
+    let f = (1.0, 1.0);
+    match work {
+        Work::U8(v) => write_mapped(
+            &texture(v.as_slice(), wr, wc)?,
+            steps.work,
+            f,
+            &plan,
+            sz,
+            fin,
+            out,
+        ),
+        Work::F32(v) => write_mapped(
+            &texture(v.as_slice(), wr, wc)?,
+            steps.work,
+            f,
+            &plan,
+            sz,
+            fin,
+            out,
+        ),
+    }
+    Ok(())
+}
+
 /// `src` has pixels, and as many values as its size says.
-fn check_source(src: &Src) -> Result<()> {
+pub(super) fn check_source(src: &Src) -> Result<()> {
     if src.rows == 0 || src.cols == 0 {
         return Err(Error::InvalidArgument("empty image".into()));
     }
@@ -298,7 +305,7 @@ pub(super) struct Finish<'a> {
 }
 
 impl<'a> Finish<'a> {
-    fn new(lighting: &'a [(f32, f32)], mu: f32, mean: [f32; 3], std: [f32; 3]) -> Self {
+    pub(super) fn new(lighting: &'a [(f32, f32)], mu: f32, mean: [f32; 3], std: [f32; 3]) -> Self {
         Finish {
             lighting,
             mu,

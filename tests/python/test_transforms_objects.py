@@ -347,7 +347,9 @@ def test_targets_do_not_follow_pipeline_tfm_y_into_user_augs():
     assert [type(t) for t in trn.tfms] == [T.Scale, T.RandomFlip, T.NoCrop, T.Normalize,
                                            T.ChannelOrder]
     assert trn.tfms[0].tfm_y == COORD and trn.tfms[1].tfm_y == NO and trn.tfms[2].tfm_y == COORD
-    assert not trn.fusable
+    # The fused pipeline moves the boxes through the scale and the crop, not the flip.
+    assert trn.fusable
+    assert trn._pipeline_args()["target"] == ("coord", 64, False, [False], False)
 
 
 class Recorder(T.Transform):
@@ -386,7 +388,7 @@ def test_user_transform_through_transforms_call():
     trn, _ = T.tfms_from_stats(T.imagenet_stats, 16, aug_tfms=[rec], crop_type=T.CropType.CENTER,
                                tfm_y=PIXEL)
     assert not trn.fusable
-    with pytest.raises(NotImplementedError, match="Scale.*PIXEL.*runs only in Python"):
+    with pytest.raises(NotImplementedError, match="Recorder.*PIXEL.*runs only in Python"):
         trn._pipeline
     plain, _ = T.tfms_from_stats(T.imagenet_stats, 16, aug_tfms=[T.RandomFlip(), Recorder()])
     with pytest.raises(NotImplementedError, match="Recorder.*runs only in Python"):
@@ -430,8 +432,9 @@ def test_fusable_by_exact_type():
     assert not t.fusable
     t, _ = T.tfms_from_model("resnet34", 32, aug_tfms=[T.RandomRotate(10, tfm_y=CLASS)])
     assert not t.fusable
+    # A pipeline that transforms y through built-in steps only is fused too (with y).
     t, _ = T.tfms_from_model("resnet34", 32, tfm_y=PIXEL)
-    assert not t.fusable
+    assert t.fusable
 
 
 def test_pipeline_steps_per_0_7():
