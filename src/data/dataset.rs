@@ -146,6 +146,11 @@ impl GivenTarget {
 pub trait TargetSource: Send + Sync {
     /// The y of item `index`.
     fn target(&self, index: usize) -> Result<GivenTarget>;
+    /// Item `index` as an error message names it (the user's dataset class, the index, the
+    /// file).
+    fn describe(&self, index: usize) -> String {
+        format!("item {index}")
+    }
 }
 
 impl Targets {
@@ -445,6 +450,14 @@ impl Dataset {
                  masks or images"
                     .into(),
             )),
+        }
+    }
+
+    /// Item `i` as an error about its given y names it.
+    pub fn describe_target_item(&self, i: usize) -> String {
+        match &self.target_source {
+            Some(s) => s.describe(i),
+            None => format!("item {i}"),
         }
     }
 

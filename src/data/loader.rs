@@ -362,7 +362,16 @@ impl DataLoader {
                         rows: src.rows,
                         cols: src.cols,
                     },
-                    (Some(g), _) => g.as_input()?,
+                    (Some(g), _) => {
+                        let y = g.as_input()?;
+                        check_target_covers_image(&y, src.rows, src.cols).map_err(|why| {
+                            Error::InvalidArgument(format!(
+                                "{}: {why}",
+                                inner.dataset.describe_target_item(index)
+                            ))
+                        })?;
+                        y
+                    }
                     (None, _) => return Err(Error::internal("no y for a pipeline that has one")),
                 };
                 Ok(Some(match pipeline.apply_target(y, &params)? {
@@ -779,4 +788,30 @@ impl Drop for BatchIter {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A mask or image-like target goes through the image's geometry, so it must cover the same
+/// area: the image's size, or a proportional one (a target at another resolution), within a
+/// pixel of rounding. Otherwise every crop and rotation would pair pixels that do not belong
+/// together, silently (fastai 0.7 did not check).
+fn check_target_covers_image(
+    y: &TargetIn<'_>,
+    rows: usize,
+    cols: usize,
+) -> std::result::Result<(), String> {
+    let TargetIn::Mask {
+        rows: ry, cols: cy, ..
+    } = *y
+    else {
+        return Ok(());
+    };
+    let (hx, wx, hy, wy) = (rows as f64, cols as f64, ry as f64, cy as f64);
+    if hx > 0.0 && wx > 0.0 && (hy - wy * hx / wx).abs() <= 1.0 && (wy - hy * wx / hx).abs() <= 1.0
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "the target is {ry}x{cy} but the image is {rows}x{cols}; a mask must have the image's \
+         size (or its shape at another resolution)"
+    ))
 }

@@ -143,6 +143,10 @@ impl TargetSource for PyTargets {
             Ok(GivenTarget { data, shape })
         })
     }
+
+    fn describe(&self, index: usize) -> String {
+        describe_item(&self.name, self.files.as_deref(), index)
+    }
 }
 
 /// The items of one split and their labels, made once and shared by the split's loaders.
