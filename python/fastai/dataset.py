@@ -990,6 +990,30 @@ class ImageData(ModelData):
         self.img_path, self._splits, self.skipped = path, None, {}
         self._setup(path, datasets, bs, num_workers, classes, seed=None)
 
+    def resize(self, targ_sz, new_path="tmp"):
+        """Copies of every image with its smaller side `targ_sz` under `path/new_path/targ_sz/`,
+        and a data object of this class reading them (see `_resize_datasets`)."""
+        targ = int(targ_sz)
+        if targ < 1:
+            raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
+        return self._resize_datasets(targ, new_path)
+
+    def _resize_datasets(self, targ, new_path):
+        """`resize` of data built from datasets (`ImageData(path, datasets, ...)`), as fastai 0.7
+        did it: each dataset's own `resize_imgs(targ, new_path)` gives the dataset over the
+        copies (a user's subclass keeps its class and its `get_x`/`get_y`), and a data object of
+        this class is built over them. `path` stays, as for the class methods' data."""
+        dls = (self.trn_dl, self.val_dl, self.fix_dl, self.aug_dl, self.test_dl, self.test_aug_dl)
+        dss = [None if dl is None else dl.dataset for dl in dls]
+        for ds in dss:
+            if ds is not None and not hasattr(ds, "resize_imgs"):
+                raise ValueError(f"resize: {type(ds).__name__} holds no image files to resize (it has no "
+                                 "resize_imgs); arrays (from_arrays) are resized by the transforms")
+        new = [None if ds is None else ds.resize_imgs(targ, new_path) for ds in dss]
+        out = self.__class__(self.path, new, self.bs, self.num_workers, self.classes)
+        out.img_path = getattr(new[0], "path", self.path)
+        return out
+
     def _setup(self, path, datasets, bs, num_workers, classes, seed, skip_bad=False):
         _check_loader_args(bs, num_workers)
         datasets = list(datasets) + [None] * (6 - len(datasets))
@@ -1123,12 +1147,11 @@ class ImageClassifierData(ImageData):
         existed), so after an interrupt the next call finishes the job. `path`
         stays as it was, so `models/` and `tmp/` stay in the folder you chose (the original
         moved them under `path/tmp/<sz>/`); the copies' folder is the new data's `img_path`."""
-        if getattr(self, "_splits", None) is None:
-            raise ValueError("resize: this data holds arrays (from_arrays) or datasets of your "
-                             "own, not image files of a class method")
         targ = int(targ_sz)
         if targ < 1:
             raise ValueError(f"resize: targ_sz must be a positive number of pixels, not {targ_sz!r}")
+        if getattr(self, "_splits", None) is None:
+            return self._resize_datasets(targ, new_path)
         dst = os.path.join(os.fspath(self.path), os.fspath(new_path), str(targ))
         trn, val, test = self._splits
         files = list(dict.fromkeys(f for split in (trn, val, test) if split is not None for f in split.fnames))

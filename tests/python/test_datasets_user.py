@@ -476,3 +476,32 @@ def test_resize_imgs_gives_the_same_class_over_smaller_copies(tmp_path):
     with Image.open(os.path.join(small.path, names[1])) as im:
         assert im.size == (15, 10)  # smaller side 10, the other scaled alike
     assert small.get_x(1).shape == (10, 15, 3) and small.y is ds.y
+
+
+def test_data_resize_of_user_datasets_resizes_each_with_its_own_class(tmp_path):
+    """fastai 0.7's `ImageData.resize` on data built from datasets: each dataset's own
+    `resize_imgs` (a user's subclass keeps its class and its get_x), a data object of the same
+    class over the copies; the copies checked against PIL's sizes."""
+    from fastai.transforms import tfms_from_stats
+
+    class Tinted(FilesIndexArrayDataset):
+        def get_x(self, i):
+            return super().get_x(i) * np.float32(0.5)
+
+    names, _ = write_pngs(str(tmp_path), 6, size=(30, 20))
+    y = np.array([0, 1, 0, 1, 0, 1])
+    tfms = tfms_from_stats(([0.5] * 3, [0.25] * 3), 8)
+    ds = ImageData.get_ds(Tinted, (names[:4], y[:4]), (names[4:], y[4:]), tfms, path=str(tmp_path))
+    md = ImageData(str(tmp_path), ds, 2, 1, [0, 1])
+    small = md.resize(10, "tmp")
+    assert type(small) is ImageData and small.path == str(tmp_path)
+    assert type(small.trn_ds) is Tinted and list(map(str, small.trn_ds.fnames)) == list(map(str, names[:4]))
+    assert small.img_path == os.path.join(str(tmp_path), "tmp", "10")
+    with Image.open(os.path.join(small.img_path, names[5])) as im:
+        assert im.size == (15, 10)
+    x, yb = next(iter(small.trn_dl))
+    assert tuple(x.shape) == (2, 3, 8, 8) and len(yb) == 2
+    arrays = ImageData(str(tmp_path), [ArraysIndexDataset(np.zeros((2, 8, 8, 3), np.float32), np.array([0, 1]), None)] * 2,
+                       2, 1, [0, 1])
+    with pytest.raises(ValueError, match="no image files to resize"):
+        arrays.resize(4)
