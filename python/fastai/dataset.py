@@ -560,29 +560,8 @@ def _own_get_y(ds):
 
 def _get_y_fn(ds):
     """What the Rust loader calls for the y of item i of an `_own_get_y` dataset: `ds.get_y(i)`
-    (a torch tensor brought to numpy), an exception with the note of `_python_item_fn`. The
-    dataset is held weakly, as in `_get_x_fn`."""
-    name = type(ds).__name__
-    try:
-        held = weakref.ref(ds)
-    except TypeError:
-        def held():
-            return ds
-
-    def get_y(i):
-        d = held()
-        if d is None:
-            raise ReferenceError(f"{name} was freed while one of its loaders was still running")
-        try:
-            y = d.get_y(i)
-        except BaseException as e:
-            _add_item_note(e, d, name, i)
-            raise
-        if torch.is_tensor(y):
-            y = y.detach().cpu().numpy()
-        return y
-
-    return get_y
+    (a torch tensor brought to numpy), an exception with the note of `_python_item_fn`."""
+    return _dataset_call(ds, "get_y", _tensor_to_numpy)
 
 
 def _item_where(ds, i):
@@ -693,9 +672,22 @@ def _split_target(y, *datasets):
 def _get_x_fn(ds):
     """What the Rust loader calls for the image of item i of a dataset that changes only
     `get_x`: `ds.get_x(i)`, a float64 array or a torch tensor brought to float32 numpy (Rust
-    checks the rest), an exception with the note of `_python_item_fn`. The dataset is held
-    weakly: its `_native` loader holds this function, and a strong reference back would be a
-    cycle through Rust that the garbage collector cannot see."""
+    checks the rest), an exception with the note of `_python_item_fn`."""
+    def as_float32(x):
+        x = _tensor_to_numpy(x)
+        return x.astype(np.float32) if isinstance(x, np.ndarray) and x.dtype == np.float64 else x
+    return _dataset_call(ds, "get_x", as_float32)
+
+
+def _tensor_to_numpy(v):
+    return v.detach().cpu().numpy() if torch.is_tensor(v) else v
+
+
+def _dataset_call(ds, method, convert):
+    """`i -> convert(ds.<method>(i))` for the Rust loader's threads; an exception raised there
+    gets the note of `_python_item_fn`. The dataset is held weakly: its `_native` loader holds
+    this function, and a strong reference back would be a cycle through Rust that the garbage
+    collector cannot see."""
     name = type(ds).__name__
     try:
         held = weakref.ref(ds)
@@ -703,22 +695,18 @@ def _get_x_fn(ds):
         def held():
             return ds
 
-    def get_x(i):
+    def call(i):
         d = held()
         if d is None:
             raise ReferenceError(f"{name} was freed while one of its loaders was still running")
         try:
-            x = d.get_x(i)
+            v = getattr(d, method)(i)
         except BaseException as e:
             _add_item_note(e, d, name, i)
             raise
-        if torch.is_tensor(x):
-            x = x.detach().cpu().numpy()
-        if isinstance(x, np.ndarray) and x.dtype == np.float64:
-            x = x.astype(np.float32)
-        return x
+        return convert(v)
 
-    return get_x
+    return call
 
 
 def _item_y(y, name, i):

@@ -296,7 +296,6 @@ class _ModuleRunner:
 
     def __init__(self, model, body=None, head=None):
         self.parts = {"model": model, "body": body, "head": head}
-        self._mode = {}
 
     def __call__(self, part, x, train, bn_freeze):
         m = self.parts[part]
@@ -336,7 +335,7 @@ def _module_learner(learner, models):
     groups = [_flat_modules(g) for g in groups]
     device = _default_device()
     model.to(device)  # in place: the parameters keep their identity
-    group_of, seen_in = {}, {}
+    group_of = {}
     for g, mods in enumerate(groups):
         for m in mods:
             for t in list(m.parameters()) + list(m.buffers()):
@@ -345,7 +344,6 @@ def _module_learner(learner, models):
                                      f"{type(m).__name__} is in layer groups {group_of[id(t)]} and {g}; "
                                      "each parameter may be in one group only")
                 group_of.setdefault(id(t), g)
-                seen_in.setdefault(id(t), m)
     params = {id(p) for p in model.parameters()}
     state, aliases, taken = [], set(), set()
     for key, t in model.state_dict(keep_vars=True).items():

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from test_learner import write_images  # two colour classes a linear head can tell apart
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,19 +82,6 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _write_images(root, n_train, n_valid=3, seed=0):
-    """Two colour classes (a linear head on pooled features can tell them apart)."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("valid", n_valid)):
-        for c, name in enumerate(("cats", "dogs")):
-            d = root / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 80, (36, 40, 3), dtype=np.uint8)
-                img[..., 2 * c] += 150
-                Image.fromarray(img).save(d / f"{name[:-1]}.{i}.png")
-
-
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), env.get("PYTHONPATH", "")])
@@ -119,7 +107,7 @@ def setup(tmp_path_factory):
     """An image folder (14 training images per class: 28 = 3 global batches of 2 x 4 and a last
     one of 4, split 2 + 2) with an initial model saved as models/init.h5, and the worker."""
     root = tmp_path_factory.mktemp("dist")
-    _write_images(root, n_train=14)
+    write_images(root, n_train=14, n_valid=3)
     script = root / "worker.py"
     script.write_text(WORKER)
     # One initial model that every run loads (the head's initialisation is random).
