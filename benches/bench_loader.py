@@ -4,9 +4,9 @@ the same files already in memory (through PIL when it is built on libjpeg-turbo)
 threads as the loader has workers. Not a test; run it by hand:
 
     PYTHONPATH=python python benches/bench_loader.py [--path ../shared/data/dogscats]
-        [--workers 2] [--n 1280]
+        [--workers 2] [--n 1280] [--sz 224]
 
-All three read the same files of `<path>/train` (page cache warmed first), at sz 224 with
+All three read the same files of `<path>/train` (page cache warmed first), at sz 224 (or `--sz`) with
 `transforms_side_on` and `max_zoom=1.1`. Prints images/s of each and the ratios.
 """
 import io
@@ -67,12 +67,15 @@ def rate(n, t):
 
 
 def main():
+    global SZ
     ap = argparse.ArgumentParser()
     ap.add_argument("--path", default=os.path.join(REPO, "..", "shared", "data", "dogscats"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--n", type=int, default=1280, help="images per measurement")
     ap.add_argument("--rounds", type=int, default=2, help="rounds; the best of each is kept")
+    ap.add_argument("--sz", type=int, default=SZ, help="output size (224 as the lesson; 128 decodes smaller)")
     args = ap.parse_args()
+    SZ = args.sz  # read by the baseline's transform and the pipeline below
     path = os.path.abspath(args.path) + "/"
     files = sorted(glob.glob(os.path.join(path, "train", "*", "*.jpg")))
     if not files:
