@@ -478,7 +478,6 @@ class Learner:
                 # from the encoder's activations): the trial call made them, and the learner
                 # must hold them too, or they would never train.
                 native = _module_learner(self, models)
-                self._native = native
             self._check_output_width(out)
         self._native = native
         # Before ConvLearner's precompute, which runs in this precision.

@@ -12,10 +12,11 @@ from PIL import Image
 cv2 = pytest.importorskip("cv2")
 
 from fastai import _native  # noqa: E402
-from fastai.dataset import FilesDataset, ImageClassifierData  # noqa: E402
+from fastai.dataset import ImageClassifierData  # noqa: E402
 from fastai.transforms import (AddPadding, CropType, RandomDihedral, RandomFlip,  # noqa: E402
                                RandomLighting, RandomRotate, RandomScale, RandomStretch,
                                RandomZoom, TfmType, Transform, Transforms, tfms_from_stats)
+from test_transforms_in_loaders import MaskDataset as LoaderMaskDataset  # noqa: E402 (reads mask files)
 
 STATS = (np.array([0.5] * 3, np.float32), np.array([0.25] * 3, np.float32))
 
@@ -271,13 +272,8 @@ def test_what_stays_per_item():
     assert not tfm.fusable
 
 
-class MaskDataset(FilesDataset):
-    def __init__(self, fnames, masks, transform, path):
-        self.masks = masks
-        super().__init__(fnames, transform, path)
-
-    def get_y(self, i):
-        return np.asarray(Image.open(os.path.join(self.path, self.masks[i])), dtype=np.int64)
+class MaskDataset(LoaderMaskDataset):
+    """The loader tests' mask-reading subclass, with four labels."""
 
     def get_c(self):
         return 4
