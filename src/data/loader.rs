@@ -93,11 +93,20 @@ enum Work {
     /// Decode (or read in memory) and run the Rust pipeline.
     Fused(Arc<Pipeline>),
     /// Ask the dataset's [`ItemMaker`]. `sz`: the size the caller's transform promises, when it
-    /// says; `shape`: the (C, sz, sz) of the first item made, which every later item must have.
+    /// says; `shape`: the (C, sz, sz) of the first item made (and that item's index), which
+    /// every later item must have.
     Made {
         sz: Option<usize>,
-        shape: OnceLock<[usize; 3]>,
+        shape: OnceLock<FirstMade>,
     },
+}
+
+/// The shape the first made item had, and which item that was: items are made on several
+/// threads, so "first" is a race, and a mismatch names both items rather than blaming one.
+#[derive(Clone, Copy)]
+struct FirstMade {
+    shape: [usize; 3],
+    index: usize,
 }
 
 struct Inner {
@@ -268,7 +277,7 @@ impl DataLoader {
     pub fn sz(&self) -> usize {
         match &self.inner.work {
             Work::Fused(p) => p.sz(),
-            Work::Made { sz, shape } => shape.get().map(|s| s[1]).or(*sz).unwrap_or(0),
+            Work::Made { sz, shape } => shape.get().map(|f| f.shape[1]).or(*sz).unwrap_or(0),
         }
     }
     /// The items' channels: 3 on the fused path, else what the first made item had (None
@@ -276,7 +285,7 @@ impl DataLoader {
     pub fn channels(&self) -> Option<usize> {
         match &self.inner.work {
             Work::Fused(_) => Some(3),
-            Work::Made { shape, .. } => shape.get().map(|s| s[0]),
+            Work::Made { shape, .. } => shape.get().map(|f| f.shape[0]),
         }
     }
     /// Whether items are made by user code (no pipeline, no content key).
@@ -486,18 +495,22 @@ impl DataLoader {
                 s[2]
             )));
         }
-        let first = *shape.get_or_init(|| s);
-        if first != s {
+        let first = *shape.get_or_init(|| FirstMade { shape: s, index });
+        if first.shape != s {
+            // In index order, so the message reads the same whichever thread came first.
+            let (a, b) = if first.index < index {
+                ((first.index, first.shape), (index, s))
+            } else {
+                ((index, s), (first.index, first.shape))
+            };
+            let show = |(i, s): (usize, [usize; 3])| {
+                format!("{} gives ({}, {}, {})", maker.describe(i), s[0], s[1], s[2])
+            };
             return Err(Error::InvalidArgument(format!(
-                "{}: the transformed x has shape ({}, {}, {}); expected ({}, {}, {}) like the \
-                 dataset's first item (every item must have the same channels and size)",
-                maker.describe(index),
-                s[0],
-                s[1],
-                s[2],
-                first[0],
-                first[1],
-                first[2]
+                "the transformed x differs between items: {} but {} (every item must have the \
+                 same channels and size)",
+                show(a),
+                show(b)
             )));
         }
         Ok(item)

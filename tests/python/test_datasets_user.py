@@ -251,7 +251,8 @@ def _ds_class(make_x):
     (lambda i: np.zeros((SZ, SZ), np.float32), r"Odd item \d.*shape \[8, 8\].*\(C, sz, sz\)"),
     (lambda i: np.zeros((3, SZ, SZ - 1), np.float32), r"Odd item 0.*\(3, 8, 7\); expected \(C, 8, 8\)"),
     (lambda i: np.zeros((3 if i < 3 else 4, SZ, SZ), np.float32),
-     r"Odd item 3.*\(4, 8, 8\); expected \(3, 8, 8\) like the dataset's first item"),
+     # Items are made on several threads: the message names both items, in index order.
+     r"differs between items: Odd item [0-2] \(.*\) gives \(3, 8, 8\) but Odd item [3-5] \(.*\) gives \(4, 8, 8\)"),
     (lambda i: "not an array", r"Odd item \d.*is a str; expected a float32"),
 ])
 def test_a_wrong_x_is_a_value_error_naming_the_dataset_and_item(tmp_path, make_x, expected):
