@@ -97,18 +97,29 @@ impl SameConv {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_with(x, &self.conv.weight, None)
+    }
+
+    /// This convolution then `bn` (folded into one convolution when [`BatchNorm::fold`] allows).
+    fn forward_bn(&self, x: &Tensor, bn: &BatchNorm, train: bool) -> Tensor {
+        match bn.fold(&self.conv.weight, None, x, train) {
+            Some((w, b)) => self.forward_with(x, &w, Some(&b)),
+            None => bn.forward(&self.forward(x), train),
+        }
+    }
+
+    fn forward_with(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let c = &self.conv.config;
-        let w = &self.conv.weight;
         let size = x.size();
         let (h, wd) = (size[size.len() - 2], size[size.len() - 1]);
         let (top, bottom) = tf_same_padding(h, self.k, c.stride);
         let (left, right) = tf_same_padding(wd, self.k, c.stride);
         if top == bottom && left == right {
             // Symmetric (every stride-1 conv, odd inputs): let the conv pad, no extra copy.
-            x.conv2d::<&Tensor>(w, None, [c.stride], [top, left], [1], c.groups)
+            x.conv2d(w, bias, [c.stride], [top, left], [1], c.groups)
         } else {
             let x = x.constant_pad_nd([left, right, top, bottom]);
-            x.conv2d::<&Tensor>(w, None, [c.stride], [0], [1], c.groups)
+            x.conv2d(w, bias, [c.stride], [0], [1], c.groups)
         }
     }
 }
@@ -152,11 +163,11 @@ impl MbConv {
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         let train = bn.train(self.group);
         let h = match &self.expand {
-            Some((conv, bn0)) => bn0.forward(&conv.forward(x), train).relu6(),
+            Some((conv, bn0)) => conv.forward_bn(x, bn0, train).relu6(),
             None => x.shallow_clone(),
         };
-        let h = self.bn1.forward(&self.depthwise.forward(&h), train).relu6();
-        let h = self.bn2.forward(&self.project.forward(&h), train);
+        let h = self.depthwise.forward_bn(&h, &self.bn1, train).relu6();
+        let h = self.project.forward_bn(&h, &self.bn2, train);
         if self.residual {
             h + x
         } else {

@@ -49,8 +49,8 @@ impl Block {
                 bn2,
                 down,
             } => {
-                let y = bn1.forward(&conv1.forward(x), train).relu_();
-                (bn2.forward(&conv2.forward(&y), train), down)
+                let y = conv1.forward_bn(x, bn1, train).relu_();
+                (conv2.forward_bn(&y, bn2, train), down)
             }
             Block::Bottleneck {
                 conv1,
@@ -61,14 +61,14 @@ impl Block {
                 bn3,
                 down,
             } => {
-                let y = bn1.forward(&conv1.forward(x), train).relu_();
-                let y = bn2.forward(&conv2.forward(&y), train).relu_();
-                (bn3.forward(&conv3.forward(&y), train), down)
+                let y = conv1.forward_bn(x, bn1, train).relu_();
+                let y = conv2.forward_bn(&y, bn2, train).relu_();
+                (conv3.forward_bn(&y, bn3, train), down)
             }
         };
         let mut out = out;
         match down {
-            Some((conv, bn)) => out += bn.forward(&conv.forward(x), train),
+            Some((conv, bn)) => out += conv.forward_bn(x, bn, train),
             None => out += x,
         }
         out.relu_()

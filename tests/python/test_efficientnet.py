@@ -40,11 +40,12 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("size", [(224, 224), (97, 130)])
-def test_features_match_reference(state, reference, size):
+@pytest.mark.parametrize("size, n", [((224, 224), 2), ((97, 130), 2), ((97, 130), 8)])
+def test_features_match_reference(state, reference, size, n):
     # 97x130: odd and even sizes, so both the symmetric and the one-sided padding paths run.
+    # A batch of 8 takes the path that folds each BatchNorm into its convolution.
     torch.manual_seed(0)
-    x = torch.randn(2, 3, *size)
+    x = torch.randn(n, 3, *size)
     with torch.no_grad():
         expected = reference.features(x)
     got = ours(state, x)
