@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import _native, _progress
+from . import _native, _progress, distributed as _distributed
 from ._modules import NativeModels
 from ._weights import load_pretrained
 from .core import children, split_by_idxs, to_np, user_stacklevel
@@ -445,17 +445,19 @@ class ConvLearner(Learner):
                 shown["bar"] = _progress.ProgressBar(n, desc=f"precompute {split}", start=shown["start"])
             shown["bar"].update(i + 1)
         known = None if self._acts is None else self._acts["body"]
+        group = _distributed.active(self)  # each rank computes its shard (fastai.distributed)
         try:
             with self._autocast():
                 got = self._native.precompute(
                     [(split, dl._native) for split, dl in splits], self.tmp_path, os.fspath(d.path),
-                    None if self._amp_dtype is None else "bfloat16", progress, known)
+                    None if self._amp_dtype is None else "bfloat16", progress, known,
+                    group=group and group.grad_sync)
         finally:
             if shown["bar"] is not None:
                 shown["bar"].close()
         if got is None:  # the activations held are those of the current body
             return
-        acts = {"body": got[0].body}
+        acts = {"body": got[0].body, "computed_rows": {a.split: a.computed_rows for a in got}}
         for a in got:
             if a.warning is not None:
                 warnings.warn(a.warning, stacklevel=user_stacklevel())

@@ -14,12 +14,26 @@ started with `torchrun --nproc_per_node=N script.py` (or `--nnodes`). Outside to
   at batch N*bs would; the last partial global batch is split evenly, padded with the epoch's
   first rows when it does not divide (every rank runs the same steps); `bs` is per rank;
 - after each backward the Rust loop packs the trainable gradients into ~25 MB buckets and has
-  each summed by `torch.distributed.all_reduce`, then divides by N: every rank steps the same;
+  each summed by `torch.distributed.all_reduce`, each rank's weighted by its share of the
+  step's rows (1/N when no image was skipped): every rank steps the same;
+- `skip_bad`: an undecodable image can leave one rank's batch shorter, of one row (left out
+  while BatchNorm takes batch statistics) or gone, where the others still have theirs. Before
+  every step the ranks agree (one small all-reduce) on the rows each brings: the epoch ends
+  when no rank has a batch left, a step no rank brings rows to is skipped by every rank (the
+  schedule moves on), and otherwise every rank steps, a rank without rows adding a zero
+  gradient. So all take the same steps, and the step's gradient and recorded loss are those
+  of the mean over the rows that were decoded (as one process at batch N*bs would have them);
 - BatchNorm uses each rank's batch statistics while training (as torch's DDP without
   SyncBatchNorm), and the running statistics are averaged across ranks at every epoch end, so
   validation, `save` and everything after see one model;
-- precompute: rank 0 computes (or reads) the activations and writes the cache under tmp/;
-  the other ranks receive them from rank 0;
+- precompute: every rank reads the cache file under tmp/; when every rank found it valid,
+  nobody computes. Otherwise each rank runs its shard of each split through the body (the
+  fixed loader cut as the training epochs are: about 1/N of the rows), the rows are summed
+  across the ranks (`all_reduce` of a zero-filled tensor of every row, in slices of 64 MB,
+  with a count per item: a repeated padding row is averaged, an item no rank could decode
+  gets a NaN row and is left out, as alone), and rank 0 writes the cache file the
+  single-process path writes (same key and format: a later single-process run reads it).
+  Every rank ends with the same activations;
 - validation runs on every rank over the whole validation set (same weights, same numbers: no
   reduction needed); only rank 0 prints the table and draws bars (other ranks' stdout is
   silenced inside the context); only rank 0 writes models/ (`save`), the others wait for it;
@@ -57,6 +71,12 @@ class _Group:
 
     @staticmethod
     def all_reduce(t):
+        # NCCL reduces CUDA tensors only: the CPU ones (precomputed activations, the step
+        # agreement) go through the GPU and come back as the sum.
+        if t.device.type == "cpu" and dist.get_backend() == "nccl":
+            on_gpu = t.cuda()
+            dist.all_reduce(on_gpu)
+            return on_gpu.cpu()
         dist.all_reduce(t)
 
     @property
@@ -132,7 +152,6 @@ def distrib_ctx(learn, timeout=1800):
             dl._native = native.sharded(group.rank, group.world)
         learn._distrib = group
         learn.save = _save_on_rank0(learn, group)
-        learn._ensure_activations = _activations_from_rank0(learn, group)
         if group.rank != 0:
             stack.enter_context(_progress.no_bar())
             stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
@@ -141,7 +160,7 @@ def distrib_ctx(learn, timeout=1800):
         finally:
             for dl, native in saved:
                 dl._native = native
-            for attr in ("_distrib", "save", "_ensure_activations"):
+            for attr in ("_distrib", "save"):
                 learn.__dict__.pop(attr, None)
             if created:
                 dist.destroy_process_group()
@@ -154,17 +173,6 @@ def _save_on_rank0(learn, group):
         # Rank 0 writes; every rank returns once the file is there (or raises its error).
         group.from_rank0(lambda: cls_save(learn, name))
     return save
-
-
-def _activations_from_rank0(learn, group):
-    cls_ensure = type(learn)._ensure_activations
-
-    def ensure():
-        def compute():
-            cls_ensure(learn)
-            return learn._acts
-        learn._acts = group.from_rank0(compute)
-    return ensure
 
 
 @contextlib.contextmanager

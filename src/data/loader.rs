@@ -757,8 +757,9 @@ impl Iterator for BatchIter {
                         self.skipped.extend_from_slice(&b.skipped);
                         self.loader.note_skipped(self.pass, &b.skipped);
                     }
-                    // A batch that lost every item (all bad) is not yielded empty.
-                    if b.n == 0 {
+                    // A batch that lost every item (all bad) is not yielded empty, except by
+                    // a rank's shard: there it keeps its step's place (the ranks step together).
+                    if b.n == 0 && self.loader.shard().is_none() {
                         self.loader.recycle(b.x);
                         continue;
                     }

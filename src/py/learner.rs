@@ -628,8 +628,11 @@ impl PyLearner {
     /// `precision`: None (float32) or 'bfloat16' (the caller runs the call under autocast).
     /// `known`: the `body` of activations the caller holds; None is returned when they are
     /// still those of the current body. `on_batch(split, batch, batches)` follows the
-    /// computation. Cache I/O and computation run without the GIL.
-    #[pyo3(signature = (splits, tmp_path, data_path, precision=None, on_batch=None, known=None))]
+    /// computation. Cache I/O and computation run without the GIL. `group`: (all_reduce,
+    /// rank, world) of a data-parallel group, every rank calling this: each computes its
+    /// shard, all get every row, rank 0 writes the files.
+    #[pyo3(signature = (splits, tmp_path, data_path, precision=None, on_batch=None, known=None,
+                        group=None))]
     #[allow(clippy::too_many_arguments)]
     fn precompute(
         &self,
@@ -640,8 +643,10 @@ impl PyLearner {
         precision: Option<Wrap<Precision>>,
         on_batch: Option<PyObject>,
         known: Option<String>,
+        group: Option<(PyObject, usize, usize)>,
     ) -> PyResult<Option<Vec<PyActivations>>> {
         let precision = precision.map_or(Precision::Float32, |p| p.0);
+        let group = group.map(PyGradSync::new).transpose()?;
         let splits: Vec<(Split, _)> = splits
             .iter()
             .map(|(split, dl)| (split.0, dl.inner.clone()))
@@ -658,6 +663,7 @@ impl PyLearner {
                 dir,
                 precision,
                 known.as_deref(),
+                group.as_ref().map(|g| g as &dyn GradSync),
                 &mut |s, b, n| hook.call((s.name(), b, n)).map(|_| ()),
             )
         })?;
@@ -772,8 +778,9 @@ pub struct PyActivations {
     /// The left-out items' paths, in index order.
     #[pyo3(get)]
     left_out: Vec<String>,
-    /// 'hit', 'computed', 'recomputed' (the file could not be used) or 'uncached' (it could
-    /// not be written).
+    /// 'hit', 'computed', 'recomputed' (the file could not be used), 'uncached' (it could
+    /// not be written), 'memory' (items made by Python code: no file) or 'gathered'
+    /// (computed with the other ranks of a group; rank 0 wrote the file).
     #[pyo3(get)]
     status: &'static str,
     /// What to tell the user about the cache file, if anything.
@@ -784,6 +791,9 @@ pub struct PyActivations {
     /// The body these were computed with (what `precompute(known=...)` compares).
     #[pyo3(get)]
     body: String,
+    /// The rows this process ran through the body (0 when the file was read).
+    #[pyo3(get)]
+    computed_rows: usize,
 }
 
 impl PyActivations {
@@ -798,7 +808,9 @@ impl PyActivations {
                 CacheStatus::Recomputed(_) => "recomputed",
                 CacheStatus::Uncached(_) => "uncached",
                 CacheStatus::InMemory => "memory",
+                CacheStatus::Gathered => "gathered",
             },
+            computed_rows: a.computed_rows,
             rows: PyTensor(a.rows).into_pyobject(py)?.unbind(),
             kept: kept.into_pyobject(py)?.unbind(),
             left_out: a.left_out_names,

@@ -7,6 +7,17 @@
 //! bucket summed across ranks and writes the mean back, so every rank steps with the same
 //! gradient: the one of the global batch (every rank holds the same number of rows, see
 //! `data::shard`).
+//!
+//! `skip_bad` can leave a rank with fewer rows than the others in a batch, with a batch of
+//! one row (left out where BatchNorm takes batch statistics) or with no batch at all (every
+//! item undecodable), where the others still have one. So the ranks agree before every step
+//! ([`agree_step`]: one small all-reduce of the rows each brings and whether it still has
+//! batches): the epoch ends when no rank has a batch left; a step no rank brings rows to is
+//! skipped by all (the schedule moves on, as for a one-row batch alone); otherwise every rank
+//! steps, one without rows contributing a zero gradient. Each gradient is weighted by the
+//! rank's share of the step's rows, so the sum is the gradient of the mean loss over the rows
+//! that were there, as one process would compute it; the recorded loss is that mean too, the
+//! same on every rank.
 
 use tch::Tensor;
 
@@ -63,12 +74,53 @@ fn buckets(grads: &[Tensor], max_bytes: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// Replaces every trainable gradient by its mean over the ranks of `sync`.
-pub fn average_grads(store: &ParamStore, sync: &dyn GradSync) -> Result<()> {
-    let world = sync.world();
-    if world <= 1 {
-        return Ok(());
+/// What the ranks agreed on before a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Rows brought by all the ranks together.
+    pub rows: usize,
+    /// Whether any rank still had a batch (else the epoch is over for all).
+    pub any_batch: bool,
+}
+
+/// Every rank's `rows` (usable rows of its next batch, 0 without one) and `has_batch`
+/// summed across `sync`'s ranks.
+pub fn agree_step(sync: &dyn GradSync, rows: usize, has_batch: bool) -> Result<StepPlan> {
+    let mut t = Tensor::from_slice(&[rows as f64, f64::from(u8::from(has_batch))]);
+    sync.all_reduce(&mut t)?;
+    let v = Vec::<f64>::try_from(&t).map_err(Error::torch("agreeing on a step"))?;
+    Ok(StepPlan {
+        rows: v.first().copied().unwrap_or(0.0).round() as usize,
+        any_batch: v.get(1).copied().unwrap_or(0.0) > 0.0,
+    })
+}
+
+/// Gives every trainable parameter without a gradient (a rank that ran no backward, or one
+/// whose forward did not reach it) a zero one, so that every rank packs the same buckets.
+fn define_missing_grads(store: &ParamStore) -> Result<()> {
+    for e in store.entries.iter().filter(|e| e.tensor.requires_grad()) {
+        if !e.tensor.grad().defined() {
+            // d(0 * sum p)/dp is 0 whatever p holds (NaN included).
+            let zero = e.tensor.f_sum(None).and_then(|s| s.f_mul_scalar(0.0));
+            zero.and_then(|z| z.f_backward())
+                .map_err(Error::torch("a zero gradient for a rank without rows"))?;
+        }
     }
+    Ok(())
+}
+
+/// Replaces every trainable gradient by the sum over the ranks of `weight` (this rank's
+/// share of the step's rows) times it, and returns the same weighted sum of `loss`: the
+/// global batch's mean loss.
+pub fn average_grads_weighted(
+    store: &ParamStore,
+    sync: &dyn GradSync,
+    weight: f64,
+    loss: f64,
+) -> Result<f64> {
+    define_missing_grads(store)?;
+    let mut total = Tensor::from_slice(&[if weight == 0.0 { 0.0 } else { loss * weight }]);
+    sync.all_reduce(&mut total)?;
     let grads = trainable_grads(store);
     let e = || Error::torch("averaging the gradients across ranks");
     tch::no_grad(|| -> Result<()> {
@@ -76,8 +128,13 @@ pub fn average_grads(store: &ParamStore, sync: &dyn GradSync) -> Result<()> {
             let part = &grads[range];
             let flats: Vec<Tensor> = part.iter().map(|g| g.reshape([-1])).collect();
             let mut flat = Tensor::f_cat(&flats, 0).map_err(e())?;
+            // A rank without rows sends zeros even if its stale gradient is not finite.
+            if weight == 0.0 {
+                let _ = flat.f_zero_().map_err(e())?;
+            } else {
+                let _ = flat.f_mul_scalar_(weight).map_err(e())?;
+            }
             sync.all_reduce(&mut flat)?;
-            let _ = flat.f_div_scalar_(world as f64).map_err(e())?;
             let mut at = 0i64;
             for g in part {
                 let n = g.numel() as i64;
@@ -89,7 +146,10 @@ pub fn average_grads(store: &ParamStore, sync: &dyn GradSync) -> Result<()> {
             }
         }
         Ok(())
-    })
+    })?;
+    total
+        .f_double_value(&[0])
+        .map_err(Error::torch("the step's loss across ranks"))
 }
 
 /// In-memory rows (precomputed activations) read as one rank of a data-parallel fit: the

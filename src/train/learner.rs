@@ -5,7 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::distributed::{average_grads, GradSync};
+use super::distributed::{agree_step, average_grads_weighted, GradSync};
 use super::fused_head::FusedHead;
 use super::optim::{Algo, Optimizer};
 use super::schedule::{Schedule, SmoothedLoss};
@@ -512,6 +512,11 @@ impl Learner {
         before: &mut dyn FnMut(usize) -> Result<()>,
         on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
     ) -> Result<EpochResult> {
+        if let Some(sync) = fit.grad_sync.take() {
+            let r = self.train_epoch_synced(fit, sync.as_ref(), src, epoch, before, on_batch);
+            fit.grad_sync = Some(sync);
+            return r;
+        }
         // BatchNorm layers of trainable layers take batch statistics, unless bn_freeze.
         let batch_stats = !self.bn_freeze;
         for (b, batch) in src.batches(epoch).enumerate() {
@@ -536,9 +541,6 @@ impl Learner {
             let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
             fit.opt.zero_grad();
             loss.f_backward().map_err(Error::torch("backward pass"))?;
-            if let Some(sync) = &fit.grad_sync {
-                average_grads(self.net.store(), sync.as_ref())?;
-            }
             if let Some(max_norm) = fit.clip {
                 fit.opt.clip_grad_norm(max_norm)?;
             }
@@ -547,6 +549,74 @@ impl Learner {
             if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                 return Ok(stop);
             }
+        }
+        Ok(EpochResult {
+            trn_loss: fit.smooth.value(),
+            stopped: false,
+        })
+    }
+
+    /// An epoch of a data-parallel fit: every rank takes the same steps whatever `skip_bad`
+    /// left in its batches (the rule is `train::distributed`'s).
+    fn train_epoch_synced(
+        &self,
+        fit: &mut FitState,
+        sync: &dyn GradSync,
+        src: &dyn BatchSource,
+        epoch: u64,
+        before: &mut dyn FnMut(usize) -> Result<()>,
+        on_batch: &mut dyn FnMut(usize, f64) -> Result<bool>,
+    ) -> Result<EpochResult> {
+        let batch_stats = !self.bn_freeze;
+        let mut batches = src.batches(epoch);
+        let mut b = 0;
+        loop {
+            let batch = batches.next().transpose()?;
+            let n = batch.as_ref().map_or(0, |(x, _)| x.size()[0] as usize);
+            // One row cannot take BatchNorm's batch statistics: this rank brings none.
+            let rows = if batch_stats && n == 1 { 0 } else { n };
+            let plan = agree_step(sync, rows, batch.is_some())?;
+            if !plan.any_batch {
+                break;
+            }
+            if n == 1 && rows == 0 {
+                fit.record.one_row_batches += 1;
+            }
+            if plan.rows == 0 {
+                fit.t += 1;
+                b += 1;
+                continue;
+            }
+            before(b)?;
+            let (lrs, mom) = fit.batch_rates();
+            fit.opt.zero_grad();
+            let mut loss = 0.0;
+            if let Some((x, y)) = batch.filter(|_| rows > 0) {
+                let x = self.upload(x)?;
+                let y = self.upload(y)?;
+                let at = BatchAt {
+                    phase: "training batch",
+                    index: b,
+                };
+                let out = if fit.precompute {
+                    self.net.head_forward(&x, true, batch_stats, at)?
+                } else {
+                    self.net.forward(&x, true, batch_stats, at)?
+                };
+                let l = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
+                l.f_backward().map_err(Error::torch("backward pass"))?;
+                loss = l.double_value(&[]);
+            }
+            let weight = rows as f64 / plan.rows as f64;
+            let raw = average_grads_weighted(self.net.store(), sync, weight, loss)?;
+            if let Some(max_norm) = fit.clip {
+                fit.opt.clip_grad_norm(max_norm)?;
+            }
+            fit.opt.step(&lrs, &fit.wds)?;
+            if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
+                return Ok(stop);
+            }
+            b += 1;
         }
         Ok(EpochResult {
             trn_loss: fit.smooth.value(),

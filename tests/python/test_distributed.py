@@ -3,6 +3,7 @@ torchrun (`python -m torch.distributed.run`) against one process at twice the ba
 tiny generated image folder. Every launch has a wall-clock limit, so a hang fails the test."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ WORKER = textwrap.dedent("""
 
     mode, root, bs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     rank = int(os.environ.get("RANK", 0))
+    skip_bad = mode in ("pre", "bad")
     saves = []
     real_save = torch.save
     def counting_save(obj, f, *a, **k):
@@ -37,7 +39,8 @@ WORKER = textwrap.dedent("""
     torch.save = counting_save
 
     tfms = tfms_from_model(resnet18, 32)
-    data = ImageClassifierData.from_paths(root, bs=bs, tfms=tfms, num_workers=1, seed=3)
+    data = ImageClassifierData.from_paths(root, bs=bs, tfms=tfms, num_workers=1, seed=3,
+                                          skip_bad=skip_bad)
     learn = ConvLearner.pretrained(resnet18, data, pretrained=False, ps=0.0)
     learn.load("init")
     # Batch statistics of bs rows differ from those of 2 x bs rows: BatchNorm on running
@@ -70,6 +73,29 @@ WORKER = textwrap.dedent("""
         result["n_pred"] = len(learn.predict())
         result["tta_shape"] = list(learn.TTA(n_aug=1)[0].shape)
         learn.load("after_pre")
+    elif mode == "pre":
+        # What the native precompute reports per split (status, rows this process computed).
+        class Recording:
+            def __init__(self, native):
+                self._real, self.seen = native, []
+            def __getattr__(self, name):
+                return getattr(self._real, name)
+            def precompute(self, *a, **k):
+                got = self._real.precompute(*a, **k)
+                self.seen += [(x.split, x.status, x.computed_rows) for x in got or []]
+                return got
+        learn._native = Recording(learn._native)
+        with learn.distrib_ctx(timeout=60):
+            learn.precompute = True
+        for split in ("trn", "val"):
+            real_save(learn._acts[split], out + f".{rank}.{split}.pt")
+            result[split + "_ok"] = (None if learn._acts[split + "_ok"] is None
+                                     else learn._acts[split + "_ok"].tolist())
+        result["seen"] = learn._native.seen
+    elif mode == "bad":
+        with learn.distrib_ctx(timeout=60):
+            learn.fit(0.05, 2)
+            real_save(dict(learn._native.state_dict()), out + f".{rank}.bad.pt")
     elif mode == "raise":
         with learn.distrib_ctx(timeout=30):
             if rank == 1:
@@ -210,3 +236,104 @@ def test_ctrl_c_on_the_launcher_stops_every_rank(setup):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def bad_setup(tmp_path_factory):
+    """A folder like `setup`'s with one undecodable .jpg among the training images, its worker
+    and an initial model."""
+    root = tmp_path_factory.mktemp("dist_bad")
+    write_images(root, n_train=7, n_valid=3)
+    # An even count (16): the shards then need no padding row, which one process would not see.
+    shutil.copy(root / "train" / "cats" / "cat.0.jpg", root / "train" / "cats" / "cat.extra.jpg")
+    (root / "train" / "dogs" / "dog.bad.jpg").write_bytes(b"not a jpeg at all" * 20)
+    script = root / "worker.py"
+    script.write_text(WORKER)
+    probe = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            from fastai.conv_learner import *
+            data = ImageClassifierData.from_paths({str(root)!r}, bs=2, tfms=tfms_from_model(resnet18, 32), num_workers=1, skip_bad=True)
+            learn = ConvLearner.pretrained(resnet18, data, pretrained=False, ps=0.0)
+            learn.save("init")
+        """)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    return root, script
+
+
+def _cache_files(root):
+    return {p: p.stat().st_mtime_ns for p in (root / "tmp").rglob("*") if p.is_file()}
+
+
+def test_precompute_per_shard_gathered_and_cached_once(bad_setup):
+    root, script = bad_setup
+    out = root / "pre"
+    n_trn, n_val = 15, 6  # decoded: 8 + 7 (the 16th is undecodable); 3 + 3
+
+    def single(tag):
+        run = subprocess.run([sys.executable, str(script), "pre", str(root), "4", f"{out}_{tag}"],
+                             env=_env(), capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return _load(f"{out}_{tag}.0.json")
+
+    # The reference: one process computing every row (no cache yet).
+    ref = single("ref")
+    assert sorted(ref["seen"]) == [["trn", "computed", n_trn], ["val", "computed", n_val]]
+    for p in _cache_files(root):
+        p.unlink()
+    two = subprocess.run(_torchrun(script, "pre", root, 2, out), env=_env(), capture_output=True,
+                         text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    ranks = [_load(f"{out}.{r}.json") for r in (0, 1)]
+    # Rank 0 wrote the files, rank 1 only gathered; each computed half of each split (its
+    # shard of 8 training items, less the undecodable one on its rank).
+    trn_rows = []
+    for r, res in enumerate(ranks):
+        seen = {split: (status, rows) for split, status, rows in res["seen"]}
+        status = "computed" if r == 0 else "gathered"
+        assert seen["val"] == (status, 3) and seen["trn"][0] == status, (r, seen)
+        trn_rows.append(seen["trn"][1])
+    assert sorted(trn_rows) == [7, 8]
+    files = _cache_files(root)
+    assert len(files) == 2, files
+    # The undecodable image: left out with a NaN row, on every rank, as alone.
+    for res in ranks:
+        assert res["trn_ok"] == ref["trn_ok"] and ref["trn_ok"].count(False) == 1
+        assert res["val_ok"] is None and ref["val_ok"] is None
+    for split in ("trn", "val"):
+        want = torch.load(f"{out}_ref.0.{split}.pt")
+        for r in (0, 1):
+            got = torch.load(f"{out}.{r}.{split}.pt")
+            assert got.shape == want.shape
+            assert torch.equal(torch.isnan(got), torch.isnan(want)), (split, r)
+            assert torch.allclose(got.nan_to_num(), want.nan_to_num(), atol=1e-5, rtol=0), (split, r)
+    # A later single process reads the files rank 0 wrote: nothing computed, nothing rewritten.
+    again = single("again")
+    assert sorted(again["seen"]) == [["trn", "hit", 0], ["val", "hit", 0]]
+    assert _cache_files(root) == files
+    for split in ("trn", "val"):
+        got, want = (torch.load(f"{out}{t}.0.{split}.pt") for t in ("_again", ""))
+        assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+def test_skip_bad_in_one_rank_keeps_the_ranks_in_step(bad_setup):
+    """bs=1 per rank: the step whose image is undecodable leaves its rank with no batch at
+    all, while the other rank has one. Both finish (short timeout: no hang) with the weights
+    one process at bs=2 gets, where that step has one row."""
+    root, script = bad_setup
+    out = root / "badfit"
+    one = subprocess.run([sys.executable, str(script), "bad", str(root), "2", f"{out}_single"],
+                         env=_env(), capture_output=True, text=True, timeout=180)
+    assert one.returncode == 0, one.stderr[-3000:]
+    start = time.monotonic()
+    two = subprocess.run(_torchrun(script, "bad", root, 1, out), env=_env(), capture_output=True,
+                         text=True, timeout=150)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert time.monotonic() - start < 150
+    want_all = torch.load(f"{out}_single.0.bad.pt")
+    init = torch.load(root / "models" / "init.h5")
+    assert max(float((want_all[k] - init[k]).abs().max())
+               for k in want_all if init[k].is_floating_point()) > 1e-3
+    for rank in (0, 1):
+        got_all = torch.load(f"{out}.{rank}.bad.pt")
+        for k, want in want_all.items():
+            assert torch.allclose(got_all[k].double(), want.double(), atol=1e-5, rtol=0), (rank, k)
