@@ -107,12 +107,14 @@ class EfficientNetLite0Body(nn.Module):
         return x
 
 
-def load_into(model, path, ignore_prefix):
+def load_into(model, path, classifier):
+    """Loads every tensor of `path` into `model` but the classifier's (vision_learner cuts it
+    off anyway, and a file may or may not have it); anything else left over is an error."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefix)}
+    state = {k: v for k, v in state.items() if not k.startswith(classifier)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(classifier)]
     if missing or unexpected:
         raise SystemExit(f"fastai2_side: {path} does not fit the network: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
