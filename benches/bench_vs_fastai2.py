@@ -160,7 +160,9 @@ def run_ours(args, photos, weights, check_dir):
     r, dt = timed(lambda: learn.fit(np.array(OURS_UNFROZEN_LRS), 1, cycle_len=1))
     stages["c"] = (dt, float(r[1]))
     stages["d"] = tuple(reversed(timed(lambda: tta_accuracy(learn))))
-    return stages, len(data.trn_ds), len(data.val_ds)
+    info = {"n_train": len(data.trn_ds), "n_valid": len(data.val_ds), "workers": data.num_workers,
+            "precision": "float32" if learn._amp_dtype is None else str(learn._amp_dtype).replace("torch.", "")}
+    return stages, info
 
 
 def run_v2(args, photos, weights, tmp):
@@ -221,7 +223,7 @@ def main(argv=None):
             print("NOTE: no resnet34 ImageNet weights in the torch hub cache: both sides load the same "
                   "seeded random weights, so the accuracies are not meaningful (timing only)")
         print(f"\n== ours (fastai-rs), lr {OURS_HEAD_LR} head, {OURS_UNFROZEN_LRS} unfrozen ==", flush=True)
-        ours, n_trn, n_val = run_ours(args, photos, weights, tmp)
+        ours, info = run_ours(args, photos, weights, tmp)
         print(f"\n== fastai v2 (subprocess in .venv-fastai2), base_lr {V2_BASE_LR}, unfrozen "
               f"slice{V2_UNFROZEN_LR} ==", flush=True)
         v2 = run_v2(args, photos, weights, tmp)
@@ -229,10 +231,15 @@ def main(argv=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nfastai {v2['fastai']} on torch {v2['torch']}, {v2['threads']} torch threads; its DataLoader "
-          f"num_workers={v2['num_workers']} (its default); ours: 8 loader threads (0.7's default)")
-    print(f"images: {n_trn} train / {n_val} valid (ours), {v2['n_train']} / {v2['n_valid']} (v2)")
+          f"num_workers={v2['num_workers']} (its default, worker processes); ours: {info['workers']} loader "
+          f"threads (0.7's default)")
+    print(f"precision: v2 float32; ours {info['precision']} (the CPU's default: bfloat16 autocast only "
+          f"where the CPU computes it natively; FASTAI_RS_PRECISION=float32 forces float32)")
+    print(f"images: {info['n_train']} train / {info['n_valid']} valid (ours), {v2['n_train']} / "
+          f"{v2['n_valid']} (v2)")
     print(f"same weights: max |v2 body - our body| (concat-pooled, one batch of {args.bs}) = "
-          f"{v2['body_max_abs_diff']:.2e} (features up to {v2['body_max_abs']:.2f})")
+          f"{v2['body_max_abs_diff']:.2e} (features up to {v2['body_max_abs']:.2f}; float32 round-off is "
+          f"~1e-5 relative, bfloat16 ~1e-2)")
     print(f"\n{'stage':<28} {'ours s':>9} {'v2 s':>9} {'v2/ours':>8} {'acc ours':>9} {'acc v2':>8}")
     for key, label in STAGES:
         (t_o, a_o), (t_v, a_v) = ours[key], v2["stages"][key]
