@@ -527,25 +527,9 @@ impl Learner {
             }
             before(b)?;
             let (lrs, mom) = fit.batch_rates();
-            let x = self.upload(x)?;
-            let y = self.upload(y)?;
-            let at = BatchAt {
-                phase: "training batch",
-                index: b,
-            };
-            let out = if fit.precompute {
-                self.net.head_forward(&x, true, batch_stats, at)?
-            } else {
-                self.net.forward(&x, true, batch_stats, at)?
-            };
-            let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
             fit.opt.zero_grad();
-            loss.f_backward().map_err(Error::torch("backward pass"))?;
-            if let Some(max_norm) = fit.clip {
-                fit.opt.clip_grad_norm(max_norm)?;
-            }
-            fit.opt.step(&lrs, &fit.wds)?;
-            let raw = loss.double_value(&[]);
+            let raw = self.backward_batch(fit, x, y, b, batch_stats)?;
+            Self::step(fit, &lrs)?;
             if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                 return Ok(stop);
             }
@@ -554,6 +538,40 @@ impl Learner {
             trn_loss: fit.smooth.value(),
             stopped: false,
         })
+    }
+
+    /// Forward and backward of training batch `b` (gradients accumulate: the caller zeroes
+    /// them first); its loss.
+    fn backward_batch(
+        &self,
+        fit: &FitState,
+        x: Tensor,
+        y: Tensor,
+        b: usize,
+        batch_stats: bool,
+    ) -> Result<f64> {
+        let x = self.upload(x)?;
+        let y = self.upload(y)?;
+        let at = BatchAt {
+            phase: "training batch",
+            index: b,
+        };
+        let out = if fit.precompute {
+            self.net.head_forward(&x, true, batch_stats, at)?
+        } else {
+            self.net.forward(&x, true, batch_stats, at)?
+        };
+        let loss = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
+        loss.f_backward().map_err(Error::torch("backward pass"))?;
+        Ok(loss.double_value(&[]))
+    }
+
+    /// The optimiser's step at rates `lrs`, after clipping the gradients when the fit asks.
+    fn step(fit: &mut FitState, lrs: &[f64]) -> Result<()> {
+        if let Some(max_norm) = fit.clip {
+            fit.opt.clip_grad_norm(max_norm)?;
+        }
+        fit.opt.step(lrs, &fit.wds)
     }
 
     /// An epoch of a data-parallel fit: every rank takes the same steps whatever `skip_bad`
@@ -590,29 +608,13 @@ impl Learner {
             before(b)?;
             let (lrs, mom) = fit.batch_rates();
             fit.opt.zero_grad();
-            let mut loss = 0.0;
-            if let Some((x, y)) = batch.filter(|_| rows > 0) {
-                let x = self.upload(x)?;
-                let y = self.upload(y)?;
-                let at = BatchAt {
-                    phase: "training batch",
-                    index: b,
-                };
-                let out = if fit.precompute {
-                    self.net.head_forward(&x, true, batch_stats, at)?
-                } else {
-                    self.net.forward(&x, true, batch_stats, at)?
-                };
-                let l = self.loss(fit.crit.as_deref(), &out, &y, LossAt::Train(b))?;
-                l.f_backward().map_err(Error::torch("backward pass"))?;
-                loss = l.double_value(&[]);
-            }
+            let loss = match batch.filter(|_| rows > 0) {
+                Some((x, y)) => self.backward_batch(fit, x, y, b, batch_stats)?,
+                None => 0.0,
+            };
             let weight = rows as f64 / plan.rows as f64;
             let raw = average_grads_weighted(self.net.store(), sync, weight, loss)?;
-            if let Some(max_norm) = fit.clip {
-                fit.opt.clip_grad_norm(max_norm)?;
-            }
-            fit.opt.step(&lrs, &fit.wds)?;
+            Self::step(fit, &lrs)?;
             if let Some(stop) = fit.after_step(b, raw, &lrs, mom, on_batch)? {
                 return Ok(stop);
             }
