@@ -333,7 +333,10 @@ def test_skip_bad_in_one_rank_keeps_the_ranks_in_step(bad_setup):
     init = torch.load(root / "models" / "init.h5")
     assert max(float((want_all[k] - init[k]).abs().max())
                for k in want_all if init[k].is_floating_point()) > 1e-3
-    for rank in (0, 1):
-        got_all = torch.load(f"{out}.{rank}.bad.pt")
-        for k, want in want_all.items():
-            assert torch.allclose(got_all[k].double(), want.double(), atol=1e-5, rtol=0), (rank, k)
+    ranks = [torch.load(f"{out}.{rank}.bad.pt") for rank in (0, 1)]
+    for k, want in want_all.items():
+        # The ranks step together: the same weights to the bit.
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+        # And as one process: 16 steps at lr 0.05 sum the two rows' gradients in another order
+        # (seen up to 1.6e-5 apart), while training moved them by more than 1e-3 (above).
+        assert torch.allclose(ranks[0][k].double(), want.double(), atol=1e-4, rtol=0), k
