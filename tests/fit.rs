@@ -727,13 +727,15 @@ fn sgd_on_images_through_resnet18_matches_a_hand_written_loop() {
     let y = Tensor::cat(&y, 0);
     let want = tch::no_grad(|| r.resnet18(&Tensor::cat(&x, 0), false));
     assert!(ys.equal(&y));
+    // Batches of 8 fold each BatchNorm into its convolution: the same function, summed in
+    // another order (seen 1.0e-5 apart; a wrong fold is off by far more).
     assert!(
-        max_diff(&out, &want) < 1e-5,
+        max_diff(&out, &want) < 1e-4,
         "predict: {}",
         max_diff(&out, &want)
     );
     let want_loss = r.nll(&want, &y).double_value(&[]);
-    assert!((loss - want_loss).abs() < 1e-5, "{loss} vs {want_loss}");
+    assert!((loss - want_loss).abs() < 1e-4, "{loss} vs {want_loss}");
 }
 
 // ---------------------------------------------------------------------------------------------
