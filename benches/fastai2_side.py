@@ -8,6 +8,11 @@ CONFIG (written by bench_vs_fastai2.py) names the photo folder, sz, bs, threads,
 architecture, the weights file both sides load, one batch of our validation inputs with our
 body's pooled features for it, and where to write the results (JSON).
 
+EfficientNet-Lite0 is written out again below rather than taken from this project: fastai-rs
+cannot be imported here, and the tests' reference network (tests/python/effnet_reference.py)
+pads every convolution with a copy, where ours lets a symmetric convolution pad itself; the copy
+here does as ours does, so neither side's timing carries an extra copy per layer.
+
 fastai v2's usual recipe, with the learner built from the same weights file:
   (a) vision_learner(dls, arch, metrics=accuracy) + fine_tune(1) + tta(), construction included;
   (b) freeze() + fit_one_cycle(1, base_lr): one augmented frozen epoch;
